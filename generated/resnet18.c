@@ -1921,1300 +1921,566 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 4: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:12:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
-static void l04_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+static void l04_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    float *restrict xp = S + 65536; /* [64][58][58][lanes]: zero-padded input */
+    for (int co = 0; co < 64; co++) {
+        for (int ci = 0; ci < 64; ci++) {
+            const float g0 = P[co * 576 + ci * 9 + 0], g1 = P[co * 576 + ci * 9 + 1], g2 = P[co * 576 + ci * 9 + 2], g3 = P[co * 576 + ci * 9 + 3], g4 = P[co * 576 + ci * 9 + 4], g5 = P[co * 576 + ci * 9 + 5], g6 = P[co * 576 + ci * 9 + 6], g7 = P[co * 576 + ci * 9 + 7], g8 = P[co * 576 + ci * 9 + 8];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 64 + co;
+            u[0] = t00; u[4096] = 0.5f * (t00 + t01 + t02); u[8192] = 0.5f * (t00 - t01 + t02); u[12288] = t02;
+            u[16384] = t10; u[20480] = 0.5f * (t10 + t11 + t12); u[24576] = 0.5f * (t10 - t11 + t12); u[28672] = t12;
+            u[32768] = t20; u[36864] = 0.5f * (t20 + t21 + t22); u[40960] = 0.5f * (t20 - t21 + t22); u[45056] = t22;
+            u[49152] = t30; u[53248] = 0.5f * (t30 + t31 + t32); u[57344] = 0.5f * (t30 - t31 + t32); u[61440] = t32;
+        }
+    }
+    /* x -> zero-padded planes 58x58 (lanes) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < 64; pl++) {
+        const float *restrict s = x + (size_t)pl * 100352;
+        float *restrict d = xp + (size_t)pl * 107648;
+        memset(d, 0, sizeof(float) * 1856);
+        for (int r = 0; r < 56; r++) {
+            float *restrict dr = d + (size_t)(r + 1) * 1856;
+            memset(dr, 0, sizeof(float) * 32);
+            memcpy(dr + 32, s + (size_t)r * 1792, sizeof(float) * 1792);
+            memset(dr + 1824, 0, sizeof(float) * 32);
+        }
+        memset(d + 105792, 0, sizeof(float) * 1856);
+    }
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 4; cb++) {
-            const float *restrict wb = w + cb*9216;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*1605632 + v0 * 16;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+    for (int v0 = 0; v0 < 2; v0 += 2) {
+        for (int ty = 0; ty < 28; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 28; tx++) {
                 for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*100352;
-                    const float *restrict wc = wb + ci*9;
+                    const float *restrict xc = xp + ((size_t)(ci * 58 + 2 * ty) * 58 + 2 * tx) * 32 + v0 * 16;
                     {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
+                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 1856), d11 = VLOAD(xc + 1888), d12 = VLOAD(xc + 1920), d13 = VLOAD(xc + 1952), d20 = VLOAD(xc + 3712), d21 = VLOAD(xc + 3744), d22 = VLOAD(xc + 3776), d23 = VLOAD(xc + 3808), d30 = VLOAD(xc + 5568), d31 = VLOAD(xc + 5600), d32 = VLOAD(xc + 5632), d33 = VLOAD(xc + 5664);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + 32 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[581] * x0;
-                        a0_2 += wc[1157] * x0;
-                        a0_3 += wc[1733] * x0;
-                        a0_4 += wc[2309] * x0;
-                        a0_5 += wc[2885] * x0;
-                        a0_6 += wc[3461] * x0;
-                        a0_7 += wc[4037] * x0;
-                        a0_8 += wc[4613] * x0;
-                        a0_9 += wc[5189] * x0;
-                        a0_10 += wc[5765] * x0;
-                        a0_11 += wc[6341] * x0;
-                        a0_12 += wc[6917] * x0;
-                        a0_13 += wc[7493] * x0;
-                        a0_14 += wc[8069] * x0;
-                        a0_15 += wc[8645] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1792 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[583] * x0;
-                        a0_2 += wc[1159] * x0;
-                        a0_3 += wc[1735] * x0;
-                        a0_4 += wc[2311] * x0;
-                        a0_5 += wc[2887] * x0;
-                        a0_6 += wc[3463] * x0;
-                        a0_7 += wc[4039] * x0;
-                        a0_8 += wc[4615] * x0;
-                        a0_9 += wc[5191] * x0;
-                        a0_10 += wc[5767] * x0;
-                        a0_11 += wc[6343] * x0;
-                        a0_12 += wc[6919] * x0;
-                        a0_13 += wc[7495] * x0;
-                        a0_14 += wc[8071] * x0;
-                        a0_15 += wc[8647] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1824 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[584] * x0;
-                        a0_2 += wc[1160] * x0;
-                        a0_3 += wc[1736] * x0;
-                        a0_4 += wc[2312] * x0;
-                        a0_5 += wc[2888] * x0;
-                        a0_6 += wc[3464] * x0;
-                        a0_7 += wc[4040] * x0;
-                        a0_8 += wc[4616] * x0;
-                        a0_9 += wc[5192] * x0;
-                        a0_10 += wc[5768] * x0;
-                        a0_11 += wc[6344] * x0;
-                        a0_12 += wc[6920] * x0;
-                        a0_13 += wc[7496] * x0;
-                        a0_14 += wc[8072] * x0;
-                        a0_15 += wc[8648] * x0;
+                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 1872), d11 = VLOAD(xc + 1904), d12 = VLOAD(xc + 1936), d13 = VLOAD(xc + 1968), d20 = VLOAD(xc + 3728), d21 = VLOAD(xc + 3760), d22 = VLOAD(xc + 3792), d23 = VLOAD(xc + 3824), d30 = VLOAD(xc + 5584), d31 = VLOAD(xc + 5616), d32 = VLOAD(xc + 5648), d33 = VLOAD(xc + 5680);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 100352, a0_1);
-                VSTORE(yb + 200704, a0_2);
-                VSTORE(yb + 301056, a0_3);
-                VSTORE(yb + 401408, a0_4);
-                VSTORE(yb + 501760, a0_5);
-                VSTORE(yb + 602112, a0_6);
-                VSTORE(yb + 702464, a0_7);
-                VSTORE(yb + 802816, a0_8);
-                VSTORE(yb + 903168, a0_9);
-                VSTORE(yb + 1003520, a0_10);
-                VSTORE(yb + 1103872, a0_11);
-                VSTORE(yb + 1204224, a0_12);
-                VSTORE(yb + 1304576, a0_13);
-                VSTORE(yb + 1404928, a0_14);
-                VSTORE(yb + 1505280, a0_15);
-            }
-            /* rows 0..0, cols 1..54: 6 of 9 taps */
-            for (int ox = 1; ox < 55; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*100352;
-                    const float *restrict wc = wb + ci*9;
+                for (int cb = 0; cb < 8; cb++) {
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 - 32 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[579] * x0;
-                        a0_2 += wc[1155] * x0;
-                        a0_3 += wc[1731] * x0;
-                        a0_4 += wc[2307] * x0;
-                        a0_5 += wc[2883] * x0;
-                        a0_6 += wc[3459] * x0;
-                        a0_7 += wc[4035] * x0;
-                        a0_8 += wc[4611] * x0;
-                        a0_9 += wc[5187] * x0;
-                        a0_10 += wc[5763] * x0;
-                        a0_11 += wc[6339] * x0;
-                        a0_12 += wc[6915] * x0;
-                        a0_13 += wc[7491] * x0;
-                        a0_14 += wc[8067] * x0;
-                        a0_15 += wc[8643] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(0 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[0] = a0_0; mb[1] = a0_1;
+                        mb[2] = a1_0; mb[3] = a1_1;
+                        mb[4] = a2_0; mb[5] = a2_1;
+                        mb[6] = a3_0; mb[7] = a3_1;
+                        mb[8] = a4_0; mb[9] = a4_1;
+                        mb[10] = a5_0; mb[11] = a5_1;
+                        mb[12] = a6_0; mb[13] = a6_1;
+                        mb[14] = a7_0; mb[15] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(64 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[16] = a0_0; mb[17] = a0_1;
+                        mb[18] = a1_0; mb[19] = a1_1;
+                        mb[20] = a2_0; mb[21] = a2_1;
+                        mb[22] = a3_0; mb[23] = a3_1;
+                        mb[24] = a4_0; mb[25] = a4_1;
+                        mb[26] = a5_0; mb[27] = a5_1;
+                        mb[28] = a6_0; mb[29] = a6_1;
+                        mb[30] = a7_0; mb[31] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 32 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[581] * x0;
-                        a0_2 += wc[1157] * x0;
-                        a0_3 += wc[1733] * x0;
-                        a0_4 += wc[2309] * x0;
-                        a0_5 += wc[2885] * x0;
-                        a0_6 += wc[3461] * x0;
-                        a0_7 += wc[4037] * x0;
-                        a0_8 += wc[4613] * x0;
-                        a0_9 += wc[5189] * x0;
-                        a0_10 += wc[5765] * x0;
-                        a0_11 += wc[6341] * x0;
-                        a0_12 += wc[6917] * x0;
-                        a0_13 += wc[7493] * x0;
-                        a0_14 += wc[8069] * x0;
-                        a0_15 += wc[8645] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(128 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[32] = a0_0; mb[33] = a0_1;
+                        mb[34] = a1_0; mb[35] = a1_1;
+                        mb[36] = a2_0; mb[37] = a2_1;
+                        mb[38] = a3_0; mb[39] = a3_1;
+                        mb[40] = a4_0; mb[41] = a4_1;
+                        mb[42] = a5_0; mb[43] = a5_1;
+                        mb[44] = a6_0; mb[45] = a6_1;
+                        mb[46] = a7_0; mb[47] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 1760 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[582] * x0;
-                        a0_2 += wc[1158] * x0;
-                        a0_3 += wc[1734] * x0;
-                        a0_4 += wc[2310] * x0;
-                        a0_5 += wc[2886] * x0;
-                        a0_6 += wc[3462] * x0;
-                        a0_7 += wc[4038] * x0;
-                        a0_8 += wc[4614] * x0;
-                        a0_9 += wc[5190] * x0;
-                        a0_10 += wc[5766] * x0;
-                        a0_11 += wc[6342] * x0;
-                        a0_12 += wc[6918] * x0;
-                        a0_13 += wc[7494] * x0;
-                        a0_14 += wc[8070] * x0;
-                        a0_15 += wc[8646] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(192 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[48] = a0_0; mb[49] = a0_1;
+                        mb[50] = a1_0; mb[51] = a1_1;
+                        mb[52] = a2_0; mb[53] = a2_1;
+                        mb[54] = a3_0; mb[55] = a3_1;
+                        mb[56] = a4_0; mb[57] = a4_1;
+                        mb[58] = a5_0; mb[59] = a5_1;
+                        mb[60] = a6_0; mb[61] = a6_1;
+                        mb[62] = a7_0; mb[63] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 1792 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[583] * x0;
-                        a0_2 += wc[1159] * x0;
-                        a0_3 += wc[1735] * x0;
-                        a0_4 += wc[2311] * x0;
-                        a0_5 += wc[2887] * x0;
-                        a0_6 += wc[3463] * x0;
-                        a0_7 += wc[4039] * x0;
-                        a0_8 += wc[4615] * x0;
-                        a0_9 += wc[5191] * x0;
-                        a0_10 += wc[5767] * x0;
-                        a0_11 += wc[6343] * x0;
-                        a0_12 += wc[6919] * x0;
-                        a0_13 += wc[7495] * x0;
-                        a0_14 += wc[8071] * x0;
-                        a0_15 += wc[8647] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(256 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[64] = a0_0; mb[65] = a0_1;
+                        mb[66] = a1_0; mb[67] = a1_1;
+                        mb[68] = a2_0; mb[69] = a2_1;
+                        mb[70] = a3_0; mb[71] = a3_1;
+                        mb[72] = a4_0; mb[73] = a4_1;
+                        mb[74] = a5_0; mb[75] = a5_1;
+                        mb[76] = a6_0; mb[77] = a6_1;
+                        mb[78] = a7_0; mb[79] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 1824 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[584] * x0;
-                        a0_2 += wc[1160] * x0;
-                        a0_3 += wc[1736] * x0;
-                        a0_4 += wc[2312] * x0;
-                        a0_5 += wc[2888] * x0;
-                        a0_6 += wc[3464] * x0;
-                        a0_7 += wc[4040] * x0;
-                        a0_8 += wc[4616] * x0;
-                        a0_9 += wc[5192] * x0;
-                        a0_10 += wc[5768] * x0;
-                        a0_11 += wc[6344] * x0;
-                        a0_12 += wc[6920] * x0;
-                        a0_13 += wc[7496] * x0;
-                        a0_14 += wc[8072] * x0;
-                        a0_15 += wc[8648] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(320 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(320 + ci) * 2 + 0], v1 = vb[(320 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[80] = a0_0; mb[81] = a0_1;
+                        mb[82] = a1_0; mb[83] = a1_1;
+                        mb[84] = a2_0; mb[85] = a2_1;
+                        mb[86] = a3_0; mb[87] = a3_1;
+                        mb[88] = a4_0; mb[89] = a4_1;
+                        mb[90] = a5_0; mb[91] = a5_1;
+                        mb[92] = a6_0; mb[93] = a6_1;
+                        mb[94] = a7_0; mb[95] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(384 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[96] = a0_0; mb[97] = a0_1;
+                        mb[98] = a1_0; mb[99] = a1_1;
+                        mb[100] = a2_0; mb[101] = a2_1;
+                        mb[102] = a3_0; mb[103] = a3_1;
+                        mb[104] = a4_0; mb[105] = a4_1;
+                        mb[106] = a5_0; mb[107] = a5_1;
+                        mb[108] = a6_0; mb[109] = a6_1;
+                        mb[110] = a7_0; mb[111] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(448 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(448 + ci) * 2 + 0], v1 = vb[(448 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[112] = a0_0; mb[113] = a0_1;
+                        mb[114] = a1_0; mb[115] = a1_1;
+                        mb[116] = a2_0; mb[117] = a2_1;
+                        mb[118] = a3_0; mb[119] = a3_1;
+                        mb[120] = a4_0; mb[121] = a4_1;
+                        mb[122] = a5_0; mb[123] = a5_1;
+                        mb[124] = a6_0; mb[125] = a6_1;
+                        mb[126] = a7_0; mb[127] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(512 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[128] = a0_0; mb[129] = a0_1;
+                        mb[130] = a1_0; mb[131] = a1_1;
+                        mb[132] = a2_0; mb[133] = a2_1;
+                        mb[134] = a3_0; mb[135] = a3_1;
+                        mb[136] = a4_0; mb[137] = a4_1;
+                        mb[138] = a5_0; mb[139] = a5_1;
+                        mb[140] = a6_0; mb[141] = a6_1;
+                        mb[142] = a7_0; mb[143] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(576 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(576 + ci) * 2 + 0], v1 = vb[(576 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[144] = a0_0; mb[145] = a0_1;
+                        mb[146] = a1_0; mb[147] = a1_1;
+                        mb[148] = a2_0; mb[149] = a2_1;
+                        mb[150] = a3_0; mb[151] = a3_1;
+                        mb[152] = a4_0; mb[153] = a4_1;
+                        mb[154] = a5_0; mb[155] = a5_1;
+                        mb[156] = a6_0; mb[157] = a6_1;
+                        mb[158] = a7_0; mb[159] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(640 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[160] = a0_0; mb[161] = a0_1;
+                        mb[162] = a1_0; mb[163] = a1_1;
+                        mb[164] = a2_0; mb[165] = a2_1;
+                        mb[166] = a3_0; mb[167] = a3_1;
+                        mb[168] = a4_0; mb[169] = a4_1;
+                        mb[170] = a5_0; mb[171] = a5_1;
+                        mb[172] = a6_0; mb[173] = a6_1;
+                        mb[174] = a7_0; mb[175] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(704 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(704 + ci) * 2 + 0], v1 = vb[(704 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[176] = a0_0; mb[177] = a0_1;
+                        mb[178] = a1_0; mb[179] = a1_1;
+                        mb[180] = a2_0; mb[181] = a2_1;
+                        mb[182] = a3_0; mb[183] = a3_1;
+                        mb[184] = a4_0; mb[185] = a4_1;
+                        mb[186] = a5_0; mb[187] = a5_1;
+                        mb[188] = a6_0; mb[189] = a6_1;
+                        mb[190] = a7_0; mb[191] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(768 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[192] = a0_0; mb[193] = a0_1;
+                        mb[194] = a1_0; mb[195] = a1_1;
+                        mb[196] = a2_0; mb[197] = a2_1;
+                        mb[198] = a3_0; mb[199] = a3_1;
+                        mb[200] = a4_0; mb[201] = a4_1;
+                        mb[202] = a5_0; mb[203] = a5_1;
+                        mb[204] = a6_0; mb[205] = a6_1;
+                        mb[206] = a7_0; mb[207] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(832 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(832 + ci) * 2 + 0], v1 = vb[(832 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[208] = a0_0; mb[209] = a0_1;
+                        mb[210] = a1_0; mb[211] = a1_1;
+                        mb[212] = a2_0; mb[213] = a2_1;
+                        mb[214] = a3_0; mb[215] = a3_1;
+                        mb[216] = a4_0; mb[217] = a4_1;
+                        mb[218] = a5_0; mb[219] = a5_1;
+                        mb[220] = a6_0; mb[221] = a6_1;
+                        mb[222] = a7_0; mb[223] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(896 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[224] = a0_0; mb[225] = a0_1;
+                        mb[226] = a1_0; mb[227] = a1_1;
+                        mb[228] = a2_0; mb[229] = a2_1;
+                        mb[230] = a3_0; mb[231] = a3_1;
+                        mb[232] = a4_0; mb[233] = a4_1;
+                        mb[234] = a5_0; mb[235] = a5_1;
+                        mb[236] = a6_0; mb[237] = a6_1;
+                        mb[238] = a7_0; mb[239] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(960 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(960 + ci) * 2 + 0], v1 = vb[(960 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[240] = a0_0; mb[241] = a0_1;
+                        mb[242] = a1_0; mb[243] = a1_1;
+                        mb[244] = a2_0; mb[245] = a2_1;
+                        mb[246] = a3_0; mb[247] = a3_1;
+                        mb[248] = a4_0; mb[249] = a4_1;
+                        mb[250] = a5_0; mb[251] = a5_1;
+                        mb[252] = a6_0; mb[253] = a6_1;
+                        mb[254] = a7_0; mb[255] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1824, y11);
+                        }
                     }
                 }
-                VSTORE(yb + ox*32, a0_0);
-                VSTORE(yb + ox*32 + 100352, a0_1);
-                VSTORE(yb + ox*32 + 200704, a0_2);
-                VSTORE(yb + ox*32 + 301056, a0_3);
-                VSTORE(yb + ox*32 + 401408, a0_4);
-                VSTORE(yb + ox*32 + 501760, a0_5);
-                VSTORE(yb + ox*32 + 602112, a0_6);
-                VSTORE(yb + ox*32 + 702464, a0_7);
-                VSTORE(yb + ox*32 + 802816, a0_8);
-                VSTORE(yb + ox*32 + 903168, a0_9);
-                VSTORE(yb + ox*32 + 1003520, a0_10);
-                VSTORE(yb + ox*32 + 1103872, a0_11);
-                VSTORE(yb + ox*32 + 1204224, a0_12);
-                VSTORE(yb + ox*32 + 1304576, a0_13);
-                VSTORE(yb + ox*32 + 1404928, a0_14);
-                VSTORE(yb + ox*32 + 1505280, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*100352;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 1728 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[579] * x0;
-                        a0_2 += wc[1155] * x0;
-                        a0_3 += wc[1731] * x0;
-                        a0_4 += wc[2307] * x0;
-                        a0_5 += wc[2883] * x0;
-                        a0_6 += wc[3459] * x0;
-                        a0_7 += wc[4035] * x0;
-                        a0_8 += wc[4611] * x0;
-                        a0_9 += wc[5187] * x0;
-                        a0_10 += wc[5763] * x0;
-                        a0_11 += wc[6339] * x0;
-                        a0_12 += wc[6915] * x0;
-                        a0_13 += wc[7491] * x0;
-                        a0_14 += wc[8067] * x0;
-                        a0_15 += wc[8643] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1760 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 3520 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[582] * x0;
-                        a0_2 += wc[1158] * x0;
-                        a0_3 += wc[1734] * x0;
-                        a0_4 += wc[2310] * x0;
-                        a0_5 += wc[2886] * x0;
-                        a0_6 += wc[3462] * x0;
-                        a0_7 += wc[4038] * x0;
-                        a0_8 += wc[4614] * x0;
-                        a0_9 += wc[5190] * x0;
-                        a0_10 += wc[5766] * x0;
-                        a0_11 += wc[6342] * x0;
-                        a0_12 += wc[6918] * x0;
-                        a0_13 += wc[7494] * x0;
-                        a0_14 += wc[8070] * x0;
-                        a0_15 += wc[8646] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 3552 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[583] * x0;
-                        a0_2 += wc[1159] * x0;
-                        a0_3 += wc[1735] * x0;
-                        a0_4 += wc[2311] * x0;
-                        a0_5 += wc[2887] * x0;
-                        a0_6 += wc[3463] * x0;
-                        a0_7 += wc[4039] * x0;
-                        a0_8 += wc[4615] * x0;
-                        a0_9 += wc[5191] * x0;
-                        a0_10 += wc[5767] * x0;
-                        a0_11 += wc[6343] * x0;
-                        a0_12 += wc[6919] * x0;
-                        a0_13 += wc[7495] * x0;
-                        a0_14 += wc[8071] * x0;
-                        a0_15 += wc[8647] * x0;
-                    }
-                }
-                VSTORE(yb + 1760, a0_0);
-                VSTORE(yb + 102112, a0_1);
-                VSTORE(yb + 202464, a0_2);
-                VSTORE(yb + 302816, a0_3);
-                VSTORE(yb + 403168, a0_4);
-                VSTORE(yb + 503520, a0_5);
-                VSTORE(yb + 603872, a0_6);
-                VSTORE(yb + 704224, a0_7);
-                VSTORE(yb + 804576, a0_8);
-                VSTORE(yb + 904928, a0_9);
-                VSTORE(yb + 1005280, a0_10);
-                VSTORE(yb + 1105632, a0_11);
-                VSTORE(yb + 1205984, a0_12);
-                VSTORE(yb + 1306336, a0_13);
-                VSTORE(yb + 1406688, a0_14);
-                VSTORE(yb + 1507040, a0_15);
-            }
-            /* rows 1..54, cols 0..0: 6 of 9 taps */
-            for (int oy = 1; oy < 55; oy++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xc = xg + ci*100352;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 - 1792 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[577] * x0;
-                            a0_2 += wc[1153] * x0;
-                            a0_3 += wc[1729] * x0;
-                            a0_4 += wc[2305] * x0;
-                            a0_5 += wc[2881] * x0;
-                            a0_6 += wc[3457] * x0;
-                            a0_7 += wc[4033] * x0;
-                            a0_8 += wc[4609] * x0;
-                            a0_9 += wc[5185] * x0;
-                            a0_10 += wc[5761] * x0;
-                            a0_11 += wc[6337] * x0;
-                            a0_12 += wc[6913] * x0;
-                            a0_13 += wc[7489] * x0;
-                            a0_14 += wc[8065] * x0;
-                            a0_15 += wc[8641] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 - 1760 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[578] * x0;
-                            a0_2 += wc[1154] * x0;
-                            a0_3 += wc[1730] * x0;
-                            a0_4 += wc[2306] * x0;
-                            a0_5 += wc[2882] * x0;
-                            a0_6 += wc[3458] * x0;
-                            a0_7 += wc[4034] * x0;
-                            a0_8 += wc[4610] * x0;
-                            a0_9 += wc[5186] * x0;
-                            a0_10 += wc[5762] * x0;
-                            a0_11 += wc[6338] * x0;
-                            a0_12 += wc[6914] * x0;
-                            a0_13 += wc[7490] * x0;
-                            a0_14 += wc[8066] * x0;
-                            a0_15 += wc[8642] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[580] * x0;
-                            a0_2 += wc[1156] * x0;
-                            a0_3 += wc[1732] * x0;
-                            a0_4 += wc[2308] * x0;
-                            a0_5 += wc[2884] * x0;
-                            a0_6 += wc[3460] * x0;
-                            a0_7 += wc[4036] * x0;
-                            a0_8 += wc[4612] * x0;
-                            a0_9 += wc[5188] * x0;
-                            a0_10 += wc[5764] * x0;
-                            a0_11 += wc[6340] * x0;
-                            a0_12 += wc[6916] * x0;
-                            a0_13 += wc[7492] * x0;
-                            a0_14 += wc[8068] * x0;
-                            a0_15 += wc[8644] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 32 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[581] * x0;
-                            a0_2 += wc[1157] * x0;
-                            a0_3 += wc[1733] * x0;
-                            a0_4 += wc[2309] * x0;
-                            a0_5 += wc[2885] * x0;
-                            a0_6 += wc[3461] * x0;
-                            a0_7 += wc[4037] * x0;
-                            a0_8 += wc[4613] * x0;
-                            a0_9 += wc[5189] * x0;
-                            a0_10 += wc[5765] * x0;
-                            a0_11 += wc[6341] * x0;
-                            a0_12 += wc[6917] * x0;
-                            a0_13 += wc[7493] * x0;
-                            a0_14 += wc[8069] * x0;
-                            a0_15 += wc[8645] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 1792 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[583] * x0;
-                            a0_2 += wc[1159] * x0;
-                            a0_3 += wc[1735] * x0;
-                            a0_4 += wc[2311] * x0;
-                            a0_5 += wc[2887] * x0;
-                            a0_6 += wc[3463] * x0;
-                            a0_7 += wc[4039] * x0;
-                            a0_8 += wc[4615] * x0;
-                            a0_9 += wc[5191] * x0;
-                            a0_10 += wc[5767] * x0;
-                            a0_11 += wc[6343] * x0;
-                            a0_12 += wc[6919] * x0;
-                            a0_13 += wc[7495] * x0;
-                            a0_14 += wc[8071] * x0;
-                            a0_15 += wc[8647] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 1824 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[584] * x0;
-                            a0_2 += wc[1160] * x0;
-                            a0_3 += wc[1736] * x0;
-                            a0_4 += wc[2312] * x0;
-                            a0_5 += wc[2888] * x0;
-                            a0_6 += wc[3464] * x0;
-                            a0_7 += wc[4040] * x0;
-                            a0_8 += wc[4616] * x0;
-                            a0_9 += wc[5192] * x0;
-                            a0_10 += wc[5768] * x0;
-                            a0_11 += wc[6344] * x0;
-                            a0_12 += wc[6920] * x0;
-                            a0_13 += wc[7496] * x0;
-                            a0_14 += wc[8072] * x0;
-                            a0_15 += wc[8648] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*1792, a0_0);
-                    VSTORE(yb + oy*1792 + 100352, a0_1);
-                    VSTORE(yb + oy*1792 + 200704, a0_2);
-                    VSTORE(yb + oy*1792 + 301056, a0_3);
-                    VSTORE(yb + oy*1792 + 401408, a0_4);
-                    VSTORE(yb + oy*1792 + 501760, a0_5);
-                    VSTORE(yb + oy*1792 + 602112, a0_6);
-                    VSTORE(yb + oy*1792 + 702464, a0_7);
-                    VSTORE(yb + oy*1792 + 802816, a0_8);
-                    VSTORE(yb + oy*1792 + 903168, a0_9);
-                    VSTORE(yb + oy*1792 + 1003520, a0_10);
-                    VSTORE(yb + oy*1792 + 1103872, a0_11);
-                    VSTORE(yb + oy*1792 + 1204224, a0_12);
-                    VSTORE(yb + oy*1792 + 1304576, a0_13);
-                    VSTORE(yb + oy*1792 + 1404928, a0_14);
-                    VSTORE(yb + oy*1792 + 1505280, a0_15);
-                }
-            }
-            /* rows 1..54, cols 1..54: every tap */
-            for (int oy = 1; oy < 55; oy++) {
-                for (int ox = 1; ox < 55; ox++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xc = xg + ci*100352;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*32 - 1824 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[576] * x0;
-                            a0_2 += wc[1152] * x0;
-                            a0_3 += wc[1728] * x0;
-                            a0_4 += wc[2304] * x0;
-                            a0_5 += wc[2880] * x0;
-                            a0_6 += wc[3456] * x0;
-                            a0_7 += wc[4032] * x0;
-                            a0_8 += wc[4608] * x0;
-                            a0_9 += wc[5184] * x0;
-                            a0_10 += wc[5760] * x0;
-                            a0_11 += wc[6336] * x0;
-                            a0_12 += wc[6912] * x0;
-                            a0_13 += wc[7488] * x0;
-                            a0_14 += wc[8064] * x0;
-                            a0_15 += wc[8640] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*32 - 1792 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[577] * x0;
-                            a0_2 += wc[1153] * x0;
-                            a0_3 += wc[1729] * x0;
-                            a0_4 += wc[2305] * x0;
-                            a0_5 += wc[2881] * x0;
-                            a0_6 += wc[3457] * x0;
-                            a0_7 += wc[4033] * x0;
-                            a0_8 += wc[4609] * x0;
-                            a0_9 += wc[5185] * x0;
-                            a0_10 += wc[5761] * x0;
-                            a0_11 += wc[6337] * x0;
-                            a0_12 += wc[6913] * x0;
-                            a0_13 += wc[7489] * x0;
-                            a0_14 += wc[8065] * x0;
-                            a0_15 += wc[8641] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*32 - 1760 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[578] * x0;
-                            a0_2 += wc[1154] * x0;
-                            a0_3 += wc[1730] * x0;
-                            a0_4 += wc[2306] * x0;
-                            a0_5 += wc[2882] * x0;
-                            a0_6 += wc[3458] * x0;
-                            a0_7 += wc[4034] * x0;
-                            a0_8 += wc[4610] * x0;
-                            a0_9 += wc[5186] * x0;
-                            a0_10 += wc[5762] * x0;
-                            a0_11 += wc[6338] * x0;
-                            a0_12 += wc[6914] * x0;
-                            a0_13 += wc[7490] * x0;
-                            a0_14 += wc[8066] * x0;
-                            a0_15 += wc[8642] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*32 - 32 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[579] * x0;
-                            a0_2 += wc[1155] * x0;
-                            a0_3 += wc[1731] * x0;
-                            a0_4 += wc[2307] * x0;
-                            a0_5 += wc[2883] * x0;
-                            a0_6 += wc[3459] * x0;
-                            a0_7 += wc[4035] * x0;
-                            a0_8 += wc[4611] * x0;
-                            a0_9 += wc[5187] * x0;
-                            a0_10 += wc[5763] * x0;
-                            a0_11 += wc[6339] * x0;
-                            a0_12 += wc[6915] * x0;
-                            a0_13 += wc[7491] * x0;
-                            a0_14 += wc[8067] * x0;
-                            a0_15 += wc[8643] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*32 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[580] * x0;
-                            a0_2 += wc[1156] * x0;
-                            a0_3 += wc[1732] * x0;
-                            a0_4 += wc[2308] * x0;
-                            a0_5 += wc[2884] * x0;
-                            a0_6 += wc[3460] * x0;
-                            a0_7 += wc[4036] * x0;
-                            a0_8 += wc[4612] * x0;
-                            a0_9 += wc[5188] * x0;
-                            a0_10 += wc[5764] * x0;
-                            a0_11 += wc[6340] * x0;
-                            a0_12 += wc[6916] * x0;
-                            a0_13 += wc[7492] * x0;
-                            a0_14 += wc[8068] * x0;
-                            a0_15 += wc[8644] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*32 + 32 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[581] * x0;
-                            a0_2 += wc[1157] * x0;
-                            a0_3 += wc[1733] * x0;
-                            a0_4 += wc[2309] * x0;
-                            a0_5 += wc[2885] * x0;
-                            a0_6 += wc[3461] * x0;
-                            a0_7 += wc[4037] * x0;
-                            a0_8 += wc[4613] * x0;
-                            a0_9 += wc[5189] * x0;
-                            a0_10 += wc[5765] * x0;
-                            a0_11 += wc[6341] * x0;
-                            a0_12 += wc[6917] * x0;
-                            a0_13 += wc[7493] * x0;
-                            a0_14 += wc[8069] * x0;
-                            a0_15 += wc[8645] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*32 + 1760 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[582] * x0;
-                            a0_2 += wc[1158] * x0;
-                            a0_3 += wc[1734] * x0;
-                            a0_4 += wc[2310] * x0;
-                            a0_5 += wc[2886] * x0;
-                            a0_6 += wc[3462] * x0;
-                            a0_7 += wc[4038] * x0;
-                            a0_8 += wc[4614] * x0;
-                            a0_9 += wc[5190] * x0;
-                            a0_10 += wc[5766] * x0;
-                            a0_11 += wc[6342] * x0;
-                            a0_12 += wc[6918] * x0;
-                            a0_13 += wc[7494] * x0;
-                            a0_14 += wc[8070] * x0;
-                            a0_15 += wc[8646] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*32 + 1792 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[583] * x0;
-                            a0_2 += wc[1159] * x0;
-                            a0_3 += wc[1735] * x0;
-                            a0_4 += wc[2311] * x0;
-                            a0_5 += wc[2887] * x0;
-                            a0_6 += wc[3463] * x0;
-                            a0_7 += wc[4039] * x0;
-                            a0_8 += wc[4615] * x0;
-                            a0_9 += wc[5191] * x0;
-                            a0_10 += wc[5767] * x0;
-                            a0_11 += wc[6343] * x0;
-                            a0_12 += wc[6919] * x0;
-                            a0_13 += wc[7495] * x0;
-                            a0_14 += wc[8071] * x0;
-                            a0_15 += wc[8647] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*32 + 1824 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[584] * x0;
-                            a0_2 += wc[1160] * x0;
-                            a0_3 += wc[1736] * x0;
-                            a0_4 += wc[2312] * x0;
-                            a0_5 += wc[2888] * x0;
-                            a0_6 += wc[3464] * x0;
-                            a0_7 += wc[4040] * x0;
-                            a0_8 += wc[4616] * x0;
-                            a0_9 += wc[5192] * x0;
-                            a0_10 += wc[5768] * x0;
-                            a0_11 += wc[6344] * x0;
-                            a0_12 += wc[6920] * x0;
-                            a0_13 += wc[7496] * x0;
-                            a0_14 += wc[8072] * x0;
-                            a0_15 += wc[8648] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*1792 + ox*32, a0_0);
-                    VSTORE(yb + oy*1792 + ox*32 + 100352, a0_1);
-                    VSTORE(yb + oy*1792 + ox*32 + 200704, a0_2);
-                    VSTORE(yb + oy*1792 + ox*32 + 301056, a0_3);
-                    VSTORE(yb + oy*1792 + ox*32 + 401408, a0_4);
-                    VSTORE(yb + oy*1792 + ox*32 + 501760, a0_5);
-                    VSTORE(yb + oy*1792 + ox*32 + 602112, a0_6);
-                    VSTORE(yb + oy*1792 + ox*32 + 702464, a0_7);
-                    VSTORE(yb + oy*1792 + ox*32 + 802816, a0_8);
-                    VSTORE(yb + oy*1792 + ox*32 + 903168, a0_9);
-                    VSTORE(yb + oy*1792 + ox*32 + 1003520, a0_10);
-                    VSTORE(yb + oy*1792 + ox*32 + 1103872, a0_11);
-                    VSTORE(yb + oy*1792 + ox*32 + 1204224, a0_12);
-                    VSTORE(yb + oy*1792 + ox*32 + 1304576, a0_13);
-                    VSTORE(yb + oy*1792 + ox*32 + 1404928, a0_14);
-                    VSTORE(yb + oy*1792 + ox*32 + 1505280, a0_15);
-                }
-            }
-            /* rows 1..54, cols 55..55: 6 of 9 taps */
-            for (int oy = 1; oy < 55; oy++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xc = xg + ci*100352;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 - 64 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[576] * x0;
-                            a0_2 += wc[1152] * x0;
-                            a0_3 += wc[1728] * x0;
-                            a0_4 += wc[2304] * x0;
-                            a0_5 += wc[2880] * x0;
-                            a0_6 += wc[3456] * x0;
-                            a0_7 += wc[4032] * x0;
-                            a0_8 += wc[4608] * x0;
-                            a0_9 += wc[5184] * x0;
-                            a0_10 += wc[5760] * x0;
-                            a0_11 += wc[6336] * x0;
-                            a0_12 += wc[6912] * x0;
-                            a0_13 += wc[7488] * x0;
-                            a0_14 += wc[8064] * x0;
-                            a0_15 += wc[8640] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 - 32 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[577] * x0;
-                            a0_2 += wc[1153] * x0;
-                            a0_3 += wc[1729] * x0;
-                            a0_4 += wc[2305] * x0;
-                            a0_5 += wc[2881] * x0;
-                            a0_6 += wc[3457] * x0;
-                            a0_7 += wc[4033] * x0;
-                            a0_8 += wc[4609] * x0;
-                            a0_9 += wc[5185] * x0;
-                            a0_10 += wc[5761] * x0;
-                            a0_11 += wc[6337] * x0;
-                            a0_12 += wc[6913] * x0;
-                            a0_13 += wc[7489] * x0;
-                            a0_14 += wc[8065] * x0;
-                            a0_15 += wc[8641] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 1728 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[579] * x0;
-                            a0_2 += wc[1155] * x0;
-                            a0_3 += wc[1731] * x0;
-                            a0_4 += wc[2307] * x0;
-                            a0_5 += wc[2883] * x0;
-                            a0_6 += wc[3459] * x0;
-                            a0_7 += wc[4035] * x0;
-                            a0_8 += wc[4611] * x0;
-                            a0_9 += wc[5187] * x0;
-                            a0_10 += wc[5763] * x0;
-                            a0_11 += wc[6339] * x0;
-                            a0_12 += wc[6915] * x0;
-                            a0_13 += wc[7491] * x0;
-                            a0_14 += wc[8067] * x0;
-                            a0_15 += wc[8643] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 1760 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[580] * x0;
-                            a0_2 += wc[1156] * x0;
-                            a0_3 += wc[1732] * x0;
-                            a0_4 += wc[2308] * x0;
-                            a0_5 += wc[2884] * x0;
-                            a0_6 += wc[3460] * x0;
-                            a0_7 += wc[4036] * x0;
-                            a0_8 += wc[4612] * x0;
-                            a0_9 += wc[5188] * x0;
-                            a0_10 += wc[5764] * x0;
-                            a0_11 += wc[6340] * x0;
-                            a0_12 += wc[6916] * x0;
-                            a0_13 += wc[7492] * x0;
-                            a0_14 += wc[8068] * x0;
-                            a0_15 += wc[8644] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 3520 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[582] * x0;
-                            a0_2 += wc[1158] * x0;
-                            a0_3 += wc[1734] * x0;
-                            a0_4 += wc[2310] * x0;
-                            a0_5 += wc[2886] * x0;
-                            a0_6 += wc[3462] * x0;
-                            a0_7 += wc[4038] * x0;
-                            a0_8 += wc[4614] * x0;
-                            a0_9 += wc[5190] * x0;
-                            a0_10 += wc[5766] * x0;
-                            a0_11 += wc[6342] * x0;
-                            a0_12 += wc[6918] * x0;
-                            a0_13 += wc[7494] * x0;
-                            a0_14 += wc[8070] * x0;
-                            a0_15 += wc[8646] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 3552 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[583] * x0;
-                            a0_2 += wc[1159] * x0;
-                            a0_3 += wc[1735] * x0;
-                            a0_4 += wc[2311] * x0;
-                            a0_5 += wc[2887] * x0;
-                            a0_6 += wc[3463] * x0;
-                            a0_7 += wc[4039] * x0;
-                            a0_8 += wc[4615] * x0;
-                            a0_9 += wc[5191] * x0;
-                            a0_10 += wc[5767] * x0;
-                            a0_11 += wc[6343] * x0;
-                            a0_12 += wc[6919] * x0;
-                            a0_13 += wc[7495] * x0;
-                            a0_14 += wc[8071] * x0;
-                            a0_15 += wc[8647] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*1792 + 1760, a0_0);
-                    VSTORE(yb + oy*1792 + 102112, a0_1);
-                    VSTORE(yb + oy*1792 + 202464, a0_2);
-                    VSTORE(yb + oy*1792 + 302816, a0_3);
-                    VSTORE(yb + oy*1792 + 403168, a0_4);
-                    VSTORE(yb + oy*1792 + 503520, a0_5);
-                    VSTORE(yb + oy*1792 + 603872, a0_6);
-                    VSTORE(yb + oy*1792 + 704224, a0_7);
-                    VSTORE(yb + oy*1792 + 804576, a0_8);
-                    VSTORE(yb + oy*1792 + 904928, a0_9);
-                    VSTORE(yb + oy*1792 + 1005280, a0_10);
-                    VSTORE(yb + oy*1792 + 1105632, a0_11);
-                    VSTORE(yb + oy*1792 + 1205984, a0_12);
-                    VSTORE(yb + oy*1792 + 1306336, a0_13);
-                    VSTORE(yb + oy*1792 + 1406688, a0_14);
-                    VSTORE(yb + oy*1792 + 1507040, a0_15);
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*100352;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 96768 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[577] * x0;
-                        a0_2 += wc[1153] * x0;
-                        a0_3 += wc[1729] * x0;
-                        a0_4 += wc[2305] * x0;
-                        a0_5 += wc[2881] * x0;
-                        a0_6 += wc[3457] * x0;
-                        a0_7 += wc[4033] * x0;
-                        a0_8 += wc[4609] * x0;
-                        a0_9 += wc[5185] * x0;
-                        a0_10 += wc[5761] * x0;
-                        a0_11 += wc[6337] * x0;
-                        a0_12 += wc[6913] * x0;
-                        a0_13 += wc[7489] * x0;
-                        a0_14 += wc[8065] * x0;
-                        a0_15 += wc[8641] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 96800 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[578] * x0;
-                        a0_2 += wc[1154] * x0;
-                        a0_3 += wc[1730] * x0;
-                        a0_4 += wc[2306] * x0;
-                        a0_5 += wc[2882] * x0;
-                        a0_6 += wc[3458] * x0;
-                        a0_7 += wc[4034] * x0;
-                        a0_8 += wc[4610] * x0;
-                        a0_9 += wc[5186] * x0;
-                        a0_10 += wc[5762] * x0;
-                        a0_11 += wc[6338] * x0;
-                        a0_12 += wc[6914] * x0;
-                        a0_13 += wc[7490] * x0;
-                        a0_14 += wc[8066] * x0;
-                        a0_15 += wc[8642] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 98560 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 98592 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[581] * x0;
-                        a0_2 += wc[1157] * x0;
-                        a0_3 += wc[1733] * x0;
-                        a0_4 += wc[2309] * x0;
-                        a0_5 += wc[2885] * x0;
-                        a0_6 += wc[3461] * x0;
-                        a0_7 += wc[4037] * x0;
-                        a0_8 += wc[4613] * x0;
-                        a0_9 += wc[5189] * x0;
-                        a0_10 += wc[5765] * x0;
-                        a0_11 += wc[6341] * x0;
-                        a0_12 += wc[6917] * x0;
-                        a0_13 += wc[7493] * x0;
-                        a0_14 += wc[8069] * x0;
-                        a0_15 += wc[8645] * x0;
-                    }
-                }
-                VSTORE(yb + 98560, a0_0);
-                VSTORE(yb + 198912, a0_1);
-                VSTORE(yb + 299264, a0_2);
-                VSTORE(yb + 399616, a0_3);
-                VSTORE(yb + 499968, a0_4);
-                VSTORE(yb + 600320, a0_5);
-                VSTORE(yb + 700672, a0_6);
-                VSTORE(yb + 801024, a0_7);
-                VSTORE(yb + 901376, a0_8);
-                VSTORE(yb + 1001728, a0_9);
-                VSTORE(yb + 1102080, a0_10);
-                VSTORE(yb + 1202432, a0_11);
-                VSTORE(yb + 1302784, a0_12);
-                VSTORE(yb + 1403136, a0_13);
-                VSTORE(yb + 1503488, a0_14);
-                VSTORE(yb + 1603840, a0_15);
-            }
-            /* rows 55..55, cols 1..54: 6 of 9 taps */
-            for (int ox = 1; ox < 55; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*100352;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 96736 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[576] * x0;
-                        a0_2 += wc[1152] * x0;
-                        a0_3 += wc[1728] * x0;
-                        a0_4 += wc[2304] * x0;
-                        a0_5 += wc[2880] * x0;
-                        a0_6 += wc[3456] * x0;
-                        a0_7 += wc[4032] * x0;
-                        a0_8 += wc[4608] * x0;
-                        a0_9 += wc[5184] * x0;
-                        a0_10 += wc[5760] * x0;
-                        a0_11 += wc[6336] * x0;
-                        a0_12 += wc[6912] * x0;
-                        a0_13 += wc[7488] * x0;
-                        a0_14 += wc[8064] * x0;
-                        a0_15 += wc[8640] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 96768 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[577] * x0;
-                        a0_2 += wc[1153] * x0;
-                        a0_3 += wc[1729] * x0;
-                        a0_4 += wc[2305] * x0;
-                        a0_5 += wc[2881] * x0;
-                        a0_6 += wc[3457] * x0;
-                        a0_7 += wc[4033] * x0;
-                        a0_8 += wc[4609] * x0;
-                        a0_9 += wc[5185] * x0;
-                        a0_10 += wc[5761] * x0;
-                        a0_11 += wc[6337] * x0;
-                        a0_12 += wc[6913] * x0;
-                        a0_13 += wc[7489] * x0;
-                        a0_14 += wc[8065] * x0;
-                        a0_15 += wc[8641] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 96800 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[578] * x0;
-                        a0_2 += wc[1154] * x0;
-                        a0_3 += wc[1730] * x0;
-                        a0_4 += wc[2306] * x0;
-                        a0_5 += wc[2882] * x0;
-                        a0_6 += wc[3458] * x0;
-                        a0_7 += wc[4034] * x0;
-                        a0_8 += wc[4610] * x0;
-                        a0_9 += wc[5186] * x0;
-                        a0_10 += wc[5762] * x0;
-                        a0_11 += wc[6338] * x0;
-                        a0_12 += wc[6914] * x0;
-                        a0_13 += wc[7490] * x0;
-                        a0_14 += wc[8066] * x0;
-                        a0_15 += wc[8642] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 98528 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[579] * x0;
-                        a0_2 += wc[1155] * x0;
-                        a0_3 += wc[1731] * x0;
-                        a0_4 += wc[2307] * x0;
-                        a0_5 += wc[2883] * x0;
-                        a0_6 += wc[3459] * x0;
-                        a0_7 += wc[4035] * x0;
-                        a0_8 += wc[4611] * x0;
-                        a0_9 += wc[5187] * x0;
-                        a0_10 += wc[5763] * x0;
-                        a0_11 += wc[6339] * x0;
-                        a0_12 += wc[6915] * x0;
-                        a0_13 += wc[7491] * x0;
-                        a0_14 += wc[8067] * x0;
-                        a0_15 += wc[8643] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 98560 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 98592 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[581] * x0;
-                        a0_2 += wc[1157] * x0;
-                        a0_3 += wc[1733] * x0;
-                        a0_4 += wc[2309] * x0;
-                        a0_5 += wc[2885] * x0;
-                        a0_6 += wc[3461] * x0;
-                        a0_7 += wc[4037] * x0;
-                        a0_8 += wc[4613] * x0;
-                        a0_9 += wc[5189] * x0;
-                        a0_10 += wc[5765] * x0;
-                        a0_11 += wc[6341] * x0;
-                        a0_12 += wc[6917] * x0;
-                        a0_13 += wc[7493] * x0;
-                        a0_14 += wc[8069] * x0;
-                        a0_15 += wc[8645] * x0;
-                    }
-                }
-                VSTORE(yb + ox*32 + 98560, a0_0);
-                VSTORE(yb + ox*32 + 198912, a0_1);
-                VSTORE(yb + ox*32 + 299264, a0_2);
-                VSTORE(yb + ox*32 + 399616, a0_3);
-                VSTORE(yb + ox*32 + 499968, a0_4);
-                VSTORE(yb + ox*32 + 600320, a0_5);
-                VSTORE(yb + ox*32 + 700672, a0_6);
-                VSTORE(yb + ox*32 + 801024, a0_7);
-                VSTORE(yb + ox*32 + 901376, a0_8);
-                VSTORE(yb + ox*32 + 1001728, a0_9);
-                VSTORE(yb + ox*32 + 1102080, a0_10);
-                VSTORE(yb + ox*32 + 1202432, a0_11);
-                VSTORE(yb + ox*32 + 1302784, a0_12);
-                VSTORE(yb + ox*32 + 1403136, a0_13);
-                VSTORE(yb + ox*32 + 1503488, a0_14);
-                VSTORE(yb + ox*32 + 1603840, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*100352;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 98496 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[576] * x0;
-                        a0_2 += wc[1152] * x0;
-                        a0_3 += wc[1728] * x0;
-                        a0_4 += wc[2304] * x0;
-                        a0_5 += wc[2880] * x0;
-                        a0_6 += wc[3456] * x0;
-                        a0_7 += wc[4032] * x0;
-                        a0_8 += wc[4608] * x0;
-                        a0_9 += wc[5184] * x0;
-                        a0_10 += wc[5760] * x0;
-                        a0_11 += wc[6336] * x0;
-                        a0_12 += wc[6912] * x0;
-                        a0_13 += wc[7488] * x0;
-                        a0_14 += wc[8064] * x0;
-                        a0_15 += wc[8640] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 98528 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[577] * x0;
-                        a0_2 += wc[1153] * x0;
-                        a0_3 += wc[1729] * x0;
-                        a0_4 += wc[2305] * x0;
-                        a0_5 += wc[2881] * x0;
-                        a0_6 += wc[3457] * x0;
-                        a0_7 += wc[4033] * x0;
-                        a0_8 += wc[4609] * x0;
-                        a0_9 += wc[5185] * x0;
-                        a0_10 += wc[5761] * x0;
-                        a0_11 += wc[6337] * x0;
-                        a0_12 += wc[6913] * x0;
-                        a0_13 += wc[7489] * x0;
-                        a0_14 += wc[8065] * x0;
-                        a0_15 += wc[8641] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 100288 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[579] * x0;
-                        a0_2 += wc[1155] * x0;
-                        a0_3 += wc[1731] * x0;
-                        a0_4 += wc[2307] * x0;
-                        a0_5 += wc[2883] * x0;
-                        a0_6 += wc[3459] * x0;
-                        a0_7 += wc[4035] * x0;
-                        a0_8 += wc[4611] * x0;
-                        a0_9 += wc[5187] * x0;
-                        a0_10 += wc[5763] * x0;
-                        a0_11 += wc[6339] * x0;
-                        a0_12 += wc[6915] * x0;
-                        a0_13 += wc[7491] * x0;
-                        a0_14 += wc[8067] * x0;
-                        a0_15 += wc[8643] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 100320 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                }
-                VSTORE(yb + 100320, a0_0);
-                VSTORE(yb + 200672, a0_1);
-                VSTORE(yb + 301024, a0_2);
-                VSTORE(yb + 401376, a0_3);
-                VSTORE(yb + 501728, a0_4);
-                VSTORE(yb + 602080, a0_5);
-                VSTORE(yb + 702432, a0_6);
-                VSTORE(yb + 802784, a0_7);
-                VSTORE(yb + 903136, a0_8);
-                VSTORE(yb + 1003488, a0_9);
-                VSTORE(yb + 1103840, a0_10);
-                VSTORE(yb + 1204192, a0_11);
-                VSTORE(yb + 1304544, a0_12);
-                VSTORE(yb + 1404896, a0_13);
-                VSTORE(yb + 1505248, a0_14);
-                VSTORE(yb + 1605600, a0_15);
             }
         }
     }
@@ -3333,1299 +2599,565 @@ static void l04_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l04_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    float *restrict xp = S + 65536; /* [64][58][58][lanes]: zero-padded input */
+    for (int co = 0; co < 64; co++) {
+        for (int ci = 0; ci < 64; ci++) {
+            const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 64 + co;
+            u[0] = t00; u[4096] = 0.5f * (t00 + t01 + t02); u[8192] = 0.5f * (t00 - t01 + t02); u[12288] = t02;
+            u[16384] = t10; u[20480] = 0.5f * (t10 + t11 + t12); u[24576] = 0.5f * (t10 - t11 + t12); u[28672] = t12;
+            u[32768] = t20; u[36864] = 0.5f * (t20 + t21 + t22); u[40960] = 0.5f * (t20 - t21 + t22); u[45056] = t22;
+            u[49152] = t30; u[53248] = 0.5f * (t30 + t31 + t32); u[57344] = 0.5f * (t30 - t31 + t32); u[61440] = t32;
+        }
+    }
+    /* dy -> zero-padded planes 58x58 (lanes) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < 64; pl++) {
+        const float *restrict s = dy + (size_t)pl * 100352;
+        float *restrict d = xp + (size_t)pl * 107648;
+        memset(d, 0, sizeof(float) * 1856);
+        for (int r = 0; r < 56; r++) {
+            float *restrict dr = d + (size_t)(r + 1) * 1856;
+            memset(dr, 0, sizeof(float) * 32);
+            memcpy(dr + 32, s + (size_t)r * 1792, sizeof(float) * 1792);
+            memset(dr + 1824, 0, sizeof(float) * 32);
+        }
+        memset(d + 105792, 0, sizeof(float) * 1856);
+    }
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 4; cib++) {
-            float *restrict dxb = dx + cib*1605632 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*576;
+    for (int v0 = 0; v0 < 2; v0 += 2) {
+        for (int ty = 0; ty < 28; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 28; tx++) {
+                for (int ci = 0; ci < 64; ci++) {
+                    const float *restrict xc = xp + ((size_t)(ci * 58 + 2 * ty) * 58 + 2 * tx) * 32 + v0 * 16;
                     {
-                        const cg_v d0 = VLOAD(dyc + 1824 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
+                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 1856), d11 = VLOAD(xc + 1888), d12 = VLOAD(xc + 1920), d13 = VLOAD(xc + 1952), d20 = VLOAD(xc + 3712), d21 = VLOAD(xc + 3744), d22 = VLOAD(xc + 3776), d23 = VLOAD(xc + 3808), d30 = VLOAD(xc + 5568), d31 = VLOAD(xc + 5600), d32 = VLOAD(xc + 5632), d33 = VLOAD(xc + 5664);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + 1792 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 1872), d11 = VLOAD(xc + 1904), d12 = VLOAD(xc + 1936), d13 = VLOAD(xc + 1968), d20 = VLOAD(xc + 3728), d21 = VLOAD(xc + 3760), d22 = VLOAD(xc + 3792), d23 = VLOAD(xc + 3824), d30 = VLOAD(xc + 5584), d31 = VLOAD(xc + 5616), d32 = VLOAD(xc + 5648), d33 = VLOAD(xc + 5680);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 100352, a0_1);
-                VSTORE(dxb + 200704, a0_2);
-                VSTORE(dxb + 301056, a0_3);
-                VSTORE(dxb + 401408, a0_4);
-                VSTORE(dxb + 501760, a0_5);
-                VSTORE(dxb + 602112, a0_6);
-                VSTORE(dxb + 702464, a0_7);
-                VSTORE(dxb + 802816, a0_8);
-                VSTORE(dxb + 903168, a0_9);
-                VSTORE(dxb + 1003520, a0_10);
-                VSTORE(dxb + 1103872, a0_11);
-                VSTORE(dxb + 1204224, a0_12);
-                VSTORE(dxb + 1304576, a0_13);
-                VSTORE(dxb + 1404928, a0_14);
-                VSTORE(dxb + 1505280, a0_15);
-            }
-            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..54): 6 taps */
-            for (int tx = 1; tx < 55; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*576;
+                for (int cb = 0; cb < 8; cb++) {
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 1824 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(0 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[0] = a0_0; mb[1] = a0_1;
+                        mb[2] = a1_0; mb[3] = a1_1;
+                        mb[4] = a2_0; mb[5] = a2_1;
+                        mb[6] = a3_0; mb[7] = a3_1;
+                        mb[8] = a4_0; mb[9] = a4_1;
+                        mb[10] = a5_0; mb[11] = a5_1;
+                        mb[12] = a6_0; mb[13] = a6_1;
+                        mb[14] = a7_0; mb[15] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 1792 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(64 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[16] = a0_0; mb[17] = a0_1;
+                        mb[18] = a1_0; mb[19] = a1_1;
+                        mb[20] = a2_0; mb[21] = a2_1;
+                        mb[22] = a3_0; mb[23] = a3_1;
+                        mb[24] = a4_0; mb[25] = a4_1;
+                        mb[26] = a5_0; mb[27] = a5_1;
+                        mb[28] = a6_0; mb[29] = a6_1;
+                        mb[30] = a7_0; mb[31] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 1760 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(128 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[32] = a0_0; mb[33] = a0_1;
+                        mb[34] = a1_0; mb[35] = a1_1;
+                        mb[36] = a2_0; mb[37] = a2_1;
+                        mb[38] = a3_0; mb[39] = a3_1;
+                        mb[40] = a4_0; mb[41] = a4_1;
+                        mb[42] = a5_0; mb[43] = a5_1;
+                        mb[44] = a6_0; mb[45] = a6_1;
+                        mb[46] = a7_0; mb[47] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(192 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[48] = a0_0; mb[49] = a0_1;
+                        mb[50] = a1_0; mb[51] = a1_1;
+                        mb[52] = a2_0; mb[53] = a2_1;
+                        mb[54] = a3_0; mb[55] = a3_1;
+                        mb[56] = a4_0; mb[57] = a4_1;
+                        mb[58] = a5_0; mb[59] = a5_1;
+                        mb[60] = a6_0; mb[61] = a6_1;
+                        mb[62] = a7_0; mb[63] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(256 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[64] = a0_0; mb[65] = a0_1;
+                        mb[66] = a1_0; mb[67] = a1_1;
+                        mb[68] = a2_0; mb[69] = a2_1;
+                        mb[70] = a3_0; mb[71] = a3_1;
+                        mb[72] = a4_0; mb[73] = a4_1;
+                        mb[74] = a5_0; mb[75] = a5_1;
+                        mb[76] = a6_0; mb[77] = a6_1;
+                        mb[78] = a7_0; mb[79] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(320 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(320 + ci) * 2 + 0], v1 = vb[(320 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[80] = a0_0; mb[81] = a0_1;
+                        mb[82] = a1_0; mb[83] = a1_1;
+                        mb[84] = a2_0; mb[85] = a2_1;
+                        mb[86] = a3_0; mb[87] = a3_1;
+                        mb[88] = a4_0; mb[89] = a4_1;
+                        mb[90] = a5_0; mb[91] = a5_1;
+                        mb[92] = a6_0; mb[93] = a6_1;
+                        mb[94] = a7_0; mb[95] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(384 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[96] = a0_0; mb[97] = a0_1;
+                        mb[98] = a1_0; mb[99] = a1_1;
+                        mb[100] = a2_0; mb[101] = a2_1;
+                        mb[102] = a3_0; mb[103] = a3_1;
+                        mb[104] = a4_0; mb[105] = a4_1;
+                        mb[106] = a5_0; mb[107] = a5_1;
+                        mb[108] = a6_0; mb[109] = a6_1;
+                        mb[110] = a7_0; mb[111] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(448 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(448 + ci) * 2 + 0], v1 = vb[(448 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[112] = a0_0; mb[113] = a0_1;
+                        mb[114] = a1_0; mb[115] = a1_1;
+                        mb[116] = a2_0; mb[117] = a2_1;
+                        mb[118] = a3_0; mb[119] = a3_1;
+                        mb[120] = a4_0; mb[121] = a4_1;
+                        mb[122] = a5_0; mb[123] = a5_1;
+                        mb[124] = a6_0; mb[125] = a6_1;
+                        mb[126] = a7_0; mb[127] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(512 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[128] = a0_0; mb[129] = a0_1;
+                        mb[130] = a1_0; mb[131] = a1_1;
+                        mb[132] = a2_0; mb[133] = a2_1;
+                        mb[134] = a3_0; mb[135] = a3_1;
+                        mb[136] = a4_0; mb[137] = a4_1;
+                        mb[138] = a5_0; mb[139] = a5_1;
+                        mb[140] = a6_0; mb[141] = a6_1;
+                        mb[142] = a7_0; mb[143] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(576 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(576 + ci) * 2 + 0], v1 = vb[(576 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[144] = a0_0; mb[145] = a0_1;
+                        mb[146] = a1_0; mb[147] = a1_1;
+                        mb[148] = a2_0; mb[149] = a2_1;
+                        mb[150] = a3_0; mb[151] = a3_1;
+                        mb[152] = a4_0; mb[153] = a4_1;
+                        mb[154] = a5_0; mb[155] = a5_1;
+                        mb[156] = a6_0; mb[157] = a6_1;
+                        mb[158] = a7_0; mb[159] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(640 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[160] = a0_0; mb[161] = a0_1;
+                        mb[162] = a1_0; mb[163] = a1_1;
+                        mb[164] = a2_0; mb[165] = a2_1;
+                        mb[166] = a3_0; mb[167] = a3_1;
+                        mb[168] = a4_0; mb[169] = a4_1;
+                        mb[170] = a5_0; mb[171] = a5_1;
+                        mb[172] = a6_0; mb[173] = a6_1;
+                        mb[174] = a7_0; mb[175] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(704 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(704 + ci) * 2 + 0], v1 = vb[(704 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[176] = a0_0; mb[177] = a0_1;
+                        mb[178] = a1_0; mb[179] = a1_1;
+                        mb[180] = a2_0; mb[181] = a2_1;
+                        mb[182] = a3_0; mb[183] = a3_1;
+                        mb[184] = a4_0; mb[185] = a4_1;
+                        mb[186] = a5_0; mb[187] = a5_1;
+                        mb[188] = a6_0; mb[189] = a6_1;
+                        mb[190] = a7_0; mb[191] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(768 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[192] = a0_0; mb[193] = a0_1;
+                        mb[194] = a1_0; mb[195] = a1_1;
+                        mb[196] = a2_0; mb[197] = a2_1;
+                        mb[198] = a3_0; mb[199] = a3_1;
+                        mb[200] = a4_0; mb[201] = a4_1;
+                        mb[202] = a5_0; mb[203] = a5_1;
+                        mb[204] = a6_0; mb[205] = a6_1;
+                        mb[206] = a7_0; mb[207] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(832 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(832 + ci) * 2 + 0], v1 = vb[(832 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[208] = a0_0; mb[209] = a0_1;
+                        mb[210] = a1_0; mb[211] = a1_1;
+                        mb[212] = a2_0; mb[213] = a2_1;
+                        mb[214] = a3_0; mb[215] = a3_1;
+                        mb[216] = a4_0; mb[217] = a4_1;
+                        mb[218] = a5_0; mb[219] = a5_1;
+                        mb[220] = a6_0; mb[221] = a6_1;
+                        mb[222] = a7_0; mb[223] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(896 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[224] = a0_0; mb[225] = a0_1;
+                        mb[226] = a1_0; mb[227] = a1_1;
+                        mb[228] = a2_0; mb[229] = a2_1;
+                        mb[230] = a3_0; mb[231] = a3_1;
+                        mb[232] = a4_0; mb[233] = a4_1;
+                        mb[234] = a5_0; mb[235] = a5_1;
+                        mb[236] = a6_0; mb[237] = a6_1;
+                        mb[238] = a7_0; mb[239] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(960 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(960 + ci) * 2 + 0], v1 = vb[(960 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[240] = a0_0; mb[241] = a0_1;
+                        mb[242] = a1_0; mb[243] = a1_1;
+                        mb[244] = a2_0; mb[245] = a2_1;
+                        mb[246] = a3_0; mb[247] = a3_1;
+                        mb[248] = a4_0; mb[249] = a4_1;
+                        mb[250] = a5_0; mb[251] = a5_1;
+                        mb[252] = a6_0; mb[253] = a6_1;
+                        mb[254] = a7_0; mb[255] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 32, y01);
+                            VSTORE(dx + o + 1792, y10);
+                            VSTORE(dx + o + 1824, y11);
+                        }
                     }
                 }
-                VSTORE(dxb + tx*32, a0_0);
-                VSTORE(dxb + tx*32 + 100352, a0_1);
-                VSTORE(dxb + tx*32 + 200704, a0_2);
-                VSTORE(dxb + tx*32 + 301056, a0_3);
-                VSTORE(dxb + tx*32 + 401408, a0_4);
-                VSTORE(dxb + tx*32 + 501760, a0_5);
-                VSTORE(dxb + tx*32 + 602112, a0_6);
-                VSTORE(dxb + tx*32 + 702464, a0_7);
-                VSTORE(dxb + tx*32 + 802816, a0_8);
-                VSTORE(dxb + tx*32 + 903168, a0_9);
-                VSTORE(dxb + tx*32 + 1003520, a0_10);
-                VSTORE(dxb + tx*32 + 1103872, a0_11);
-                VSTORE(dxb + tx*32 + 1204224, a0_12);
-                VSTORE(dxb + tx*32 + 1304576, a0_13);
-                VSTORE(dxb + tx*32 + 1404928, a0_14);
-                VSTORE(dxb + tx*32 + 1505280, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 3552 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 3520 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1760 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1728 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 1760, a0_0);
-                VSTORE(dxb + 102112, a0_1);
-                VSTORE(dxb + 202464, a0_2);
-                VSTORE(dxb + 302816, a0_3);
-                VSTORE(dxb + 403168, a0_4);
-                VSTORE(dxb + 503520, a0_5);
-                VSTORE(dxb + 603872, a0_6);
-                VSTORE(dxb + 704224, a0_7);
-                VSTORE(dxb + 804576, a0_8);
-                VSTORE(dxb + 904928, a0_9);
-                VSTORE(dxb + 1005280, a0_10);
-                VSTORE(dxb + 1105632, a0_11);
-                VSTORE(dxb + 1205984, a0_12);
-                VSTORE(dxb + 1306336, a0_13);
-                VSTORE(dxb + 1406688, a0_14);
-                VSTORE(dxb + 1507040, a0_15);
-            }
-            /* inputs rows 0+1*t (t=1..54), cols 0+1*t (t=0..0): 6 taps */
-            for (int ty = 1; ty < 55; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dyc = dyg + co*100352;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1824 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1792 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 1760 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 1792 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*1792, a0_0);
-                    VSTORE(dxb + ty*1792 + 100352, a0_1);
-                    VSTORE(dxb + ty*1792 + 200704, a0_2);
-                    VSTORE(dxb + ty*1792 + 301056, a0_3);
-                    VSTORE(dxb + ty*1792 + 401408, a0_4);
-                    VSTORE(dxb + ty*1792 + 501760, a0_5);
-                    VSTORE(dxb + ty*1792 + 602112, a0_6);
-                    VSTORE(dxb + ty*1792 + 702464, a0_7);
-                    VSTORE(dxb + ty*1792 + 802816, a0_8);
-                    VSTORE(dxb + ty*1792 + 903168, a0_9);
-                    VSTORE(dxb + ty*1792 + 1003520, a0_10);
-                    VSTORE(dxb + ty*1792 + 1103872, a0_11);
-                    VSTORE(dxb + ty*1792 + 1204224, a0_12);
-                    VSTORE(dxb + ty*1792 + 1304576, a0_13);
-                    VSTORE(dxb + ty*1792 + 1404928, a0_14);
-                    VSTORE(dxb + ty*1792 + 1505280, a0_15);
-                }
-            }
-            /* inputs rows 0+1*t (t=1..54), cols 0+1*t (t=1..54): 9 taps */
-            for (int ty = 1; ty < 55; ty++) {
-                for (int tx = 1; tx < 55; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dyc = dyg + co*100352;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 1824 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 1792 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 1760 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 - 32 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 - 1760 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 - 1792 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 - 1824 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*1792 + tx*32, a0_0);
-                    VSTORE(dxb + ty*1792 + tx*32 + 100352, a0_1);
-                    VSTORE(dxb + ty*1792 + tx*32 + 200704, a0_2);
-                    VSTORE(dxb + ty*1792 + tx*32 + 301056, a0_3);
-                    VSTORE(dxb + ty*1792 + tx*32 + 401408, a0_4);
-                    VSTORE(dxb + ty*1792 + tx*32 + 501760, a0_5);
-                    VSTORE(dxb + ty*1792 + tx*32 + 602112, a0_6);
-                    VSTORE(dxb + ty*1792 + tx*32 + 702464, a0_7);
-                    VSTORE(dxb + ty*1792 + tx*32 + 802816, a0_8);
-                    VSTORE(dxb + ty*1792 + tx*32 + 903168, a0_9);
-                    VSTORE(dxb + ty*1792 + tx*32 + 1003520, a0_10);
-                    VSTORE(dxb + ty*1792 + tx*32 + 1103872, a0_11);
-                    VSTORE(dxb + ty*1792 + tx*32 + 1204224, a0_12);
-                    VSTORE(dxb + ty*1792 + tx*32 + 1304576, a0_13);
-                    VSTORE(dxb + ty*1792 + tx*32 + 1404928, a0_14);
-                    VSTORE(dxb + ty*1792 + tx*32 + 1505280, a0_15);
-                }
-            }
-            /* inputs rows 0+1*t (t=1..54), cols 0+1*t (t=55..55): 6 taps */
-            for (int ty = 1; ty < 55; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dyc = dyg + co*100352;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 3552 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 3520 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1760 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1728 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 32 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 64 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*1792 + 1760, a0_0);
-                    VSTORE(dxb + ty*1792 + 102112, a0_1);
-                    VSTORE(dxb + ty*1792 + 202464, a0_2);
-                    VSTORE(dxb + ty*1792 + 302816, a0_3);
-                    VSTORE(dxb + ty*1792 + 403168, a0_4);
-                    VSTORE(dxb + ty*1792 + 503520, a0_5);
-                    VSTORE(dxb + ty*1792 + 603872, a0_6);
-                    VSTORE(dxb + ty*1792 + 704224, a0_7);
-                    VSTORE(dxb + ty*1792 + 804576, a0_8);
-                    VSTORE(dxb + ty*1792 + 904928, a0_9);
-                    VSTORE(dxb + ty*1792 + 1005280, a0_10);
-                    VSTORE(dxb + ty*1792 + 1105632, a0_11);
-                    VSTORE(dxb + ty*1792 + 1205984, a0_12);
-                    VSTORE(dxb + ty*1792 + 1306336, a0_13);
-                    VSTORE(dxb + ty*1792 + 1406688, a0_14);
-                    VSTORE(dxb + ty*1792 + 1507040, a0_15);
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 98592 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 98560 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 96800 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 96768 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                }
-                VSTORE(dxb + 98560, a0_0);
-                VSTORE(dxb + 198912, a0_1);
-                VSTORE(dxb + 299264, a0_2);
-                VSTORE(dxb + 399616, a0_3);
-                VSTORE(dxb + 499968, a0_4);
-                VSTORE(dxb + 600320, a0_5);
-                VSTORE(dxb + 700672, a0_6);
-                VSTORE(dxb + 801024, a0_7);
-                VSTORE(dxb + 901376, a0_8);
-                VSTORE(dxb + 1001728, a0_9);
-                VSTORE(dxb + 1102080, a0_10);
-                VSTORE(dxb + 1202432, a0_11);
-                VSTORE(dxb + 1302784, a0_12);
-                VSTORE(dxb + 1403136, a0_13);
-                VSTORE(dxb + 1503488, a0_14);
-                VSTORE(dxb + 1603840, a0_15);
-            }
-            /* inputs rows 0+1*t (t=55..55), cols 0+1*t (t=1..54): 6 taps */
-            for (int tx = 1; tx < 55; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 98592 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 98560 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 98528 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 96800 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 96768 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 96736 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*32 + 98560, a0_0);
-                VSTORE(dxb + tx*32 + 198912, a0_1);
-                VSTORE(dxb + tx*32 + 299264, a0_2);
-                VSTORE(dxb + tx*32 + 399616, a0_3);
-                VSTORE(dxb + tx*32 + 499968, a0_4);
-                VSTORE(dxb + tx*32 + 600320, a0_5);
-                VSTORE(dxb + tx*32 + 700672, a0_6);
-                VSTORE(dxb + tx*32 + 801024, a0_7);
-                VSTORE(dxb + tx*32 + 901376, a0_8);
-                VSTORE(dxb + tx*32 + 1001728, a0_9);
-                VSTORE(dxb + tx*32 + 1102080, a0_10);
-                VSTORE(dxb + tx*32 + 1202432, a0_11);
-                VSTORE(dxb + tx*32 + 1302784, a0_12);
-                VSTORE(dxb + tx*32 + 1403136, a0_13);
-                VSTORE(dxb + tx*32 + 1503488, a0_14);
-                VSTORE(dxb + tx*32 + 1603840, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 100320 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 100288 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 98528 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 98496 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + 100320, a0_0);
-                VSTORE(dxb + 200672, a0_1);
-                VSTORE(dxb + 301024, a0_2);
-                VSTORE(dxb + 401376, a0_3);
-                VSTORE(dxb + 501728, a0_4);
-                VSTORE(dxb + 602080, a0_5);
-                VSTORE(dxb + 702432, a0_6);
-                VSTORE(dxb + 802784, a0_7);
-                VSTORE(dxb + 903136, a0_8);
-                VSTORE(dxb + 1003488, a0_9);
-                VSTORE(dxb + 1103840, a0_10);
-                VSTORE(dxb + 1204192, a0_11);
-                VSTORE(dxb + 1304544, a0_12);
-                VSTORE(dxb + 1404896, a0_13);
-                VSTORE(dxb + 1505248, a0_14);
-                VSTORE(dxb + 1605600, a0_15);
             }
         }
     }
@@ -4735,1305 +3267,570 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l06_relu_backward: none, layer 7 masks its dx stores with the relu's derivative */
 
 /* layer 7: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:15:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
 /* l07_conv2d_forward: the code of l04_conv2d_forward */
 
 /* l07_conv2d_backward: the code of l04_conv2d_backward */
 
-static void l07_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    float *restrict xp = S + 65536; /* [64][58][58][lanes]: zero-padded input */
+    for (int co = 0; co < 64; co++) {
+        for (int ci = 0; ci < 64; ci++) {
+            const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 64 + co;
+            u[0] = t00; u[4096] = 0.5f * (t00 + t01 + t02); u[8192] = 0.5f * (t00 - t01 + t02); u[12288] = t02;
+            u[16384] = t10; u[20480] = 0.5f * (t10 + t11 + t12); u[24576] = 0.5f * (t10 - t11 + t12); u[28672] = t12;
+            u[32768] = t20; u[36864] = 0.5f * (t20 + t21 + t22); u[40960] = 0.5f * (t20 - t21 + t22); u[45056] = t22;
+            u[49152] = t30; u[53248] = 0.5f * (t30 + t31 + t32); u[57344] = 0.5f * (t30 - t31 + t32); u[61440] = t32;
+        }
+    }
+    /* dy -> zero-padded planes 58x58 (lanes) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < 64; pl++) {
+        const float *restrict s = dy + (size_t)pl * 100352;
+        float *restrict d = xp + (size_t)pl * 107648;
+        memset(d, 0, sizeof(float) * 1856);
+        for (int r = 0; r < 56; r++) {
+            float *restrict dr = d + (size_t)(r + 1) * 1856;
+            memset(dr, 0, sizeof(float) * 32);
+            memcpy(dr + 32, s + (size_t)r * 1792, sizeof(float) * 1792);
+            memset(dr + 1824, 0, sizeof(float) * 32);
+        }
+        memset(d + 105792, 0, sizeof(float) * 1856);
+    }
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 4; cib++) {
-            float *restrict dxb = dx + cib*1605632 + v0 * 16;
-            const float *restrict xb = x + cib*1605632 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*576;
+    for (int v0 = 0; v0 < 2; v0 += 2) {
+        for (int ty = 0; ty < 28; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 28; tx++) {
+                for (int ci = 0; ci < 64; ci++) {
+                    const float *restrict xc = xp + ((size_t)(ci * 58 + 2 * ty) * 58 + 2 * tx) * 32 + v0 * 16;
                     {
-                        const cg_v d0 = VLOAD(dyc + 1824 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
+                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 1856), d11 = VLOAD(xc + 1888), d12 = VLOAD(xc + 1920), d13 = VLOAD(xc + 1952), d20 = VLOAD(xc + 3712), d21 = VLOAD(xc + 3744), d22 = VLOAD(xc + 3776), d23 = VLOAD(xc + 3808), d30 = VLOAD(xc + 5568), d31 = VLOAD(xc + 5600), d32 = VLOAD(xc + 5632), d33 = VLOAD(xc + 5664);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + 1792 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 1872), d11 = VLOAD(xc + 1904), d12 = VLOAD(xc + 1936), d13 = VLOAD(xc + 1968), d20 = VLOAD(xc + 3728), d21 = VLOAD(xc + 3760), d22 = VLOAD(xc + 3792), d23 = VLOAD(xc + 3824), d30 = VLOAD(xc + 5584), d31 = VLOAD(xc + 5616), d32 = VLOAD(xc + 5648), d33 = VLOAD(xc + 5680);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
-                VSTORE(dxb + 100352, vdrelu(VLOAD(xb + 100352), a0_1));
-                VSTORE(dxb + 200704, vdrelu(VLOAD(xb + 200704), a0_2));
-                VSTORE(dxb + 301056, vdrelu(VLOAD(xb + 301056), a0_3));
-                VSTORE(dxb + 401408, vdrelu(VLOAD(xb + 401408), a0_4));
-                VSTORE(dxb + 501760, vdrelu(VLOAD(xb + 501760), a0_5));
-                VSTORE(dxb + 602112, vdrelu(VLOAD(xb + 602112), a0_6));
-                VSTORE(dxb + 702464, vdrelu(VLOAD(xb + 702464), a0_7));
-                VSTORE(dxb + 802816, vdrelu(VLOAD(xb + 802816), a0_8));
-                VSTORE(dxb + 903168, vdrelu(VLOAD(xb + 903168), a0_9));
-                VSTORE(dxb + 1003520, vdrelu(VLOAD(xb + 1003520), a0_10));
-                VSTORE(dxb + 1103872, vdrelu(VLOAD(xb + 1103872), a0_11));
-                VSTORE(dxb + 1204224, vdrelu(VLOAD(xb + 1204224), a0_12));
-                VSTORE(dxb + 1304576, vdrelu(VLOAD(xb + 1304576), a0_13));
-                VSTORE(dxb + 1404928, vdrelu(VLOAD(xb + 1404928), a0_14));
-                VSTORE(dxb + 1505280, vdrelu(VLOAD(xb + 1505280), a0_15));
-            }
-            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..54): 6 taps */
-            for (int tx = 1; tx < 55; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*576;
+                for (int cb = 0; cb < 8; cb++) {
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 1824 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(0 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[0] = a0_0; mb[1] = a0_1;
+                        mb[2] = a1_0; mb[3] = a1_1;
+                        mb[4] = a2_0; mb[5] = a2_1;
+                        mb[6] = a3_0; mb[7] = a3_1;
+                        mb[8] = a4_0; mb[9] = a4_1;
+                        mb[10] = a5_0; mb[11] = a5_1;
+                        mb[12] = a6_0; mb[13] = a6_1;
+                        mb[14] = a7_0; mb[15] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 1792 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(64 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[16] = a0_0; mb[17] = a0_1;
+                        mb[18] = a1_0; mb[19] = a1_1;
+                        mb[20] = a2_0; mb[21] = a2_1;
+                        mb[22] = a3_0; mb[23] = a3_1;
+                        mb[24] = a4_0; mb[25] = a4_1;
+                        mb[26] = a5_0; mb[27] = a5_1;
+                        mb[28] = a6_0; mb[29] = a6_1;
+                        mb[30] = a7_0; mb[31] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 1760 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(128 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[32] = a0_0; mb[33] = a0_1;
+                        mb[34] = a1_0; mb[35] = a1_1;
+                        mb[36] = a2_0; mb[37] = a2_1;
+                        mb[38] = a3_0; mb[39] = a3_1;
+                        mb[40] = a4_0; mb[41] = a4_1;
+                        mb[42] = a5_0; mb[43] = a5_1;
+                        mb[44] = a6_0; mb[45] = a6_1;
+                        mb[46] = a7_0; mb[47] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(192 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[48] = a0_0; mb[49] = a0_1;
+                        mb[50] = a1_0; mb[51] = a1_1;
+                        mb[52] = a2_0; mb[53] = a2_1;
+                        mb[54] = a3_0; mb[55] = a3_1;
+                        mb[56] = a4_0; mb[57] = a4_1;
+                        mb[58] = a5_0; mb[59] = a5_1;
+                        mb[60] = a6_0; mb[61] = a6_1;
+                        mb[62] = a7_0; mb[63] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(256 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[64] = a0_0; mb[65] = a0_1;
+                        mb[66] = a1_0; mb[67] = a1_1;
+                        mb[68] = a2_0; mb[69] = a2_1;
+                        mb[70] = a3_0; mb[71] = a3_1;
+                        mb[72] = a4_0; mb[73] = a4_1;
+                        mb[74] = a5_0; mb[75] = a5_1;
+                        mb[76] = a6_0; mb[77] = a6_1;
+                        mb[78] = a7_0; mb[79] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(320 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(320 + ci) * 2 + 0], v1 = vb[(320 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[80] = a0_0; mb[81] = a0_1;
+                        mb[82] = a1_0; mb[83] = a1_1;
+                        mb[84] = a2_0; mb[85] = a2_1;
+                        mb[86] = a3_0; mb[87] = a3_1;
+                        mb[88] = a4_0; mb[89] = a4_1;
+                        mb[90] = a5_0; mb[91] = a5_1;
+                        mb[92] = a6_0; mb[93] = a6_1;
+                        mb[94] = a7_0; mb[95] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(384 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[96] = a0_0; mb[97] = a0_1;
+                        mb[98] = a1_0; mb[99] = a1_1;
+                        mb[100] = a2_0; mb[101] = a2_1;
+                        mb[102] = a3_0; mb[103] = a3_1;
+                        mb[104] = a4_0; mb[105] = a4_1;
+                        mb[106] = a5_0; mb[107] = a5_1;
+                        mb[108] = a6_0; mb[109] = a6_1;
+                        mb[110] = a7_0; mb[111] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(448 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(448 + ci) * 2 + 0], v1 = vb[(448 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[112] = a0_0; mb[113] = a0_1;
+                        mb[114] = a1_0; mb[115] = a1_1;
+                        mb[116] = a2_0; mb[117] = a2_1;
+                        mb[118] = a3_0; mb[119] = a3_1;
+                        mb[120] = a4_0; mb[121] = a4_1;
+                        mb[122] = a5_0; mb[123] = a5_1;
+                        mb[124] = a6_0; mb[125] = a6_1;
+                        mb[126] = a7_0; mb[127] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(512 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[128] = a0_0; mb[129] = a0_1;
+                        mb[130] = a1_0; mb[131] = a1_1;
+                        mb[132] = a2_0; mb[133] = a2_1;
+                        mb[134] = a3_0; mb[135] = a3_1;
+                        mb[136] = a4_0; mb[137] = a4_1;
+                        mb[138] = a5_0; mb[139] = a5_1;
+                        mb[140] = a6_0; mb[141] = a6_1;
+                        mb[142] = a7_0; mb[143] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(576 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(576 + ci) * 2 + 0], v1 = vb[(576 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[144] = a0_0; mb[145] = a0_1;
+                        mb[146] = a1_0; mb[147] = a1_1;
+                        mb[148] = a2_0; mb[149] = a2_1;
+                        mb[150] = a3_0; mb[151] = a3_1;
+                        mb[152] = a4_0; mb[153] = a4_1;
+                        mb[154] = a5_0; mb[155] = a5_1;
+                        mb[156] = a6_0; mb[157] = a6_1;
+                        mb[158] = a7_0; mb[159] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(640 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[160] = a0_0; mb[161] = a0_1;
+                        mb[162] = a1_0; mb[163] = a1_1;
+                        mb[164] = a2_0; mb[165] = a2_1;
+                        mb[166] = a3_0; mb[167] = a3_1;
+                        mb[168] = a4_0; mb[169] = a4_1;
+                        mb[170] = a5_0; mb[171] = a5_1;
+                        mb[172] = a6_0; mb[173] = a6_1;
+                        mb[174] = a7_0; mb[175] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(704 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(704 + ci) * 2 + 0], v1 = vb[(704 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[176] = a0_0; mb[177] = a0_1;
+                        mb[178] = a1_0; mb[179] = a1_1;
+                        mb[180] = a2_0; mb[181] = a2_1;
+                        mb[182] = a3_0; mb[183] = a3_1;
+                        mb[184] = a4_0; mb[185] = a4_1;
+                        mb[186] = a5_0; mb[187] = a5_1;
+                        mb[188] = a6_0; mb[189] = a6_1;
+                        mb[190] = a7_0; mb[191] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(768 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[192] = a0_0; mb[193] = a0_1;
+                        mb[194] = a1_0; mb[195] = a1_1;
+                        mb[196] = a2_0; mb[197] = a2_1;
+                        mb[198] = a3_0; mb[199] = a3_1;
+                        mb[200] = a4_0; mb[201] = a4_1;
+                        mb[202] = a5_0; mb[203] = a5_1;
+                        mb[204] = a6_0; mb[205] = a6_1;
+                        mb[206] = a7_0; mb[207] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(832 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(832 + ci) * 2 + 0], v1 = vb[(832 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[208] = a0_0; mb[209] = a0_1;
+                        mb[210] = a1_0; mb[211] = a1_1;
+                        mb[212] = a2_0; mb[213] = a2_1;
+                        mb[214] = a3_0; mb[215] = a3_1;
+                        mb[216] = a4_0; mb[217] = a4_1;
+                        mb[218] = a5_0; mb[219] = a5_1;
+                        mb[220] = a6_0; mb[221] = a6_1;
+                        mb[222] = a7_0; mb[223] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(896 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[224] = a0_0; mb[225] = a0_1;
+                        mb[226] = a1_0; mb[227] = a1_1;
+                        mb[228] = a2_0; mb[229] = a2_1;
+                        mb[230] = a3_0; mb[231] = a3_1;
+                        mb[232] = a4_0; mb[233] = a4_1;
+                        mb[234] = a5_0; mb[235] = a5_1;
+                        mb[236] = a6_0; mb[237] = a6_1;
+                        mb[238] = a7_0; mb[239] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(960 + ci) * 64 + cb * 8;
+                            const cg_v v0 = vb[(960 + ci) * 2 + 0], v1 = vb[(960 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[240] = a0_0; mb[241] = a0_1;
+                        mb[242] = a1_0; mb[243] = a1_1;
+                        mb[244] = a2_0; mb[245] = a2_1;
+                        mb[246] = a3_0; mb[247] = a3_1;
+                        mb[248] = a4_0; mb[249] = a4_1;
+                        mb[250] = a5_0; mb[251] = a5_1;
+                        mb[252] = a6_0; mb[253] = a6_1;
+                        mb[254] = a7_0; mb[255] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
+                        }
                     }
                 }
-                VSTORE(dxb + tx*32, vdrelu(VLOAD(xb + tx*32), a0_0));
-                VSTORE(dxb + tx*32 + 100352, vdrelu(VLOAD(xb + tx*32 + 100352), a0_1));
-                VSTORE(dxb + tx*32 + 200704, vdrelu(VLOAD(xb + tx*32 + 200704), a0_2));
-                VSTORE(dxb + tx*32 + 301056, vdrelu(VLOAD(xb + tx*32 + 301056), a0_3));
-                VSTORE(dxb + tx*32 + 401408, vdrelu(VLOAD(xb + tx*32 + 401408), a0_4));
-                VSTORE(dxb + tx*32 + 501760, vdrelu(VLOAD(xb + tx*32 + 501760), a0_5));
-                VSTORE(dxb + tx*32 + 602112, vdrelu(VLOAD(xb + tx*32 + 602112), a0_6));
-                VSTORE(dxb + tx*32 + 702464, vdrelu(VLOAD(xb + tx*32 + 702464), a0_7));
-                VSTORE(dxb + tx*32 + 802816, vdrelu(VLOAD(xb + tx*32 + 802816), a0_8));
-                VSTORE(dxb + tx*32 + 903168, vdrelu(VLOAD(xb + tx*32 + 903168), a0_9));
-                VSTORE(dxb + tx*32 + 1003520, vdrelu(VLOAD(xb + tx*32 + 1003520), a0_10));
-                VSTORE(dxb + tx*32 + 1103872, vdrelu(VLOAD(xb + tx*32 + 1103872), a0_11));
-                VSTORE(dxb + tx*32 + 1204224, vdrelu(VLOAD(xb + tx*32 + 1204224), a0_12));
-                VSTORE(dxb + tx*32 + 1304576, vdrelu(VLOAD(xb + tx*32 + 1304576), a0_13));
-                VSTORE(dxb + tx*32 + 1404928, vdrelu(VLOAD(xb + tx*32 + 1404928), a0_14));
-                VSTORE(dxb + tx*32 + 1505280, vdrelu(VLOAD(xb + tx*32 + 1505280), a0_15));
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 3552 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 3520 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1760 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1728 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 1760, vdrelu(VLOAD(xb + 1760), a0_0));
-                VSTORE(dxb + 102112, vdrelu(VLOAD(xb + 102112), a0_1));
-                VSTORE(dxb + 202464, vdrelu(VLOAD(xb + 202464), a0_2));
-                VSTORE(dxb + 302816, vdrelu(VLOAD(xb + 302816), a0_3));
-                VSTORE(dxb + 403168, vdrelu(VLOAD(xb + 403168), a0_4));
-                VSTORE(dxb + 503520, vdrelu(VLOAD(xb + 503520), a0_5));
-                VSTORE(dxb + 603872, vdrelu(VLOAD(xb + 603872), a0_6));
-                VSTORE(dxb + 704224, vdrelu(VLOAD(xb + 704224), a0_7));
-                VSTORE(dxb + 804576, vdrelu(VLOAD(xb + 804576), a0_8));
-                VSTORE(dxb + 904928, vdrelu(VLOAD(xb + 904928), a0_9));
-                VSTORE(dxb + 1005280, vdrelu(VLOAD(xb + 1005280), a0_10));
-                VSTORE(dxb + 1105632, vdrelu(VLOAD(xb + 1105632), a0_11));
-                VSTORE(dxb + 1205984, vdrelu(VLOAD(xb + 1205984), a0_12));
-                VSTORE(dxb + 1306336, vdrelu(VLOAD(xb + 1306336), a0_13));
-                VSTORE(dxb + 1406688, vdrelu(VLOAD(xb + 1406688), a0_14));
-                VSTORE(dxb + 1507040, vdrelu(VLOAD(xb + 1507040), a0_15));
-            }
-            /* inputs rows 0+1*t (t=1..54), cols 0+1*t (t=0..0): 6 taps */
-            for (int ty = 1; ty < 55; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dyc = dyg + co*100352;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1824 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1792 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 1760 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 1792 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*1792, vdrelu(VLOAD(xb + ty*1792), a0_0));
-                    VSTORE(dxb + ty*1792 + 100352, vdrelu(VLOAD(xb + ty*1792 + 100352), a0_1));
-                    VSTORE(dxb + ty*1792 + 200704, vdrelu(VLOAD(xb + ty*1792 + 200704), a0_2));
-                    VSTORE(dxb + ty*1792 + 301056, vdrelu(VLOAD(xb + ty*1792 + 301056), a0_3));
-                    VSTORE(dxb + ty*1792 + 401408, vdrelu(VLOAD(xb + ty*1792 + 401408), a0_4));
-                    VSTORE(dxb + ty*1792 + 501760, vdrelu(VLOAD(xb + ty*1792 + 501760), a0_5));
-                    VSTORE(dxb + ty*1792 + 602112, vdrelu(VLOAD(xb + ty*1792 + 602112), a0_6));
-                    VSTORE(dxb + ty*1792 + 702464, vdrelu(VLOAD(xb + ty*1792 + 702464), a0_7));
-                    VSTORE(dxb + ty*1792 + 802816, vdrelu(VLOAD(xb + ty*1792 + 802816), a0_8));
-                    VSTORE(dxb + ty*1792 + 903168, vdrelu(VLOAD(xb + ty*1792 + 903168), a0_9));
-                    VSTORE(dxb + ty*1792 + 1003520, vdrelu(VLOAD(xb + ty*1792 + 1003520), a0_10));
-                    VSTORE(dxb + ty*1792 + 1103872, vdrelu(VLOAD(xb + ty*1792 + 1103872), a0_11));
-                    VSTORE(dxb + ty*1792 + 1204224, vdrelu(VLOAD(xb + ty*1792 + 1204224), a0_12));
-                    VSTORE(dxb + ty*1792 + 1304576, vdrelu(VLOAD(xb + ty*1792 + 1304576), a0_13));
-                    VSTORE(dxb + ty*1792 + 1404928, vdrelu(VLOAD(xb + ty*1792 + 1404928), a0_14));
-                    VSTORE(dxb + ty*1792 + 1505280, vdrelu(VLOAD(xb + ty*1792 + 1505280), a0_15));
-                }
-            }
-            /* inputs rows 0+1*t (t=1..54), cols 0+1*t (t=1..54): 9 taps */
-            for (int ty = 1; ty < 55; ty++) {
-                for (int tx = 1; tx < 55; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dyc = dyg + co*100352;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 1824 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 1792 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 1760 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 - 32 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 - 1760 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 - 1792 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 - 1824 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*1792 + tx*32, vdrelu(VLOAD(xb + ty*1792 + tx*32), a0_0));
-                    VSTORE(dxb + ty*1792 + tx*32 + 100352, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 100352), a0_1));
-                    VSTORE(dxb + ty*1792 + tx*32 + 200704, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 200704), a0_2));
-                    VSTORE(dxb + ty*1792 + tx*32 + 301056, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 301056), a0_3));
-                    VSTORE(dxb + ty*1792 + tx*32 + 401408, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 401408), a0_4));
-                    VSTORE(dxb + ty*1792 + tx*32 + 501760, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 501760), a0_5));
-                    VSTORE(dxb + ty*1792 + tx*32 + 602112, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 602112), a0_6));
-                    VSTORE(dxb + ty*1792 + tx*32 + 702464, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 702464), a0_7));
-                    VSTORE(dxb + ty*1792 + tx*32 + 802816, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 802816), a0_8));
-                    VSTORE(dxb + ty*1792 + tx*32 + 903168, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 903168), a0_9));
-                    VSTORE(dxb + ty*1792 + tx*32 + 1003520, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 1003520), a0_10));
-                    VSTORE(dxb + ty*1792 + tx*32 + 1103872, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 1103872), a0_11));
-                    VSTORE(dxb + ty*1792 + tx*32 + 1204224, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 1204224), a0_12));
-                    VSTORE(dxb + ty*1792 + tx*32 + 1304576, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 1304576), a0_13));
-                    VSTORE(dxb + ty*1792 + tx*32 + 1404928, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 1404928), a0_14));
-                    VSTORE(dxb + ty*1792 + tx*32 + 1505280, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 1505280), a0_15));
-                }
-            }
-            /* inputs rows 0+1*t (t=1..54), cols 0+1*t (t=55..55): 6 taps */
-            for (int ty = 1; ty < 55; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dyc = dyg + co*100352;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 3552 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 3520 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1760 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1728 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 32 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 64 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*1792 + 1760, vdrelu(VLOAD(xb + ty*1792 + 1760), a0_0));
-                    VSTORE(dxb + ty*1792 + 102112, vdrelu(VLOAD(xb + ty*1792 + 102112), a0_1));
-                    VSTORE(dxb + ty*1792 + 202464, vdrelu(VLOAD(xb + ty*1792 + 202464), a0_2));
-                    VSTORE(dxb + ty*1792 + 302816, vdrelu(VLOAD(xb + ty*1792 + 302816), a0_3));
-                    VSTORE(dxb + ty*1792 + 403168, vdrelu(VLOAD(xb + ty*1792 + 403168), a0_4));
-                    VSTORE(dxb + ty*1792 + 503520, vdrelu(VLOAD(xb + ty*1792 + 503520), a0_5));
-                    VSTORE(dxb + ty*1792 + 603872, vdrelu(VLOAD(xb + ty*1792 + 603872), a0_6));
-                    VSTORE(dxb + ty*1792 + 704224, vdrelu(VLOAD(xb + ty*1792 + 704224), a0_7));
-                    VSTORE(dxb + ty*1792 + 804576, vdrelu(VLOAD(xb + ty*1792 + 804576), a0_8));
-                    VSTORE(dxb + ty*1792 + 904928, vdrelu(VLOAD(xb + ty*1792 + 904928), a0_9));
-                    VSTORE(dxb + ty*1792 + 1005280, vdrelu(VLOAD(xb + ty*1792 + 1005280), a0_10));
-                    VSTORE(dxb + ty*1792 + 1105632, vdrelu(VLOAD(xb + ty*1792 + 1105632), a0_11));
-                    VSTORE(dxb + ty*1792 + 1205984, vdrelu(VLOAD(xb + ty*1792 + 1205984), a0_12));
-                    VSTORE(dxb + ty*1792 + 1306336, vdrelu(VLOAD(xb + ty*1792 + 1306336), a0_13));
-                    VSTORE(dxb + ty*1792 + 1406688, vdrelu(VLOAD(xb + ty*1792 + 1406688), a0_14));
-                    VSTORE(dxb + ty*1792 + 1507040, vdrelu(VLOAD(xb + ty*1792 + 1507040), a0_15));
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 98592 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 98560 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 96800 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 96768 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                }
-                VSTORE(dxb + 98560, vdrelu(VLOAD(xb + 98560), a0_0));
-                VSTORE(dxb + 198912, vdrelu(VLOAD(xb + 198912), a0_1));
-                VSTORE(dxb + 299264, vdrelu(VLOAD(xb + 299264), a0_2));
-                VSTORE(dxb + 399616, vdrelu(VLOAD(xb + 399616), a0_3));
-                VSTORE(dxb + 499968, vdrelu(VLOAD(xb + 499968), a0_4));
-                VSTORE(dxb + 600320, vdrelu(VLOAD(xb + 600320), a0_5));
-                VSTORE(dxb + 700672, vdrelu(VLOAD(xb + 700672), a0_6));
-                VSTORE(dxb + 801024, vdrelu(VLOAD(xb + 801024), a0_7));
-                VSTORE(dxb + 901376, vdrelu(VLOAD(xb + 901376), a0_8));
-                VSTORE(dxb + 1001728, vdrelu(VLOAD(xb + 1001728), a0_9));
-                VSTORE(dxb + 1102080, vdrelu(VLOAD(xb + 1102080), a0_10));
-                VSTORE(dxb + 1202432, vdrelu(VLOAD(xb + 1202432), a0_11));
-                VSTORE(dxb + 1302784, vdrelu(VLOAD(xb + 1302784), a0_12));
-                VSTORE(dxb + 1403136, vdrelu(VLOAD(xb + 1403136), a0_13));
-                VSTORE(dxb + 1503488, vdrelu(VLOAD(xb + 1503488), a0_14));
-                VSTORE(dxb + 1603840, vdrelu(VLOAD(xb + 1603840), a0_15));
-            }
-            /* inputs rows 0+1*t (t=55..55), cols 0+1*t (t=1..54): 6 taps */
-            for (int tx = 1; tx < 55; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 98592 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 98560 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 98528 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 96800 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 96768 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 96736 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*32 + 98560, vdrelu(VLOAD(xb + tx*32 + 98560), a0_0));
-                VSTORE(dxb + tx*32 + 198912, vdrelu(VLOAD(xb + tx*32 + 198912), a0_1));
-                VSTORE(dxb + tx*32 + 299264, vdrelu(VLOAD(xb + tx*32 + 299264), a0_2));
-                VSTORE(dxb + tx*32 + 399616, vdrelu(VLOAD(xb + tx*32 + 399616), a0_3));
-                VSTORE(dxb + tx*32 + 499968, vdrelu(VLOAD(xb + tx*32 + 499968), a0_4));
-                VSTORE(dxb + tx*32 + 600320, vdrelu(VLOAD(xb + tx*32 + 600320), a0_5));
-                VSTORE(dxb + tx*32 + 700672, vdrelu(VLOAD(xb + tx*32 + 700672), a0_6));
-                VSTORE(dxb + tx*32 + 801024, vdrelu(VLOAD(xb + tx*32 + 801024), a0_7));
-                VSTORE(dxb + tx*32 + 901376, vdrelu(VLOAD(xb + tx*32 + 901376), a0_8));
-                VSTORE(dxb + tx*32 + 1001728, vdrelu(VLOAD(xb + tx*32 + 1001728), a0_9));
-                VSTORE(dxb + tx*32 + 1102080, vdrelu(VLOAD(xb + tx*32 + 1102080), a0_10));
-                VSTORE(dxb + tx*32 + 1202432, vdrelu(VLOAD(xb + tx*32 + 1202432), a0_11));
-                VSTORE(dxb + tx*32 + 1302784, vdrelu(VLOAD(xb + tx*32 + 1302784), a0_12));
-                VSTORE(dxb + tx*32 + 1403136, vdrelu(VLOAD(xb + tx*32 + 1403136), a0_13));
-                VSTORE(dxb + tx*32 + 1503488, vdrelu(VLOAD(xb + tx*32 + 1503488), a0_14));
-                VSTORE(dxb + tx*32 + 1603840, vdrelu(VLOAD(xb + tx*32 + 1603840), a0_15));
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 100320 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 100288 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 98528 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 98496 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + 100320, vdrelu(VLOAD(xb + 100320), a0_0));
-                VSTORE(dxb + 200672, vdrelu(VLOAD(xb + 200672), a0_1));
-                VSTORE(dxb + 301024, vdrelu(VLOAD(xb + 301024), a0_2));
-                VSTORE(dxb + 401376, vdrelu(VLOAD(xb + 401376), a0_3));
-                VSTORE(dxb + 501728, vdrelu(VLOAD(xb + 501728), a0_4));
-                VSTORE(dxb + 602080, vdrelu(VLOAD(xb + 602080), a0_5));
-                VSTORE(dxb + 702432, vdrelu(VLOAD(xb + 702432), a0_6));
-                VSTORE(dxb + 802784, vdrelu(VLOAD(xb + 802784), a0_7));
-                VSTORE(dxb + 903136, vdrelu(VLOAD(xb + 903136), a0_8));
-                VSTORE(dxb + 1003488, vdrelu(VLOAD(xb + 1003488), a0_9));
-                VSTORE(dxb + 1103840, vdrelu(VLOAD(xb + 1103840), a0_10));
-                VSTORE(dxb + 1204192, vdrelu(VLOAD(xb + 1204192), a0_11));
-                VSTORE(dxb + 1304544, vdrelu(VLOAD(xb + 1304544), a0_12));
-                VSTORE(dxb + 1404896, vdrelu(VLOAD(xb + 1404896), a0_13));
-                VSTORE(dxb + 1505248, vdrelu(VLOAD(xb + 1505248), a0_14));
-                VSTORE(dxb + 1605600, vdrelu(VLOAD(xb + 1605600), a0_15));
             }
         }
     }
@@ -6137,7 +3934,7 @@ static void l10_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 11: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:19:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
 /* l11_conv2d_forward: the code of l04_conv2d_forward */
 
 /* l11_conv2d_backward: the code of l04_conv2d_backward */
@@ -6157,7 +3954,7 @@ static void l10_relu_backward(const float *restrict y, const float *restrict dy,
 /* l13_relu_backward: none, layer 14 masks its dx stores with the relu's derivative */
 
 /* layer 14: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:22:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
 /* l14_conv2d_forward: the code of l04_conv2d_forward */
 
 /* l14_conv2d_backward: the code of l04_conv2d_backward */
@@ -7684,1300 +5481,566 @@ static void l19_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l20_relu_backward: none, layer 21 masks its dx stores with the relu's derivative */
 
 /* layer 21: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:29:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
-static void l21_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+static void l21_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
+    float *restrict xp = S + 262144; /* [128][30][30][lanes]: zero-padded input */
+    for (int co = 0; co < 128; co++) {
+        for (int ci = 0; ci < 128; ci++) {
+            const float g0 = P[co * 1152 + ci * 9 + 0], g1 = P[co * 1152 + ci * 9 + 1], g2 = P[co * 1152 + ci * 9 + 2], g3 = P[co * 1152 + ci * 9 + 3], g4 = P[co * 1152 + ci * 9 + 4], g5 = P[co * 1152 + ci * 9 + 5], g6 = P[co * 1152 + ci * 9 + 6], g7 = P[co * 1152 + ci * 9 + 7], g8 = P[co * 1152 + ci * 9 + 8];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 128 + co;
+            u[0] = t00; u[16384] = 0.5f * (t00 + t01 + t02); u[32768] = 0.5f * (t00 - t01 + t02); u[49152] = t02;
+            u[65536] = t10; u[81920] = 0.5f * (t10 + t11 + t12); u[98304] = 0.5f * (t10 - t11 + t12); u[114688] = t12;
+            u[131072] = t20; u[147456] = 0.5f * (t20 + t21 + t22); u[163840] = 0.5f * (t20 - t21 + t22); u[180224] = t22;
+            u[196608] = t30; u[212992] = 0.5f * (t30 + t31 + t32); u[229376] = 0.5f * (t30 - t31 + t32); u[245760] = t32;
+        }
+    }
+    /* x -> zero-padded planes 30x30 (lanes) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < 128; pl++) {
+        const float *restrict s = x + (size_t)pl * 25088;
+        float *restrict d = xp + (size_t)pl * 28800;
+        memset(d, 0, sizeof(float) * 960);
+        for (int r = 0; r < 28; r++) {
+            float *restrict dr = d + (size_t)(r + 1) * 960;
+            memset(dr, 0, sizeof(float) * 32);
+            memcpy(dr + 32, s + (size_t)r * 896, sizeof(float) * 896);
+            memset(dr + 928, 0, sizeof(float) * 32);
+        }
+        memset(d + 27840, 0, sizeof(float) * 960);
+    }
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 8; cb++) {
-            const float *restrict wb = w + cb*18432;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*401408 + v0 * 16;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+    for (int v0 = 0; v0 < 2; v0 += 2) {
+        for (int ty = 0; ty < 14; ty++) {
+            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 14; tx++) {
                 for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xg + ci*25088;
-                    const float *restrict wc = wb + ci*9;
+                    const float *restrict xc = xp + ((size_t)(ci * 30 + 2 * ty) * 30 + 2 * tx) * 32 + v0 * 16;
                     {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[1156] * x0;
-                        a0_2 += wc[2308] * x0;
-                        a0_3 += wc[3460] * x0;
-                        a0_4 += wc[4612] * x0;
-                        a0_5 += wc[5764] * x0;
-                        a0_6 += wc[6916] * x0;
-                        a0_7 += wc[8068] * x0;
-                        a0_8 += wc[9220] * x0;
-                        a0_9 += wc[10372] * x0;
-                        a0_10 += wc[11524] * x0;
-                        a0_11 += wc[12676] * x0;
-                        a0_12 += wc[13828] * x0;
-                        a0_13 += wc[14980] * x0;
-                        a0_14 += wc[16132] * x0;
-                        a0_15 += wc[17284] * x0;
+                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 960), d11 = VLOAD(xc + 992), d12 = VLOAD(xc + 1024), d13 = VLOAD(xc + 1056), d20 = VLOAD(xc + 1920), d21 = VLOAD(xc + 1952), d22 = VLOAD(xc + 1984), d23 = VLOAD(xc + 2016), d30 = VLOAD(xc + 2880), d31 = VLOAD(xc + 2912), d32 = VLOAD(xc + 2944), d33 = VLOAD(xc + 2976);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + 32 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[1157] * x0;
-                        a0_2 += wc[2309] * x0;
-                        a0_3 += wc[3461] * x0;
-                        a0_4 += wc[4613] * x0;
-                        a0_5 += wc[5765] * x0;
-                        a0_6 += wc[6917] * x0;
-                        a0_7 += wc[8069] * x0;
-                        a0_8 += wc[9221] * x0;
-                        a0_9 += wc[10373] * x0;
-                        a0_10 += wc[11525] * x0;
-                        a0_11 += wc[12677] * x0;
-                        a0_12 += wc[13829] * x0;
-                        a0_13 += wc[14981] * x0;
-                        a0_14 += wc[16133] * x0;
-                        a0_15 += wc[17285] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 896 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[1159] * x0;
-                        a0_2 += wc[2311] * x0;
-                        a0_3 += wc[3463] * x0;
-                        a0_4 += wc[4615] * x0;
-                        a0_5 += wc[5767] * x0;
-                        a0_6 += wc[6919] * x0;
-                        a0_7 += wc[8071] * x0;
-                        a0_8 += wc[9223] * x0;
-                        a0_9 += wc[10375] * x0;
-                        a0_10 += wc[11527] * x0;
-                        a0_11 += wc[12679] * x0;
-                        a0_12 += wc[13831] * x0;
-                        a0_13 += wc[14983] * x0;
-                        a0_14 += wc[16135] * x0;
-                        a0_15 += wc[17287] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 928 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[1160] * x0;
-                        a0_2 += wc[2312] * x0;
-                        a0_3 += wc[3464] * x0;
-                        a0_4 += wc[4616] * x0;
-                        a0_5 += wc[5768] * x0;
-                        a0_6 += wc[6920] * x0;
-                        a0_7 += wc[8072] * x0;
-                        a0_8 += wc[9224] * x0;
-                        a0_9 += wc[10376] * x0;
-                        a0_10 += wc[11528] * x0;
-                        a0_11 += wc[12680] * x0;
-                        a0_12 += wc[13832] * x0;
-                        a0_13 += wc[14984] * x0;
-                        a0_14 += wc[16136] * x0;
-                        a0_15 += wc[17288] * x0;
+                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 976), d11 = VLOAD(xc + 1008), d12 = VLOAD(xc + 1040), d13 = VLOAD(xc + 1072), d20 = VLOAD(xc + 1936), d21 = VLOAD(xc + 1968), d22 = VLOAD(xc + 2000), d23 = VLOAD(xc + 2032), d30 = VLOAD(xc + 2896), d31 = VLOAD(xc + 2928), d32 = VLOAD(xc + 2960), d33 = VLOAD(xc + 2992);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 25088, a0_1);
-                VSTORE(yb + 50176, a0_2);
-                VSTORE(yb + 75264, a0_3);
-                VSTORE(yb + 100352, a0_4);
-                VSTORE(yb + 125440, a0_5);
-                VSTORE(yb + 150528, a0_6);
-                VSTORE(yb + 175616, a0_7);
-                VSTORE(yb + 200704, a0_8);
-                VSTORE(yb + 225792, a0_9);
-                VSTORE(yb + 250880, a0_10);
-                VSTORE(yb + 275968, a0_11);
-                VSTORE(yb + 301056, a0_12);
-                VSTORE(yb + 326144, a0_13);
-                VSTORE(yb + 351232, a0_14);
-                VSTORE(yb + 376320, a0_15);
-            }
-            /* rows 0..0, cols 1..26: 6 of 9 taps */
-            for (int ox = 1; ox < 27; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xg + ci*25088;
-                    const float *restrict wc = wb + ci*9;
+                for (int cb = 0; cb < 16; cb++) {
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 - 32 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[1155] * x0;
-                        a0_2 += wc[2307] * x0;
-                        a0_3 += wc[3459] * x0;
-                        a0_4 += wc[4611] * x0;
-                        a0_5 += wc[5763] * x0;
-                        a0_6 += wc[6915] * x0;
-                        a0_7 += wc[8067] * x0;
-                        a0_8 += wc[9219] * x0;
-                        a0_9 += wc[10371] * x0;
-                        a0_10 += wc[11523] * x0;
-                        a0_11 += wc[12675] * x0;
-                        a0_12 += wc[13827] * x0;
-                        a0_13 += wc[14979] * x0;
-                        a0_14 += wc[16131] * x0;
-                        a0_15 += wc[17283] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(0 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[0] = a0_0; mb[1] = a0_1;
+                        mb[2] = a1_0; mb[3] = a1_1;
+                        mb[4] = a2_0; mb[5] = a2_1;
+                        mb[6] = a3_0; mb[7] = a3_1;
+                        mb[8] = a4_0; mb[9] = a4_1;
+                        mb[10] = a5_0; mb[11] = a5_1;
+                        mb[12] = a6_0; mb[13] = a6_1;
+                        mb[14] = a7_0; mb[15] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[1156] * x0;
-                        a0_2 += wc[2308] * x0;
-                        a0_3 += wc[3460] * x0;
-                        a0_4 += wc[4612] * x0;
-                        a0_5 += wc[5764] * x0;
-                        a0_6 += wc[6916] * x0;
-                        a0_7 += wc[8068] * x0;
-                        a0_8 += wc[9220] * x0;
-                        a0_9 += wc[10372] * x0;
-                        a0_10 += wc[11524] * x0;
-                        a0_11 += wc[12676] * x0;
-                        a0_12 += wc[13828] * x0;
-                        a0_13 += wc[14980] * x0;
-                        a0_14 += wc[16132] * x0;
-                        a0_15 += wc[17284] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(128 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[16] = a0_0; mb[17] = a0_1;
+                        mb[18] = a1_0; mb[19] = a1_1;
+                        mb[20] = a2_0; mb[21] = a2_1;
+                        mb[22] = a3_0; mb[23] = a3_1;
+                        mb[24] = a4_0; mb[25] = a4_1;
+                        mb[26] = a5_0; mb[27] = a5_1;
+                        mb[28] = a6_0; mb[29] = a6_1;
+                        mb[30] = a7_0; mb[31] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 32 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[1157] * x0;
-                        a0_2 += wc[2309] * x0;
-                        a0_3 += wc[3461] * x0;
-                        a0_4 += wc[4613] * x0;
-                        a0_5 += wc[5765] * x0;
-                        a0_6 += wc[6917] * x0;
-                        a0_7 += wc[8069] * x0;
-                        a0_8 += wc[9221] * x0;
-                        a0_9 += wc[10373] * x0;
-                        a0_10 += wc[11525] * x0;
-                        a0_11 += wc[12677] * x0;
-                        a0_12 += wc[13829] * x0;
-                        a0_13 += wc[14981] * x0;
-                        a0_14 += wc[16133] * x0;
-                        a0_15 += wc[17285] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(256 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[32] = a0_0; mb[33] = a0_1;
+                        mb[34] = a1_0; mb[35] = a1_1;
+                        mb[36] = a2_0; mb[37] = a2_1;
+                        mb[38] = a3_0; mb[39] = a3_1;
+                        mb[40] = a4_0; mb[41] = a4_1;
+                        mb[42] = a5_0; mb[43] = a5_1;
+                        mb[44] = a6_0; mb[45] = a6_1;
+                        mb[46] = a7_0; mb[47] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 864 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[1158] * x0;
-                        a0_2 += wc[2310] * x0;
-                        a0_3 += wc[3462] * x0;
-                        a0_4 += wc[4614] * x0;
-                        a0_5 += wc[5766] * x0;
-                        a0_6 += wc[6918] * x0;
-                        a0_7 += wc[8070] * x0;
-                        a0_8 += wc[9222] * x0;
-                        a0_9 += wc[10374] * x0;
-                        a0_10 += wc[11526] * x0;
-                        a0_11 += wc[12678] * x0;
-                        a0_12 += wc[13830] * x0;
-                        a0_13 += wc[14982] * x0;
-                        a0_14 += wc[16134] * x0;
-                        a0_15 += wc[17286] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(384 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[48] = a0_0; mb[49] = a0_1;
+                        mb[50] = a1_0; mb[51] = a1_1;
+                        mb[52] = a2_0; mb[53] = a2_1;
+                        mb[54] = a3_0; mb[55] = a3_1;
+                        mb[56] = a4_0; mb[57] = a4_1;
+                        mb[58] = a5_0; mb[59] = a5_1;
+                        mb[60] = a6_0; mb[61] = a6_1;
+                        mb[62] = a7_0; mb[63] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 896 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[1159] * x0;
-                        a0_2 += wc[2311] * x0;
-                        a0_3 += wc[3463] * x0;
-                        a0_4 += wc[4615] * x0;
-                        a0_5 += wc[5767] * x0;
-                        a0_6 += wc[6919] * x0;
-                        a0_7 += wc[8071] * x0;
-                        a0_8 += wc[9223] * x0;
-                        a0_9 += wc[10375] * x0;
-                        a0_10 += wc[11527] * x0;
-                        a0_11 += wc[12679] * x0;
-                        a0_12 += wc[13831] * x0;
-                        a0_13 += wc[14983] * x0;
-                        a0_14 += wc[16135] * x0;
-                        a0_15 += wc[17287] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(512 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[64] = a0_0; mb[65] = a0_1;
+                        mb[66] = a1_0; mb[67] = a1_1;
+                        mb[68] = a2_0; mb[69] = a2_1;
+                        mb[70] = a3_0; mb[71] = a3_1;
+                        mb[72] = a4_0; mb[73] = a4_1;
+                        mb[74] = a5_0; mb[75] = a5_1;
+                        mb[76] = a6_0; mb[77] = a6_1;
+                        mb[78] = a7_0; mb[79] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 928 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[1160] * x0;
-                        a0_2 += wc[2312] * x0;
-                        a0_3 += wc[3464] * x0;
-                        a0_4 += wc[4616] * x0;
-                        a0_5 += wc[5768] * x0;
-                        a0_6 += wc[6920] * x0;
-                        a0_7 += wc[8072] * x0;
-                        a0_8 += wc[9224] * x0;
-                        a0_9 += wc[10376] * x0;
-                        a0_10 += wc[11528] * x0;
-                        a0_11 += wc[12680] * x0;
-                        a0_12 += wc[13832] * x0;
-                        a0_13 += wc[14984] * x0;
-                        a0_14 += wc[16136] * x0;
-                        a0_15 += wc[17288] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(640 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[80] = a0_0; mb[81] = a0_1;
+                        mb[82] = a1_0; mb[83] = a1_1;
+                        mb[84] = a2_0; mb[85] = a2_1;
+                        mb[86] = a3_0; mb[87] = a3_1;
+                        mb[88] = a4_0; mb[89] = a4_1;
+                        mb[90] = a5_0; mb[91] = a5_1;
+                        mb[92] = a6_0; mb[93] = a6_1;
+                        mb[94] = a7_0; mb[95] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(768 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[96] = a0_0; mb[97] = a0_1;
+                        mb[98] = a1_0; mb[99] = a1_1;
+                        mb[100] = a2_0; mb[101] = a2_1;
+                        mb[102] = a3_0; mb[103] = a3_1;
+                        mb[104] = a4_0; mb[105] = a4_1;
+                        mb[106] = a5_0; mb[107] = a5_1;
+                        mb[108] = a6_0; mb[109] = a6_1;
+                        mb[110] = a7_0; mb[111] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(896 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[112] = a0_0; mb[113] = a0_1;
+                        mb[114] = a1_0; mb[115] = a1_1;
+                        mb[116] = a2_0; mb[117] = a2_1;
+                        mb[118] = a3_0; mb[119] = a3_1;
+                        mb[120] = a4_0; mb[121] = a4_1;
+                        mb[122] = a5_0; mb[123] = a5_1;
+                        mb[124] = a6_0; mb[125] = a6_1;
+                        mb[126] = a7_0; mb[127] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1024 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[128] = a0_0; mb[129] = a0_1;
+                        mb[130] = a1_0; mb[131] = a1_1;
+                        mb[132] = a2_0; mb[133] = a2_1;
+                        mb[134] = a3_0; mb[135] = a3_1;
+                        mb[136] = a4_0; mb[137] = a4_1;
+                        mb[138] = a5_0; mb[139] = a5_1;
+                        mb[140] = a6_0; mb[141] = a6_1;
+                        mb[142] = a7_0; mb[143] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1152 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1152 + ci) * 2 + 0], v1 = vb[(1152 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[144] = a0_0; mb[145] = a0_1;
+                        mb[146] = a1_0; mb[147] = a1_1;
+                        mb[148] = a2_0; mb[149] = a2_1;
+                        mb[150] = a3_0; mb[151] = a3_1;
+                        mb[152] = a4_0; mb[153] = a4_1;
+                        mb[154] = a5_0; mb[155] = a5_1;
+                        mb[156] = a6_0; mb[157] = a6_1;
+                        mb[158] = a7_0; mb[159] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1280 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[160] = a0_0; mb[161] = a0_1;
+                        mb[162] = a1_0; mb[163] = a1_1;
+                        mb[164] = a2_0; mb[165] = a2_1;
+                        mb[166] = a3_0; mb[167] = a3_1;
+                        mb[168] = a4_0; mb[169] = a4_1;
+                        mb[170] = a5_0; mb[171] = a5_1;
+                        mb[172] = a6_0; mb[173] = a6_1;
+                        mb[174] = a7_0; mb[175] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1408 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1408 + ci) * 2 + 0], v1 = vb[(1408 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[176] = a0_0; mb[177] = a0_1;
+                        mb[178] = a1_0; mb[179] = a1_1;
+                        mb[180] = a2_0; mb[181] = a2_1;
+                        mb[182] = a3_0; mb[183] = a3_1;
+                        mb[184] = a4_0; mb[185] = a4_1;
+                        mb[186] = a5_0; mb[187] = a5_1;
+                        mb[188] = a6_0; mb[189] = a6_1;
+                        mb[190] = a7_0; mb[191] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1536 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[192] = a0_0; mb[193] = a0_1;
+                        mb[194] = a1_0; mb[195] = a1_1;
+                        mb[196] = a2_0; mb[197] = a2_1;
+                        mb[198] = a3_0; mb[199] = a3_1;
+                        mb[200] = a4_0; mb[201] = a4_1;
+                        mb[202] = a5_0; mb[203] = a5_1;
+                        mb[204] = a6_0; mb[205] = a6_1;
+                        mb[206] = a7_0; mb[207] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1664 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1664 + ci) * 2 + 0], v1 = vb[(1664 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[208] = a0_0; mb[209] = a0_1;
+                        mb[210] = a1_0; mb[211] = a1_1;
+                        mb[212] = a2_0; mb[213] = a2_1;
+                        mb[214] = a3_0; mb[215] = a3_1;
+                        mb[216] = a4_0; mb[217] = a4_1;
+                        mb[218] = a5_0; mb[219] = a5_1;
+                        mb[220] = a6_0; mb[221] = a6_1;
+                        mb[222] = a7_0; mb[223] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1792 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[224] = a0_0; mb[225] = a0_1;
+                        mb[226] = a1_0; mb[227] = a1_1;
+                        mb[228] = a2_0; mb[229] = a2_1;
+                        mb[230] = a3_0; mb[231] = a3_1;
+                        mb[232] = a4_0; mb[233] = a4_1;
+                        mb[234] = a5_0; mb[235] = a5_1;
+                        mb[236] = a6_0; mb[237] = a6_1;
+                        mb[238] = a7_0; mb[239] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1920 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1920 + ci) * 2 + 0], v1 = vb[(1920 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[240] = a0_0; mb[241] = a0_1;
+                        mb[242] = a1_0; mb[243] = a1_1;
+                        mb[244] = a2_0; mb[245] = a2_1;
+                        mb[246] = a3_0; mb[247] = a3_1;
+                        mb[248] = a4_0; mb[249] = a4_1;
+                        mb[250] = a5_0; mb[251] = a5_1;
+                        mb[252] = a6_0; mb[253] = a6_1;
+                        mb[254] = a7_0; mb[255] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 928, y11);
+                        }
                     }
                 }
-                VSTORE(yb + ox*32, a0_0);
-                VSTORE(yb + ox*32 + 25088, a0_1);
-                VSTORE(yb + ox*32 + 50176, a0_2);
-                VSTORE(yb + ox*32 + 75264, a0_3);
-                VSTORE(yb + ox*32 + 100352, a0_4);
-                VSTORE(yb + ox*32 + 125440, a0_5);
-                VSTORE(yb + ox*32 + 150528, a0_6);
-                VSTORE(yb + ox*32 + 175616, a0_7);
-                VSTORE(yb + ox*32 + 200704, a0_8);
-                VSTORE(yb + ox*32 + 225792, a0_9);
-                VSTORE(yb + ox*32 + 250880, a0_10);
-                VSTORE(yb + ox*32 + 275968, a0_11);
-                VSTORE(yb + ox*32 + 301056, a0_12);
-                VSTORE(yb + ox*32 + 326144, a0_13);
-                VSTORE(yb + ox*32 + 351232, a0_14);
-                VSTORE(yb + ox*32 + 376320, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xg + ci*25088;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 832 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[1155] * x0;
-                        a0_2 += wc[2307] * x0;
-                        a0_3 += wc[3459] * x0;
-                        a0_4 += wc[4611] * x0;
-                        a0_5 += wc[5763] * x0;
-                        a0_6 += wc[6915] * x0;
-                        a0_7 += wc[8067] * x0;
-                        a0_8 += wc[9219] * x0;
-                        a0_9 += wc[10371] * x0;
-                        a0_10 += wc[11523] * x0;
-                        a0_11 += wc[12675] * x0;
-                        a0_12 += wc[13827] * x0;
-                        a0_13 += wc[14979] * x0;
-                        a0_14 += wc[16131] * x0;
-                        a0_15 += wc[17283] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 864 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[1156] * x0;
-                        a0_2 += wc[2308] * x0;
-                        a0_3 += wc[3460] * x0;
-                        a0_4 += wc[4612] * x0;
-                        a0_5 += wc[5764] * x0;
-                        a0_6 += wc[6916] * x0;
-                        a0_7 += wc[8068] * x0;
-                        a0_8 += wc[9220] * x0;
-                        a0_9 += wc[10372] * x0;
-                        a0_10 += wc[11524] * x0;
-                        a0_11 += wc[12676] * x0;
-                        a0_12 += wc[13828] * x0;
-                        a0_13 += wc[14980] * x0;
-                        a0_14 += wc[16132] * x0;
-                        a0_15 += wc[17284] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1728 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[1158] * x0;
-                        a0_2 += wc[2310] * x0;
-                        a0_3 += wc[3462] * x0;
-                        a0_4 += wc[4614] * x0;
-                        a0_5 += wc[5766] * x0;
-                        a0_6 += wc[6918] * x0;
-                        a0_7 += wc[8070] * x0;
-                        a0_8 += wc[9222] * x0;
-                        a0_9 += wc[10374] * x0;
-                        a0_10 += wc[11526] * x0;
-                        a0_11 += wc[12678] * x0;
-                        a0_12 += wc[13830] * x0;
-                        a0_13 += wc[14982] * x0;
-                        a0_14 += wc[16134] * x0;
-                        a0_15 += wc[17286] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1760 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[1159] * x0;
-                        a0_2 += wc[2311] * x0;
-                        a0_3 += wc[3463] * x0;
-                        a0_4 += wc[4615] * x0;
-                        a0_5 += wc[5767] * x0;
-                        a0_6 += wc[6919] * x0;
-                        a0_7 += wc[8071] * x0;
-                        a0_8 += wc[9223] * x0;
-                        a0_9 += wc[10375] * x0;
-                        a0_10 += wc[11527] * x0;
-                        a0_11 += wc[12679] * x0;
-                        a0_12 += wc[13831] * x0;
-                        a0_13 += wc[14983] * x0;
-                        a0_14 += wc[16135] * x0;
-                        a0_15 += wc[17287] * x0;
-                    }
-                }
-                VSTORE(yb + 864, a0_0);
-                VSTORE(yb + 25952, a0_1);
-                VSTORE(yb + 51040, a0_2);
-                VSTORE(yb + 76128, a0_3);
-                VSTORE(yb + 101216, a0_4);
-                VSTORE(yb + 126304, a0_5);
-                VSTORE(yb + 151392, a0_6);
-                VSTORE(yb + 176480, a0_7);
-                VSTORE(yb + 201568, a0_8);
-                VSTORE(yb + 226656, a0_9);
-                VSTORE(yb + 251744, a0_10);
-                VSTORE(yb + 276832, a0_11);
-                VSTORE(yb + 301920, a0_12);
-                VSTORE(yb + 327008, a0_13);
-                VSTORE(yb + 352096, a0_14);
-                VSTORE(yb + 377184, a0_15);
-            }
-            /* rows 1..26, cols 0..0: 6 of 9 taps */
-            for (int oy = 1; oy < 27; oy++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 128; ci++) {
-                        const float *restrict xc = xg + ci*25088;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 - 896 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[1153] * x0;
-                            a0_2 += wc[2305] * x0;
-                            a0_3 += wc[3457] * x0;
-                            a0_4 += wc[4609] * x0;
-                            a0_5 += wc[5761] * x0;
-                            a0_6 += wc[6913] * x0;
-                            a0_7 += wc[8065] * x0;
-                            a0_8 += wc[9217] * x0;
-                            a0_9 += wc[10369] * x0;
-                            a0_10 += wc[11521] * x0;
-                            a0_11 += wc[12673] * x0;
-                            a0_12 += wc[13825] * x0;
-                            a0_13 += wc[14977] * x0;
-                            a0_14 += wc[16129] * x0;
-                            a0_15 += wc[17281] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 - 864 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[1154] * x0;
-                            a0_2 += wc[2306] * x0;
-                            a0_3 += wc[3458] * x0;
-                            a0_4 += wc[4610] * x0;
-                            a0_5 += wc[5762] * x0;
-                            a0_6 += wc[6914] * x0;
-                            a0_7 += wc[8066] * x0;
-                            a0_8 += wc[9218] * x0;
-                            a0_9 += wc[10370] * x0;
-                            a0_10 += wc[11522] * x0;
-                            a0_11 += wc[12674] * x0;
-                            a0_12 += wc[13826] * x0;
-                            a0_13 += wc[14978] * x0;
-                            a0_14 += wc[16130] * x0;
-                            a0_15 += wc[17282] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[1156] * x0;
-                            a0_2 += wc[2308] * x0;
-                            a0_3 += wc[3460] * x0;
-                            a0_4 += wc[4612] * x0;
-                            a0_5 += wc[5764] * x0;
-                            a0_6 += wc[6916] * x0;
-                            a0_7 += wc[8068] * x0;
-                            a0_8 += wc[9220] * x0;
-                            a0_9 += wc[10372] * x0;
-                            a0_10 += wc[11524] * x0;
-                            a0_11 += wc[12676] * x0;
-                            a0_12 += wc[13828] * x0;
-                            a0_13 += wc[14980] * x0;
-                            a0_14 += wc[16132] * x0;
-                            a0_15 += wc[17284] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 32 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[1157] * x0;
-                            a0_2 += wc[2309] * x0;
-                            a0_3 += wc[3461] * x0;
-                            a0_4 += wc[4613] * x0;
-                            a0_5 += wc[5765] * x0;
-                            a0_6 += wc[6917] * x0;
-                            a0_7 += wc[8069] * x0;
-                            a0_8 += wc[9221] * x0;
-                            a0_9 += wc[10373] * x0;
-                            a0_10 += wc[11525] * x0;
-                            a0_11 += wc[12677] * x0;
-                            a0_12 += wc[13829] * x0;
-                            a0_13 += wc[14981] * x0;
-                            a0_14 += wc[16133] * x0;
-                            a0_15 += wc[17285] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 896 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[1159] * x0;
-                            a0_2 += wc[2311] * x0;
-                            a0_3 += wc[3463] * x0;
-                            a0_4 += wc[4615] * x0;
-                            a0_5 += wc[5767] * x0;
-                            a0_6 += wc[6919] * x0;
-                            a0_7 += wc[8071] * x0;
-                            a0_8 += wc[9223] * x0;
-                            a0_9 += wc[10375] * x0;
-                            a0_10 += wc[11527] * x0;
-                            a0_11 += wc[12679] * x0;
-                            a0_12 += wc[13831] * x0;
-                            a0_13 += wc[14983] * x0;
-                            a0_14 += wc[16135] * x0;
-                            a0_15 += wc[17287] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 928 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[1160] * x0;
-                            a0_2 += wc[2312] * x0;
-                            a0_3 += wc[3464] * x0;
-                            a0_4 += wc[4616] * x0;
-                            a0_5 += wc[5768] * x0;
-                            a0_6 += wc[6920] * x0;
-                            a0_7 += wc[8072] * x0;
-                            a0_8 += wc[9224] * x0;
-                            a0_9 += wc[10376] * x0;
-                            a0_10 += wc[11528] * x0;
-                            a0_11 += wc[12680] * x0;
-                            a0_12 += wc[13832] * x0;
-                            a0_13 += wc[14984] * x0;
-                            a0_14 += wc[16136] * x0;
-                            a0_15 += wc[17288] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*896, a0_0);
-                    VSTORE(yb + oy*896 + 25088, a0_1);
-                    VSTORE(yb + oy*896 + 50176, a0_2);
-                    VSTORE(yb + oy*896 + 75264, a0_3);
-                    VSTORE(yb + oy*896 + 100352, a0_4);
-                    VSTORE(yb + oy*896 + 125440, a0_5);
-                    VSTORE(yb + oy*896 + 150528, a0_6);
-                    VSTORE(yb + oy*896 + 175616, a0_7);
-                    VSTORE(yb + oy*896 + 200704, a0_8);
-                    VSTORE(yb + oy*896 + 225792, a0_9);
-                    VSTORE(yb + oy*896 + 250880, a0_10);
-                    VSTORE(yb + oy*896 + 275968, a0_11);
-                    VSTORE(yb + oy*896 + 301056, a0_12);
-                    VSTORE(yb + oy*896 + 326144, a0_13);
-                    VSTORE(yb + oy*896 + 351232, a0_14);
-                    VSTORE(yb + oy*896 + 376320, a0_15);
-                }
-            }
-            /* rows 1..26, cols 1..26: every tap */
-            for (int oy = 1; oy < 27; oy++) {
-                for (int ox = 1; ox < 27; ox++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 128; ci++) {
-                        const float *restrict xc = xg + ci*25088;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*32 - 928 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[1152] * x0;
-                            a0_2 += wc[2304] * x0;
-                            a0_3 += wc[3456] * x0;
-                            a0_4 += wc[4608] * x0;
-                            a0_5 += wc[5760] * x0;
-                            a0_6 += wc[6912] * x0;
-                            a0_7 += wc[8064] * x0;
-                            a0_8 += wc[9216] * x0;
-                            a0_9 += wc[10368] * x0;
-                            a0_10 += wc[11520] * x0;
-                            a0_11 += wc[12672] * x0;
-                            a0_12 += wc[13824] * x0;
-                            a0_13 += wc[14976] * x0;
-                            a0_14 += wc[16128] * x0;
-                            a0_15 += wc[17280] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*32 - 896 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[1153] * x0;
-                            a0_2 += wc[2305] * x0;
-                            a0_3 += wc[3457] * x0;
-                            a0_4 += wc[4609] * x0;
-                            a0_5 += wc[5761] * x0;
-                            a0_6 += wc[6913] * x0;
-                            a0_7 += wc[8065] * x0;
-                            a0_8 += wc[9217] * x0;
-                            a0_9 += wc[10369] * x0;
-                            a0_10 += wc[11521] * x0;
-                            a0_11 += wc[12673] * x0;
-                            a0_12 += wc[13825] * x0;
-                            a0_13 += wc[14977] * x0;
-                            a0_14 += wc[16129] * x0;
-                            a0_15 += wc[17281] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*32 - 864 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[1154] * x0;
-                            a0_2 += wc[2306] * x0;
-                            a0_3 += wc[3458] * x0;
-                            a0_4 += wc[4610] * x0;
-                            a0_5 += wc[5762] * x0;
-                            a0_6 += wc[6914] * x0;
-                            a0_7 += wc[8066] * x0;
-                            a0_8 += wc[9218] * x0;
-                            a0_9 += wc[10370] * x0;
-                            a0_10 += wc[11522] * x0;
-                            a0_11 += wc[12674] * x0;
-                            a0_12 += wc[13826] * x0;
-                            a0_13 += wc[14978] * x0;
-                            a0_14 += wc[16130] * x0;
-                            a0_15 += wc[17282] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*32 - 32 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[1155] * x0;
-                            a0_2 += wc[2307] * x0;
-                            a0_3 += wc[3459] * x0;
-                            a0_4 += wc[4611] * x0;
-                            a0_5 += wc[5763] * x0;
-                            a0_6 += wc[6915] * x0;
-                            a0_7 += wc[8067] * x0;
-                            a0_8 += wc[9219] * x0;
-                            a0_9 += wc[10371] * x0;
-                            a0_10 += wc[11523] * x0;
-                            a0_11 += wc[12675] * x0;
-                            a0_12 += wc[13827] * x0;
-                            a0_13 += wc[14979] * x0;
-                            a0_14 += wc[16131] * x0;
-                            a0_15 += wc[17283] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*32 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[1156] * x0;
-                            a0_2 += wc[2308] * x0;
-                            a0_3 += wc[3460] * x0;
-                            a0_4 += wc[4612] * x0;
-                            a0_5 += wc[5764] * x0;
-                            a0_6 += wc[6916] * x0;
-                            a0_7 += wc[8068] * x0;
-                            a0_8 += wc[9220] * x0;
-                            a0_9 += wc[10372] * x0;
-                            a0_10 += wc[11524] * x0;
-                            a0_11 += wc[12676] * x0;
-                            a0_12 += wc[13828] * x0;
-                            a0_13 += wc[14980] * x0;
-                            a0_14 += wc[16132] * x0;
-                            a0_15 += wc[17284] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*32 + 32 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[1157] * x0;
-                            a0_2 += wc[2309] * x0;
-                            a0_3 += wc[3461] * x0;
-                            a0_4 += wc[4613] * x0;
-                            a0_5 += wc[5765] * x0;
-                            a0_6 += wc[6917] * x0;
-                            a0_7 += wc[8069] * x0;
-                            a0_8 += wc[9221] * x0;
-                            a0_9 += wc[10373] * x0;
-                            a0_10 += wc[11525] * x0;
-                            a0_11 += wc[12677] * x0;
-                            a0_12 += wc[13829] * x0;
-                            a0_13 += wc[14981] * x0;
-                            a0_14 += wc[16133] * x0;
-                            a0_15 += wc[17285] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*32 + 864 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[1158] * x0;
-                            a0_2 += wc[2310] * x0;
-                            a0_3 += wc[3462] * x0;
-                            a0_4 += wc[4614] * x0;
-                            a0_5 += wc[5766] * x0;
-                            a0_6 += wc[6918] * x0;
-                            a0_7 += wc[8070] * x0;
-                            a0_8 += wc[9222] * x0;
-                            a0_9 += wc[10374] * x0;
-                            a0_10 += wc[11526] * x0;
-                            a0_11 += wc[12678] * x0;
-                            a0_12 += wc[13830] * x0;
-                            a0_13 += wc[14982] * x0;
-                            a0_14 += wc[16134] * x0;
-                            a0_15 += wc[17286] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*32 + 896 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[1159] * x0;
-                            a0_2 += wc[2311] * x0;
-                            a0_3 += wc[3463] * x0;
-                            a0_4 += wc[4615] * x0;
-                            a0_5 += wc[5767] * x0;
-                            a0_6 += wc[6919] * x0;
-                            a0_7 += wc[8071] * x0;
-                            a0_8 += wc[9223] * x0;
-                            a0_9 += wc[10375] * x0;
-                            a0_10 += wc[11527] * x0;
-                            a0_11 += wc[12679] * x0;
-                            a0_12 += wc[13831] * x0;
-                            a0_13 += wc[14983] * x0;
-                            a0_14 += wc[16135] * x0;
-                            a0_15 += wc[17287] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*32 + 928 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[1160] * x0;
-                            a0_2 += wc[2312] * x0;
-                            a0_3 += wc[3464] * x0;
-                            a0_4 += wc[4616] * x0;
-                            a0_5 += wc[5768] * x0;
-                            a0_6 += wc[6920] * x0;
-                            a0_7 += wc[8072] * x0;
-                            a0_8 += wc[9224] * x0;
-                            a0_9 += wc[10376] * x0;
-                            a0_10 += wc[11528] * x0;
-                            a0_11 += wc[12680] * x0;
-                            a0_12 += wc[13832] * x0;
-                            a0_13 += wc[14984] * x0;
-                            a0_14 += wc[16136] * x0;
-                            a0_15 += wc[17288] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*896 + ox*32, a0_0);
-                    VSTORE(yb + oy*896 + ox*32 + 25088, a0_1);
-                    VSTORE(yb + oy*896 + ox*32 + 50176, a0_2);
-                    VSTORE(yb + oy*896 + ox*32 + 75264, a0_3);
-                    VSTORE(yb + oy*896 + ox*32 + 100352, a0_4);
-                    VSTORE(yb + oy*896 + ox*32 + 125440, a0_5);
-                    VSTORE(yb + oy*896 + ox*32 + 150528, a0_6);
-                    VSTORE(yb + oy*896 + ox*32 + 175616, a0_7);
-                    VSTORE(yb + oy*896 + ox*32 + 200704, a0_8);
-                    VSTORE(yb + oy*896 + ox*32 + 225792, a0_9);
-                    VSTORE(yb + oy*896 + ox*32 + 250880, a0_10);
-                    VSTORE(yb + oy*896 + ox*32 + 275968, a0_11);
-                    VSTORE(yb + oy*896 + ox*32 + 301056, a0_12);
-                    VSTORE(yb + oy*896 + ox*32 + 326144, a0_13);
-                    VSTORE(yb + oy*896 + ox*32 + 351232, a0_14);
-                    VSTORE(yb + oy*896 + ox*32 + 376320, a0_15);
-                }
-            }
-            /* rows 1..26, cols 27..27: 6 of 9 taps */
-            for (int oy = 1; oy < 27; oy++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 128; ci++) {
-                        const float *restrict xc = xg + ci*25088;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 - 64 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[1152] * x0;
-                            a0_2 += wc[2304] * x0;
-                            a0_3 += wc[3456] * x0;
-                            a0_4 += wc[4608] * x0;
-                            a0_5 += wc[5760] * x0;
-                            a0_6 += wc[6912] * x0;
-                            a0_7 += wc[8064] * x0;
-                            a0_8 += wc[9216] * x0;
-                            a0_9 += wc[10368] * x0;
-                            a0_10 += wc[11520] * x0;
-                            a0_11 += wc[12672] * x0;
-                            a0_12 += wc[13824] * x0;
-                            a0_13 += wc[14976] * x0;
-                            a0_14 += wc[16128] * x0;
-                            a0_15 += wc[17280] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 - 32 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[1153] * x0;
-                            a0_2 += wc[2305] * x0;
-                            a0_3 += wc[3457] * x0;
-                            a0_4 += wc[4609] * x0;
-                            a0_5 += wc[5761] * x0;
-                            a0_6 += wc[6913] * x0;
-                            a0_7 += wc[8065] * x0;
-                            a0_8 += wc[9217] * x0;
-                            a0_9 += wc[10369] * x0;
-                            a0_10 += wc[11521] * x0;
-                            a0_11 += wc[12673] * x0;
-                            a0_12 += wc[13825] * x0;
-                            a0_13 += wc[14977] * x0;
-                            a0_14 += wc[16129] * x0;
-                            a0_15 += wc[17281] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 832 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[1155] * x0;
-                            a0_2 += wc[2307] * x0;
-                            a0_3 += wc[3459] * x0;
-                            a0_4 += wc[4611] * x0;
-                            a0_5 += wc[5763] * x0;
-                            a0_6 += wc[6915] * x0;
-                            a0_7 += wc[8067] * x0;
-                            a0_8 += wc[9219] * x0;
-                            a0_9 += wc[10371] * x0;
-                            a0_10 += wc[11523] * x0;
-                            a0_11 += wc[12675] * x0;
-                            a0_12 += wc[13827] * x0;
-                            a0_13 += wc[14979] * x0;
-                            a0_14 += wc[16131] * x0;
-                            a0_15 += wc[17283] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 864 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[1156] * x0;
-                            a0_2 += wc[2308] * x0;
-                            a0_3 += wc[3460] * x0;
-                            a0_4 += wc[4612] * x0;
-                            a0_5 += wc[5764] * x0;
-                            a0_6 += wc[6916] * x0;
-                            a0_7 += wc[8068] * x0;
-                            a0_8 += wc[9220] * x0;
-                            a0_9 += wc[10372] * x0;
-                            a0_10 += wc[11524] * x0;
-                            a0_11 += wc[12676] * x0;
-                            a0_12 += wc[13828] * x0;
-                            a0_13 += wc[14980] * x0;
-                            a0_14 += wc[16132] * x0;
-                            a0_15 += wc[17284] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 1728 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[1158] * x0;
-                            a0_2 += wc[2310] * x0;
-                            a0_3 += wc[3462] * x0;
-                            a0_4 += wc[4614] * x0;
-                            a0_5 += wc[5766] * x0;
-                            a0_6 += wc[6918] * x0;
-                            a0_7 += wc[8070] * x0;
-                            a0_8 += wc[9222] * x0;
-                            a0_9 += wc[10374] * x0;
-                            a0_10 += wc[11526] * x0;
-                            a0_11 += wc[12678] * x0;
-                            a0_12 += wc[13830] * x0;
-                            a0_13 += wc[14982] * x0;
-                            a0_14 += wc[16134] * x0;
-                            a0_15 += wc[17286] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 1760 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[1159] * x0;
-                            a0_2 += wc[2311] * x0;
-                            a0_3 += wc[3463] * x0;
-                            a0_4 += wc[4615] * x0;
-                            a0_5 += wc[5767] * x0;
-                            a0_6 += wc[6919] * x0;
-                            a0_7 += wc[8071] * x0;
-                            a0_8 += wc[9223] * x0;
-                            a0_9 += wc[10375] * x0;
-                            a0_10 += wc[11527] * x0;
-                            a0_11 += wc[12679] * x0;
-                            a0_12 += wc[13831] * x0;
-                            a0_13 += wc[14983] * x0;
-                            a0_14 += wc[16135] * x0;
-                            a0_15 += wc[17287] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*896 + 864, a0_0);
-                    VSTORE(yb + oy*896 + 25952, a0_1);
-                    VSTORE(yb + oy*896 + 51040, a0_2);
-                    VSTORE(yb + oy*896 + 76128, a0_3);
-                    VSTORE(yb + oy*896 + 101216, a0_4);
-                    VSTORE(yb + oy*896 + 126304, a0_5);
-                    VSTORE(yb + oy*896 + 151392, a0_6);
-                    VSTORE(yb + oy*896 + 176480, a0_7);
-                    VSTORE(yb + oy*896 + 201568, a0_8);
-                    VSTORE(yb + oy*896 + 226656, a0_9);
-                    VSTORE(yb + oy*896 + 251744, a0_10);
-                    VSTORE(yb + oy*896 + 276832, a0_11);
-                    VSTORE(yb + oy*896 + 301920, a0_12);
-                    VSTORE(yb + oy*896 + 327008, a0_13);
-                    VSTORE(yb + oy*896 + 352096, a0_14);
-                    VSTORE(yb + oy*896 + 377184, a0_15);
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xg + ci*25088;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 23296 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[1153] * x0;
-                        a0_2 += wc[2305] * x0;
-                        a0_3 += wc[3457] * x0;
-                        a0_4 += wc[4609] * x0;
-                        a0_5 += wc[5761] * x0;
-                        a0_6 += wc[6913] * x0;
-                        a0_7 += wc[8065] * x0;
-                        a0_8 += wc[9217] * x0;
-                        a0_9 += wc[10369] * x0;
-                        a0_10 += wc[11521] * x0;
-                        a0_11 += wc[12673] * x0;
-                        a0_12 += wc[13825] * x0;
-                        a0_13 += wc[14977] * x0;
-                        a0_14 += wc[16129] * x0;
-                        a0_15 += wc[17281] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 23328 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[1154] * x0;
-                        a0_2 += wc[2306] * x0;
-                        a0_3 += wc[3458] * x0;
-                        a0_4 += wc[4610] * x0;
-                        a0_5 += wc[5762] * x0;
-                        a0_6 += wc[6914] * x0;
-                        a0_7 += wc[8066] * x0;
-                        a0_8 += wc[9218] * x0;
-                        a0_9 += wc[10370] * x0;
-                        a0_10 += wc[11522] * x0;
-                        a0_11 += wc[12674] * x0;
-                        a0_12 += wc[13826] * x0;
-                        a0_13 += wc[14978] * x0;
-                        a0_14 += wc[16130] * x0;
-                        a0_15 += wc[17282] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 24192 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[1156] * x0;
-                        a0_2 += wc[2308] * x0;
-                        a0_3 += wc[3460] * x0;
-                        a0_4 += wc[4612] * x0;
-                        a0_5 += wc[5764] * x0;
-                        a0_6 += wc[6916] * x0;
-                        a0_7 += wc[8068] * x0;
-                        a0_8 += wc[9220] * x0;
-                        a0_9 += wc[10372] * x0;
-                        a0_10 += wc[11524] * x0;
-                        a0_11 += wc[12676] * x0;
-                        a0_12 += wc[13828] * x0;
-                        a0_13 += wc[14980] * x0;
-                        a0_14 += wc[16132] * x0;
-                        a0_15 += wc[17284] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 24224 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[1157] * x0;
-                        a0_2 += wc[2309] * x0;
-                        a0_3 += wc[3461] * x0;
-                        a0_4 += wc[4613] * x0;
-                        a0_5 += wc[5765] * x0;
-                        a0_6 += wc[6917] * x0;
-                        a0_7 += wc[8069] * x0;
-                        a0_8 += wc[9221] * x0;
-                        a0_9 += wc[10373] * x0;
-                        a0_10 += wc[11525] * x0;
-                        a0_11 += wc[12677] * x0;
-                        a0_12 += wc[13829] * x0;
-                        a0_13 += wc[14981] * x0;
-                        a0_14 += wc[16133] * x0;
-                        a0_15 += wc[17285] * x0;
-                    }
-                }
-                VSTORE(yb + 24192, a0_0);
-                VSTORE(yb + 49280, a0_1);
-                VSTORE(yb + 74368, a0_2);
-                VSTORE(yb + 99456, a0_3);
-                VSTORE(yb + 124544, a0_4);
-                VSTORE(yb + 149632, a0_5);
-                VSTORE(yb + 174720, a0_6);
-                VSTORE(yb + 199808, a0_7);
-                VSTORE(yb + 224896, a0_8);
-                VSTORE(yb + 249984, a0_9);
-                VSTORE(yb + 275072, a0_10);
-                VSTORE(yb + 300160, a0_11);
-                VSTORE(yb + 325248, a0_12);
-                VSTORE(yb + 350336, a0_13);
-                VSTORE(yb + 375424, a0_14);
-                VSTORE(yb + 400512, a0_15);
-            }
-            /* rows 27..27, cols 1..26: 6 of 9 taps */
-            for (int ox = 1; ox < 27; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xg + ci*25088;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 23264 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[1152] * x0;
-                        a0_2 += wc[2304] * x0;
-                        a0_3 += wc[3456] * x0;
-                        a0_4 += wc[4608] * x0;
-                        a0_5 += wc[5760] * x0;
-                        a0_6 += wc[6912] * x0;
-                        a0_7 += wc[8064] * x0;
-                        a0_8 += wc[9216] * x0;
-                        a0_9 += wc[10368] * x0;
-                        a0_10 += wc[11520] * x0;
-                        a0_11 += wc[12672] * x0;
-                        a0_12 += wc[13824] * x0;
-                        a0_13 += wc[14976] * x0;
-                        a0_14 += wc[16128] * x0;
-                        a0_15 += wc[17280] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 23296 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[1153] * x0;
-                        a0_2 += wc[2305] * x0;
-                        a0_3 += wc[3457] * x0;
-                        a0_4 += wc[4609] * x0;
-                        a0_5 += wc[5761] * x0;
-                        a0_6 += wc[6913] * x0;
-                        a0_7 += wc[8065] * x0;
-                        a0_8 += wc[9217] * x0;
-                        a0_9 += wc[10369] * x0;
-                        a0_10 += wc[11521] * x0;
-                        a0_11 += wc[12673] * x0;
-                        a0_12 += wc[13825] * x0;
-                        a0_13 += wc[14977] * x0;
-                        a0_14 += wc[16129] * x0;
-                        a0_15 += wc[17281] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 23328 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[1154] * x0;
-                        a0_2 += wc[2306] * x0;
-                        a0_3 += wc[3458] * x0;
-                        a0_4 += wc[4610] * x0;
-                        a0_5 += wc[5762] * x0;
-                        a0_6 += wc[6914] * x0;
-                        a0_7 += wc[8066] * x0;
-                        a0_8 += wc[9218] * x0;
-                        a0_9 += wc[10370] * x0;
-                        a0_10 += wc[11522] * x0;
-                        a0_11 += wc[12674] * x0;
-                        a0_12 += wc[13826] * x0;
-                        a0_13 += wc[14978] * x0;
-                        a0_14 += wc[16130] * x0;
-                        a0_15 += wc[17282] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 24160 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[1155] * x0;
-                        a0_2 += wc[2307] * x0;
-                        a0_3 += wc[3459] * x0;
-                        a0_4 += wc[4611] * x0;
-                        a0_5 += wc[5763] * x0;
-                        a0_6 += wc[6915] * x0;
-                        a0_7 += wc[8067] * x0;
-                        a0_8 += wc[9219] * x0;
-                        a0_9 += wc[10371] * x0;
-                        a0_10 += wc[11523] * x0;
-                        a0_11 += wc[12675] * x0;
-                        a0_12 += wc[13827] * x0;
-                        a0_13 += wc[14979] * x0;
-                        a0_14 += wc[16131] * x0;
-                        a0_15 += wc[17283] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 24192 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[1156] * x0;
-                        a0_2 += wc[2308] * x0;
-                        a0_3 += wc[3460] * x0;
-                        a0_4 += wc[4612] * x0;
-                        a0_5 += wc[5764] * x0;
-                        a0_6 += wc[6916] * x0;
-                        a0_7 += wc[8068] * x0;
-                        a0_8 += wc[9220] * x0;
-                        a0_9 += wc[10372] * x0;
-                        a0_10 += wc[11524] * x0;
-                        a0_11 += wc[12676] * x0;
-                        a0_12 += wc[13828] * x0;
-                        a0_13 += wc[14980] * x0;
-                        a0_14 += wc[16132] * x0;
-                        a0_15 += wc[17284] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 24224 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[1157] * x0;
-                        a0_2 += wc[2309] * x0;
-                        a0_3 += wc[3461] * x0;
-                        a0_4 += wc[4613] * x0;
-                        a0_5 += wc[5765] * x0;
-                        a0_6 += wc[6917] * x0;
-                        a0_7 += wc[8069] * x0;
-                        a0_8 += wc[9221] * x0;
-                        a0_9 += wc[10373] * x0;
-                        a0_10 += wc[11525] * x0;
-                        a0_11 += wc[12677] * x0;
-                        a0_12 += wc[13829] * x0;
-                        a0_13 += wc[14981] * x0;
-                        a0_14 += wc[16133] * x0;
-                        a0_15 += wc[17285] * x0;
-                    }
-                }
-                VSTORE(yb + ox*32 + 24192, a0_0);
-                VSTORE(yb + ox*32 + 49280, a0_1);
-                VSTORE(yb + ox*32 + 74368, a0_2);
-                VSTORE(yb + ox*32 + 99456, a0_3);
-                VSTORE(yb + ox*32 + 124544, a0_4);
-                VSTORE(yb + ox*32 + 149632, a0_5);
-                VSTORE(yb + ox*32 + 174720, a0_6);
-                VSTORE(yb + ox*32 + 199808, a0_7);
-                VSTORE(yb + ox*32 + 224896, a0_8);
-                VSTORE(yb + ox*32 + 249984, a0_9);
-                VSTORE(yb + ox*32 + 275072, a0_10);
-                VSTORE(yb + ox*32 + 300160, a0_11);
-                VSTORE(yb + ox*32 + 325248, a0_12);
-                VSTORE(yb + ox*32 + 350336, a0_13);
-                VSTORE(yb + ox*32 + 375424, a0_14);
-                VSTORE(yb + ox*32 + 400512, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xg + ci*25088;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 24128 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[1152] * x0;
-                        a0_2 += wc[2304] * x0;
-                        a0_3 += wc[3456] * x0;
-                        a0_4 += wc[4608] * x0;
-                        a0_5 += wc[5760] * x0;
-                        a0_6 += wc[6912] * x0;
-                        a0_7 += wc[8064] * x0;
-                        a0_8 += wc[9216] * x0;
-                        a0_9 += wc[10368] * x0;
-                        a0_10 += wc[11520] * x0;
-                        a0_11 += wc[12672] * x0;
-                        a0_12 += wc[13824] * x0;
-                        a0_13 += wc[14976] * x0;
-                        a0_14 += wc[16128] * x0;
-                        a0_15 += wc[17280] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 24160 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[1153] * x0;
-                        a0_2 += wc[2305] * x0;
-                        a0_3 += wc[3457] * x0;
-                        a0_4 += wc[4609] * x0;
-                        a0_5 += wc[5761] * x0;
-                        a0_6 += wc[6913] * x0;
-                        a0_7 += wc[8065] * x0;
-                        a0_8 += wc[9217] * x0;
-                        a0_9 += wc[10369] * x0;
-                        a0_10 += wc[11521] * x0;
-                        a0_11 += wc[12673] * x0;
-                        a0_12 += wc[13825] * x0;
-                        a0_13 += wc[14977] * x0;
-                        a0_14 += wc[16129] * x0;
-                        a0_15 += wc[17281] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 25024 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[1155] * x0;
-                        a0_2 += wc[2307] * x0;
-                        a0_3 += wc[3459] * x0;
-                        a0_4 += wc[4611] * x0;
-                        a0_5 += wc[5763] * x0;
-                        a0_6 += wc[6915] * x0;
-                        a0_7 += wc[8067] * x0;
-                        a0_8 += wc[9219] * x0;
-                        a0_9 += wc[10371] * x0;
-                        a0_10 += wc[11523] * x0;
-                        a0_11 += wc[12675] * x0;
-                        a0_12 += wc[13827] * x0;
-                        a0_13 += wc[14979] * x0;
-                        a0_14 += wc[16131] * x0;
-                        a0_15 += wc[17283] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 25056 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[1156] * x0;
-                        a0_2 += wc[2308] * x0;
-                        a0_3 += wc[3460] * x0;
-                        a0_4 += wc[4612] * x0;
-                        a0_5 += wc[5764] * x0;
-                        a0_6 += wc[6916] * x0;
-                        a0_7 += wc[8068] * x0;
-                        a0_8 += wc[9220] * x0;
-                        a0_9 += wc[10372] * x0;
-                        a0_10 += wc[11524] * x0;
-                        a0_11 += wc[12676] * x0;
-                        a0_12 += wc[13828] * x0;
-                        a0_13 += wc[14980] * x0;
-                        a0_14 += wc[16132] * x0;
-                        a0_15 += wc[17284] * x0;
-                    }
-                }
-                VSTORE(yb + 25056, a0_0);
-                VSTORE(yb + 50144, a0_1);
-                VSTORE(yb + 75232, a0_2);
-                VSTORE(yb + 100320, a0_3);
-                VSTORE(yb + 125408, a0_4);
-                VSTORE(yb + 150496, a0_5);
-                VSTORE(yb + 175584, a0_6);
-                VSTORE(yb + 200672, a0_7);
-                VSTORE(yb + 225760, a0_8);
-                VSTORE(yb + 250848, a0_9);
-                VSTORE(yb + 275936, a0_10);
-                VSTORE(yb + 301024, a0_11);
-                VSTORE(yb + 326112, a0_12);
-                VSTORE(yb + 351200, a0_13);
-                VSTORE(yb + 376288, a0_14);
-                VSTORE(yb + 401376, a0_15);
             }
         }
     }
@@ -9096,1300 +6159,565 @@ static void l21_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l21_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
+    float *restrict xp = S + 262144; /* [128][30][30][lanes]: zero-padded input */
+    for (int co = 0; co < 128; co++) {
+        for (int ci = 0; ci < 128; ci++) {
+            const float g0 = P[ci * 1152 + co * 9 + 8], g1 = P[ci * 1152 + co * 9 + 7], g2 = P[ci * 1152 + co * 9 + 6], g3 = P[ci * 1152 + co * 9 + 5], g4 = P[ci * 1152 + co * 9 + 4], g5 = P[ci * 1152 + co * 9 + 3], g6 = P[ci * 1152 + co * 9 + 2], g7 = P[ci * 1152 + co * 9 + 1], g8 = P[ci * 1152 + co * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 128 + co;
+            u[0] = t00; u[16384] = 0.5f * (t00 + t01 + t02); u[32768] = 0.5f * (t00 - t01 + t02); u[49152] = t02;
+            u[65536] = t10; u[81920] = 0.5f * (t10 + t11 + t12); u[98304] = 0.5f * (t10 - t11 + t12); u[114688] = t12;
+            u[131072] = t20; u[147456] = 0.5f * (t20 + t21 + t22); u[163840] = 0.5f * (t20 - t21 + t22); u[180224] = t22;
+            u[196608] = t30; u[212992] = 0.5f * (t30 + t31 + t32); u[229376] = 0.5f * (t30 - t31 + t32); u[245760] = t32;
+        }
+    }
+    /* dy -> zero-padded planes 30x30 (lanes) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < 128; pl++) {
+        const float *restrict s = dy + (size_t)pl * 25088;
+        float *restrict d = xp + (size_t)pl * 28800;
+        memset(d, 0, sizeof(float) * 960);
+        for (int r = 0; r < 28; r++) {
+            float *restrict dr = d + (size_t)(r + 1) * 960;
+            memset(dr, 0, sizeof(float) * 32);
+            memcpy(dr + 32, s + (size_t)r * 896, sizeof(float) * 896);
+            memset(dr + 928, 0, sizeof(float) * 32);
+        }
+        memset(d + 27840, 0, sizeof(float) * 960);
+    }
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 8; cib++) {
-            float *restrict dxb = dx + cib*401408 + v0 * 16;
-            const float *restrict xb = x + cib*401408 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*1152;
+    for (int v0 = 0; v0 < 2; v0 += 2) {
+        for (int ty = 0; ty < 14; ty++) {
+            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 14; tx++) {
+                for (int ci = 0; ci < 128; ci++) {
+                    const float *restrict xc = xp + ((size_t)(ci * 30 + 2 * ty) * 30 + 2 * tx) * 32 + v0 * 16;
                     {
-                        const cg_v d0 = VLOAD(dyc + 928 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
+                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 960), d11 = VLOAD(xc + 992), d12 = VLOAD(xc + 1024), d13 = VLOAD(xc + 1056), d20 = VLOAD(xc + 1920), d21 = VLOAD(xc + 1952), d22 = VLOAD(xc + 1984), d23 = VLOAD(xc + 2016), d30 = VLOAD(xc + 2880), d31 = VLOAD(xc + 2912), d32 = VLOAD(xc + 2944), d33 = VLOAD(xc + 2976);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + 896 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 976), d11 = VLOAD(xc + 1008), d12 = VLOAD(xc + 1040), d13 = VLOAD(xc + 1072), d20 = VLOAD(xc + 1936), d21 = VLOAD(xc + 1968), d22 = VLOAD(xc + 2000), d23 = VLOAD(xc + 2032), d30 = VLOAD(xc + 2896), d31 = VLOAD(xc + 2928), d32 = VLOAD(xc + 2960), d33 = VLOAD(xc + 2992);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
-                VSTORE(dxb + 25088, vdrelu(VLOAD(xb + 25088), a0_1));
-                VSTORE(dxb + 50176, vdrelu(VLOAD(xb + 50176), a0_2));
-                VSTORE(dxb + 75264, vdrelu(VLOAD(xb + 75264), a0_3));
-                VSTORE(dxb + 100352, vdrelu(VLOAD(xb + 100352), a0_4));
-                VSTORE(dxb + 125440, vdrelu(VLOAD(xb + 125440), a0_5));
-                VSTORE(dxb + 150528, vdrelu(VLOAD(xb + 150528), a0_6));
-                VSTORE(dxb + 175616, vdrelu(VLOAD(xb + 175616), a0_7));
-                VSTORE(dxb + 200704, vdrelu(VLOAD(xb + 200704), a0_8));
-                VSTORE(dxb + 225792, vdrelu(VLOAD(xb + 225792), a0_9));
-                VSTORE(dxb + 250880, vdrelu(VLOAD(xb + 250880), a0_10));
-                VSTORE(dxb + 275968, vdrelu(VLOAD(xb + 275968), a0_11));
-                VSTORE(dxb + 301056, vdrelu(VLOAD(xb + 301056), a0_12));
-                VSTORE(dxb + 326144, vdrelu(VLOAD(xb + 326144), a0_13));
-                VSTORE(dxb + 351232, vdrelu(VLOAD(xb + 351232), a0_14));
-                VSTORE(dxb + 376320, vdrelu(VLOAD(xb + 376320), a0_15));
-            }
-            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..26): 6 taps */
-            for (int tx = 1; tx < 27; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*1152;
+                for (int cb = 0; cb < 16; cb++) {
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 928 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(0 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[0] = a0_0; mb[1] = a0_1;
+                        mb[2] = a1_0; mb[3] = a1_1;
+                        mb[4] = a2_0; mb[5] = a2_1;
+                        mb[6] = a3_0; mb[7] = a3_1;
+                        mb[8] = a4_0; mb[9] = a4_1;
+                        mb[10] = a5_0; mb[11] = a5_1;
+                        mb[12] = a6_0; mb[13] = a6_1;
+                        mb[14] = a7_0; mb[15] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 896 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(128 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[16] = a0_0; mb[17] = a0_1;
+                        mb[18] = a1_0; mb[19] = a1_1;
+                        mb[20] = a2_0; mb[21] = a2_1;
+                        mb[22] = a3_0; mb[23] = a3_1;
+                        mb[24] = a4_0; mb[25] = a4_1;
+                        mb[26] = a5_0; mb[27] = a5_1;
+                        mb[28] = a6_0; mb[29] = a6_1;
+                        mb[30] = a7_0; mb[31] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 864 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(256 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[32] = a0_0; mb[33] = a0_1;
+                        mb[34] = a1_0; mb[35] = a1_1;
+                        mb[36] = a2_0; mb[37] = a2_1;
+                        mb[38] = a3_0; mb[39] = a3_1;
+                        mb[40] = a4_0; mb[41] = a4_1;
+                        mb[42] = a5_0; mb[43] = a5_1;
+                        mb[44] = a6_0; mb[45] = a6_1;
+                        mb[46] = a7_0; mb[47] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(384 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[48] = a0_0; mb[49] = a0_1;
+                        mb[50] = a1_0; mb[51] = a1_1;
+                        mb[52] = a2_0; mb[53] = a2_1;
+                        mb[54] = a3_0; mb[55] = a3_1;
+                        mb[56] = a4_0; mb[57] = a4_1;
+                        mb[58] = a5_0; mb[59] = a5_1;
+                        mb[60] = a6_0; mb[61] = a6_1;
+                        mb[62] = a7_0; mb[63] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(512 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[64] = a0_0; mb[65] = a0_1;
+                        mb[66] = a1_0; mb[67] = a1_1;
+                        mb[68] = a2_0; mb[69] = a2_1;
+                        mb[70] = a3_0; mb[71] = a3_1;
+                        mb[72] = a4_0; mb[73] = a4_1;
+                        mb[74] = a5_0; mb[75] = a5_1;
+                        mb[76] = a6_0; mb[77] = a6_1;
+                        mb[78] = a7_0; mb[79] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(640 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[80] = a0_0; mb[81] = a0_1;
+                        mb[82] = a1_0; mb[83] = a1_1;
+                        mb[84] = a2_0; mb[85] = a2_1;
+                        mb[86] = a3_0; mb[87] = a3_1;
+                        mb[88] = a4_0; mb[89] = a4_1;
+                        mb[90] = a5_0; mb[91] = a5_1;
+                        mb[92] = a6_0; mb[93] = a6_1;
+                        mb[94] = a7_0; mb[95] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(768 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[96] = a0_0; mb[97] = a0_1;
+                        mb[98] = a1_0; mb[99] = a1_1;
+                        mb[100] = a2_0; mb[101] = a2_1;
+                        mb[102] = a3_0; mb[103] = a3_1;
+                        mb[104] = a4_0; mb[105] = a4_1;
+                        mb[106] = a5_0; mb[107] = a5_1;
+                        mb[108] = a6_0; mb[109] = a6_1;
+                        mb[110] = a7_0; mb[111] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(896 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[112] = a0_0; mb[113] = a0_1;
+                        mb[114] = a1_0; mb[115] = a1_1;
+                        mb[116] = a2_0; mb[117] = a2_1;
+                        mb[118] = a3_0; mb[119] = a3_1;
+                        mb[120] = a4_0; mb[121] = a4_1;
+                        mb[122] = a5_0; mb[123] = a5_1;
+                        mb[124] = a6_0; mb[125] = a6_1;
+                        mb[126] = a7_0; mb[127] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1024 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[128] = a0_0; mb[129] = a0_1;
+                        mb[130] = a1_0; mb[131] = a1_1;
+                        mb[132] = a2_0; mb[133] = a2_1;
+                        mb[134] = a3_0; mb[135] = a3_1;
+                        mb[136] = a4_0; mb[137] = a4_1;
+                        mb[138] = a5_0; mb[139] = a5_1;
+                        mb[140] = a6_0; mb[141] = a6_1;
+                        mb[142] = a7_0; mb[143] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1152 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1152 + ci) * 2 + 0], v1 = vb[(1152 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[144] = a0_0; mb[145] = a0_1;
+                        mb[146] = a1_0; mb[147] = a1_1;
+                        mb[148] = a2_0; mb[149] = a2_1;
+                        mb[150] = a3_0; mb[151] = a3_1;
+                        mb[152] = a4_0; mb[153] = a4_1;
+                        mb[154] = a5_0; mb[155] = a5_1;
+                        mb[156] = a6_0; mb[157] = a6_1;
+                        mb[158] = a7_0; mb[159] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1280 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[160] = a0_0; mb[161] = a0_1;
+                        mb[162] = a1_0; mb[163] = a1_1;
+                        mb[164] = a2_0; mb[165] = a2_1;
+                        mb[166] = a3_0; mb[167] = a3_1;
+                        mb[168] = a4_0; mb[169] = a4_1;
+                        mb[170] = a5_0; mb[171] = a5_1;
+                        mb[172] = a6_0; mb[173] = a6_1;
+                        mb[174] = a7_0; mb[175] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1408 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1408 + ci) * 2 + 0], v1 = vb[(1408 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[176] = a0_0; mb[177] = a0_1;
+                        mb[178] = a1_0; mb[179] = a1_1;
+                        mb[180] = a2_0; mb[181] = a2_1;
+                        mb[182] = a3_0; mb[183] = a3_1;
+                        mb[184] = a4_0; mb[185] = a4_1;
+                        mb[186] = a5_0; mb[187] = a5_1;
+                        mb[188] = a6_0; mb[189] = a6_1;
+                        mb[190] = a7_0; mb[191] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1536 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[192] = a0_0; mb[193] = a0_1;
+                        mb[194] = a1_0; mb[195] = a1_1;
+                        mb[196] = a2_0; mb[197] = a2_1;
+                        mb[198] = a3_0; mb[199] = a3_1;
+                        mb[200] = a4_0; mb[201] = a4_1;
+                        mb[202] = a5_0; mb[203] = a5_1;
+                        mb[204] = a6_0; mb[205] = a6_1;
+                        mb[206] = a7_0; mb[207] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1664 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1664 + ci) * 2 + 0], v1 = vb[(1664 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[208] = a0_0; mb[209] = a0_1;
+                        mb[210] = a1_0; mb[211] = a1_1;
+                        mb[212] = a2_0; mb[213] = a2_1;
+                        mb[214] = a3_0; mb[215] = a3_1;
+                        mb[216] = a4_0; mb[217] = a4_1;
+                        mb[218] = a5_0; mb[219] = a5_1;
+                        mb[220] = a6_0; mb[221] = a6_1;
+                        mb[222] = a7_0; mb[223] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1792 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[224] = a0_0; mb[225] = a0_1;
+                        mb[226] = a1_0; mb[227] = a1_1;
+                        mb[228] = a2_0; mb[229] = a2_1;
+                        mb[230] = a3_0; mb[231] = a3_1;
+                        mb[232] = a4_0; mb[233] = a4_1;
+                        mb[234] = a5_0; mb[235] = a5_1;
+                        mb[236] = a6_0; mb[237] = a6_1;
+                        mb[238] = a7_0; mb[239] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1920 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1920 + ci) * 2 + 0], v1 = vb[(1920 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[240] = a0_0; mb[241] = a0_1;
+                        mb[242] = a1_0; mb[243] = a1_1;
+                        mb[244] = a2_0; mb[245] = a2_1;
+                        mb[246] = a3_0; mb[247] = a3_1;
+                        mb[248] = a4_0; mb[249] = a4_1;
+                        mb[250] = a5_0; mb[251] = a5_1;
+                        mb[252] = a6_0; mb[253] = a6_1;
+                        mb[254] = a7_0; mb[255] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
+                        }
                     }
                 }
-                VSTORE(dxb + tx*32, vdrelu(VLOAD(xb + tx*32), a0_0));
-                VSTORE(dxb + tx*32 + 25088, vdrelu(VLOAD(xb + tx*32 + 25088), a0_1));
-                VSTORE(dxb + tx*32 + 50176, vdrelu(VLOAD(xb + tx*32 + 50176), a0_2));
-                VSTORE(dxb + tx*32 + 75264, vdrelu(VLOAD(xb + tx*32 + 75264), a0_3));
-                VSTORE(dxb + tx*32 + 100352, vdrelu(VLOAD(xb + tx*32 + 100352), a0_4));
-                VSTORE(dxb + tx*32 + 125440, vdrelu(VLOAD(xb + tx*32 + 125440), a0_5));
-                VSTORE(dxb + tx*32 + 150528, vdrelu(VLOAD(xb + tx*32 + 150528), a0_6));
-                VSTORE(dxb + tx*32 + 175616, vdrelu(VLOAD(xb + tx*32 + 175616), a0_7));
-                VSTORE(dxb + tx*32 + 200704, vdrelu(VLOAD(xb + tx*32 + 200704), a0_8));
-                VSTORE(dxb + tx*32 + 225792, vdrelu(VLOAD(xb + tx*32 + 225792), a0_9));
-                VSTORE(dxb + tx*32 + 250880, vdrelu(VLOAD(xb + tx*32 + 250880), a0_10));
-                VSTORE(dxb + tx*32 + 275968, vdrelu(VLOAD(xb + tx*32 + 275968), a0_11));
-                VSTORE(dxb + tx*32 + 301056, vdrelu(VLOAD(xb + tx*32 + 301056), a0_12));
-                VSTORE(dxb + tx*32 + 326144, vdrelu(VLOAD(xb + tx*32 + 326144), a0_13));
-                VSTORE(dxb + tx*32 + 351232, vdrelu(VLOAD(xb + tx*32 + 351232), a0_14));
-                VSTORE(dxb + tx*32 + 376320, vdrelu(VLOAD(xb + tx*32 + 376320), a0_15));
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*1152;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1760 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1728 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 864 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 832 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 864, vdrelu(VLOAD(xb + 864), a0_0));
-                VSTORE(dxb + 25952, vdrelu(VLOAD(xb + 25952), a0_1));
-                VSTORE(dxb + 51040, vdrelu(VLOAD(xb + 51040), a0_2));
-                VSTORE(dxb + 76128, vdrelu(VLOAD(xb + 76128), a0_3));
-                VSTORE(dxb + 101216, vdrelu(VLOAD(xb + 101216), a0_4));
-                VSTORE(dxb + 126304, vdrelu(VLOAD(xb + 126304), a0_5));
-                VSTORE(dxb + 151392, vdrelu(VLOAD(xb + 151392), a0_6));
-                VSTORE(dxb + 176480, vdrelu(VLOAD(xb + 176480), a0_7));
-                VSTORE(dxb + 201568, vdrelu(VLOAD(xb + 201568), a0_8));
-                VSTORE(dxb + 226656, vdrelu(VLOAD(xb + 226656), a0_9));
-                VSTORE(dxb + 251744, vdrelu(VLOAD(xb + 251744), a0_10));
-                VSTORE(dxb + 276832, vdrelu(VLOAD(xb + 276832), a0_11));
-                VSTORE(dxb + 301920, vdrelu(VLOAD(xb + 301920), a0_12));
-                VSTORE(dxb + 327008, vdrelu(VLOAD(xb + 327008), a0_13));
-                VSTORE(dxb + 352096, vdrelu(VLOAD(xb + 352096), a0_14));
-                VSTORE(dxb + 377184, vdrelu(VLOAD(xb + 377184), a0_15));
-            }
-            /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=0..0): 6 taps */
-            for (int ty = 1; ty < 27; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dyc = dyg + co*25088;
-                        const float *restrict wc = wg + co*1152;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 928 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 896 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 864 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 896 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*896, vdrelu(VLOAD(xb + ty*896), a0_0));
-                    VSTORE(dxb + ty*896 + 25088, vdrelu(VLOAD(xb + ty*896 + 25088), a0_1));
-                    VSTORE(dxb + ty*896 + 50176, vdrelu(VLOAD(xb + ty*896 + 50176), a0_2));
-                    VSTORE(dxb + ty*896 + 75264, vdrelu(VLOAD(xb + ty*896 + 75264), a0_3));
-                    VSTORE(dxb + ty*896 + 100352, vdrelu(VLOAD(xb + ty*896 + 100352), a0_4));
-                    VSTORE(dxb + ty*896 + 125440, vdrelu(VLOAD(xb + ty*896 + 125440), a0_5));
-                    VSTORE(dxb + ty*896 + 150528, vdrelu(VLOAD(xb + ty*896 + 150528), a0_6));
-                    VSTORE(dxb + ty*896 + 175616, vdrelu(VLOAD(xb + ty*896 + 175616), a0_7));
-                    VSTORE(dxb + ty*896 + 200704, vdrelu(VLOAD(xb + ty*896 + 200704), a0_8));
-                    VSTORE(dxb + ty*896 + 225792, vdrelu(VLOAD(xb + ty*896 + 225792), a0_9));
-                    VSTORE(dxb + ty*896 + 250880, vdrelu(VLOAD(xb + ty*896 + 250880), a0_10));
-                    VSTORE(dxb + ty*896 + 275968, vdrelu(VLOAD(xb + ty*896 + 275968), a0_11));
-                    VSTORE(dxb + ty*896 + 301056, vdrelu(VLOAD(xb + ty*896 + 301056), a0_12));
-                    VSTORE(dxb + ty*896 + 326144, vdrelu(VLOAD(xb + ty*896 + 326144), a0_13));
-                    VSTORE(dxb + ty*896 + 351232, vdrelu(VLOAD(xb + ty*896 + 351232), a0_14));
-                    VSTORE(dxb + ty*896 + 376320, vdrelu(VLOAD(xb + ty*896 + 376320), a0_15));
-                }
-            }
-            /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=1..26): 9 taps */
-            for (int ty = 1; ty < 27; ty++) {
-                for (int tx = 1; tx < 27; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dyc = dyg + co*25088;
-                        const float *restrict wc = wg + co*1152;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 928 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 896 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 864 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 - 32 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 - 864 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 - 896 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 - 928 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*896 + tx*32, vdrelu(VLOAD(xb + ty*896 + tx*32), a0_0));
-                    VSTORE(dxb + ty*896 + tx*32 + 25088, vdrelu(VLOAD(xb + ty*896 + tx*32 + 25088), a0_1));
-                    VSTORE(dxb + ty*896 + tx*32 + 50176, vdrelu(VLOAD(xb + ty*896 + tx*32 + 50176), a0_2));
-                    VSTORE(dxb + ty*896 + tx*32 + 75264, vdrelu(VLOAD(xb + ty*896 + tx*32 + 75264), a0_3));
-                    VSTORE(dxb + ty*896 + tx*32 + 100352, vdrelu(VLOAD(xb + ty*896 + tx*32 + 100352), a0_4));
-                    VSTORE(dxb + ty*896 + tx*32 + 125440, vdrelu(VLOAD(xb + ty*896 + tx*32 + 125440), a0_5));
-                    VSTORE(dxb + ty*896 + tx*32 + 150528, vdrelu(VLOAD(xb + ty*896 + tx*32 + 150528), a0_6));
-                    VSTORE(dxb + ty*896 + tx*32 + 175616, vdrelu(VLOAD(xb + ty*896 + tx*32 + 175616), a0_7));
-                    VSTORE(dxb + ty*896 + tx*32 + 200704, vdrelu(VLOAD(xb + ty*896 + tx*32 + 200704), a0_8));
-                    VSTORE(dxb + ty*896 + tx*32 + 225792, vdrelu(VLOAD(xb + ty*896 + tx*32 + 225792), a0_9));
-                    VSTORE(dxb + ty*896 + tx*32 + 250880, vdrelu(VLOAD(xb + ty*896 + tx*32 + 250880), a0_10));
-                    VSTORE(dxb + ty*896 + tx*32 + 275968, vdrelu(VLOAD(xb + ty*896 + tx*32 + 275968), a0_11));
-                    VSTORE(dxb + ty*896 + tx*32 + 301056, vdrelu(VLOAD(xb + ty*896 + tx*32 + 301056), a0_12));
-                    VSTORE(dxb + ty*896 + tx*32 + 326144, vdrelu(VLOAD(xb + ty*896 + tx*32 + 326144), a0_13));
-                    VSTORE(dxb + ty*896 + tx*32 + 351232, vdrelu(VLOAD(xb + ty*896 + tx*32 + 351232), a0_14));
-                    VSTORE(dxb + ty*896 + tx*32 + 376320, vdrelu(VLOAD(xb + ty*896 + tx*32 + 376320), a0_15));
-                }
-            }
-            /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=27..27): 6 taps */
-            for (int ty = 1; ty < 27; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dyc = dyg + co*25088;
-                        const float *restrict wc = wg + co*1152;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 1760 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 1728 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 864 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 832 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 32 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 64 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*896 + 864, vdrelu(VLOAD(xb + ty*896 + 864), a0_0));
-                    VSTORE(dxb + ty*896 + 25952, vdrelu(VLOAD(xb + ty*896 + 25952), a0_1));
-                    VSTORE(dxb + ty*896 + 51040, vdrelu(VLOAD(xb + ty*896 + 51040), a0_2));
-                    VSTORE(dxb + ty*896 + 76128, vdrelu(VLOAD(xb + ty*896 + 76128), a0_3));
-                    VSTORE(dxb + ty*896 + 101216, vdrelu(VLOAD(xb + ty*896 + 101216), a0_4));
-                    VSTORE(dxb + ty*896 + 126304, vdrelu(VLOAD(xb + ty*896 + 126304), a0_5));
-                    VSTORE(dxb + ty*896 + 151392, vdrelu(VLOAD(xb + ty*896 + 151392), a0_6));
-                    VSTORE(dxb + ty*896 + 176480, vdrelu(VLOAD(xb + ty*896 + 176480), a0_7));
-                    VSTORE(dxb + ty*896 + 201568, vdrelu(VLOAD(xb + ty*896 + 201568), a0_8));
-                    VSTORE(dxb + ty*896 + 226656, vdrelu(VLOAD(xb + ty*896 + 226656), a0_9));
-                    VSTORE(dxb + ty*896 + 251744, vdrelu(VLOAD(xb + ty*896 + 251744), a0_10));
-                    VSTORE(dxb + ty*896 + 276832, vdrelu(VLOAD(xb + ty*896 + 276832), a0_11));
-                    VSTORE(dxb + ty*896 + 301920, vdrelu(VLOAD(xb + ty*896 + 301920), a0_12));
-                    VSTORE(dxb + ty*896 + 327008, vdrelu(VLOAD(xb + ty*896 + 327008), a0_13));
-                    VSTORE(dxb + ty*896 + 352096, vdrelu(VLOAD(xb + ty*896 + 352096), a0_14));
-                    VSTORE(dxb + ty*896 + 377184, vdrelu(VLOAD(xb + ty*896 + 377184), a0_15));
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*1152;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 24224 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 24192 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 23328 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 23296 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                }
-                VSTORE(dxb + 24192, vdrelu(VLOAD(xb + 24192), a0_0));
-                VSTORE(dxb + 49280, vdrelu(VLOAD(xb + 49280), a0_1));
-                VSTORE(dxb + 74368, vdrelu(VLOAD(xb + 74368), a0_2));
-                VSTORE(dxb + 99456, vdrelu(VLOAD(xb + 99456), a0_3));
-                VSTORE(dxb + 124544, vdrelu(VLOAD(xb + 124544), a0_4));
-                VSTORE(dxb + 149632, vdrelu(VLOAD(xb + 149632), a0_5));
-                VSTORE(dxb + 174720, vdrelu(VLOAD(xb + 174720), a0_6));
-                VSTORE(dxb + 199808, vdrelu(VLOAD(xb + 199808), a0_7));
-                VSTORE(dxb + 224896, vdrelu(VLOAD(xb + 224896), a0_8));
-                VSTORE(dxb + 249984, vdrelu(VLOAD(xb + 249984), a0_9));
-                VSTORE(dxb + 275072, vdrelu(VLOAD(xb + 275072), a0_10));
-                VSTORE(dxb + 300160, vdrelu(VLOAD(xb + 300160), a0_11));
-                VSTORE(dxb + 325248, vdrelu(VLOAD(xb + 325248), a0_12));
-                VSTORE(dxb + 350336, vdrelu(VLOAD(xb + 350336), a0_13));
-                VSTORE(dxb + 375424, vdrelu(VLOAD(xb + 375424), a0_14));
-                VSTORE(dxb + 400512, vdrelu(VLOAD(xb + 400512), a0_15));
-            }
-            /* inputs rows 0+1*t (t=27..27), cols 0+1*t (t=1..26): 6 taps */
-            for (int tx = 1; tx < 27; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*1152;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 24224 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 24192 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 24160 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 23328 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 23296 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 23264 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*32 + 24192, vdrelu(VLOAD(xb + tx*32 + 24192), a0_0));
-                VSTORE(dxb + tx*32 + 49280, vdrelu(VLOAD(xb + tx*32 + 49280), a0_1));
-                VSTORE(dxb + tx*32 + 74368, vdrelu(VLOAD(xb + tx*32 + 74368), a0_2));
-                VSTORE(dxb + tx*32 + 99456, vdrelu(VLOAD(xb + tx*32 + 99456), a0_3));
-                VSTORE(dxb + tx*32 + 124544, vdrelu(VLOAD(xb + tx*32 + 124544), a0_4));
-                VSTORE(dxb + tx*32 + 149632, vdrelu(VLOAD(xb + tx*32 + 149632), a0_5));
-                VSTORE(dxb + tx*32 + 174720, vdrelu(VLOAD(xb + tx*32 + 174720), a0_6));
-                VSTORE(dxb + tx*32 + 199808, vdrelu(VLOAD(xb + tx*32 + 199808), a0_7));
-                VSTORE(dxb + tx*32 + 224896, vdrelu(VLOAD(xb + tx*32 + 224896), a0_8));
-                VSTORE(dxb + tx*32 + 249984, vdrelu(VLOAD(xb + tx*32 + 249984), a0_9));
-                VSTORE(dxb + tx*32 + 275072, vdrelu(VLOAD(xb + tx*32 + 275072), a0_10));
-                VSTORE(dxb + tx*32 + 300160, vdrelu(VLOAD(xb + tx*32 + 300160), a0_11));
-                VSTORE(dxb + tx*32 + 325248, vdrelu(VLOAD(xb + tx*32 + 325248), a0_12));
-                VSTORE(dxb + tx*32 + 350336, vdrelu(VLOAD(xb + tx*32 + 350336), a0_13));
-                VSTORE(dxb + tx*32 + 375424, vdrelu(VLOAD(xb + tx*32 + 375424), a0_14));
-                VSTORE(dxb + tx*32 + 400512, vdrelu(VLOAD(xb + tx*32 + 400512), a0_15));
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*1152;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 25056 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 25024 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 24160 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 24128 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + 25056, vdrelu(VLOAD(xb + 25056), a0_0));
-                VSTORE(dxb + 50144, vdrelu(VLOAD(xb + 50144), a0_1));
-                VSTORE(dxb + 75232, vdrelu(VLOAD(xb + 75232), a0_2));
-                VSTORE(dxb + 100320, vdrelu(VLOAD(xb + 100320), a0_3));
-                VSTORE(dxb + 125408, vdrelu(VLOAD(xb + 125408), a0_4));
-                VSTORE(dxb + 150496, vdrelu(VLOAD(xb + 150496), a0_5));
-                VSTORE(dxb + 175584, vdrelu(VLOAD(xb + 175584), a0_6));
-                VSTORE(dxb + 200672, vdrelu(VLOAD(xb + 200672), a0_7));
-                VSTORE(dxb + 225760, vdrelu(VLOAD(xb + 225760), a0_8));
-                VSTORE(dxb + 250848, vdrelu(VLOAD(xb + 250848), a0_9));
-                VSTORE(dxb + 275936, vdrelu(VLOAD(xb + 275936), a0_10));
-                VSTORE(dxb + 301024, vdrelu(VLOAD(xb + 301024), a0_11));
-                VSTORE(dxb + 326112, vdrelu(VLOAD(xb + 326112), a0_12));
-                VSTORE(dxb + 351200, vdrelu(VLOAD(xb + 351200), a0_13));
-                VSTORE(dxb + 376288, vdrelu(VLOAD(xb + 376288), a0_14));
-                VSTORE(dxb + 401376, vdrelu(VLOAD(xb + 401376), a0_15));
             }
         }
     }
@@ -10817,1304 +7145,570 @@ static void l26_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 27: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:35:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
 /* l27_conv2d_forward: the code of l21_conv2d_forward */
 
 /* l27_conv2d_backward: the code of l21_conv2d_backward */
 
-static void l27_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
+    float *restrict xp = S + 262144; /* [128][30][30][lanes]: zero-padded input */
+    for (int co = 0; co < 128; co++) {
+        for (int ci = 0; ci < 128; ci++) {
+            const float g0 = P[ci * 1152 + co * 9 + 8], g1 = P[ci * 1152 + co * 9 + 7], g2 = P[ci * 1152 + co * 9 + 6], g3 = P[ci * 1152 + co * 9 + 5], g4 = P[ci * 1152 + co * 9 + 4], g5 = P[ci * 1152 + co * 9 + 3], g6 = P[ci * 1152 + co * 9 + 2], g7 = P[ci * 1152 + co * 9 + 1], g8 = P[ci * 1152 + co * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 128 + co;
+            u[0] = t00; u[16384] = 0.5f * (t00 + t01 + t02); u[32768] = 0.5f * (t00 - t01 + t02); u[49152] = t02;
+            u[65536] = t10; u[81920] = 0.5f * (t10 + t11 + t12); u[98304] = 0.5f * (t10 - t11 + t12); u[114688] = t12;
+            u[131072] = t20; u[147456] = 0.5f * (t20 + t21 + t22); u[163840] = 0.5f * (t20 - t21 + t22); u[180224] = t22;
+            u[196608] = t30; u[212992] = 0.5f * (t30 + t31 + t32); u[229376] = 0.5f * (t30 - t31 + t32); u[245760] = t32;
+        }
+    }
+    /* dy -> zero-padded planes 30x30 (lanes) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < 128; pl++) {
+        const float *restrict s = dy + (size_t)pl * 25088;
+        float *restrict d = xp + (size_t)pl * 28800;
+        memset(d, 0, sizeof(float) * 960);
+        for (int r = 0; r < 28; r++) {
+            float *restrict dr = d + (size_t)(r + 1) * 960;
+            memset(dr, 0, sizeof(float) * 32);
+            memcpy(dr + 32, s + (size_t)r * 896, sizeof(float) * 896);
+            memset(dr + 928, 0, sizeof(float) * 32);
+        }
+        memset(d + 27840, 0, sizeof(float) * 960);
+    }
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 8; cib++) {
-            float *restrict dxb = dx + cib*401408 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*1152;
+    for (int v0 = 0; v0 < 2; v0 += 2) {
+        for (int ty = 0; ty < 14; ty++) {
+            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 14; tx++) {
+                for (int ci = 0; ci < 128; ci++) {
+                    const float *restrict xc = xp + ((size_t)(ci * 30 + 2 * ty) * 30 + 2 * tx) * 32 + v0 * 16;
                     {
-                        const cg_v d0 = VLOAD(dyc + 928 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
+                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 960), d11 = VLOAD(xc + 992), d12 = VLOAD(xc + 1024), d13 = VLOAD(xc + 1056), d20 = VLOAD(xc + 1920), d21 = VLOAD(xc + 1952), d22 = VLOAD(xc + 1984), d23 = VLOAD(xc + 2016), d30 = VLOAD(xc + 2880), d31 = VLOAD(xc + 2912), d32 = VLOAD(xc + 2944), d33 = VLOAD(xc + 2976);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + 896 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 976), d11 = VLOAD(xc + 1008), d12 = VLOAD(xc + 1040), d13 = VLOAD(xc + 1072), d20 = VLOAD(xc + 1936), d21 = VLOAD(xc + 1968), d22 = VLOAD(xc + 2000), d23 = VLOAD(xc + 2032), d30 = VLOAD(xc + 2896), d31 = VLOAD(xc + 2928), d32 = VLOAD(xc + 2960), d33 = VLOAD(xc + 2992);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 25088, a0_1);
-                VSTORE(dxb + 50176, a0_2);
-                VSTORE(dxb + 75264, a0_3);
-                VSTORE(dxb + 100352, a0_4);
-                VSTORE(dxb + 125440, a0_5);
-                VSTORE(dxb + 150528, a0_6);
-                VSTORE(dxb + 175616, a0_7);
-                VSTORE(dxb + 200704, a0_8);
-                VSTORE(dxb + 225792, a0_9);
-                VSTORE(dxb + 250880, a0_10);
-                VSTORE(dxb + 275968, a0_11);
-                VSTORE(dxb + 301056, a0_12);
-                VSTORE(dxb + 326144, a0_13);
-                VSTORE(dxb + 351232, a0_14);
-                VSTORE(dxb + 376320, a0_15);
-            }
-            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..26): 6 taps */
-            for (int tx = 1; tx < 27; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*1152;
+                for (int cb = 0; cb < 16; cb++) {
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 928 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(0 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[0] = a0_0; mb[1] = a0_1;
+                        mb[2] = a1_0; mb[3] = a1_1;
+                        mb[4] = a2_0; mb[5] = a2_1;
+                        mb[6] = a3_0; mb[7] = a3_1;
+                        mb[8] = a4_0; mb[9] = a4_1;
+                        mb[10] = a5_0; mb[11] = a5_1;
+                        mb[12] = a6_0; mb[13] = a6_1;
+                        mb[14] = a7_0; mb[15] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 896 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(128 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[16] = a0_0; mb[17] = a0_1;
+                        mb[18] = a1_0; mb[19] = a1_1;
+                        mb[20] = a2_0; mb[21] = a2_1;
+                        mb[22] = a3_0; mb[23] = a3_1;
+                        mb[24] = a4_0; mb[25] = a4_1;
+                        mb[26] = a5_0; mb[27] = a5_1;
+                        mb[28] = a6_0; mb[29] = a6_1;
+                        mb[30] = a7_0; mb[31] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 864 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(256 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[32] = a0_0; mb[33] = a0_1;
+                        mb[34] = a1_0; mb[35] = a1_1;
+                        mb[36] = a2_0; mb[37] = a2_1;
+                        mb[38] = a3_0; mb[39] = a3_1;
+                        mb[40] = a4_0; mb[41] = a4_1;
+                        mb[42] = a5_0; mb[43] = a5_1;
+                        mb[44] = a6_0; mb[45] = a6_1;
+                        mb[46] = a7_0; mb[47] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(384 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[48] = a0_0; mb[49] = a0_1;
+                        mb[50] = a1_0; mb[51] = a1_1;
+                        mb[52] = a2_0; mb[53] = a2_1;
+                        mb[54] = a3_0; mb[55] = a3_1;
+                        mb[56] = a4_0; mb[57] = a4_1;
+                        mb[58] = a5_0; mb[59] = a5_1;
+                        mb[60] = a6_0; mb[61] = a6_1;
+                        mb[62] = a7_0; mb[63] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(512 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[64] = a0_0; mb[65] = a0_1;
+                        mb[66] = a1_0; mb[67] = a1_1;
+                        mb[68] = a2_0; mb[69] = a2_1;
+                        mb[70] = a3_0; mb[71] = a3_1;
+                        mb[72] = a4_0; mb[73] = a4_1;
+                        mb[74] = a5_0; mb[75] = a5_1;
+                        mb[76] = a6_0; mb[77] = a6_1;
+                        mb[78] = a7_0; mb[79] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(640 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[80] = a0_0; mb[81] = a0_1;
+                        mb[82] = a1_0; mb[83] = a1_1;
+                        mb[84] = a2_0; mb[85] = a2_1;
+                        mb[86] = a3_0; mb[87] = a3_1;
+                        mb[88] = a4_0; mb[89] = a4_1;
+                        mb[90] = a5_0; mb[91] = a5_1;
+                        mb[92] = a6_0; mb[93] = a6_1;
+                        mb[94] = a7_0; mb[95] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(768 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[96] = a0_0; mb[97] = a0_1;
+                        mb[98] = a1_0; mb[99] = a1_1;
+                        mb[100] = a2_0; mb[101] = a2_1;
+                        mb[102] = a3_0; mb[103] = a3_1;
+                        mb[104] = a4_0; mb[105] = a4_1;
+                        mb[106] = a5_0; mb[107] = a5_1;
+                        mb[108] = a6_0; mb[109] = a6_1;
+                        mb[110] = a7_0; mb[111] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(896 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[112] = a0_0; mb[113] = a0_1;
+                        mb[114] = a1_0; mb[115] = a1_1;
+                        mb[116] = a2_0; mb[117] = a2_1;
+                        mb[118] = a3_0; mb[119] = a3_1;
+                        mb[120] = a4_0; mb[121] = a4_1;
+                        mb[122] = a5_0; mb[123] = a5_1;
+                        mb[124] = a6_0; mb[125] = a6_1;
+                        mb[126] = a7_0; mb[127] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1024 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[128] = a0_0; mb[129] = a0_1;
+                        mb[130] = a1_0; mb[131] = a1_1;
+                        mb[132] = a2_0; mb[133] = a2_1;
+                        mb[134] = a3_0; mb[135] = a3_1;
+                        mb[136] = a4_0; mb[137] = a4_1;
+                        mb[138] = a5_0; mb[139] = a5_1;
+                        mb[140] = a6_0; mb[141] = a6_1;
+                        mb[142] = a7_0; mb[143] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1152 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1152 + ci) * 2 + 0], v1 = vb[(1152 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[144] = a0_0; mb[145] = a0_1;
+                        mb[146] = a1_0; mb[147] = a1_1;
+                        mb[148] = a2_0; mb[149] = a2_1;
+                        mb[150] = a3_0; mb[151] = a3_1;
+                        mb[152] = a4_0; mb[153] = a4_1;
+                        mb[154] = a5_0; mb[155] = a5_1;
+                        mb[156] = a6_0; mb[157] = a6_1;
+                        mb[158] = a7_0; mb[159] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1280 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[160] = a0_0; mb[161] = a0_1;
+                        mb[162] = a1_0; mb[163] = a1_1;
+                        mb[164] = a2_0; mb[165] = a2_1;
+                        mb[166] = a3_0; mb[167] = a3_1;
+                        mb[168] = a4_0; mb[169] = a4_1;
+                        mb[170] = a5_0; mb[171] = a5_1;
+                        mb[172] = a6_0; mb[173] = a6_1;
+                        mb[174] = a7_0; mb[175] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1408 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1408 + ci) * 2 + 0], v1 = vb[(1408 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[176] = a0_0; mb[177] = a0_1;
+                        mb[178] = a1_0; mb[179] = a1_1;
+                        mb[180] = a2_0; mb[181] = a2_1;
+                        mb[182] = a3_0; mb[183] = a3_1;
+                        mb[184] = a4_0; mb[185] = a4_1;
+                        mb[186] = a5_0; mb[187] = a5_1;
+                        mb[188] = a6_0; mb[189] = a6_1;
+                        mb[190] = a7_0; mb[191] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1536 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[192] = a0_0; mb[193] = a0_1;
+                        mb[194] = a1_0; mb[195] = a1_1;
+                        mb[196] = a2_0; mb[197] = a2_1;
+                        mb[198] = a3_0; mb[199] = a3_1;
+                        mb[200] = a4_0; mb[201] = a4_1;
+                        mb[202] = a5_0; mb[203] = a5_1;
+                        mb[204] = a6_0; mb[205] = a6_1;
+                        mb[206] = a7_0; mb[207] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1664 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1664 + ci) * 2 + 0], v1 = vb[(1664 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[208] = a0_0; mb[209] = a0_1;
+                        mb[210] = a1_0; mb[211] = a1_1;
+                        mb[212] = a2_0; mb[213] = a2_1;
+                        mb[214] = a3_0; mb[215] = a3_1;
+                        mb[216] = a4_0; mb[217] = a4_1;
+                        mb[218] = a5_0; mb[219] = a5_1;
+                        mb[220] = a6_0; mb[221] = a6_1;
+                        mb[222] = a7_0; mb[223] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1792 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[224] = a0_0; mb[225] = a0_1;
+                        mb[226] = a1_0; mb[227] = a1_1;
+                        mb[228] = a2_0; mb[229] = a2_1;
+                        mb[230] = a3_0; mb[231] = a3_1;
+                        mb[232] = a4_0; mb[233] = a4_1;
+                        mb[234] = a5_0; mb[235] = a5_1;
+                        mb[236] = a6_0; mb[237] = a6_1;
+                        mb[238] = a7_0; mb[239] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(1920 + ci) * 128 + cb * 8;
+                            const cg_v v0 = vb[(1920 + ci) * 2 + 0], v1 = vb[(1920 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[240] = a0_0; mb[241] = a0_1;
+                        mb[242] = a1_0; mb[243] = a1_1;
+                        mb[244] = a2_0; mb[245] = a2_1;
+                        mb[246] = a3_0; mb[247] = a3_1;
+                        mb[248] = a4_0; mb[249] = a4_1;
+                        mb[250] = a5_0; mb[251] = a5_1;
+                        mb[252] = a6_0; mb[253] = a6_1;
+                        mb[254] = a7_0; mb[255] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 32, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 928, y11);
+                        }
                     }
                 }
-                VSTORE(dxb + tx*32, a0_0);
-                VSTORE(dxb + tx*32 + 25088, a0_1);
-                VSTORE(dxb + tx*32 + 50176, a0_2);
-                VSTORE(dxb + tx*32 + 75264, a0_3);
-                VSTORE(dxb + tx*32 + 100352, a0_4);
-                VSTORE(dxb + tx*32 + 125440, a0_5);
-                VSTORE(dxb + tx*32 + 150528, a0_6);
-                VSTORE(dxb + tx*32 + 175616, a0_7);
-                VSTORE(dxb + tx*32 + 200704, a0_8);
-                VSTORE(dxb + tx*32 + 225792, a0_9);
-                VSTORE(dxb + tx*32 + 250880, a0_10);
-                VSTORE(dxb + tx*32 + 275968, a0_11);
-                VSTORE(dxb + tx*32 + 301056, a0_12);
-                VSTORE(dxb + tx*32 + 326144, a0_13);
-                VSTORE(dxb + tx*32 + 351232, a0_14);
-                VSTORE(dxb + tx*32 + 376320, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*1152;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1760 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1728 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 864 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 832 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 864, a0_0);
-                VSTORE(dxb + 25952, a0_1);
-                VSTORE(dxb + 51040, a0_2);
-                VSTORE(dxb + 76128, a0_3);
-                VSTORE(dxb + 101216, a0_4);
-                VSTORE(dxb + 126304, a0_5);
-                VSTORE(dxb + 151392, a0_6);
-                VSTORE(dxb + 176480, a0_7);
-                VSTORE(dxb + 201568, a0_8);
-                VSTORE(dxb + 226656, a0_9);
-                VSTORE(dxb + 251744, a0_10);
-                VSTORE(dxb + 276832, a0_11);
-                VSTORE(dxb + 301920, a0_12);
-                VSTORE(dxb + 327008, a0_13);
-                VSTORE(dxb + 352096, a0_14);
-                VSTORE(dxb + 377184, a0_15);
-            }
-            /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=0..0): 6 taps */
-            for (int ty = 1; ty < 27; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dyc = dyg + co*25088;
-                        const float *restrict wc = wg + co*1152;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 928 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 896 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 864 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 896 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*896, a0_0);
-                    VSTORE(dxb + ty*896 + 25088, a0_1);
-                    VSTORE(dxb + ty*896 + 50176, a0_2);
-                    VSTORE(dxb + ty*896 + 75264, a0_3);
-                    VSTORE(dxb + ty*896 + 100352, a0_4);
-                    VSTORE(dxb + ty*896 + 125440, a0_5);
-                    VSTORE(dxb + ty*896 + 150528, a0_6);
-                    VSTORE(dxb + ty*896 + 175616, a0_7);
-                    VSTORE(dxb + ty*896 + 200704, a0_8);
-                    VSTORE(dxb + ty*896 + 225792, a0_9);
-                    VSTORE(dxb + ty*896 + 250880, a0_10);
-                    VSTORE(dxb + ty*896 + 275968, a0_11);
-                    VSTORE(dxb + ty*896 + 301056, a0_12);
-                    VSTORE(dxb + ty*896 + 326144, a0_13);
-                    VSTORE(dxb + ty*896 + 351232, a0_14);
-                    VSTORE(dxb + ty*896 + 376320, a0_15);
-                }
-            }
-            /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=1..26): 9 taps */
-            for (int ty = 1; ty < 27; ty++) {
-                for (int tx = 1; tx < 27; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dyc = dyg + co*25088;
-                        const float *restrict wc = wg + co*1152;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 928 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 896 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 864 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 - 32 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 - 864 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 - 896 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 - 928 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*896 + tx*32, a0_0);
-                    VSTORE(dxb + ty*896 + tx*32 + 25088, a0_1);
-                    VSTORE(dxb + ty*896 + tx*32 + 50176, a0_2);
-                    VSTORE(dxb + ty*896 + tx*32 + 75264, a0_3);
-                    VSTORE(dxb + ty*896 + tx*32 + 100352, a0_4);
-                    VSTORE(dxb + ty*896 + tx*32 + 125440, a0_5);
-                    VSTORE(dxb + ty*896 + tx*32 + 150528, a0_6);
-                    VSTORE(dxb + ty*896 + tx*32 + 175616, a0_7);
-                    VSTORE(dxb + ty*896 + tx*32 + 200704, a0_8);
-                    VSTORE(dxb + ty*896 + tx*32 + 225792, a0_9);
-                    VSTORE(dxb + ty*896 + tx*32 + 250880, a0_10);
-                    VSTORE(dxb + ty*896 + tx*32 + 275968, a0_11);
-                    VSTORE(dxb + ty*896 + tx*32 + 301056, a0_12);
-                    VSTORE(dxb + ty*896 + tx*32 + 326144, a0_13);
-                    VSTORE(dxb + ty*896 + tx*32 + 351232, a0_14);
-                    VSTORE(dxb + ty*896 + tx*32 + 376320, a0_15);
-                }
-            }
-            /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=27..27): 6 taps */
-            for (int ty = 1; ty < 27; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dyc = dyg + co*25088;
-                        const float *restrict wc = wg + co*1152;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 1760 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 1728 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 864 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 832 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 32 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 64 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*896 + 864, a0_0);
-                    VSTORE(dxb + ty*896 + 25952, a0_1);
-                    VSTORE(dxb + ty*896 + 51040, a0_2);
-                    VSTORE(dxb + ty*896 + 76128, a0_3);
-                    VSTORE(dxb + ty*896 + 101216, a0_4);
-                    VSTORE(dxb + ty*896 + 126304, a0_5);
-                    VSTORE(dxb + ty*896 + 151392, a0_6);
-                    VSTORE(dxb + ty*896 + 176480, a0_7);
-                    VSTORE(dxb + ty*896 + 201568, a0_8);
-                    VSTORE(dxb + ty*896 + 226656, a0_9);
-                    VSTORE(dxb + ty*896 + 251744, a0_10);
-                    VSTORE(dxb + ty*896 + 276832, a0_11);
-                    VSTORE(dxb + ty*896 + 301920, a0_12);
-                    VSTORE(dxb + ty*896 + 327008, a0_13);
-                    VSTORE(dxb + ty*896 + 352096, a0_14);
-                    VSTORE(dxb + ty*896 + 377184, a0_15);
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*1152;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 24224 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 24192 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 23328 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 23296 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                }
-                VSTORE(dxb + 24192, a0_0);
-                VSTORE(dxb + 49280, a0_1);
-                VSTORE(dxb + 74368, a0_2);
-                VSTORE(dxb + 99456, a0_3);
-                VSTORE(dxb + 124544, a0_4);
-                VSTORE(dxb + 149632, a0_5);
-                VSTORE(dxb + 174720, a0_6);
-                VSTORE(dxb + 199808, a0_7);
-                VSTORE(dxb + 224896, a0_8);
-                VSTORE(dxb + 249984, a0_9);
-                VSTORE(dxb + 275072, a0_10);
-                VSTORE(dxb + 300160, a0_11);
-                VSTORE(dxb + 325248, a0_12);
-                VSTORE(dxb + 350336, a0_13);
-                VSTORE(dxb + 375424, a0_14);
-                VSTORE(dxb + 400512, a0_15);
-            }
-            /* inputs rows 0+1*t (t=27..27), cols 0+1*t (t=1..26): 6 taps */
-            for (int tx = 1; tx < 27; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*1152;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 24224 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 24192 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 24160 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 23328 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 23296 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 23264 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*32 + 24192, a0_0);
-                VSTORE(dxb + tx*32 + 49280, a0_1);
-                VSTORE(dxb + tx*32 + 74368, a0_2);
-                VSTORE(dxb + tx*32 + 99456, a0_3);
-                VSTORE(dxb + tx*32 + 124544, a0_4);
-                VSTORE(dxb + tx*32 + 149632, a0_5);
-                VSTORE(dxb + tx*32 + 174720, a0_6);
-                VSTORE(dxb + tx*32 + 199808, a0_7);
-                VSTORE(dxb + tx*32 + 224896, a0_8);
-                VSTORE(dxb + tx*32 + 249984, a0_9);
-                VSTORE(dxb + tx*32 + 275072, a0_10);
-                VSTORE(dxb + tx*32 + 300160, a0_11);
-                VSTORE(dxb + tx*32 + 325248, a0_12);
-                VSTORE(dxb + tx*32 + 350336, a0_13);
-                VSTORE(dxb + tx*32 + 375424, a0_14);
-                VSTORE(dxb + tx*32 + 400512, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*1152;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 25056 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 25024 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 24160 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 24128 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + 25056, a0_0);
-                VSTORE(dxb + 50144, a0_1);
-                VSTORE(dxb + 75232, a0_2);
-                VSTORE(dxb + 100320, a0_3);
-                VSTORE(dxb + 125408, a0_4);
-                VSTORE(dxb + 150496, a0_5);
-                VSTORE(dxb + 175584, a0_6);
-                VSTORE(dxb + 200672, a0_7);
-                VSTORE(dxb + 225760, a0_8);
-                VSTORE(dxb + 250848, a0_9);
-                VSTORE(dxb + 275936, a0_10);
-                VSTORE(dxb + 301024, a0_11);
-                VSTORE(dxb + 326112, a0_12);
-                VSTORE(dxb + 351200, a0_13);
-                VSTORE(dxb + 376288, a0_14);
-                VSTORE(dxb + 401376, a0_15);
             }
         }
     }
@@ -12133,7 +7727,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l29_relu_backward: none, layer 30 masks its dx stores with the relu's derivative */
 
 /* layer 30: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:38:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
 /* l30_conv2d_forward: the code of l21_conv2d_forward */
 
 /* l30_conv2d_backward: the code of l21_conv2d_backward */
@@ -13660,1300 +9254,566 @@ static void l35_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l36_relu_backward: none, layer 37 masks its dx stores with the relu's derivative */
 
 /* layer 37: conv2d 256x14x14 -> 256x14x14 (specs/resnet18.yaml:45:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
-static void l37_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+static void l37_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][256][256]: G g G^T per channel pair */
+    float *restrict xp = S + 1048576; /* [256][16][16][lanes]: zero-padded input */
+    for (int co = 0; co < 256; co++) {
+        for (int ci = 0; ci < 256; ci++) {
+            const float g0 = P[co * 2304 + ci * 9 + 0], g1 = P[co * 2304 + ci * 9 + 1], g2 = P[co * 2304 + ci * 9 + 2], g3 = P[co * 2304 + ci * 9 + 3], g4 = P[co * 2304 + ci * 9 + 4], g5 = P[co * 2304 + ci * 9 + 5], g6 = P[co * 2304 + ci * 9 + 6], g7 = P[co * 2304 + ci * 9 + 7], g8 = P[co * 2304 + ci * 9 + 8];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 256 + co;
+            u[0] = t00; u[65536] = 0.5f * (t00 + t01 + t02); u[131072] = 0.5f * (t00 - t01 + t02); u[196608] = t02;
+            u[262144] = t10; u[327680] = 0.5f * (t10 + t11 + t12); u[393216] = 0.5f * (t10 - t11 + t12); u[458752] = t12;
+            u[524288] = t20; u[589824] = 0.5f * (t20 + t21 + t22); u[655360] = 0.5f * (t20 - t21 + t22); u[720896] = t22;
+            u[786432] = t30; u[851968] = 0.5f * (t30 + t31 + t32); u[917504] = 0.5f * (t30 - t31 + t32); u[983040] = t32;
+        }
+    }
+    /* x -> zero-padded planes 16x16 (lanes) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < 256; pl++) {
+        const float *restrict s = x + (size_t)pl * 6272;
+        float *restrict d = xp + (size_t)pl * 8192;
+        memset(d, 0, sizeof(float) * 512);
+        for (int r = 0; r < 14; r++) {
+            float *restrict dr = d + (size_t)(r + 1) * 512;
+            memset(dr, 0, sizeof(float) * 32);
+            memcpy(dr + 32, s + (size_t)r * 448, sizeof(float) * 448);
+            memset(dr + 480, 0, sizeof(float) * 32);
+        }
+        memset(d + 7680, 0, sizeof(float) * 512);
+    }
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 16; cb++) {
-            const float *restrict wb = w + cb*36864;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*100352 + v0 * 16;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+    for (int v0 = 0; v0 < 2; v0 += 2) {
+        for (int ty = 0; ty < 7; ty++) {
+            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 7; tx++) {
                 for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xg + ci*6272;
-                    const float *restrict wc = wb + ci*9;
+                    const float *restrict xc = xp + ((size_t)(ci * 16 + 2 * ty) * 16 + 2 * tx) * 32 + v0 * 16;
                     {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[2308] * x0;
-                        a0_2 += wc[4612] * x0;
-                        a0_3 += wc[6916] * x0;
-                        a0_4 += wc[9220] * x0;
-                        a0_5 += wc[11524] * x0;
-                        a0_6 += wc[13828] * x0;
-                        a0_7 += wc[16132] * x0;
-                        a0_8 += wc[18436] * x0;
-                        a0_9 += wc[20740] * x0;
-                        a0_10 += wc[23044] * x0;
-                        a0_11 += wc[25348] * x0;
-                        a0_12 += wc[27652] * x0;
-                        a0_13 += wc[29956] * x0;
-                        a0_14 += wc[32260] * x0;
-                        a0_15 += wc[34564] * x0;
+                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 512), d11 = VLOAD(xc + 544), d12 = VLOAD(xc + 576), d13 = VLOAD(xc + 608), d20 = VLOAD(xc + 1024), d21 = VLOAD(xc + 1056), d22 = VLOAD(xc + 1088), d23 = VLOAD(xc + 1120), d30 = VLOAD(xc + 1536), d31 = VLOAD(xc + 1568), d32 = VLOAD(xc + 1600), d33 = VLOAD(xc + 1632);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                        vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                        vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                        vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + 32 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[2309] * x0;
-                        a0_2 += wc[4613] * x0;
-                        a0_3 += wc[6917] * x0;
-                        a0_4 += wc[9221] * x0;
-                        a0_5 += wc[11525] * x0;
-                        a0_6 += wc[13829] * x0;
-                        a0_7 += wc[16133] * x0;
-                        a0_8 += wc[18437] * x0;
-                        a0_9 += wc[20741] * x0;
-                        a0_10 += wc[23045] * x0;
-                        a0_11 += wc[25349] * x0;
-                        a0_12 += wc[27653] * x0;
-                        a0_13 += wc[29957] * x0;
-                        a0_14 += wc[32261] * x0;
-                        a0_15 += wc[34565] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 448 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[2311] * x0;
-                        a0_2 += wc[4615] * x0;
-                        a0_3 += wc[6919] * x0;
-                        a0_4 += wc[9223] * x0;
-                        a0_5 += wc[11527] * x0;
-                        a0_6 += wc[13831] * x0;
-                        a0_7 += wc[16135] * x0;
-                        a0_8 += wc[18439] * x0;
-                        a0_9 += wc[20743] * x0;
-                        a0_10 += wc[23047] * x0;
-                        a0_11 += wc[25351] * x0;
-                        a0_12 += wc[27655] * x0;
-                        a0_13 += wc[29959] * x0;
-                        a0_14 += wc[32263] * x0;
-                        a0_15 += wc[34567] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 480 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[2312] * x0;
-                        a0_2 += wc[4616] * x0;
-                        a0_3 += wc[6920] * x0;
-                        a0_4 += wc[9224] * x0;
-                        a0_5 += wc[11528] * x0;
-                        a0_6 += wc[13832] * x0;
-                        a0_7 += wc[16136] * x0;
-                        a0_8 += wc[18440] * x0;
-                        a0_9 += wc[20744] * x0;
-                        a0_10 += wc[23048] * x0;
-                        a0_11 += wc[25352] * x0;
-                        a0_12 += wc[27656] * x0;
-                        a0_13 += wc[29960] * x0;
-                        a0_14 += wc[32264] * x0;
-                        a0_15 += wc[34568] * x0;
+                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 528), d11 = VLOAD(xc + 560), d12 = VLOAD(xc + 592), d13 = VLOAD(xc + 624), d20 = VLOAD(xc + 1040), d21 = VLOAD(xc + 1072), d22 = VLOAD(xc + 1104), d23 = VLOAD(xc + 1136), d30 = VLOAD(xc + 1552), d31 = VLOAD(xc + 1584), d32 = VLOAD(xc + 1616), d33 = VLOAD(xc + 1648);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                        vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                        vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                        vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 6272, a0_1);
-                VSTORE(yb + 12544, a0_2);
-                VSTORE(yb + 18816, a0_3);
-                VSTORE(yb + 25088, a0_4);
-                VSTORE(yb + 31360, a0_5);
-                VSTORE(yb + 37632, a0_6);
-                VSTORE(yb + 43904, a0_7);
-                VSTORE(yb + 50176, a0_8);
-                VSTORE(yb + 56448, a0_9);
-                VSTORE(yb + 62720, a0_10);
-                VSTORE(yb + 68992, a0_11);
-                VSTORE(yb + 75264, a0_12);
-                VSTORE(yb + 81536, a0_13);
-                VSTORE(yb + 87808, a0_14);
-                VSTORE(yb + 94080, a0_15);
-            }
-            /* rows 0..0, cols 1..12: 6 of 9 taps */
-            for (int ox = 1; ox < 13; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xg + ci*6272;
-                    const float *restrict wc = wb + ci*9;
+                for (int cb = 0; cb < 32; cb++) {
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 - 32 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[2307] * x0;
-                        a0_2 += wc[4611] * x0;
-                        a0_3 += wc[6915] * x0;
-                        a0_4 += wc[9219] * x0;
-                        a0_5 += wc[11523] * x0;
-                        a0_6 += wc[13827] * x0;
-                        a0_7 += wc[16131] * x0;
-                        a0_8 += wc[18435] * x0;
-                        a0_9 += wc[20739] * x0;
-                        a0_10 += wc[23043] * x0;
-                        a0_11 += wc[25347] * x0;
-                        a0_12 += wc[27651] * x0;
-                        a0_13 += wc[29955] * x0;
-                        a0_14 += wc[32259] * x0;
-                        a0_15 += wc[34563] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(0 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[0] = a0_0; mb[1] = a0_1;
+                        mb[2] = a1_0; mb[3] = a1_1;
+                        mb[4] = a2_0; mb[5] = a2_1;
+                        mb[6] = a3_0; mb[7] = a3_1;
+                        mb[8] = a4_0; mb[9] = a4_1;
+                        mb[10] = a5_0; mb[11] = a5_1;
+                        mb[12] = a6_0; mb[13] = a6_1;
+                        mb[14] = a7_0; mb[15] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[2308] * x0;
-                        a0_2 += wc[4612] * x0;
-                        a0_3 += wc[6916] * x0;
-                        a0_4 += wc[9220] * x0;
-                        a0_5 += wc[11524] * x0;
-                        a0_6 += wc[13828] * x0;
-                        a0_7 += wc[16132] * x0;
-                        a0_8 += wc[18436] * x0;
-                        a0_9 += wc[20740] * x0;
-                        a0_10 += wc[23044] * x0;
-                        a0_11 += wc[25348] * x0;
-                        a0_12 += wc[27652] * x0;
-                        a0_13 += wc[29956] * x0;
-                        a0_14 += wc[32260] * x0;
-                        a0_15 += wc[34564] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(256 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[16] = a0_0; mb[17] = a0_1;
+                        mb[18] = a1_0; mb[19] = a1_1;
+                        mb[20] = a2_0; mb[21] = a2_1;
+                        mb[22] = a3_0; mb[23] = a3_1;
+                        mb[24] = a4_0; mb[25] = a4_1;
+                        mb[26] = a5_0; mb[27] = a5_1;
+                        mb[28] = a6_0; mb[29] = a6_1;
+                        mb[30] = a7_0; mb[31] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 32 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[2309] * x0;
-                        a0_2 += wc[4613] * x0;
-                        a0_3 += wc[6917] * x0;
-                        a0_4 += wc[9221] * x0;
-                        a0_5 += wc[11525] * x0;
-                        a0_6 += wc[13829] * x0;
-                        a0_7 += wc[16133] * x0;
-                        a0_8 += wc[18437] * x0;
-                        a0_9 += wc[20741] * x0;
-                        a0_10 += wc[23045] * x0;
-                        a0_11 += wc[25349] * x0;
-                        a0_12 += wc[27653] * x0;
-                        a0_13 += wc[29957] * x0;
-                        a0_14 += wc[32261] * x0;
-                        a0_15 += wc[34565] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(512 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[32] = a0_0; mb[33] = a0_1;
+                        mb[34] = a1_0; mb[35] = a1_1;
+                        mb[36] = a2_0; mb[37] = a2_1;
+                        mb[38] = a3_0; mb[39] = a3_1;
+                        mb[40] = a4_0; mb[41] = a4_1;
+                        mb[42] = a5_0; mb[43] = a5_1;
+                        mb[44] = a6_0; mb[45] = a6_1;
+                        mb[46] = a7_0; mb[47] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 416 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[2310] * x0;
-                        a0_2 += wc[4614] * x0;
-                        a0_3 += wc[6918] * x0;
-                        a0_4 += wc[9222] * x0;
-                        a0_5 += wc[11526] * x0;
-                        a0_6 += wc[13830] * x0;
-                        a0_7 += wc[16134] * x0;
-                        a0_8 += wc[18438] * x0;
-                        a0_9 += wc[20742] * x0;
-                        a0_10 += wc[23046] * x0;
-                        a0_11 += wc[25350] * x0;
-                        a0_12 += wc[27654] * x0;
-                        a0_13 += wc[29958] * x0;
-                        a0_14 += wc[32262] * x0;
-                        a0_15 += wc[34566] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(768 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[48] = a0_0; mb[49] = a0_1;
+                        mb[50] = a1_0; mb[51] = a1_1;
+                        mb[52] = a2_0; mb[53] = a2_1;
+                        mb[54] = a3_0; mb[55] = a3_1;
+                        mb[56] = a4_0; mb[57] = a4_1;
+                        mb[58] = a5_0; mb[59] = a5_1;
+                        mb[60] = a6_0; mb[61] = a6_1;
+                        mb[62] = a7_0; mb[63] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 448 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[2311] * x0;
-                        a0_2 += wc[4615] * x0;
-                        a0_3 += wc[6919] * x0;
-                        a0_4 += wc[9223] * x0;
-                        a0_5 += wc[11527] * x0;
-                        a0_6 += wc[13831] * x0;
-                        a0_7 += wc[16135] * x0;
-                        a0_8 += wc[18439] * x0;
-                        a0_9 += wc[20743] * x0;
-                        a0_10 += wc[23047] * x0;
-                        a0_11 += wc[25351] * x0;
-                        a0_12 += wc[27655] * x0;
-                        a0_13 += wc[29959] * x0;
-                        a0_14 += wc[32263] * x0;
-                        a0_15 += wc[34567] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(1024 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[64] = a0_0; mb[65] = a0_1;
+                        mb[66] = a1_0; mb[67] = a1_1;
+                        mb[68] = a2_0; mb[69] = a2_1;
+                        mb[70] = a3_0; mb[71] = a3_1;
+                        mb[72] = a4_0; mb[73] = a4_1;
+                        mb[74] = a5_0; mb[75] = a5_1;
+                        mb[76] = a6_0; mb[77] = a6_1;
+                        mb[78] = a7_0; mb[79] = a7_1;
                     }
                     {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 480 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[2312] * x0;
-                        a0_2 += wc[4616] * x0;
-                        a0_3 += wc[6920] * x0;
-                        a0_4 += wc[9224] * x0;
-                        a0_5 += wc[11528] * x0;
-                        a0_6 += wc[13832] * x0;
-                        a0_7 += wc[16136] * x0;
-                        a0_8 += wc[18440] * x0;
-                        a0_9 += wc[20744] * x0;
-                        a0_10 += wc[23048] * x0;
-                        a0_11 += wc[25352] * x0;
-                        a0_12 += wc[27656] * x0;
-                        a0_13 += wc[29960] * x0;
-                        a0_14 += wc[32264] * x0;
-                        a0_15 += wc[34568] * x0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(1280 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[80] = a0_0; mb[81] = a0_1;
+                        mb[82] = a1_0; mb[83] = a1_1;
+                        mb[84] = a2_0; mb[85] = a2_1;
+                        mb[86] = a3_0; mb[87] = a3_1;
+                        mb[88] = a4_0; mb[89] = a4_1;
+                        mb[90] = a5_0; mb[91] = a5_1;
+                        mb[92] = a6_0; mb[93] = a6_1;
+                        mb[94] = a7_0; mb[95] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(1536 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[96] = a0_0; mb[97] = a0_1;
+                        mb[98] = a1_0; mb[99] = a1_1;
+                        mb[100] = a2_0; mb[101] = a2_1;
+                        mb[102] = a3_0; mb[103] = a3_1;
+                        mb[104] = a4_0; mb[105] = a4_1;
+                        mb[106] = a5_0; mb[107] = a5_1;
+                        mb[108] = a6_0; mb[109] = a6_1;
+                        mb[110] = a7_0; mb[111] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(1792 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[112] = a0_0; mb[113] = a0_1;
+                        mb[114] = a1_0; mb[115] = a1_1;
+                        mb[116] = a2_0; mb[117] = a2_1;
+                        mb[118] = a3_0; mb[119] = a3_1;
+                        mb[120] = a4_0; mb[121] = a4_1;
+                        mb[122] = a5_0; mb[123] = a5_1;
+                        mb[124] = a6_0; mb[125] = a6_1;
+                        mb[126] = a7_0; mb[127] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(2048 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(2048 + ci) * 2 + 0], v1 = vb[(2048 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[128] = a0_0; mb[129] = a0_1;
+                        mb[130] = a1_0; mb[131] = a1_1;
+                        mb[132] = a2_0; mb[133] = a2_1;
+                        mb[134] = a3_0; mb[135] = a3_1;
+                        mb[136] = a4_0; mb[137] = a4_1;
+                        mb[138] = a5_0; mb[139] = a5_1;
+                        mb[140] = a6_0; mb[141] = a6_1;
+                        mb[142] = a7_0; mb[143] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(2304 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(2304 + ci) * 2 + 0], v1 = vb[(2304 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[144] = a0_0; mb[145] = a0_1;
+                        mb[146] = a1_0; mb[147] = a1_1;
+                        mb[148] = a2_0; mb[149] = a2_1;
+                        mb[150] = a3_0; mb[151] = a3_1;
+                        mb[152] = a4_0; mb[153] = a4_1;
+                        mb[154] = a5_0; mb[155] = a5_1;
+                        mb[156] = a6_0; mb[157] = a6_1;
+                        mb[158] = a7_0; mb[159] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(2560 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(2560 + ci) * 2 + 0], v1 = vb[(2560 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[160] = a0_0; mb[161] = a0_1;
+                        mb[162] = a1_0; mb[163] = a1_1;
+                        mb[164] = a2_0; mb[165] = a2_1;
+                        mb[166] = a3_0; mb[167] = a3_1;
+                        mb[168] = a4_0; mb[169] = a4_1;
+                        mb[170] = a5_0; mb[171] = a5_1;
+                        mb[172] = a6_0; mb[173] = a6_1;
+                        mb[174] = a7_0; mb[175] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(2816 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(2816 + ci) * 2 + 0], v1 = vb[(2816 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[176] = a0_0; mb[177] = a0_1;
+                        mb[178] = a1_0; mb[179] = a1_1;
+                        mb[180] = a2_0; mb[181] = a2_1;
+                        mb[182] = a3_0; mb[183] = a3_1;
+                        mb[184] = a4_0; mb[185] = a4_1;
+                        mb[186] = a5_0; mb[187] = a5_1;
+                        mb[188] = a6_0; mb[189] = a6_1;
+                        mb[190] = a7_0; mb[191] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(3072 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(3072 + ci) * 2 + 0], v1 = vb[(3072 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[192] = a0_0; mb[193] = a0_1;
+                        mb[194] = a1_0; mb[195] = a1_1;
+                        mb[196] = a2_0; mb[197] = a2_1;
+                        mb[198] = a3_0; mb[199] = a3_1;
+                        mb[200] = a4_0; mb[201] = a4_1;
+                        mb[202] = a5_0; mb[203] = a5_1;
+                        mb[204] = a6_0; mb[205] = a6_1;
+                        mb[206] = a7_0; mb[207] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(3328 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(3328 + ci) * 2 + 0], v1 = vb[(3328 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[208] = a0_0; mb[209] = a0_1;
+                        mb[210] = a1_0; mb[211] = a1_1;
+                        mb[212] = a2_0; mb[213] = a2_1;
+                        mb[214] = a3_0; mb[215] = a3_1;
+                        mb[216] = a4_0; mb[217] = a4_1;
+                        mb[218] = a5_0; mb[219] = a5_1;
+                        mb[220] = a6_0; mb[221] = a6_1;
+                        mb[222] = a7_0; mb[223] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(3584 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(3584 + ci) * 2 + 0], v1 = vb[(3584 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[224] = a0_0; mb[225] = a0_1;
+                        mb[226] = a1_0; mb[227] = a1_1;
+                        mb[228] = a2_0; mb[229] = a2_1;
+                        mb[230] = a3_0; mb[231] = a3_1;
+                        mb[232] = a4_0; mb[233] = a4_1;
+                        mb[234] = a5_0; mb[235] = a5_1;
+                        mb[236] = a6_0; mb[237] = a6_1;
+                        mb[238] = a7_0; mb[239] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(3840 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(3840 + ci) * 2 + 0], v1 = vb[(3840 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[240] = a0_0; mb[241] = a0_1;
+                        mb[242] = a1_0; mb[243] = a1_1;
+                        mb[244] = a2_0; mb[245] = a2_1;
+                        mb[246] = a3_0; mb[247] = a3_1;
+                        mb[248] = a4_0; mb[249] = a4_1;
+                        mb[250] = a5_0; mb[251] = a5_1;
+                        mb[252] = a6_0; mb[253] = a6_1;
+                        mb[254] = a7_0; mb[255] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 448, y10);
+                            VSTORE(y + o + 480, y11);
+                        }
                     }
                 }
-                VSTORE(yb + ox*32, a0_0);
-                VSTORE(yb + ox*32 + 6272, a0_1);
-                VSTORE(yb + ox*32 + 12544, a0_2);
-                VSTORE(yb + ox*32 + 18816, a0_3);
-                VSTORE(yb + ox*32 + 25088, a0_4);
-                VSTORE(yb + ox*32 + 31360, a0_5);
-                VSTORE(yb + ox*32 + 37632, a0_6);
-                VSTORE(yb + ox*32 + 43904, a0_7);
-                VSTORE(yb + ox*32 + 50176, a0_8);
-                VSTORE(yb + ox*32 + 56448, a0_9);
-                VSTORE(yb + ox*32 + 62720, a0_10);
-                VSTORE(yb + ox*32 + 68992, a0_11);
-                VSTORE(yb + ox*32 + 75264, a0_12);
-                VSTORE(yb + ox*32 + 81536, a0_13);
-                VSTORE(yb + ox*32 + 87808, a0_14);
-                VSTORE(yb + ox*32 + 94080, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xg + ci*6272;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 384 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[2307] * x0;
-                        a0_2 += wc[4611] * x0;
-                        a0_3 += wc[6915] * x0;
-                        a0_4 += wc[9219] * x0;
-                        a0_5 += wc[11523] * x0;
-                        a0_6 += wc[13827] * x0;
-                        a0_7 += wc[16131] * x0;
-                        a0_8 += wc[18435] * x0;
-                        a0_9 += wc[20739] * x0;
-                        a0_10 += wc[23043] * x0;
-                        a0_11 += wc[25347] * x0;
-                        a0_12 += wc[27651] * x0;
-                        a0_13 += wc[29955] * x0;
-                        a0_14 += wc[32259] * x0;
-                        a0_15 += wc[34563] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 416 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[2308] * x0;
-                        a0_2 += wc[4612] * x0;
-                        a0_3 += wc[6916] * x0;
-                        a0_4 += wc[9220] * x0;
-                        a0_5 += wc[11524] * x0;
-                        a0_6 += wc[13828] * x0;
-                        a0_7 += wc[16132] * x0;
-                        a0_8 += wc[18436] * x0;
-                        a0_9 += wc[20740] * x0;
-                        a0_10 += wc[23044] * x0;
-                        a0_11 += wc[25348] * x0;
-                        a0_12 += wc[27652] * x0;
-                        a0_13 += wc[29956] * x0;
-                        a0_14 += wc[32260] * x0;
-                        a0_15 += wc[34564] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 832 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[2310] * x0;
-                        a0_2 += wc[4614] * x0;
-                        a0_3 += wc[6918] * x0;
-                        a0_4 += wc[9222] * x0;
-                        a0_5 += wc[11526] * x0;
-                        a0_6 += wc[13830] * x0;
-                        a0_7 += wc[16134] * x0;
-                        a0_8 += wc[18438] * x0;
-                        a0_9 += wc[20742] * x0;
-                        a0_10 += wc[23046] * x0;
-                        a0_11 += wc[25350] * x0;
-                        a0_12 += wc[27654] * x0;
-                        a0_13 += wc[29958] * x0;
-                        a0_14 += wc[32262] * x0;
-                        a0_15 += wc[34566] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 864 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[2311] * x0;
-                        a0_2 += wc[4615] * x0;
-                        a0_3 += wc[6919] * x0;
-                        a0_4 += wc[9223] * x0;
-                        a0_5 += wc[11527] * x0;
-                        a0_6 += wc[13831] * x0;
-                        a0_7 += wc[16135] * x0;
-                        a0_8 += wc[18439] * x0;
-                        a0_9 += wc[20743] * x0;
-                        a0_10 += wc[23047] * x0;
-                        a0_11 += wc[25351] * x0;
-                        a0_12 += wc[27655] * x0;
-                        a0_13 += wc[29959] * x0;
-                        a0_14 += wc[32263] * x0;
-                        a0_15 += wc[34567] * x0;
-                    }
-                }
-                VSTORE(yb + 416, a0_0);
-                VSTORE(yb + 6688, a0_1);
-                VSTORE(yb + 12960, a0_2);
-                VSTORE(yb + 19232, a0_3);
-                VSTORE(yb + 25504, a0_4);
-                VSTORE(yb + 31776, a0_5);
-                VSTORE(yb + 38048, a0_6);
-                VSTORE(yb + 44320, a0_7);
-                VSTORE(yb + 50592, a0_8);
-                VSTORE(yb + 56864, a0_9);
-                VSTORE(yb + 63136, a0_10);
-                VSTORE(yb + 69408, a0_11);
-                VSTORE(yb + 75680, a0_12);
-                VSTORE(yb + 81952, a0_13);
-                VSTORE(yb + 88224, a0_14);
-                VSTORE(yb + 94496, a0_15);
-            }
-            /* rows 1..12, cols 0..0: 6 of 9 taps */
-            for (int oy = 1; oy < 13; oy++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 256; ci++) {
-                        const float *restrict xc = xg + ci*6272;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 - 448 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[2305] * x0;
-                            a0_2 += wc[4609] * x0;
-                            a0_3 += wc[6913] * x0;
-                            a0_4 += wc[9217] * x0;
-                            a0_5 += wc[11521] * x0;
-                            a0_6 += wc[13825] * x0;
-                            a0_7 += wc[16129] * x0;
-                            a0_8 += wc[18433] * x0;
-                            a0_9 += wc[20737] * x0;
-                            a0_10 += wc[23041] * x0;
-                            a0_11 += wc[25345] * x0;
-                            a0_12 += wc[27649] * x0;
-                            a0_13 += wc[29953] * x0;
-                            a0_14 += wc[32257] * x0;
-                            a0_15 += wc[34561] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 - 416 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[2306] * x0;
-                            a0_2 += wc[4610] * x0;
-                            a0_3 += wc[6914] * x0;
-                            a0_4 += wc[9218] * x0;
-                            a0_5 += wc[11522] * x0;
-                            a0_6 += wc[13826] * x0;
-                            a0_7 += wc[16130] * x0;
-                            a0_8 += wc[18434] * x0;
-                            a0_9 += wc[20738] * x0;
-                            a0_10 += wc[23042] * x0;
-                            a0_11 += wc[25346] * x0;
-                            a0_12 += wc[27650] * x0;
-                            a0_13 += wc[29954] * x0;
-                            a0_14 += wc[32258] * x0;
-                            a0_15 += wc[34562] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[2308] * x0;
-                            a0_2 += wc[4612] * x0;
-                            a0_3 += wc[6916] * x0;
-                            a0_4 += wc[9220] * x0;
-                            a0_5 += wc[11524] * x0;
-                            a0_6 += wc[13828] * x0;
-                            a0_7 += wc[16132] * x0;
-                            a0_8 += wc[18436] * x0;
-                            a0_9 += wc[20740] * x0;
-                            a0_10 += wc[23044] * x0;
-                            a0_11 += wc[25348] * x0;
-                            a0_12 += wc[27652] * x0;
-                            a0_13 += wc[29956] * x0;
-                            a0_14 += wc[32260] * x0;
-                            a0_15 += wc[34564] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + 32 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[2309] * x0;
-                            a0_2 += wc[4613] * x0;
-                            a0_3 += wc[6917] * x0;
-                            a0_4 += wc[9221] * x0;
-                            a0_5 += wc[11525] * x0;
-                            a0_6 += wc[13829] * x0;
-                            a0_7 += wc[16133] * x0;
-                            a0_8 += wc[18437] * x0;
-                            a0_9 += wc[20741] * x0;
-                            a0_10 += wc[23045] * x0;
-                            a0_11 += wc[25349] * x0;
-                            a0_12 += wc[27653] * x0;
-                            a0_13 += wc[29957] * x0;
-                            a0_14 += wc[32261] * x0;
-                            a0_15 += wc[34565] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + 448 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[2311] * x0;
-                            a0_2 += wc[4615] * x0;
-                            a0_3 += wc[6919] * x0;
-                            a0_4 += wc[9223] * x0;
-                            a0_5 += wc[11527] * x0;
-                            a0_6 += wc[13831] * x0;
-                            a0_7 += wc[16135] * x0;
-                            a0_8 += wc[18439] * x0;
-                            a0_9 += wc[20743] * x0;
-                            a0_10 += wc[23047] * x0;
-                            a0_11 += wc[25351] * x0;
-                            a0_12 += wc[27655] * x0;
-                            a0_13 += wc[29959] * x0;
-                            a0_14 += wc[32263] * x0;
-                            a0_15 += wc[34567] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + 480 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[2312] * x0;
-                            a0_2 += wc[4616] * x0;
-                            a0_3 += wc[6920] * x0;
-                            a0_4 += wc[9224] * x0;
-                            a0_5 += wc[11528] * x0;
-                            a0_6 += wc[13832] * x0;
-                            a0_7 += wc[16136] * x0;
-                            a0_8 += wc[18440] * x0;
-                            a0_9 += wc[20744] * x0;
-                            a0_10 += wc[23048] * x0;
-                            a0_11 += wc[25352] * x0;
-                            a0_12 += wc[27656] * x0;
-                            a0_13 += wc[29960] * x0;
-                            a0_14 += wc[32264] * x0;
-                            a0_15 += wc[34568] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*448, a0_0);
-                    VSTORE(yb + oy*448 + 6272, a0_1);
-                    VSTORE(yb + oy*448 + 12544, a0_2);
-                    VSTORE(yb + oy*448 + 18816, a0_3);
-                    VSTORE(yb + oy*448 + 25088, a0_4);
-                    VSTORE(yb + oy*448 + 31360, a0_5);
-                    VSTORE(yb + oy*448 + 37632, a0_6);
-                    VSTORE(yb + oy*448 + 43904, a0_7);
-                    VSTORE(yb + oy*448 + 50176, a0_8);
-                    VSTORE(yb + oy*448 + 56448, a0_9);
-                    VSTORE(yb + oy*448 + 62720, a0_10);
-                    VSTORE(yb + oy*448 + 68992, a0_11);
-                    VSTORE(yb + oy*448 + 75264, a0_12);
-                    VSTORE(yb + oy*448 + 81536, a0_13);
-                    VSTORE(yb + oy*448 + 87808, a0_14);
-                    VSTORE(yb + oy*448 + 94080, a0_15);
-                }
-            }
-            /* rows 1..12, cols 1..12: every tap */
-            for (int oy = 1; oy < 13; oy++) {
-                for (int ox = 1; ox < 13; ox++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 256; ci++) {
-                        const float *restrict xc = xg + ci*6272;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 - 480 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[2304] * x0;
-                            a0_2 += wc[4608] * x0;
-                            a0_3 += wc[6912] * x0;
-                            a0_4 += wc[9216] * x0;
-                            a0_5 += wc[11520] * x0;
-                            a0_6 += wc[13824] * x0;
-                            a0_7 += wc[16128] * x0;
-                            a0_8 += wc[18432] * x0;
-                            a0_9 += wc[20736] * x0;
-                            a0_10 += wc[23040] * x0;
-                            a0_11 += wc[25344] * x0;
-                            a0_12 += wc[27648] * x0;
-                            a0_13 += wc[29952] * x0;
-                            a0_14 += wc[32256] * x0;
-                            a0_15 += wc[34560] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 - 448 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[2305] * x0;
-                            a0_2 += wc[4609] * x0;
-                            a0_3 += wc[6913] * x0;
-                            a0_4 += wc[9217] * x0;
-                            a0_5 += wc[11521] * x0;
-                            a0_6 += wc[13825] * x0;
-                            a0_7 += wc[16129] * x0;
-                            a0_8 += wc[18433] * x0;
-                            a0_9 += wc[20737] * x0;
-                            a0_10 += wc[23041] * x0;
-                            a0_11 += wc[25345] * x0;
-                            a0_12 += wc[27649] * x0;
-                            a0_13 += wc[29953] * x0;
-                            a0_14 += wc[32257] * x0;
-                            a0_15 += wc[34561] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 - 416 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[2306] * x0;
-                            a0_2 += wc[4610] * x0;
-                            a0_3 += wc[6914] * x0;
-                            a0_4 += wc[9218] * x0;
-                            a0_5 += wc[11522] * x0;
-                            a0_6 += wc[13826] * x0;
-                            a0_7 += wc[16130] * x0;
-                            a0_8 += wc[18434] * x0;
-                            a0_9 += wc[20738] * x0;
-                            a0_10 += wc[23042] * x0;
-                            a0_11 += wc[25346] * x0;
-                            a0_12 += wc[27650] * x0;
-                            a0_13 += wc[29954] * x0;
-                            a0_14 += wc[32258] * x0;
-                            a0_15 += wc[34562] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 - 32 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[2307] * x0;
-                            a0_2 += wc[4611] * x0;
-                            a0_3 += wc[6915] * x0;
-                            a0_4 += wc[9219] * x0;
-                            a0_5 += wc[11523] * x0;
-                            a0_6 += wc[13827] * x0;
-                            a0_7 += wc[16131] * x0;
-                            a0_8 += wc[18435] * x0;
-                            a0_9 += wc[20739] * x0;
-                            a0_10 += wc[23043] * x0;
-                            a0_11 += wc[25347] * x0;
-                            a0_12 += wc[27651] * x0;
-                            a0_13 += wc[29955] * x0;
-                            a0_14 += wc[32259] * x0;
-                            a0_15 += wc[34563] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[2308] * x0;
-                            a0_2 += wc[4612] * x0;
-                            a0_3 += wc[6916] * x0;
-                            a0_4 += wc[9220] * x0;
-                            a0_5 += wc[11524] * x0;
-                            a0_6 += wc[13828] * x0;
-                            a0_7 += wc[16132] * x0;
-                            a0_8 += wc[18436] * x0;
-                            a0_9 += wc[20740] * x0;
-                            a0_10 += wc[23044] * x0;
-                            a0_11 += wc[25348] * x0;
-                            a0_12 += wc[27652] * x0;
-                            a0_13 += wc[29956] * x0;
-                            a0_14 += wc[32260] * x0;
-                            a0_15 += wc[34564] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 + 32 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[2309] * x0;
-                            a0_2 += wc[4613] * x0;
-                            a0_3 += wc[6917] * x0;
-                            a0_4 += wc[9221] * x0;
-                            a0_5 += wc[11525] * x0;
-                            a0_6 += wc[13829] * x0;
-                            a0_7 += wc[16133] * x0;
-                            a0_8 += wc[18437] * x0;
-                            a0_9 += wc[20741] * x0;
-                            a0_10 += wc[23045] * x0;
-                            a0_11 += wc[25349] * x0;
-                            a0_12 += wc[27653] * x0;
-                            a0_13 += wc[29957] * x0;
-                            a0_14 += wc[32261] * x0;
-                            a0_15 += wc[34565] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 + 416 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[2310] * x0;
-                            a0_2 += wc[4614] * x0;
-                            a0_3 += wc[6918] * x0;
-                            a0_4 += wc[9222] * x0;
-                            a0_5 += wc[11526] * x0;
-                            a0_6 += wc[13830] * x0;
-                            a0_7 += wc[16134] * x0;
-                            a0_8 += wc[18438] * x0;
-                            a0_9 += wc[20742] * x0;
-                            a0_10 += wc[23046] * x0;
-                            a0_11 += wc[25350] * x0;
-                            a0_12 += wc[27654] * x0;
-                            a0_13 += wc[29958] * x0;
-                            a0_14 += wc[32262] * x0;
-                            a0_15 += wc[34566] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 + 448 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[2311] * x0;
-                            a0_2 += wc[4615] * x0;
-                            a0_3 += wc[6919] * x0;
-                            a0_4 += wc[9223] * x0;
-                            a0_5 += wc[11527] * x0;
-                            a0_6 += wc[13831] * x0;
-                            a0_7 += wc[16135] * x0;
-                            a0_8 += wc[18439] * x0;
-                            a0_9 += wc[20743] * x0;
-                            a0_10 += wc[23047] * x0;
-                            a0_11 += wc[25351] * x0;
-                            a0_12 += wc[27655] * x0;
-                            a0_13 += wc[29959] * x0;
-                            a0_14 += wc[32263] * x0;
-                            a0_15 += wc[34567] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 + 480 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[2312] * x0;
-                            a0_2 += wc[4616] * x0;
-                            a0_3 += wc[6920] * x0;
-                            a0_4 += wc[9224] * x0;
-                            a0_5 += wc[11528] * x0;
-                            a0_6 += wc[13832] * x0;
-                            a0_7 += wc[16136] * x0;
-                            a0_8 += wc[18440] * x0;
-                            a0_9 += wc[20744] * x0;
-                            a0_10 += wc[23048] * x0;
-                            a0_11 += wc[25352] * x0;
-                            a0_12 += wc[27656] * x0;
-                            a0_13 += wc[29960] * x0;
-                            a0_14 += wc[32264] * x0;
-                            a0_15 += wc[34568] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*448 + ox*32, a0_0);
-                    VSTORE(yb + oy*448 + ox*32 + 6272, a0_1);
-                    VSTORE(yb + oy*448 + ox*32 + 12544, a0_2);
-                    VSTORE(yb + oy*448 + ox*32 + 18816, a0_3);
-                    VSTORE(yb + oy*448 + ox*32 + 25088, a0_4);
-                    VSTORE(yb + oy*448 + ox*32 + 31360, a0_5);
-                    VSTORE(yb + oy*448 + ox*32 + 37632, a0_6);
-                    VSTORE(yb + oy*448 + ox*32 + 43904, a0_7);
-                    VSTORE(yb + oy*448 + ox*32 + 50176, a0_8);
-                    VSTORE(yb + oy*448 + ox*32 + 56448, a0_9);
-                    VSTORE(yb + oy*448 + ox*32 + 62720, a0_10);
-                    VSTORE(yb + oy*448 + ox*32 + 68992, a0_11);
-                    VSTORE(yb + oy*448 + ox*32 + 75264, a0_12);
-                    VSTORE(yb + oy*448 + ox*32 + 81536, a0_13);
-                    VSTORE(yb + oy*448 + ox*32 + 87808, a0_14);
-                    VSTORE(yb + oy*448 + ox*32 + 94080, a0_15);
-                }
-            }
-            /* rows 1..12, cols 13..13: 6 of 9 taps */
-            for (int oy = 1; oy < 13; oy++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 256; ci++) {
-                        const float *restrict xc = xg + ci*6272;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 - 64 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[2304] * x0;
-                            a0_2 += wc[4608] * x0;
-                            a0_3 += wc[6912] * x0;
-                            a0_4 += wc[9216] * x0;
-                            a0_5 += wc[11520] * x0;
-                            a0_6 += wc[13824] * x0;
-                            a0_7 += wc[16128] * x0;
-                            a0_8 += wc[18432] * x0;
-                            a0_9 += wc[20736] * x0;
-                            a0_10 += wc[23040] * x0;
-                            a0_11 += wc[25344] * x0;
-                            a0_12 += wc[27648] * x0;
-                            a0_13 += wc[29952] * x0;
-                            a0_14 += wc[32256] * x0;
-                            a0_15 += wc[34560] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 - 32 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[2305] * x0;
-                            a0_2 += wc[4609] * x0;
-                            a0_3 += wc[6913] * x0;
-                            a0_4 += wc[9217] * x0;
-                            a0_5 += wc[11521] * x0;
-                            a0_6 += wc[13825] * x0;
-                            a0_7 += wc[16129] * x0;
-                            a0_8 += wc[18433] * x0;
-                            a0_9 += wc[20737] * x0;
-                            a0_10 += wc[23041] * x0;
-                            a0_11 += wc[25345] * x0;
-                            a0_12 += wc[27649] * x0;
-                            a0_13 += wc[29953] * x0;
-                            a0_14 += wc[32257] * x0;
-                            a0_15 += wc[34561] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + 384 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[2307] * x0;
-                            a0_2 += wc[4611] * x0;
-                            a0_3 += wc[6915] * x0;
-                            a0_4 += wc[9219] * x0;
-                            a0_5 += wc[11523] * x0;
-                            a0_6 += wc[13827] * x0;
-                            a0_7 += wc[16131] * x0;
-                            a0_8 += wc[18435] * x0;
-                            a0_9 += wc[20739] * x0;
-                            a0_10 += wc[23043] * x0;
-                            a0_11 += wc[25347] * x0;
-                            a0_12 += wc[27651] * x0;
-                            a0_13 += wc[29955] * x0;
-                            a0_14 += wc[32259] * x0;
-                            a0_15 += wc[34563] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + 416 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[2308] * x0;
-                            a0_2 += wc[4612] * x0;
-                            a0_3 += wc[6916] * x0;
-                            a0_4 += wc[9220] * x0;
-                            a0_5 += wc[11524] * x0;
-                            a0_6 += wc[13828] * x0;
-                            a0_7 += wc[16132] * x0;
-                            a0_8 += wc[18436] * x0;
-                            a0_9 += wc[20740] * x0;
-                            a0_10 += wc[23044] * x0;
-                            a0_11 += wc[25348] * x0;
-                            a0_12 += wc[27652] * x0;
-                            a0_13 += wc[29956] * x0;
-                            a0_14 += wc[32260] * x0;
-                            a0_15 += wc[34564] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + 832 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[2310] * x0;
-                            a0_2 += wc[4614] * x0;
-                            a0_3 += wc[6918] * x0;
-                            a0_4 += wc[9222] * x0;
-                            a0_5 += wc[11526] * x0;
-                            a0_6 += wc[13830] * x0;
-                            a0_7 += wc[16134] * x0;
-                            a0_8 += wc[18438] * x0;
-                            a0_9 += wc[20742] * x0;
-                            a0_10 += wc[23046] * x0;
-                            a0_11 += wc[25350] * x0;
-                            a0_12 += wc[27654] * x0;
-                            a0_13 += wc[29958] * x0;
-                            a0_14 += wc[32262] * x0;
-                            a0_15 += wc[34566] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*448 + 864 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[2311] * x0;
-                            a0_2 += wc[4615] * x0;
-                            a0_3 += wc[6919] * x0;
-                            a0_4 += wc[9223] * x0;
-                            a0_5 += wc[11527] * x0;
-                            a0_6 += wc[13831] * x0;
-                            a0_7 += wc[16135] * x0;
-                            a0_8 += wc[18439] * x0;
-                            a0_9 += wc[20743] * x0;
-                            a0_10 += wc[23047] * x0;
-                            a0_11 += wc[25351] * x0;
-                            a0_12 += wc[27655] * x0;
-                            a0_13 += wc[29959] * x0;
-                            a0_14 += wc[32263] * x0;
-                            a0_15 += wc[34567] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*448 + 416, a0_0);
-                    VSTORE(yb + oy*448 + 6688, a0_1);
-                    VSTORE(yb + oy*448 + 12960, a0_2);
-                    VSTORE(yb + oy*448 + 19232, a0_3);
-                    VSTORE(yb + oy*448 + 25504, a0_4);
-                    VSTORE(yb + oy*448 + 31776, a0_5);
-                    VSTORE(yb + oy*448 + 38048, a0_6);
-                    VSTORE(yb + oy*448 + 44320, a0_7);
-                    VSTORE(yb + oy*448 + 50592, a0_8);
-                    VSTORE(yb + oy*448 + 56864, a0_9);
-                    VSTORE(yb + oy*448 + 63136, a0_10);
-                    VSTORE(yb + oy*448 + 69408, a0_11);
-                    VSTORE(yb + oy*448 + 75680, a0_12);
-                    VSTORE(yb + oy*448 + 81952, a0_13);
-                    VSTORE(yb + oy*448 + 88224, a0_14);
-                    VSTORE(yb + oy*448 + 94496, a0_15);
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xg + ci*6272;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 5376 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[2305] * x0;
-                        a0_2 += wc[4609] * x0;
-                        a0_3 += wc[6913] * x0;
-                        a0_4 += wc[9217] * x0;
-                        a0_5 += wc[11521] * x0;
-                        a0_6 += wc[13825] * x0;
-                        a0_7 += wc[16129] * x0;
-                        a0_8 += wc[18433] * x0;
-                        a0_9 += wc[20737] * x0;
-                        a0_10 += wc[23041] * x0;
-                        a0_11 += wc[25345] * x0;
-                        a0_12 += wc[27649] * x0;
-                        a0_13 += wc[29953] * x0;
-                        a0_14 += wc[32257] * x0;
-                        a0_15 += wc[34561] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 5408 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[2306] * x0;
-                        a0_2 += wc[4610] * x0;
-                        a0_3 += wc[6914] * x0;
-                        a0_4 += wc[9218] * x0;
-                        a0_5 += wc[11522] * x0;
-                        a0_6 += wc[13826] * x0;
-                        a0_7 += wc[16130] * x0;
-                        a0_8 += wc[18434] * x0;
-                        a0_9 += wc[20738] * x0;
-                        a0_10 += wc[23042] * x0;
-                        a0_11 += wc[25346] * x0;
-                        a0_12 += wc[27650] * x0;
-                        a0_13 += wc[29954] * x0;
-                        a0_14 += wc[32258] * x0;
-                        a0_15 += wc[34562] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 5824 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[2308] * x0;
-                        a0_2 += wc[4612] * x0;
-                        a0_3 += wc[6916] * x0;
-                        a0_4 += wc[9220] * x0;
-                        a0_5 += wc[11524] * x0;
-                        a0_6 += wc[13828] * x0;
-                        a0_7 += wc[16132] * x0;
-                        a0_8 += wc[18436] * x0;
-                        a0_9 += wc[20740] * x0;
-                        a0_10 += wc[23044] * x0;
-                        a0_11 += wc[25348] * x0;
-                        a0_12 += wc[27652] * x0;
-                        a0_13 += wc[29956] * x0;
-                        a0_14 += wc[32260] * x0;
-                        a0_15 += wc[34564] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 5856 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[2309] * x0;
-                        a0_2 += wc[4613] * x0;
-                        a0_3 += wc[6917] * x0;
-                        a0_4 += wc[9221] * x0;
-                        a0_5 += wc[11525] * x0;
-                        a0_6 += wc[13829] * x0;
-                        a0_7 += wc[16133] * x0;
-                        a0_8 += wc[18437] * x0;
-                        a0_9 += wc[20741] * x0;
-                        a0_10 += wc[23045] * x0;
-                        a0_11 += wc[25349] * x0;
-                        a0_12 += wc[27653] * x0;
-                        a0_13 += wc[29957] * x0;
-                        a0_14 += wc[32261] * x0;
-                        a0_15 += wc[34565] * x0;
-                    }
-                }
-                VSTORE(yb + 5824, a0_0);
-                VSTORE(yb + 12096, a0_1);
-                VSTORE(yb + 18368, a0_2);
-                VSTORE(yb + 24640, a0_3);
-                VSTORE(yb + 30912, a0_4);
-                VSTORE(yb + 37184, a0_5);
-                VSTORE(yb + 43456, a0_6);
-                VSTORE(yb + 49728, a0_7);
-                VSTORE(yb + 56000, a0_8);
-                VSTORE(yb + 62272, a0_9);
-                VSTORE(yb + 68544, a0_10);
-                VSTORE(yb + 74816, a0_11);
-                VSTORE(yb + 81088, a0_12);
-                VSTORE(yb + 87360, a0_13);
-                VSTORE(yb + 93632, a0_14);
-                VSTORE(yb + 99904, a0_15);
-            }
-            /* rows 13..13, cols 1..12: 6 of 9 taps */
-            for (int ox = 1; ox < 13; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xg + ci*6272;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 5344 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[2304] * x0;
-                        a0_2 += wc[4608] * x0;
-                        a0_3 += wc[6912] * x0;
-                        a0_4 += wc[9216] * x0;
-                        a0_5 += wc[11520] * x0;
-                        a0_6 += wc[13824] * x0;
-                        a0_7 += wc[16128] * x0;
-                        a0_8 += wc[18432] * x0;
-                        a0_9 += wc[20736] * x0;
-                        a0_10 += wc[23040] * x0;
-                        a0_11 += wc[25344] * x0;
-                        a0_12 += wc[27648] * x0;
-                        a0_13 += wc[29952] * x0;
-                        a0_14 += wc[32256] * x0;
-                        a0_15 += wc[34560] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 5376 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[2305] * x0;
-                        a0_2 += wc[4609] * x0;
-                        a0_3 += wc[6913] * x0;
-                        a0_4 += wc[9217] * x0;
-                        a0_5 += wc[11521] * x0;
-                        a0_6 += wc[13825] * x0;
-                        a0_7 += wc[16129] * x0;
-                        a0_8 += wc[18433] * x0;
-                        a0_9 += wc[20737] * x0;
-                        a0_10 += wc[23041] * x0;
-                        a0_11 += wc[25345] * x0;
-                        a0_12 += wc[27649] * x0;
-                        a0_13 += wc[29953] * x0;
-                        a0_14 += wc[32257] * x0;
-                        a0_15 += wc[34561] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 5408 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[2306] * x0;
-                        a0_2 += wc[4610] * x0;
-                        a0_3 += wc[6914] * x0;
-                        a0_4 += wc[9218] * x0;
-                        a0_5 += wc[11522] * x0;
-                        a0_6 += wc[13826] * x0;
-                        a0_7 += wc[16130] * x0;
-                        a0_8 += wc[18434] * x0;
-                        a0_9 += wc[20738] * x0;
-                        a0_10 += wc[23042] * x0;
-                        a0_11 += wc[25346] * x0;
-                        a0_12 += wc[27650] * x0;
-                        a0_13 += wc[29954] * x0;
-                        a0_14 += wc[32258] * x0;
-                        a0_15 += wc[34562] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 5792 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[2307] * x0;
-                        a0_2 += wc[4611] * x0;
-                        a0_3 += wc[6915] * x0;
-                        a0_4 += wc[9219] * x0;
-                        a0_5 += wc[11523] * x0;
-                        a0_6 += wc[13827] * x0;
-                        a0_7 += wc[16131] * x0;
-                        a0_8 += wc[18435] * x0;
-                        a0_9 += wc[20739] * x0;
-                        a0_10 += wc[23043] * x0;
-                        a0_11 += wc[25347] * x0;
-                        a0_12 += wc[27651] * x0;
-                        a0_13 += wc[29955] * x0;
-                        a0_14 += wc[32259] * x0;
-                        a0_15 += wc[34563] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 5824 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[2308] * x0;
-                        a0_2 += wc[4612] * x0;
-                        a0_3 += wc[6916] * x0;
-                        a0_4 += wc[9220] * x0;
-                        a0_5 += wc[11524] * x0;
-                        a0_6 += wc[13828] * x0;
-                        a0_7 += wc[16132] * x0;
-                        a0_8 += wc[18436] * x0;
-                        a0_9 += wc[20740] * x0;
-                        a0_10 += wc[23044] * x0;
-                        a0_11 += wc[25348] * x0;
-                        a0_12 += wc[27652] * x0;
-                        a0_13 += wc[29956] * x0;
-                        a0_14 += wc[32260] * x0;
-                        a0_15 += wc[34564] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 5856 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[2309] * x0;
-                        a0_2 += wc[4613] * x0;
-                        a0_3 += wc[6917] * x0;
-                        a0_4 += wc[9221] * x0;
-                        a0_5 += wc[11525] * x0;
-                        a0_6 += wc[13829] * x0;
-                        a0_7 += wc[16133] * x0;
-                        a0_8 += wc[18437] * x0;
-                        a0_9 += wc[20741] * x0;
-                        a0_10 += wc[23045] * x0;
-                        a0_11 += wc[25349] * x0;
-                        a0_12 += wc[27653] * x0;
-                        a0_13 += wc[29957] * x0;
-                        a0_14 += wc[32261] * x0;
-                        a0_15 += wc[34565] * x0;
-                    }
-                }
-                VSTORE(yb + ox*32 + 5824, a0_0);
-                VSTORE(yb + ox*32 + 12096, a0_1);
-                VSTORE(yb + ox*32 + 18368, a0_2);
-                VSTORE(yb + ox*32 + 24640, a0_3);
-                VSTORE(yb + ox*32 + 30912, a0_4);
-                VSTORE(yb + ox*32 + 37184, a0_5);
-                VSTORE(yb + ox*32 + 43456, a0_6);
-                VSTORE(yb + ox*32 + 49728, a0_7);
-                VSTORE(yb + ox*32 + 56000, a0_8);
-                VSTORE(yb + ox*32 + 62272, a0_9);
-                VSTORE(yb + ox*32 + 68544, a0_10);
-                VSTORE(yb + ox*32 + 74816, a0_11);
-                VSTORE(yb + ox*32 + 81088, a0_12);
-                VSTORE(yb + ox*32 + 87360, a0_13);
-                VSTORE(yb + ox*32 + 93632, a0_14);
-                VSTORE(yb + ox*32 + 99904, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xg + ci*6272;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 5760 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[2304] * x0;
-                        a0_2 += wc[4608] * x0;
-                        a0_3 += wc[6912] * x0;
-                        a0_4 += wc[9216] * x0;
-                        a0_5 += wc[11520] * x0;
-                        a0_6 += wc[13824] * x0;
-                        a0_7 += wc[16128] * x0;
-                        a0_8 += wc[18432] * x0;
-                        a0_9 += wc[20736] * x0;
-                        a0_10 += wc[23040] * x0;
-                        a0_11 += wc[25344] * x0;
-                        a0_12 += wc[27648] * x0;
-                        a0_13 += wc[29952] * x0;
-                        a0_14 += wc[32256] * x0;
-                        a0_15 += wc[34560] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 5792 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[2305] * x0;
-                        a0_2 += wc[4609] * x0;
-                        a0_3 += wc[6913] * x0;
-                        a0_4 += wc[9217] * x0;
-                        a0_5 += wc[11521] * x0;
-                        a0_6 += wc[13825] * x0;
-                        a0_7 += wc[16129] * x0;
-                        a0_8 += wc[18433] * x0;
-                        a0_9 += wc[20737] * x0;
-                        a0_10 += wc[23041] * x0;
-                        a0_11 += wc[25345] * x0;
-                        a0_12 += wc[27649] * x0;
-                        a0_13 += wc[29953] * x0;
-                        a0_14 += wc[32257] * x0;
-                        a0_15 += wc[34561] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 6208 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[2307] * x0;
-                        a0_2 += wc[4611] * x0;
-                        a0_3 += wc[6915] * x0;
-                        a0_4 += wc[9219] * x0;
-                        a0_5 += wc[11523] * x0;
-                        a0_6 += wc[13827] * x0;
-                        a0_7 += wc[16131] * x0;
-                        a0_8 += wc[18435] * x0;
-                        a0_9 += wc[20739] * x0;
-                        a0_10 += wc[23043] * x0;
-                        a0_11 += wc[25347] * x0;
-                        a0_12 += wc[27651] * x0;
-                        a0_13 += wc[29955] * x0;
-                        a0_14 += wc[32259] * x0;
-                        a0_15 += wc[34563] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 6240 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[2308] * x0;
-                        a0_2 += wc[4612] * x0;
-                        a0_3 += wc[6916] * x0;
-                        a0_4 += wc[9220] * x0;
-                        a0_5 += wc[11524] * x0;
-                        a0_6 += wc[13828] * x0;
-                        a0_7 += wc[16132] * x0;
-                        a0_8 += wc[18436] * x0;
-                        a0_9 += wc[20740] * x0;
-                        a0_10 += wc[23044] * x0;
-                        a0_11 += wc[25348] * x0;
-                        a0_12 += wc[27652] * x0;
-                        a0_13 += wc[29956] * x0;
-                        a0_14 += wc[32260] * x0;
-                        a0_15 += wc[34564] * x0;
-                    }
-                }
-                VSTORE(yb + 6240, a0_0);
-                VSTORE(yb + 12512, a0_1);
-                VSTORE(yb + 18784, a0_2);
-                VSTORE(yb + 25056, a0_3);
-                VSTORE(yb + 31328, a0_4);
-                VSTORE(yb + 37600, a0_5);
-                VSTORE(yb + 43872, a0_6);
-                VSTORE(yb + 50144, a0_7);
-                VSTORE(yb + 56416, a0_8);
-                VSTORE(yb + 62688, a0_9);
-                VSTORE(yb + 68960, a0_10);
-                VSTORE(yb + 75232, a0_11);
-                VSTORE(yb + 81504, a0_12);
-                VSTORE(yb + 87776, a0_13);
-                VSTORE(yb + 94048, a0_14);
-                VSTORE(yb + 100320, a0_15);
             }
         }
     }
@@ -15072,1300 +9932,565 @@ static void l37_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l37_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][256][256]: G g G^T per channel pair */
+    float *restrict xp = S + 1048576; /* [256][16][16][lanes]: zero-padded input */
+    for (int co = 0; co < 256; co++) {
+        for (int ci = 0; ci < 256; ci++) {
+            const float g0 = P[ci * 2304 + co * 9 + 8], g1 = P[ci * 2304 + co * 9 + 7], g2 = P[ci * 2304 + co * 9 + 6], g3 = P[ci * 2304 + co * 9 + 5], g4 = P[ci * 2304 + co * 9 + 4], g5 = P[ci * 2304 + co * 9 + 3], g6 = P[ci * 2304 + co * 9 + 2], g7 = P[ci * 2304 + co * 9 + 1], g8 = P[ci * 2304 + co * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 256 + co;
+            u[0] = t00; u[65536] = 0.5f * (t00 + t01 + t02); u[131072] = 0.5f * (t00 - t01 + t02); u[196608] = t02;
+            u[262144] = t10; u[327680] = 0.5f * (t10 + t11 + t12); u[393216] = 0.5f * (t10 - t11 + t12); u[458752] = t12;
+            u[524288] = t20; u[589824] = 0.5f * (t20 + t21 + t22); u[655360] = 0.5f * (t20 - t21 + t22); u[720896] = t22;
+            u[786432] = t30; u[851968] = 0.5f * (t30 + t31 + t32); u[917504] = 0.5f * (t30 - t31 + t32); u[983040] = t32;
+        }
+    }
+    /* dy -> zero-padded planes 16x16 (lanes) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < 256; pl++) {
+        const float *restrict s = dy + (size_t)pl * 6272;
+        float *restrict d = xp + (size_t)pl * 8192;
+        memset(d, 0, sizeof(float) * 512);
+        for (int r = 0; r < 14; r++) {
+            float *restrict dr = d + (size_t)(r + 1) * 512;
+            memset(dr, 0, sizeof(float) * 32);
+            memcpy(dr + 32, s + (size_t)r * 448, sizeof(float) * 448);
+            memset(dr + 480, 0, sizeof(float) * 32);
+        }
+        memset(d + 7680, 0, sizeof(float) * 512);
+    }
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 16; cib++) {
-            float *restrict dxb = dx + cib*100352 + v0 * 16;
-            const float *restrict xb = x + cib*100352 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*2304;
+    for (int v0 = 0; v0 < 2; v0 += 2) {
+        for (int ty = 0; ty < 7; ty++) {
+            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 7; tx++) {
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xc = xp + ((size_t)(ci * 16 + 2 * ty) * 16 + 2 * tx) * 32 + v0 * 16;
                     {
-                        const cg_v d0 = VLOAD(dyc + 480 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
+                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 512), d11 = VLOAD(xc + 544), d12 = VLOAD(xc + 576), d13 = VLOAD(xc + 608), d20 = VLOAD(xc + 1024), d21 = VLOAD(xc + 1056), d22 = VLOAD(xc + 1088), d23 = VLOAD(xc + 1120), d30 = VLOAD(xc + 1536), d31 = VLOAD(xc + 1568), d32 = VLOAD(xc + 1600), d33 = VLOAD(xc + 1632);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                        vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                        vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                        vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + 448 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 528), d11 = VLOAD(xc + 560), d12 = VLOAD(xc + 592), d13 = VLOAD(xc + 624), d20 = VLOAD(xc + 1040), d21 = VLOAD(xc + 1072), d22 = VLOAD(xc + 1104), d23 = VLOAD(xc + 1136), d30 = VLOAD(xc + 1552), d31 = VLOAD(xc + 1584), d32 = VLOAD(xc + 1616), d33 = VLOAD(xc + 1648);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                        vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                        vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                        vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
-                VSTORE(dxb + 6272, vdrelu(VLOAD(xb + 6272), a0_1));
-                VSTORE(dxb + 12544, vdrelu(VLOAD(xb + 12544), a0_2));
-                VSTORE(dxb + 18816, vdrelu(VLOAD(xb + 18816), a0_3));
-                VSTORE(dxb + 25088, vdrelu(VLOAD(xb + 25088), a0_4));
-                VSTORE(dxb + 31360, vdrelu(VLOAD(xb + 31360), a0_5));
-                VSTORE(dxb + 37632, vdrelu(VLOAD(xb + 37632), a0_6));
-                VSTORE(dxb + 43904, vdrelu(VLOAD(xb + 43904), a0_7));
-                VSTORE(dxb + 50176, vdrelu(VLOAD(xb + 50176), a0_8));
-                VSTORE(dxb + 56448, vdrelu(VLOAD(xb + 56448), a0_9));
-                VSTORE(dxb + 62720, vdrelu(VLOAD(xb + 62720), a0_10));
-                VSTORE(dxb + 68992, vdrelu(VLOAD(xb + 68992), a0_11));
-                VSTORE(dxb + 75264, vdrelu(VLOAD(xb + 75264), a0_12));
-                VSTORE(dxb + 81536, vdrelu(VLOAD(xb + 81536), a0_13));
-                VSTORE(dxb + 87808, vdrelu(VLOAD(xb + 87808), a0_14));
-                VSTORE(dxb + 94080, vdrelu(VLOAD(xb + 94080), a0_15));
-            }
-            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..12): 6 taps */
-            for (int tx = 1; tx < 13; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*2304;
+                for (int cb = 0; cb < 32; cb++) {
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 480 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(0 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[0] = a0_0; mb[1] = a0_1;
+                        mb[2] = a1_0; mb[3] = a1_1;
+                        mb[4] = a2_0; mb[5] = a2_1;
+                        mb[6] = a3_0; mb[7] = a3_1;
+                        mb[8] = a4_0; mb[9] = a4_1;
+                        mb[10] = a5_0; mb[11] = a5_1;
+                        mb[12] = a6_0; mb[13] = a6_1;
+                        mb[14] = a7_0; mb[15] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 448 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(256 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[16] = a0_0; mb[17] = a0_1;
+                        mb[18] = a1_0; mb[19] = a1_1;
+                        mb[20] = a2_0; mb[21] = a2_1;
+                        mb[22] = a3_0; mb[23] = a3_1;
+                        mb[24] = a4_0; mb[25] = a4_1;
+                        mb[26] = a5_0; mb[27] = a5_1;
+                        mb[28] = a6_0; mb[29] = a6_1;
+                        mb[30] = a7_0; mb[31] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 416 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(512 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[32] = a0_0; mb[33] = a0_1;
+                        mb[34] = a1_0; mb[35] = a1_1;
+                        mb[36] = a2_0; mb[37] = a2_1;
+                        mb[38] = a3_0; mb[39] = a3_1;
+                        mb[40] = a4_0; mb[41] = a4_1;
+                        mb[42] = a5_0; mb[43] = a5_1;
+                        mb[44] = a6_0; mb[45] = a6_1;
+                        mb[46] = a7_0; mb[47] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(768 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[48] = a0_0; mb[49] = a0_1;
+                        mb[50] = a1_0; mb[51] = a1_1;
+                        mb[52] = a2_0; mb[53] = a2_1;
+                        mb[54] = a3_0; mb[55] = a3_1;
+                        mb[56] = a4_0; mb[57] = a4_1;
+                        mb[58] = a5_0; mb[59] = a5_1;
+                        mb[60] = a6_0; mb[61] = a6_1;
+                        mb[62] = a7_0; mb[63] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(1024 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[64] = a0_0; mb[65] = a0_1;
+                        mb[66] = a1_0; mb[67] = a1_1;
+                        mb[68] = a2_0; mb[69] = a2_1;
+                        mb[70] = a3_0; mb[71] = a3_1;
+                        mb[72] = a4_0; mb[73] = a4_1;
+                        mb[74] = a5_0; mb[75] = a5_1;
+                        mb[76] = a6_0; mb[77] = a6_1;
+                        mb[78] = a7_0; mb[79] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(1280 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[80] = a0_0; mb[81] = a0_1;
+                        mb[82] = a1_0; mb[83] = a1_1;
+                        mb[84] = a2_0; mb[85] = a2_1;
+                        mb[86] = a3_0; mb[87] = a3_1;
+                        mb[88] = a4_0; mb[89] = a4_1;
+                        mb[90] = a5_0; mb[91] = a5_1;
+                        mb[92] = a6_0; mb[93] = a6_1;
+                        mb[94] = a7_0; mb[95] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(1536 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[96] = a0_0; mb[97] = a0_1;
+                        mb[98] = a1_0; mb[99] = a1_1;
+                        mb[100] = a2_0; mb[101] = a2_1;
+                        mb[102] = a3_0; mb[103] = a3_1;
+                        mb[104] = a4_0; mb[105] = a4_1;
+                        mb[106] = a5_0; mb[107] = a5_1;
+                        mb[108] = a6_0; mb[109] = a6_1;
+                        mb[110] = a7_0; mb[111] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(1792 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[112] = a0_0; mb[113] = a0_1;
+                        mb[114] = a1_0; mb[115] = a1_1;
+                        mb[116] = a2_0; mb[117] = a2_1;
+                        mb[118] = a3_0; mb[119] = a3_1;
+                        mb[120] = a4_0; mb[121] = a4_1;
+                        mb[122] = a5_0; mb[123] = a5_1;
+                        mb[124] = a6_0; mb[125] = a6_1;
+                        mb[126] = a7_0; mb[127] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(2048 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(2048 + ci) * 2 + 0], v1 = vb[(2048 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[128] = a0_0; mb[129] = a0_1;
+                        mb[130] = a1_0; mb[131] = a1_1;
+                        mb[132] = a2_0; mb[133] = a2_1;
+                        mb[134] = a3_0; mb[135] = a3_1;
+                        mb[136] = a4_0; mb[137] = a4_1;
+                        mb[138] = a5_0; mb[139] = a5_1;
+                        mb[140] = a6_0; mb[141] = a6_1;
+                        mb[142] = a7_0; mb[143] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(2304 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(2304 + ci) * 2 + 0], v1 = vb[(2304 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[144] = a0_0; mb[145] = a0_1;
+                        mb[146] = a1_0; mb[147] = a1_1;
+                        mb[148] = a2_0; mb[149] = a2_1;
+                        mb[150] = a3_0; mb[151] = a3_1;
+                        mb[152] = a4_0; mb[153] = a4_1;
+                        mb[154] = a5_0; mb[155] = a5_1;
+                        mb[156] = a6_0; mb[157] = a6_1;
+                        mb[158] = a7_0; mb[159] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(2560 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(2560 + ci) * 2 + 0], v1 = vb[(2560 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[160] = a0_0; mb[161] = a0_1;
+                        mb[162] = a1_0; mb[163] = a1_1;
+                        mb[164] = a2_0; mb[165] = a2_1;
+                        mb[166] = a3_0; mb[167] = a3_1;
+                        mb[168] = a4_0; mb[169] = a4_1;
+                        mb[170] = a5_0; mb[171] = a5_1;
+                        mb[172] = a6_0; mb[173] = a6_1;
+                        mb[174] = a7_0; mb[175] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(2816 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(2816 + ci) * 2 + 0], v1 = vb[(2816 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[176] = a0_0; mb[177] = a0_1;
+                        mb[178] = a1_0; mb[179] = a1_1;
+                        mb[180] = a2_0; mb[181] = a2_1;
+                        mb[182] = a3_0; mb[183] = a3_1;
+                        mb[184] = a4_0; mb[185] = a4_1;
+                        mb[186] = a5_0; mb[187] = a5_1;
+                        mb[188] = a6_0; mb[189] = a6_1;
+                        mb[190] = a7_0; mb[191] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(3072 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(3072 + ci) * 2 + 0], v1 = vb[(3072 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[192] = a0_0; mb[193] = a0_1;
+                        mb[194] = a1_0; mb[195] = a1_1;
+                        mb[196] = a2_0; mb[197] = a2_1;
+                        mb[198] = a3_0; mb[199] = a3_1;
+                        mb[200] = a4_0; mb[201] = a4_1;
+                        mb[202] = a5_0; mb[203] = a5_1;
+                        mb[204] = a6_0; mb[205] = a6_1;
+                        mb[206] = a7_0; mb[207] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(3328 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(3328 + ci) * 2 + 0], v1 = vb[(3328 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[208] = a0_0; mb[209] = a0_1;
+                        mb[210] = a1_0; mb[211] = a1_1;
+                        mb[212] = a2_0; mb[213] = a2_1;
+                        mb[214] = a3_0; mb[215] = a3_1;
+                        mb[216] = a4_0; mb[217] = a4_1;
+                        mb[218] = a5_0; mb[219] = a5_1;
+                        mb[220] = a6_0; mb[221] = a6_1;
+                        mb[222] = a7_0; mb[223] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(3584 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(3584 + ci) * 2 + 0], v1 = vb[(3584 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[224] = a0_0; mb[225] = a0_1;
+                        mb[226] = a1_0; mb[227] = a1_1;
+                        mb[228] = a2_0; mb[229] = a2_1;
+                        mb[230] = a3_0; mb[231] = a3_1;
+                        mb[232] = a4_0; mb[233] = a4_1;
+                        mb[234] = a5_0; mb[235] = a5_1;
+                        mb[236] = a6_0; mb[237] = a6_1;
+                        mb[238] = a7_0; mb[239] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(3840 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(3840 + ci) * 2 + 0], v1 = vb[(3840 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[240] = a0_0; mb[241] = a0_1;
+                        mb[242] = a1_0; mb[243] = a1_1;
+                        mb[244] = a2_0; mb[245] = a2_1;
+                        mb[246] = a3_0; mb[247] = a3_1;
+                        mb[248] = a4_0; mb[249] = a4_1;
+                        mb[250] = a5_0; mb[251] = a5_1;
+                        mb[252] = a6_0; mb[253] = a6_1;
+                        mb[254] = a7_0; mb[255] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 448, vdrelu(VLOAD(x + o + 448), y10));
+                            VSTORE(dx + o + 480, vdrelu(VLOAD(x + o + 480), y11));
+                        }
                     }
                 }
-                VSTORE(dxb + tx*32, vdrelu(VLOAD(xb + tx*32), a0_0));
-                VSTORE(dxb + tx*32 + 6272, vdrelu(VLOAD(xb + tx*32 + 6272), a0_1));
-                VSTORE(dxb + tx*32 + 12544, vdrelu(VLOAD(xb + tx*32 + 12544), a0_2));
-                VSTORE(dxb + tx*32 + 18816, vdrelu(VLOAD(xb + tx*32 + 18816), a0_3));
-                VSTORE(dxb + tx*32 + 25088, vdrelu(VLOAD(xb + tx*32 + 25088), a0_4));
-                VSTORE(dxb + tx*32 + 31360, vdrelu(VLOAD(xb + tx*32 + 31360), a0_5));
-                VSTORE(dxb + tx*32 + 37632, vdrelu(VLOAD(xb + tx*32 + 37632), a0_6));
-                VSTORE(dxb + tx*32 + 43904, vdrelu(VLOAD(xb + tx*32 + 43904), a0_7));
-                VSTORE(dxb + tx*32 + 50176, vdrelu(VLOAD(xb + tx*32 + 50176), a0_8));
-                VSTORE(dxb + tx*32 + 56448, vdrelu(VLOAD(xb + tx*32 + 56448), a0_9));
-                VSTORE(dxb + tx*32 + 62720, vdrelu(VLOAD(xb + tx*32 + 62720), a0_10));
-                VSTORE(dxb + tx*32 + 68992, vdrelu(VLOAD(xb + tx*32 + 68992), a0_11));
-                VSTORE(dxb + tx*32 + 75264, vdrelu(VLOAD(xb + tx*32 + 75264), a0_12));
-                VSTORE(dxb + tx*32 + 81536, vdrelu(VLOAD(xb + tx*32 + 81536), a0_13));
-                VSTORE(dxb + tx*32 + 87808, vdrelu(VLOAD(xb + tx*32 + 87808), a0_14));
-                VSTORE(dxb + tx*32 + 94080, vdrelu(VLOAD(xb + tx*32 + 94080), a0_15));
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 864 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 832 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 416 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 384 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 416, vdrelu(VLOAD(xb + 416), a0_0));
-                VSTORE(dxb + 6688, vdrelu(VLOAD(xb + 6688), a0_1));
-                VSTORE(dxb + 12960, vdrelu(VLOAD(xb + 12960), a0_2));
-                VSTORE(dxb + 19232, vdrelu(VLOAD(xb + 19232), a0_3));
-                VSTORE(dxb + 25504, vdrelu(VLOAD(xb + 25504), a0_4));
-                VSTORE(dxb + 31776, vdrelu(VLOAD(xb + 31776), a0_5));
-                VSTORE(dxb + 38048, vdrelu(VLOAD(xb + 38048), a0_6));
-                VSTORE(dxb + 44320, vdrelu(VLOAD(xb + 44320), a0_7));
-                VSTORE(dxb + 50592, vdrelu(VLOAD(xb + 50592), a0_8));
-                VSTORE(dxb + 56864, vdrelu(VLOAD(xb + 56864), a0_9));
-                VSTORE(dxb + 63136, vdrelu(VLOAD(xb + 63136), a0_10));
-                VSTORE(dxb + 69408, vdrelu(VLOAD(xb + 69408), a0_11));
-                VSTORE(dxb + 75680, vdrelu(VLOAD(xb + 75680), a0_12));
-                VSTORE(dxb + 81952, vdrelu(VLOAD(xb + 81952), a0_13));
-                VSTORE(dxb + 88224, vdrelu(VLOAD(xb + 88224), a0_14));
-                VSTORE(dxb + 94496, vdrelu(VLOAD(xb + 94496), a0_15));
-            }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=0..0): 6 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*2304;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 480 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 448 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 - 416 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 - 448 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*448, vdrelu(VLOAD(xb + ty*448), a0_0));
-                    VSTORE(dxb + ty*448 + 6272, vdrelu(VLOAD(xb + ty*448 + 6272), a0_1));
-                    VSTORE(dxb + ty*448 + 12544, vdrelu(VLOAD(xb + ty*448 + 12544), a0_2));
-                    VSTORE(dxb + ty*448 + 18816, vdrelu(VLOAD(xb + ty*448 + 18816), a0_3));
-                    VSTORE(dxb + ty*448 + 25088, vdrelu(VLOAD(xb + ty*448 + 25088), a0_4));
-                    VSTORE(dxb + ty*448 + 31360, vdrelu(VLOAD(xb + ty*448 + 31360), a0_5));
-                    VSTORE(dxb + ty*448 + 37632, vdrelu(VLOAD(xb + ty*448 + 37632), a0_6));
-                    VSTORE(dxb + ty*448 + 43904, vdrelu(VLOAD(xb + ty*448 + 43904), a0_7));
-                    VSTORE(dxb + ty*448 + 50176, vdrelu(VLOAD(xb + ty*448 + 50176), a0_8));
-                    VSTORE(dxb + ty*448 + 56448, vdrelu(VLOAD(xb + ty*448 + 56448), a0_9));
-                    VSTORE(dxb + ty*448 + 62720, vdrelu(VLOAD(xb + ty*448 + 62720), a0_10));
-                    VSTORE(dxb + ty*448 + 68992, vdrelu(VLOAD(xb + ty*448 + 68992), a0_11));
-                    VSTORE(dxb + ty*448 + 75264, vdrelu(VLOAD(xb + ty*448 + 75264), a0_12));
-                    VSTORE(dxb + ty*448 + 81536, vdrelu(VLOAD(xb + ty*448 + 81536), a0_13));
-                    VSTORE(dxb + ty*448 + 87808, vdrelu(VLOAD(xb + ty*448 + 87808), a0_14));
-                    VSTORE(dxb + ty*448 + 94080, vdrelu(VLOAD(xb + ty*448 + 94080), a0_15));
-                }
-            }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=1..12): 9 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                for (int tx = 1; tx < 13; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*2304;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 480 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 448 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 416 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 32 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 416 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 448 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 480 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*448 + tx*32, vdrelu(VLOAD(xb + ty*448 + tx*32), a0_0));
-                    VSTORE(dxb + ty*448 + tx*32 + 6272, vdrelu(VLOAD(xb + ty*448 + tx*32 + 6272), a0_1));
-                    VSTORE(dxb + ty*448 + tx*32 + 12544, vdrelu(VLOAD(xb + ty*448 + tx*32 + 12544), a0_2));
-                    VSTORE(dxb + ty*448 + tx*32 + 18816, vdrelu(VLOAD(xb + ty*448 + tx*32 + 18816), a0_3));
-                    VSTORE(dxb + ty*448 + tx*32 + 25088, vdrelu(VLOAD(xb + ty*448 + tx*32 + 25088), a0_4));
-                    VSTORE(dxb + ty*448 + tx*32 + 31360, vdrelu(VLOAD(xb + ty*448 + tx*32 + 31360), a0_5));
-                    VSTORE(dxb + ty*448 + tx*32 + 37632, vdrelu(VLOAD(xb + ty*448 + tx*32 + 37632), a0_6));
-                    VSTORE(dxb + ty*448 + tx*32 + 43904, vdrelu(VLOAD(xb + ty*448 + tx*32 + 43904), a0_7));
-                    VSTORE(dxb + ty*448 + tx*32 + 50176, vdrelu(VLOAD(xb + ty*448 + tx*32 + 50176), a0_8));
-                    VSTORE(dxb + ty*448 + tx*32 + 56448, vdrelu(VLOAD(xb + ty*448 + tx*32 + 56448), a0_9));
-                    VSTORE(dxb + ty*448 + tx*32 + 62720, vdrelu(VLOAD(xb + ty*448 + tx*32 + 62720), a0_10));
-                    VSTORE(dxb + ty*448 + tx*32 + 68992, vdrelu(VLOAD(xb + ty*448 + tx*32 + 68992), a0_11));
-                    VSTORE(dxb + ty*448 + tx*32 + 75264, vdrelu(VLOAD(xb + ty*448 + tx*32 + 75264), a0_12));
-                    VSTORE(dxb + ty*448 + tx*32 + 81536, vdrelu(VLOAD(xb + ty*448 + tx*32 + 81536), a0_13));
-                    VSTORE(dxb + ty*448 + tx*32 + 87808, vdrelu(VLOAD(xb + ty*448 + tx*32 + 87808), a0_14));
-                    VSTORE(dxb + ty*448 + tx*32 + 94080, vdrelu(VLOAD(xb + ty*448 + tx*32 + 94080), a0_15));
-                }
-            }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=13..13): 6 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*2304;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 864 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 832 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 416 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 384 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 - 32 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 - 64 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*448 + 416, vdrelu(VLOAD(xb + ty*448 + 416), a0_0));
-                    VSTORE(dxb + ty*448 + 6688, vdrelu(VLOAD(xb + ty*448 + 6688), a0_1));
-                    VSTORE(dxb + ty*448 + 12960, vdrelu(VLOAD(xb + ty*448 + 12960), a0_2));
-                    VSTORE(dxb + ty*448 + 19232, vdrelu(VLOAD(xb + ty*448 + 19232), a0_3));
-                    VSTORE(dxb + ty*448 + 25504, vdrelu(VLOAD(xb + ty*448 + 25504), a0_4));
-                    VSTORE(dxb + ty*448 + 31776, vdrelu(VLOAD(xb + ty*448 + 31776), a0_5));
-                    VSTORE(dxb + ty*448 + 38048, vdrelu(VLOAD(xb + ty*448 + 38048), a0_6));
-                    VSTORE(dxb + ty*448 + 44320, vdrelu(VLOAD(xb + ty*448 + 44320), a0_7));
-                    VSTORE(dxb + ty*448 + 50592, vdrelu(VLOAD(xb + ty*448 + 50592), a0_8));
-                    VSTORE(dxb + ty*448 + 56864, vdrelu(VLOAD(xb + ty*448 + 56864), a0_9));
-                    VSTORE(dxb + ty*448 + 63136, vdrelu(VLOAD(xb + ty*448 + 63136), a0_10));
-                    VSTORE(dxb + ty*448 + 69408, vdrelu(VLOAD(xb + ty*448 + 69408), a0_11));
-                    VSTORE(dxb + ty*448 + 75680, vdrelu(VLOAD(xb + ty*448 + 75680), a0_12));
-                    VSTORE(dxb + ty*448 + 81952, vdrelu(VLOAD(xb + ty*448 + 81952), a0_13));
-                    VSTORE(dxb + ty*448 + 88224, vdrelu(VLOAD(xb + ty*448 + 88224), a0_14));
-                    VSTORE(dxb + ty*448 + 94496, vdrelu(VLOAD(xb + ty*448 + 94496), a0_15));
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5856 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5824 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5408 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5376 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                }
-                VSTORE(dxb + 5824, vdrelu(VLOAD(xb + 5824), a0_0));
-                VSTORE(dxb + 12096, vdrelu(VLOAD(xb + 12096), a0_1));
-                VSTORE(dxb + 18368, vdrelu(VLOAD(xb + 18368), a0_2));
-                VSTORE(dxb + 24640, vdrelu(VLOAD(xb + 24640), a0_3));
-                VSTORE(dxb + 30912, vdrelu(VLOAD(xb + 30912), a0_4));
-                VSTORE(dxb + 37184, vdrelu(VLOAD(xb + 37184), a0_5));
-                VSTORE(dxb + 43456, vdrelu(VLOAD(xb + 43456), a0_6));
-                VSTORE(dxb + 49728, vdrelu(VLOAD(xb + 49728), a0_7));
-                VSTORE(dxb + 56000, vdrelu(VLOAD(xb + 56000), a0_8));
-                VSTORE(dxb + 62272, vdrelu(VLOAD(xb + 62272), a0_9));
-                VSTORE(dxb + 68544, vdrelu(VLOAD(xb + 68544), a0_10));
-                VSTORE(dxb + 74816, vdrelu(VLOAD(xb + 74816), a0_11));
-                VSTORE(dxb + 81088, vdrelu(VLOAD(xb + 81088), a0_12));
-                VSTORE(dxb + 87360, vdrelu(VLOAD(xb + 87360), a0_13));
-                VSTORE(dxb + 93632, vdrelu(VLOAD(xb + 93632), a0_14));
-                VSTORE(dxb + 99904, vdrelu(VLOAD(xb + 99904), a0_15));
-            }
-            /* inputs rows 0+1*t (t=13..13), cols 0+1*t (t=1..12): 6 taps */
-            for (int tx = 1; tx < 13; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 5856 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 5824 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 5792 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 5408 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 5376 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 5344 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*32 + 5824, vdrelu(VLOAD(xb + tx*32 + 5824), a0_0));
-                VSTORE(dxb + tx*32 + 12096, vdrelu(VLOAD(xb + tx*32 + 12096), a0_1));
-                VSTORE(dxb + tx*32 + 18368, vdrelu(VLOAD(xb + tx*32 + 18368), a0_2));
-                VSTORE(dxb + tx*32 + 24640, vdrelu(VLOAD(xb + tx*32 + 24640), a0_3));
-                VSTORE(dxb + tx*32 + 30912, vdrelu(VLOAD(xb + tx*32 + 30912), a0_4));
-                VSTORE(dxb + tx*32 + 37184, vdrelu(VLOAD(xb + tx*32 + 37184), a0_5));
-                VSTORE(dxb + tx*32 + 43456, vdrelu(VLOAD(xb + tx*32 + 43456), a0_6));
-                VSTORE(dxb + tx*32 + 49728, vdrelu(VLOAD(xb + tx*32 + 49728), a0_7));
-                VSTORE(dxb + tx*32 + 56000, vdrelu(VLOAD(xb + tx*32 + 56000), a0_8));
-                VSTORE(dxb + tx*32 + 62272, vdrelu(VLOAD(xb + tx*32 + 62272), a0_9));
-                VSTORE(dxb + tx*32 + 68544, vdrelu(VLOAD(xb + tx*32 + 68544), a0_10));
-                VSTORE(dxb + tx*32 + 74816, vdrelu(VLOAD(xb + tx*32 + 74816), a0_11));
-                VSTORE(dxb + tx*32 + 81088, vdrelu(VLOAD(xb + tx*32 + 81088), a0_12));
-                VSTORE(dxb + tx*32 + 87360, vdrelu(VLOAD(xb + tx*32 + 87360), a0_13));
-                VSTORE(dxb + tx*32 + 93632, vdrelu(VLOAD(xb + tx*32 + 93632), a0_14));
-                VSTORE(dxb + tx*32 + 99904, vdrelu(VLOAD(xb + tx*32 + 99904), a0_15));
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 6240 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 6208 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5792 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5760 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + 6240, vdrelu(VLOAD(xb + 6240), a0_0));
-                VSTORE(dxb + 12512, vdrelu(VLOAD(xb + 12512), a0_1));
-                VSTORE(dxb + 18784, vdrelu(VLOAD(xb + 18784), a0_2));
-                VSTORE(dxb + 25056, vdrelu(VLOAD(xb + 25056), a0_3));
-                VSTORE(dxb + 31328, vdrelu(VLOAD(xb + 31328), a0_4));
-                VSTORE(dxb + 37600, vdrelu(VLOAD(xb + 37600), a0_5));
-                VSTORE(dxb + 43872, vdrelu(VLOAD(xb + 43872), a0_6));
-                VSTORE(dxb + 50144, vdrelu(VLOAD(xb + 50144), a0_7));
-                VSTORE(dxb + 56416, vdrelu(VLOAD(xb + 56416), a0_8));
-                VSTORE(dxb + 62688, vdrelu(VLOAD(xb + 62688), a0_9));
-                VSTORE(dxb + 68960, vdrelu(VLOAD(xb + 68960), a0_10));
-                VSTORE(dxb + 75232, vdrelu(VLOAD(xb + 75232), a0_11));
-                VSTORE(dxb + 81504, vdrelu(VLOAD(xb + 81504), a0_12));
-                VSTORE(dxb + 87776, vdrelu(VLOAD(xb + 87776), a0_13));
-                VSTORE(dxb + 94048, vdrelu(VLOAD(xb + 94048), a0_14));
-                VSTORE(dxb + 100320, vdrelu(VLOAD(xb + 100320), a0_15));
             }
         }
     }
@@ -16793,1304 +10918,570 @@ static void l42_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 43: conv2d 256x14x14 -> 256x14x14 (specs/resnet18.yaml:51:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
 /* l43_conv2d_forward: the code of l37_conv2d_forward */
 
 /* l43_conv2d_backward: the code of l37_conv2d_backward */
 
-static void l43_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][256][256]: G g G^T per channel pair */
+    float *restrict xp = S + 1048576; /* [256][16][16][lanes]: zero-padded input */
+    for (int co = 0; co < 256; co++) {
+        for (int ci = 0; ci < 256; ci++) {
+            const float g0 = P[ci * 2304 + co * 9 + 8], g1 = P[ci * 2304 + co * 9 + 7], g2 = P[ci * 2304 + co * 9 + 6], g3 = P[ci * 2304 + co * 9 + 5], g4 = P[ci * 2304 + co * 9 + 4], g5 = P[ci * 2304 + co * 9 + 3], g6 = P[ci * 2304 + co * 9 + 2], g7 = P[ci * 2304 + co * 9 + 1], g8 = P[ci * 2304 + co * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 256 + co;
+            u[0] = t00; u[65536] = 0.5f * (t00 + t01 + t02); u[131072] = 0.5f * (t00 - t01 + t02); u[196608] = t02;
+            u[262144] = t10; u[327680] = 0.5f * (t10 + t11 + t12); u[393216] = 0.5f * (t10 - t11 + t12); u[458752] = t12;
+            u[524288] = t20; u[589824] = 0.5f * (t20 + t21 + t22); u[655360] = 0.5f * (t20 - t21 + t22); u[720896] = t22;
+            u[786432] = t30; u[851968] = 0.5f * (t30 + t31 + t32); u[917504] = 0.5f * (t30 - t31 + t32); u[983040] = t32;
+        }
+    }
+    /* dy -> zero-padded planes 16x16 (lanes) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < 256; pl++) {
+        const float *restrict s = dy + (size_t)pl * 6272;
+        float *restrict d = xp + (size_t)pl * 8192;
+        memset(d, 0, sizeof(float) * 512);
+        for (int r = 0; r < 14; r++) {
+            float *restrict dr = d + (size_t)(r + 1) * 512;
+            memset(dr, 0, sizeof(float) * 32);
+            memcpy(dr + 32, s + (size_t)r * 448, sizeof(float) * 448);
+            memset(dr + 480, 0, sizeof(float) * 32);
+        }
+        memset(d + 7680, 0, sizeof(float) * 512);
+    }
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 16; cib++) {
-            float *restrict dxb = dx + cib*100352 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*2304;
+    for (int v0 = 0; v0 < 2; v0 += 2) {
+        for (int ty = 0; ty < 7; ty++) {
+            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 7; tx++) {
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xc = xp + ((size_t)(ci * 16 + 2 * ty) * 16 + 2 * tx) * 32 + v0 * 16;
                     {
-                        const cg_v d0 = VLOAD(dyc + 480 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
+                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 512), d11 = VLOAD(xc + 544), d12 = VLOAD(xc + 576), d13 = VLOAD(xc + 608), d20 = VLOAD(xc + 1024), d21 = VLOAD(xc + 1056), d22 = VLOAD(xc + 1088), d23 = VLOAD(xc + 1120), d30 = VLOAD(xc + 1536), d31 = VLOAD(xc + 1568), d32 = VLOAD(xc + 1600), d33 = VLOAD(xc + 1632);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                        vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                        vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                        vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + 448 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 528), d11 = VLOAD(xc + 560), d12 = VLOAD(xc + 592), d13 = VLOAD(xc + 624), d20 = VLOAD(xc + 1040), d21 = VLOAD(xc + 1072), d22 = VLOAD(xc + 1104), d23 = VLOAD(xc + 1136), d30 = VLOAD(xc + 1552), d31 = VLOAD(xc + 1584), d32 = VLOAD(xc + 1616), d33 = VLOAD(xc + 1648);
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                        vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                        vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                        vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 6272, a0_1);
-                VSTORE(dxb + 12544, a0_2);
-                VSTORE(dxb + 18816, a0_3);
-                VSTORE(dxb + 25088, a0_4);
-                VSTORE(dxb + 31360, a0_5);
-                VSTORE(dxb + 37632, a0_6);
-                VSTORE(dxb + 43904, a0_7);
-                VSTORE(dxb + 50176, a0_8);
-                VSTORE(dxb + 56448, a0_9);
-                VSTORE(dxb + 62720, a0_10);
-                VSTORE(dxb + 68992, a0_11);
-                VSTORE(dxb + 75264, a0_12);
-                VSTORE(dxb + 81536, a0_13);
-                VSTORE(dxb + 87808, a0_14);
-                VSTORE(dxb + 94080, a0_15);
-            }
-            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..12): 6 taps */
-            for (int tx = 1; tx < 13; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*2304;
+                for (int cb = 0; cb < 32; cb++) {
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 480 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(0 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[0] = a0_0; mb[1] = a0_1;
+                        mb[2] = a1_0; mb[3] = a1_1;
+                        mb[4] = a2_0; mb[5] = a2_1;
+                        mb[6] = a3_0; mb[7] = a3_1;
+                        mb[8] = a4_0; mb[9] = a4_1;
+                        mb[10] = a5_0; mb[11] = a5_1;
+                        mb[12] = a6_0; mb[13] = a6_1;
+                        mb[14] = a7_0; mb[15] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 448 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(256 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[16] = a0_0; mb[17] = a0_1;
+                        mb[18] = a1_0; mb[19] = a1_1;
+                        mb[20] = a2_0; mb[21] = a2_1;
+                        mb[22] = a3_0; mb[23] = a3_1;
+                        mb[24] = a4_0; mb[25] = a4_1;
+                        mb[26] = a5_0; mb[27] = a5_1;
+                        mb[28] = a6_0; mb[29] = a6_1;
+                        mb[30] = a7_0; mb[31] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 416 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(512 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[32] = a0_0; mb[33] = a0_1;
+                        mb[34] = a1_0; mb[35] = a1_1;
+                        mb[36] = a2_0; mb[37] = a2_1;
+                        mb[38] = a3_0; mb[39] = a3_1;
+                        mb[40] = a4_0; mb[41] = a4_1;
+                        mb[42] = a5_0; mb[43] = a5_1;
+                        mb[44] = a6_0; mb[45] = a6_1;
+                        mb[46] = a7_0; mb[47] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(768 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[48] = a0_0; mb[49] = a0_1;
+                        mb[50] = a1_0; mb[51] = a1_1;
+                        mb[52] = a2_0; mb[53] = a2_1;
+                        mb[54] = a3_0; mb[55] = a3_1;
+                        mb[56] = a4_0; mb[57] = a4_1;
+                        mb[58] = a5_0; mb[59] = a5_1;
+                        mb[60] = a6_0; mb[61] = a6_1;
+                        mb[62] = a7_0; mb[63] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(1024 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[64] = a0_0; mb[65] = a0_1;
+                        mb[66] = a1_0; mb[67] = a1_1;
+                        mb[68] = a2_0; mb[69] = a2_1;
+                        mb[70] = a3_0; mb[71] = a3_1;
+                        mb[72] = a4_0; mb[73] = a4_1;
+                        mb[74] = a5_0; mb[75] = a5_1;
+                        mb[76] = a6_0; mb[77] = a6_1;
+                        mb[78] = a7_0; mb[79] = a7_1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(1280 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[80] = a0_0; mb[81] = a0_1;
+                        mb[82] = a1_0; mb[83] = a1_1;
+                        mb[84] = a2_0; mb[85] = a2_1;
+                        mb[86] = a3_0; mb[87] = a3_1;
+                        mb[88] = a4_0; mb[89] = a4_1;
+                        mb[90] = a5_0; mb[91] = a5_1;
+                        mb[92] = a6_0; mb[93] = a6_1;
+                        mb[94] = a7_0; mb[95] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(1536 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[96] = a0_0; mb[97] = a0_1;
+                        mb[98] = a1_0; mb[99] = a1_1;
+                        mb[100] = a2_0; mb[101] = a2_1;
+                        mb[102] = a3_0; mb[103] = a3_1;
+                        mb[104] = a4_0; mb[105] = a4_1;
+                        mb[106] = a5_0; mb[107] = a5_1;
+                        mb[108] = a6_0; mb[109] = a6_1;
+                        mb[110] = a7_0; mb[111] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(1792 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[112] = a0_0; mb[113] = a0_1;
+                        mb[114] = a1_0; mb[115] = a1_1;
+                        mb[116] = a2_0; mb[117] = a2_1;
+                        mb[118] = a3_0; mb[119] = a3_1;
+                        mb[120] = a4_0; mb[121] = a4_1;
+                        mb[122] = a5_0; mb[123] = a5_1;
+                        mb[124] = a6_0; mb[125] = a6_1;
+                        mb[126] = a7_0; mb[127] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(2048 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(2048 + ci) * 2 + 0], v1 = vb[(2048 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[128] = a0_0; mb[129] = a0_1;
+                        mb[130] = a1_0; mb[131] = a1_1;
+                        mb[132] = a2_0; mb[133] = a2_1;
+                        mb[134] = a3_0; mb[135] = a3_1;
+                        mb[136] = a4_0; mb[137] = a4_1;
+                        mb[138] = a5_0; mb[139] = a5_1;
+                        mb[140] = a6_0; mb[141] = a6_1;
+                        mb[142] = a7_0; mb[143] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(2304 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(2304 + ci) * 2 + 0], v1 = vb[(2304 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[144] = a0_0; mb[145] = a0_1;
+                        mb[146] = a1_0; mb[147] = a1_1;
+                        mb[148] = a2_0; mb[149] = a2_1;
+                        mb[150] = a3_0; mb[151] = a3_1;
+                        mb[152] = a4_0; mb[153] = a4_1;
+                        mb[154] = a5_0; mb[155] = a5_1;
+                        mb[156] = a6_0; mb[157] = a6_1;
+                        mb[158] = a7_0; mb[159] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(2560 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(2560 + ci) * 2 + 0], v1 = vb[(2560 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[160] = a0_0; mb[161] = a0_1;
+                        mb[162] = a1_0; mb[163] = a1_1;
+                        mb[164] = a2_0; mb[165] = a2_1;
+                        mb[166] = a3_0; mb[167] = a3_1;
+                        mb[168] = a4_0; mb[169] = a4_1;
+                        mb[170] = a5_0; mb[171] = a5_1;
+                        mb[172] = a6_0; mb[173] = a6_1;
+                        mb[174] = a7_0; mb[175] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(2816 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(2816 + ci) * 2 + 0], v1 = vb[(2816 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[176] = a0_0; mb[177] = a0_1;
+                        mb[178] = a1_0; mb[179] = a1_1;
+                        mb[180] = a2_0; mb[181] = a2_1;
+                        mb[182] = a3_0; mb[183] = a3_1;
+                        mb[184] = a4_0; mb[185] = a4_1;
+                        mb[186] = a5_0; mb[187] = a5_1;
+                        mb[188] = a6_0; mb[189] = a6_1;
+                        mb[190] = a7_0; mb[191] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(3072 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(3072 + ci) * 2 + 0], v1 = vb[(3072 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[192] = a0_0; mb[193] = a0_1;
+                        mb[194] = a1_0; mb[195] = a1_1;
+                        mb[196] = a2_0; mb[197] = a2_1;
+                        mb[198] = a3_0; mb[199] = a3_1;
+                        mb[200] = a4_0; mb[201] = a4_1;
+                        mb[202] = a5_0; mb[203] = a5_1;
+                        mb[204] = a6_0; mb[205] = a6_1;
+                        mb[206] = a7_0; mb[207] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(3328 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(3328 + ci) * 2 + 0], v1 = vb[(3328 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[208] = a0_0; mb[209] = a0_1;
+                        mb[210] = a1_0; mb[211] = a1_1;
+                        mb[212] = a2_0; mb[213] = a2_1;
+                        mb[214] = a3_0; mb[215] = a3_1;
+                        mb[216] = a4_0; mb[217] = a4_1;
+                        mb[218] = a5_0; mb[219] = a5_1;
+                        mb[220] = a6_0; mb[221] = a6_1;
+                        mb[222] = a7_0; mb[223] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(3584 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(3584 + ci) * 2 + 0], v1 = vb[(3584 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[224] = a0_0; mb[225] = a0_1;
+                        mb[226] = a1_0; mb[227] = a1_1;
+                        mb[228] = a2_0; mb[229] = a2_1;
+                        mb[230] = a3_0; mb[231] = a3_1;
+                        mb[232] = a4_0; mb[233] = a4_1;
+                        mb[234] = a5_0; mb[235] = a5_1;
+                        mb[236] = a6_0; mb[237] = a6_1;
+                        mb[238] = a7_0; mb[239] = a7_1;
+                    }
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict u = U + (size_t)(3840 + ci) * 256 + cb * 8;
+                            const cg_v v0 = vb[(3840 + ci) * 2 + 0], v1 = vb[(3840 + ci) * 2 + 1];
+                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
+                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
+                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
+                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
+                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
+                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
+                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
+                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                        }
+                        mb[240] = a0_0; mb[241] = a0_1;
+                        mb[242] = a1_0; mb[243] = a1_1;
+                        mb[244] = a2_0; mb[245] = a2_1;
+                        mb[246] = a3_0; mb[247] = a3_1;
+                        mb[248] = a4_0; mb[249] = a4_1;
+                        mb[250] = a5_0; mb[251] = a5_1;
+                        mb[252] = a6_0; mb[253] = a6_1;
+                        mb[254] = a7_0; mb[255] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 32, y01);
+                            VSTORE(dx + o + 448, y10);
+                            VSTORE(dx + o + 480, y11);
+                        }
                     }
                 }
-                VSTORE(dxb + tx*32, a0_0);
-                VSTORE(dxb + tx*32 + 6272, a0_1);
-                VSTORE(dxb + tx*32 + 12544, a0_2);
-                VSTORE(dxb + tx*32 + 18816, a0_3);
-                VSTORE(dxb + tx*32 + 25088, a0_4);
-                VSTORE(dxb + tx*32 + 31360, a0_5);
-                VSTORE(dxb + tx*32 + 37632, a0_6);
-                VSTORE(dxb + tx*32 + 43904, a0_7);
-                VSTORE(dxb + tx*32 + 50176, a0_8);
-                VSTORE(dxb + tx*32 + 56448, a0_9);
-                VSTORE(dxb + tx*32 + 62720, a0_10);
-                VSTORE(dxb + tx*32 + 68992, a0_11);
-                VSTORE(dxb + tx*32 + 75264, a0_12);
-                VSTORE(dxb + tx*32 + 81536, a0_13);
-                VSTORE(dxb + tx*32 + 87808, a0_14);
-                VSTORE(dxb + tx*32 + 94080, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 864 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 832 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 416 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 384 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 416, a0_0);
-                VSTORE(dxb + 6688, a0_1);
-                VSTORE(dxb + 12960, a0_2);
-                VSTORE(dxb + 19232, a0_3);
-                VSTORE(dxb + 25504, a0_4);
-                VSTORE(dxb + 31776, a0_5);
-                VSTORE(dxb + 38048, a0_6);
-                VSTORE(dxb + 44320, a0_7);
-                VSTORE(dxb + 50592, a0_8);
-                VSTORE(dxb + 56864, a0_9);
-                VSTORE(dxb + 63136, a0_10);
-                VSTORE(dxb + 69408, a0_11);
-                VSTORE(dxb + 75680, a0_12);
-                VSTORE(dxb + 81952, a0_13);
-                VSTORE(dxb + 88224, a0_14);
-                VSTORE(dxb + 94496, a0_15);
-            }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=0..0): 6 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*2304;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 480 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 448 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 - 416 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 - 448 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*448, a0_0);
-                    VSTORE(dxb + ty*448 + 6272, a0_1);
-                    VSTORE(dxb + ty*448 + 12544, a0_2);
-                    VSTORE(dxb + ty*448 + 18816, a0_3);
-                    VSTORE(dxb + ty*448 + 25088, a0_4);
-                    VSTORE(dxb + ty*448 + 31360, a0_5);
-                    VSTORE(dxb + ty*448 + 37632, a0_6);
-                    VSTORE(dxb + ty*448 + 43904, a0_7);
-                    VSTORE(dxb + ty*448 + 50176, a0_8);
-                    VSTORE(dxb + ty*448 + 56448, a0_9);
-                    VSTORE(dxb + ty*448 + 62720, a0_10);
-                    VSTORE(dxb + ty*448 + 68992, a0_11);
-                    VSTORE(dxb + ty*448 + 75264, a0_12);
-                    VSTORE(dxb + ty*448 + 81536, a0_13);
-                    VSTORE(dxb + ty*448 + 87808, a0_14);
-                    VSTORE(dxb + ty*448 + 94080, a0_15);
-                }
-            }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=1..12): 9 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                for (int tx = 1; tx < 13; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*2304;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 480 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 448 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 416 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 32 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 416 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 448 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 480 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*448 + tx*32, a0_0);
-                    VSTORE(dxb + ty*448 + tx*32 + 6272, a0_1);
-                    VSTORE(dxb + ty*448 + tx*32 + 12544, a0_2);
-                    VSTORE(dxb + ty*448 + tx*32 + 18816, a0_3);
-                    VSTORE(dxb + ty*448 + tx*32 + 25088, a0_4);
-                    VSTORE(dxb + ty*448 + tx*32 + 31360, a0_5);
-                    VSTORE(dxb + ty*448 + tx*32 + 37632, a0_6);
-                    VSTORE(dxb + ty*448 + tx*32 + 43904, a0_7);
-                    VSTORE(dxb + ty*448 + tx*32 + 50176, a0_8);
-                    VSTORE(dxb + ty*448 + tx*32 + 56448, a0_9);
-                    VSTORE(dxb + ty*448 + tx*32 + 62720, a0_10);
-                    VSTORE(dxb + ty*448 + tx*32 + 68992, a0_11);
-                    VSTORE(dxb + ty*448 + tx*32 + 75264, a0_12);
-                    VSTORE(dxb + ty*448 + tx*32 + 81536, a0_13);
-                    VSTORE(dxb + ty*448 + tx*32 + 87808, a0_14);
-                    VSTORE(dxb + ty*448 + tx*32 + 94080, a0_15);
-                }
-            }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=13..13): 6 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*2304;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 864 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 832 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 416 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + 384 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 - 32 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 - 64 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*448 + 416, a0_0);
-                    VSTORE(dxb + ty*448 + 6688, a0_1);
-                    VSTORE(dxb + ty*448 + 12960, a0_2);
-                    VSTORE(dxb + ty*448 + 19232, a0_3);
-                    VSTORE(dxb + ty*448 + 25504, a0_4);
-                    VSTORE(dxb + ty*448 + 31776, a0_5);
-                    VSTORE(dxb + ty*448 + 38048, a0_6);
-                    VSTORE(dxb + ty*448 + 44320, a0_7);
-                    VSTORE(dxb + ty*448 + 50592, a0_8);
-                    VSTORE(dxb + ty*448 + 56864, a0_9);
-                    VSTORE(dxb + ty*448 + 63136, a0_10);
-                    VSTORE(dxb + ty*448 + 69408, a0_11);
-                    VSTORE(dxb + ty*448 + 75680, a0_12);
-                    VSTORE(dxb + ty*448 + 81952, a0_13);
-                    VSTORE(dxb + ty*448 + 88224, a0_14);
-                    VSTORE(dxb + ty*448 + 94496, a0_15);
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5856 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5824 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5408 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5376 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                }
-                VSTORE(dxb + 5824, a0_0);
-                VSTORE(dxb + 12096, a0_1);
-                VSTORE(dxb + 18368, a0_2);
-                VSTORE(dxb + 24640, a0_3);
-                VSTORE(dxb + 30912, a0_4);
-                VSTORE(dxb + 37184, a0_5);
-                VSTORE(dxb + 43456, a0_6);
-                VSTORE(dxb + 49728, a0_7);
-                VSTORE(dxb + 56000, a0_8);
-                VSTORE(dxb + 62272, a0_9);
-                VSTORE(dxb + 68544, a0_10);
-                VSTORE(dxb + 74816, a0_11);
-                VSTORE(dxb + 81088, a0_12);
-                VSTORE(dxb + 87360, a0_13);
-                VSTORE(dxb + 93632, a0_14);
-                VSTORE(dxb + 99904, a0_15);
-            }
-            /* inputs rows 0+1*t (t=13..13), cols 0+1*t (t=1..12): 6 taps */
-            for (int tx = 1; tx < 13; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 5856 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 5824 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 5792 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 5408 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 5376 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 5344 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*32 + 5824, a0_0);
-                VSTORE(dxb + tx*32 + 12096, a0_1);
-                VSTORE(dxb + tx*32 + 18368, a0_2);
-                VSTORE(dxb + tx*32 + 24640, a0_3);
-                VSTORE(dxb + tx*32 + 30912, a0_4);
-                VSTORE(dxb + tx*32 + 37184, a0_5);
-                VSTORE(dxb + tx*32 + 43456, a0_6);
-                VSTORE(dxb + tx*32 + 49728, a0_7);
-                VSTORE(dxb + tx*32 + 56000, a0_8);
-                VSTORE(dxb + tx*32 + 62272, a0_9);
-                VSTORE(dxb + tx*32 + 68544, a0_10);
-                VSTORE(dxb + tx*32 + 74816, a0_11);
-                VSTORE(dxb + tx*32 + 81088, a0_12);
-                VSTORE(dxb + tx*32 + 87360, a0_13);
-                VSTORE(dxb + tx*32 + 93632, a0_14);
-                VSTORE(dxb + tx*32 + 99904, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 6240 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 6208 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5792 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5760 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + 6240, a0_0);
-                VSTORE(dxb + 12512, a0_1);
-                VSTORE(dxb + 18784, a0_2);
-                VSTORE(dxb + 25056, a0_3);
-                VSTORE(dxb + 31328, a0_4);
-                VSTORE(dxb + 37600, a0_5);
-                VSTORE(dxb + 43872, a0_6);
-                VSTORE(dxb + 50144, a0_7);
-                VSTORE(dxb + 56416, a0_8);
-                VSTORE(dxb + 62688, a0_9);
-                VSTORE(dxb + 68960, a0_10);
-                VSTORE(dxb + 75232, a0_11);
-                VSTORE(dxb + 81504, a0_12);
-                VSTORE(dxb + 87776, a0_13);
-                VSTORE(dxb + 94048, a0_14);
-                VSTORE(dxb + 100320, a0_15);
             }
         }
     }
@@ -18109,7 +11500,7 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l45_relu_backward: none, layer 46 masks its dx stores with the relu's derivative */
 
 /* layer 46: conv2d 256x14x14 -> 256x14x14 (specs/resnet18.yaml:54:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
 /* l46_conv2d_forward: the code of l37_conv2d_forward */
 
 /* l46_conv2d_backward: the code of l37_conv2d_backward */
@@ -24328,135 +17719,145 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
 #define S01     202881664 /* scratch of layer 1 (batchnorm) */
 #define A03     56197120 /* output of layer 3 (maxpool2d), [64x56x56][lanes] */
 #define A04     62619648 /* output of layer 4 (conv2d), [64x56x56][lanes] */
+#define S04     202881792 /* scratch of layer 4 (conv2d) */
 #define A05     69042176 /* output of layer 5 (batchnorm), [64x56x56][lanes] */
-#define S05     202881792 /* scratch of layer 5 (batchnorm) */
+#define S05     209836800 /* scratch of layer 5 (batchnorm) */
 #define A07     75464704 /* output of layer 7 (conv2d), [64x56x56][lanes] */
+#define S07     209836928 /* scratch of layer 7 (conv2d) */
 #define A08     81887232 /* output of layer 8 (batchnorm), [64x56x56][lanes] */
-#define S08     202881920 /* scratch of layer 8 (batchnorm) */
+#define S08     216791936 /* scratch of layer 8 (batchnorm) */
 #define A11     88309760 /* output of layer 11 (conv2d), [64x56x56][lanes] */
+#define S11     216792064 /* scratch of layer 11 (conv2d) */
 #define A12     94732288 /* output of layer 12 (batchnorm), [64x56x56][lanes] */
-#define S12     202882048 /* scratch of layer 12 (batchnorm) */
+#define S12     223747072 /* scratch of layer 12 (batchnorm) */
 #define A14     101154816 /* output of layer 14 (conv2d), [64x56x56][lanes] */
+#define S14     223747200 /* scratch of layer 14 (conv2d) */
 #define A15     107577344 /* output of layer 15 (batchnorm), [64x56x56][lanes] */
-#define S15     202882176 /* scratch of layer 15 (batchnorm) */
+#define S15     230702208 /* scratch of layer 15 (batchnorm) */
 #define A18     113999872 /* output of layer 18 (conv2d), [128x28x28][lanes] */
 #define A19     117211136 /* output of layer 19 (batchnorm), [128x28x28][lanes] */
-#define S19     202882304 /* scratch of layer 19 (batchnorm) */
+#define S19     230702336 /* scratch of layer 19 (batchnorm) */
 #define A21     120422400 /* output of layer 21 (conv2d), [128x28x28][lanes] */
+#define S21     230702592 /* scratch of layer 21 (conv2d) */
 #define A22     123633664 /* output of layer 22 (batchnorm), [128x28x28][lanes] */
-#define S22     202882560 /* scratch of layer 22 (batchnorm) */
+#define S22     234651136 /* scratch of layer 22 (batchnorm) */
 #define A23     126844928 /* output of layer 23 (conv2d), [128x28x28][lanes] */
 #define A24     130056192 /* output of layer 24 (batchnorm), [128x28x28][lanes] */
-#define S24     202882816 /* scratch of layer 24 (batchnorm) */
+#define S24     234651392 /* scratch of layer 24 (batchnorm) */
 #define A27     133267456 /* output of layer 27 (conv2d), [128x28x28][lanes] */
+#define S27     234651648 /* scratch of layer 27 (conv2d) */
 #define A28     136478720 /* output of layer 28 (batchnorm), [128x28x28][lanes] */
-#define S28     202883072 /* scratch of layer 28 (batchnorm) */
+#define S28     238600192 /* scratch of layer 28 (batchnorm) */
 #define A30     139689984 /* output of layer 30 (conv2d), [128x28x28][lanes] */
+#define S30     238600448 /* scratch of layer 30 (conv2d) */
 #define A31     142901248 /* output of layer 31 (batchnorm), [128x28x28][lanes] */
-#define S31     202883328 /* scratch of layer 31 (batchnorm) */
+#define S31     242548992 /* scratch of layer 31 (batchnorm) */
 #define A34     146112512 /* output of layer 34 (conv2d), [256x14x14][lanes] */
 #define A35     147718144 /* output of layer 35 (batchnorm), [256x14x14][lanes] */
-#define S35     202883584 /* scratch of layer 35 (batchnorm) */
+#define S35     242549248 /* scratch of layer 35 (batchnorm) */
 #define A37     149323776 /* output of layer 37 (conv2d), [256x14x14][lanes] */
+#define S37     242549760 /* scratch of layer 37 (conv2d) */
 #define A38     150929408 /* output of layer 38 (batchnorm), [256x14x14][lanes] */
-#define S38     202884096 /* scratch of layer 38 (batchnorm) */
+#define S38     245695488 /* scratch of layer 38 (batchnorm) */
 #define A39     152535040 /* output of layer 39 (conv2d), [256x14x14][lanes] */
 #define A40     154140672 /* output of layer 40 (batchnorm), [256x14x14][lanes] */
-#define S40     202884608 /* scratch of layer 40 (batchnorm) */
+#define S40     245696000 /* scratch of layer 40 (batchnorm) */
 #define A43     155746304 /* output of layer 43 (conv2d), [256x14x14][lanes] */
+#define S43     245696512 /* scratch of layer 43 (conv2d) */
 #define A44     157351936 /* output of layer 44 (batchnorm), [256x14x14][lanes] */
-#define S44     202885120 /* scratch of layer 44 (batchnorm) */
+#define S44     248842240 /* scratch of layer 44 (batchnorm) */
 #define A46     158957568 /* output of layer 46 (conv2d), [256x14x14][lanes] */
+#define S46     248842752 /* scratch of layer 46 (conv2d) */
 #define A47     160563200 /* output of layer 47 (batchnorm), [256x14x14][lanes] */
-#define S47     202885632 /* scratch of layer 47 (batchnorm) */
+#define S47     251988480 /* scratch of layer 47 (batchnorm) */
 #define A50     162168832 /* output of layer 50 (conv2d), [512x7x7][lanes] */
 #define A51     162971648 /* output of layer 51 (batchnorm), [512x7x7][lanes] */
-#define S51     202886144 /* scratch of layer 51 (batchnorm) */
+#define S51     251988992 /* scratch of layer 51 (batchnorm) */
 #define A53     163774464 /* output of layer 53 (conv2d), [512x7x7][lanes] */
 #define A54     164577280 /* output of layer 54 (batchnorm), [512x7x7][lanes] */
-#define S54     202887168 /* scratch of layer 54 (batchnorm) */
+#define S54     251990016 /* scratch of layer 54 (batchnorm) */
 #define A55     165380096 /* output of layer 55 (conv2d), [512x7x7][lanes] */
 #define A56     166182912 /* output of layer 56 (batchnorm), [512x7x7][lanes] */
-#define S56     202888192 /* scratch of layer 56 (batchnorm) */
+#define S56     251991040 /* scratch of layer 56 (batchnorm) */
 #define A59     166985728 /* output of layer 59 (conv2d), [512x7x7][lanes] */
 #define A60     167788544 /* output of layer 60 (batchnorm), [512x7x7][lanes] */
-#define S60     202889216 /* scratch of layer 60 (batchnorm) */
+#define S60     251992064 /* scratch of layer 60 (batchnorm) */
 #define A62     168591360 /* output of layer 62 (conv2d), [512x7x7][lanes] */
 #define A63     169394176 /* output of layer 63 (batchnorm), [512x7x7][lanes] */
-#define S63     202890240 /* scratch of layer 63 (batchnorm) */
+#define S63     251993088 /* scratch of layer 63 (batchnorm) */
 #define A66     170196992 /* output of layer 66 (global_avgpool), [512x1x1][lanes] */
 #define A68     170213376 /* output of layer 68 (dense), [1000][lanes] */
-#define S68     202891264 /* scratch of layer 68 (dense) */
-#define OUT     202908160 /* the output, [N][1000] */
-#define DOUT    202940160 /* dLoss/dOutput, [N][1000] */
-#define DOUT_L  202972160 /* dLoss/dOutput, [1000][lanes] */
-#define D67     203806976 /* gradient arena: dLoss/d(layer 67 output) */
-#define D65     203004160 /* gradient arena: dLoss/d(layer 65 output) */
-#define D64     203806976 /* gradient arena: dLoss/d(layer 64 output) */
-#define D63     203004160 /* gradient arena: dLoss/d(layer 63 output) */
-#define D58     204609792 /* gradient arena: dLoss/d(layer 58 output) */
-#define D62     203806976 /* gradient arena: dLoss/d(layer 62 output) */
-#define D61     203004160 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
-#define D59     203806976 /* gradient arena: dLoss/d(layer 59 output) */
-#define T59_1   203004160 /* gradient arena: a gradient summed into its tensor's */
-#define D57     203004160 /* gradient arena: dLoss/d(layer 57 output) */
-#define D54     204609792 /* gradient arena: dLoss/d(layer 54 output) */
-#define D56     203806976 /* gradient arena: dLoss/d(layer 56 output) */
-#define D55     205412608 /* gradient arena: dLoss/d(layer 55 output) */
-#define D49     203004160 /* gradient arena: dLoss/d(layer 49 output) */
-#define D53     205412608 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     204609792 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
-#define D50     206215424 /* gradient arena: dLoss/d(layer 50 output) */
-#define T50_1   204609792 /* gradient arena: a gradient summed into its tensor's */
-#define D48     204609792 /* gradient arena: dLoss/d(layer 48 output) */
-#define D47     203004160 /* gradient arena: dLoss/d(layer 47 output) */
-#define D42     206215424 /* gradient arena: dLoss/d(layer 42 output) */
-#define D46     204609792 /* gradient arena: dLoss/d(layer 46 output) */
-#define D45     203004160 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
-#define D43     204609792 /* gradient arena: dLoss/d(layer 43 output) */
-#define T43_1   203004160 /* gradient arena: a gradient summed into its tensor's */
-#define D41     203004160 /* gradient arena: dLoss/d(layer 41 output) */
-#define D38     206215424 /* gradient arena: dLoss/d(layer 38 output) */
-#define D40     204609792 /* gradient arena: dLoss/d(layer 40 output) */
-#define D39     207821056 /* gradient arena: dLoss/d(layer 39 output) */
-#define D33     203004160 /* gradient arena: dLoss/d(layer 33 output) */
-#define D37     207821056 /* gradient arena: dLoss/d(layer 37 output) */
-#define D36     206215424 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
-#define D34     209426688 /* gradient arena: dLoss/d(layer 34 output) */
-#define T34_1   206215424 /* gradient arena: a gradient summed into its tensor's */
-#define D32     206215424 /* gradient arena: dLoss/d(layer 32 output) */
-#define D31     203004160 /* gradient arena: dLoss/d(layer 31 output) */
-#define D26     209426688 /* gradient arena: dLoss/d(layer 26 output) */
-#define D30     206215424 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     203004160 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
-#define D27     206215424 /* gradient arena: dLoss/d(layer 27 output) */
-#define T27_1   203004160 /* gradient arena: a gradient summed into its tensor's */
-#define D25     203004160 /* gradient arena: dLoss/d(layer 25 output) */
-#define D22     209426688 /* gradient arena: dLoss/d(layer 22 output) */
-#define D24     206215424 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     212637952 /* gradient arena: dLoss/d(layer 23 output) */
-#define D17     203004160 /* gradient arena: dLoss/d(layer 17 output) */
-#define D21     212637952 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     209426688 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
-#define D18     215849216 /* gradient arena: dLoss/d(layer 18 output) */
-#define T18_1   209426688 /* gradient arena: a gradient summed into its tensor's */
-#define D16     209426688 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     203004160 /* gradient arena: dLoss/d(layer 15 output) */
-#define D10     215849216 /* gradient arena: dLoss/d(layer 10 output) */
-#define D14     209426688 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     203004160 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
-#define D11     209426688 /* gradient arena: dLoss/d(layer 11 output) */
-#define T11_1   203004160 /* gradient arena: a gradient summed into its tensor's */
-#define D09     203004160 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     209426688 /* gradient arena: dLoss/d(layer 8 output) */
-#define D03     228694272 /* gradient arena: dLoss/d(layer 3 output) */
-#define D07     203004160 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     209426688 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
-#define D04     203004160 /* gradient arena: dLoss/d(layer 4 output) */
-#define T04_1   209426688 /* gradient arena: a gradient summed into its tensor's */
-#define D02     203004160 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
-#define D00     228694272 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     203004160 /* gradient arena: dLoss/dInput */
+#define S68     251994112 /* scratch of layer 68 (dense) */
+#define OUT     252011008 /* the output, [N][1000] */
+#define DOUT    252043008 /* dLoss/dOutput, [N][1000] */
+#define DOUT_L  252075008 /* dLoss/dOutput, [1000][lanes] */
+#define D67     252909824 /* gradient arena: dLoss/d(layer 67 output) */
+#define D65     252107008 /* gradient arena: dLoss/d(layer 65 output) */
+#define D64     252909824 /* gradient arena: dLoss/d(layer 64 output) */
+#define D63     252107008 /* gradient arena: dLoss/d(layer 63 output) */
+#define D58     253712640 /* gradient arena: dLoss/d(layer 58 output) */
+#define D62     252909824 /* gradient arena: dLoss/d(layer 62 output) */
+#define D61     252107008 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
+#define D59     252909824 /* gradient arena: dLoss/d(layer 59 output) */
+#define T59_1   252107008 /* gradient arena: a gradient summed into its tensor's */
+#define D57     252107008 /* gradient arena: dLoss/d(layer 57 output) */
+#define D54     253712640 /* gradient arena: dLoss/d(layer 54 output) */
+#define D56     252909824 /* gradient arena: dLoss/d(layer 56 output) */
+#define D55     254515456 /* gradient arena: dLoss/d(layer 55 output) */
+#define D49     252107008 /* gradient arena: dLoss/d(layer 49 output) */
+#define D53     254515456 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     253712640 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
+#define D50     255318272 /* gradient arena: dLoss/d(layer 50 output) */
+#define T50_1   253712640 /* gradient arena: a gradient summed into its tensor's */
+#define D48     253712640 /* gradient arena: dLoss/d(layer 48 output) */
+#define D47     252107008 /* gradient arena: dLoss/d(layer 47 output) */
+#define D42     255318272 /* gradient arena: dLoss/d(layer 42 output) */
+#define D46     253712640 /* gradient arena: dLoss/d(layer 46 output) */
+#define D45     252107008 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
+#define D43     253712640 /* gradient arena: dLoss/d(layer 43 output) */
+#define T43_1   252107008 /* gradient arena: a gradient summed into its tensor's */
+#define D41     252107008 /* gradient arena: dLoss/d(layer 41 output) */
+#define D38     255318272 /* gradient arena: dLoss/d(layer 38 output) */
+#define D40     253712640 /* gradient arena: dLoss/d(layer 40 output) */
+#define D39     256923904 /* gradient arena: dLoss/d(layer 39 output) */
+#define D33     252107008 /* gradient arena: dLoss/d(layer 33 output) */
+#define D37     256923904 /* gradient arena: dLoss/d(layer 37 output) */
+#define D36     255318272 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
+#define D34     258529536 /* gradient arena: dLoss/d(layer 34 output) */
+#define T34_1   255318272 /* gradient arena: a gradient summed into its tensor's */
+#define D32     255318272 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     252107008 /* gradient arena: dLoss/d(layer 31 output) */
+#define D26     258529536 /* gradient arena: dLoss/d(layer 26 output) */
+#define D30     255318272 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     252107008 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     255318272 /* gradient arena: dLoss/d(layer 27 output) */
+#define T27_1   252107008 /* gradient arena: a gradient summed into its tensor's */
+#define D25     252107008 /* gradient arena: dLoss/d(layer 25 output) */
+#define D22     258529536 /* gradient arena: dLoss/d(layer 22 output) */
+#define D24     255318272 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     261740800 /* gradient arena: dLoss/d(layer 23 output) */
+#define D17     252107008 /* gradient arena: dLoss/d(layer 17 output) */
+#define D21     261740800 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     258529536 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
+#define D18     264952064 /* gradient arena: dLoss/d(layer 18 output) */
+#define T18_1   258529536 /* gradient arena: a gradient summed into its tensor's */
+#define D16     258529536 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     252107008 /* gradient arena: dLoss/d(layer 15 output) */
+#define D10     264952064 /* gradient arena: dLoss/d(layer 10 output) */
+#define D14     258529536 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     252107008 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
+#define D11     258529536 /* gradient arena: dLoss/d(layer 11 output) */
+#define T11_1   252107008 /* gradient arena: a gradient summed into its tensor's */
+#define D09     252107008 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     258529536 /* gradient arena: dLoss/d(layer 8 output) */
+#define D03     277797120 /* gradient arena: dLoss/d(layer 3 output) */
+#define D07     252107008 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     258529536 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     252107008 /* gradient arena: dLoss/d(layer 4 output) */
+#define T04_1   258529536 /* gradient arena: a gradient summed into its tensor's */
+#define D02     252107008 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
+#define D00     277797120 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     252107008 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void resnet18_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -24466,19 +17867,19 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l01_batchnorm_forward(params + 9408, buffers, ws + S01, ws + A00, ws + A01, nb, training);
     /* layer 2: relu fused into layer 1's stores */
     l03_maxpool2d_forward(ws + A01, ws + A03);
-    l04_conv2d_forward(params + 9536, ws + A03, ws + A04);
+    l04_conv2d_forward(params + 9536, ws + S04, ws + A03, ws + A04);
     l05_batchnorm_forward(params + 46400, buffers + 129, ws + S05, ws + A04, ws + A05, nb, training);
     /* layer 6: relu fused into layer 5's stores */
-    l04_conv2d_forward(params + 46528, ws + A05, ws + A07);
+    l04_conv2d_forward(params + 46528, ws + S07, ws + A05, ws + A07);
     l08_batchnorm_forward(params + 83392, buffers + 258, ws + S08, ws + A07, ws + A08, nb, training);
     /* (in place: layer 9's add writes over its input 1) */
     l09_add_forward(ws + A03, ws + A08);
     /* (in place: layer 10's relu writes over its input) */
     l10_relu_forward(ws + A08);
-    l04_conv2d_forward(params + 83520, ws + A08, ws + A11);
+    l04_conv2d_forward(params + 83520, ws + S11, ws + A08, ws + A11);
     l05_batchnorm_forward(params + 120384, buffers + 387, ws + S12, ws + A11, ws + A12, nb, training);
     /* layer 13: relu fused into layer 12's stores */
-    l04_conv2d_forward(params + 120512, ws + A12, ws + A14);
+    l04_conv2d_forward(params + 120512, ws + S14, ws + A12, ws + A14);
     l08_batchnorm_forward(params + 157376, buffers + 516, ws + S15, ws + A14, ws + A15, nb, training);
     /* (in place: layer 16's add writes over its input 1) */
     l09_add_forward(ws + A08, ws + A15);
@@ -24487,7 +17888,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l18_conv2d_forward(params + 157504, ws + A15, ws + A18);
     l19_batchnorm_forward(params + 231232, buffers + 645, ws + S19, ws + A18, ws + A19, nb, training);
     /* layer 20: relu fused into layer 19's stores */
-    l21_conv2d_forward(params + 231488, ws + A19, ws + A21);
+    l21_conv2d_forward(params + 231488, ws + S21, ws + A19, ws + A21);
     l22_batchnorm_forward(params + 378944, buffers + 902, ws + S22, ws + A21, ws + A22, nb, training);
     l23_conv2d_forward(params + 379200, ws + A15, ws + A23);
     l22_batchnorm_forward(params + 387392, buffers + 1159, ws + S24, ws + A23, ws + A24, nb, training);
@@ -24495,10 +17896,10 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l25_add_forward(ws + A24, ws + A22);
     /* (in place: layer 26's relu writes over its input) */
     l26_relu_forward(ws + A22);
-    l21_conv2d_forward(params + 387648, ws + A22, ws + A27);
+    l21_conv2d_forward(params + 387648, ws + S27, ws + A22, ws + A27);
     l19_batchnorm_forward(params + 535104, buffers + 1416, ws + S28, ws + A27, ws + A28, nb, training);
     /* layer 29: relu fused into layer 28's stores */
-    l21_conv2d_forward(params + 535360, ws + A28, ws + A30);
+    l21_conv2d_forward(params + 535360, ws + S30, ws + A28, ws + A30);
     l22_batchnorm_forward(params + 682816, buffers + 1673, ws + S31, ws + A30, ws + A31, nb, training);
     /* (in place: layer 32's add writes over its input 1) */
     l25_add_forward(ws + A22, ws + A31);
@@ -24507,7 +17908,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l34_conv2d_forward(params + 683072, ws + A31, ws + A34);
     l35_batchnorm_forward(params + 977984, buffers + 1930, ws + S35, ws + A34, ws + A35, nb, training);
     /* layer 36: relu fused into layer 35's stores */
-    l37_conv2d_forward(params + 978496, ws + A35, ws + A37);
+    l37_conv2d_forward(params + 978496, ws + S37, ws + A35, ws + A37);
     l38_batchnorm_forward(params + 1568320, buffers + 2443, ws + S38, ws + A37, ws + A38, nb, training);
     l39_conv2d_forward(params + 1568832, ws + A31, ws + A39);
     l38_batchnorm_forward(params + 1601600, buffers + 2956, ws + S40, ws + A39, ws + A40, nb, training);
@@ -24515,10 +17916,10 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l41_add_forward(ws + A40, ws + A38);
     /* (in place: layer 42's relu writes over its input) */
     l42_relu_forward(ws + A38);
-    l37_conv2d_forward(params + 1602112, ws + A38, ws + A43);
+    l37_conv2d_forward(params + 1602112, ws + S43, ws + A38, ws + A43);
     l35_batchnorm_forward(params + 2191936, buffers + 3469, ws + S44, ws + A43, ws + A44, nb, training);
     /* layer 45: relu fused into layer 44's stores */
-    l37_conv2d_forward(params + 2192448, ws + A44, ws + A46);
+    l37_conv2d_forward(params + 2192448, ws + S46, ws + A44, ws + A46);
     l38_batchnorm_forward(params + 2782272, buffers + 3982, ws + S47, ws + A46, ws + A47, nb, training);
     /* (in place: layer 48's add writes over its input 1) */
     l41_add_forward(ws + A38, ws + A47);
@@ -24550,7 +17951,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     cg_from_lanes(ws + A68, ws + OUT, nb, 1000, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (202940160); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (252043008); grads accumulate. */
 void resnet18_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 1000, 32);
@@ -24586,11 +17987,11 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l41_add_backward(ws + D48, ws + D47, ws + D42);
     l35_batchnorm_backward(params + 2782272, grads + 2782272, ws + S47, ws + A46, ws + D47, ws + D46, nb);
     l37_conv2d_backward(grads + 2192448, ws + A44, ws + D46);
-    l37_conv2d_backward_dx(params + 2192448, ws + A44, ws + D46, ws + D45);
+    l37_conv2d_backward_dx(params + 2192448, ws + S46, ws + A44, ws + D46, ws + D45);
     /* layer 45: relu's backward is in layer 46's dx stores */
     l35_batchnorm_backward(params + 2191936, grads + 2191936, ws + S44, ws + A43, ws + D45, ws + D43, nb);
     l37_conv2d_backward(grads + 1602112, ws + A38, ws + D43);
-    l43_conv2d_backward_dx(params + 1602112, ws + D43, ws + T43_1);
+    l43_conv2d_backward_dx(params + 1602112, ws + S43, ws + D43, ws + T43_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D42)[i] += (ws + T43_1)[i]; /* a tensor read again: gradients add */
     l42_relu_backward(ws + A38, ws + D42, ws + D41);
     l41_add_backward(ws + D41, ws + D38, ws + D40);
@@ -24599,7 +18000,7 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l39_conv2d_backward_dx(params + 1568832, ws + D39, ws + D33);
     l35_batchnorm_backward(params + 1568320, grads + 1568320, ws + S38, ws + A37, ws + D38, ws + D37, nb);
     l37_conv2d_backward(grads + 978496, ws + A35, ws + D37);
-    l37_conv2d_backward_dx(params + 978496, ws + A35, ws + D37, ws + D36);
+    l37_conv2d_backward_dx(params + 978496, ws + S37, ws + A35, ws + D37, ws + D36);
     /* layer 36: relu's backward is in layer 37's dx stores */
     l35_batchnorm_backward(params + 977984, grads + 977984, ws + S35, ws + A34, ws + D36, ws + D34, nb);
     l34_conv2d_backward(grads + 683072, ws + A31, ws + D34);
@@ -24609,11 +18010,11 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l25_add_backward(ws + D32, ws + D31, ws + D26);
     l19_batchnorm_backward(params + 682816, grads + 682816, ws + S31, ws + A30, ws + D31, ws + D30, nb);
     l21_conv2d_backward(grads + 535360, ws + A28, ws + D30);
-    l21_conv2d_backward_dx(params + 535360, ws + A28, ws + D30, ws + D29);
+    l21_conv2d_backward_dx(params + 535360, ws + S30, ws + A28, ws + D30, ws + D29);
     /* layer 29: relu's backward is in layer 30's dx stores */
     l19_batchnorm_backward(params + 535104, grads + 535104, ws + S28, ws + A27, ws + D29, ws + D27, nb);
     l21_conv2d_backward(grads + 387648, ws + A22, ws + D27);
-    l27_conv2d_backward_dx(params + 387648, ws + D27, ws + T27_1);
+    l27_conv2d_backward_dx(params + 387648, ws + S27, ws + D27, ws + T27_1);
     for (size_t i = 0; i < 3211264; i++) (ws + D26)[i] += (ws + T27_1)[i]; /* a tensor read again: gradients add */
     l26_relu_backward(ws + A22, ws + D26, ws + D25);
     l25_add_backward(ws + D25, ws + D22, ws + D24);
@@ -24622,7 +18023,7 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l23_conv2d_backward_dx(params + 379200, ws + D23, ws + D17);
     l19_batchnorm_backward(params + 378944, grads + 378944, ws + S22, ws + A21, ws + D22, ws + D21, nb);
     l21_conv2d_backward(grads + 231488, ws + A19, ws + D21);
-    l21_conv2d_backward_dx(params + 231488, ws + A19, ws + D21, ws + D20);
+    l21_conv2d_backward_dx(params + 231488, ws + S21, ws + A19, ws + D21, ws + D20);
     /* layer 20: relu's backward is in layer 21's dx stores */
     l19_batchnorm_backward(params + 231232, grads + 231232, ws + S19, ws + A18, ws + D20, ws + D18, nb);
     l18_conv2d_backward(grads + 157504, ws + A15, ws + D18);
@@ -24632,21 +18033,21 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l09_add_backward(ws + D16, ws + D15, ws + D10);
     l05_batchnorm_backward(params + 157376, grads + 157376, ws + S15, ws + A14, ws + D15, ws + D14, nb);
     l04_conv2d_backward(grads + 120512, ws + A12, ws + D14);
-    l07_conv2d_backward_dx(params + 120512, ws + A12, ws + D14, ws + D13);
+    l07_conv2d_backward_dx(params + 120512, ws + S14, ws + A12, ws + D14, ws + D13);
     /* layer 13: relu's backward is in layer 14's dx stores */
     l05_batchnorm_backward(params + 120384, grads + 120384, ws + S12, ws + A11, ws + D13, ws + D11, nb);
     l04_conv2d_backward(grads + 83520, ws + A08, ws + D11);
-    l04_conv2d_backward_dx(params + 83520, ws + D11, ws + T11_1);
+    l04_conv2d_backward_dx(params + 83520, ws + S11, ws + D11, ws + T11_1);
     for (size_t i = 0; i < 6422528; i++) (ws + D10)[i] += (ws + T11_1)[i]; /* a tensor read again: gradients add */
     l10_relu_backward(ws + A08, ws + D10, ws + D09);
     l09_add_backward(ws + D09, ws + D08, ws + D03);
     l05_batchnorm_backward(params + 83392, grads + 83392, ws + S08, ws + A07, ws + D08, ws + D07, nb);
     l04_conv2d_backward(grads + 46528, ws + A05, ws + D07);
-    l07_conv2d_backward_dx(params + 46528, ws + A05, ws + D07, ws + D06);
+    l07_conv2d_backward_dx(params + 46528, ws + S07, ws + A05, ws + D07, ws + D06);
     /* layer 6: relu's backward is in layer 7's dx stores */
     l05_batchnorm_backward(params + 46400, grads + 46400, ws + S05, ws + A04, ws + D06, ws + D04, nb);
     l04_conv2d_backward(grads + 9536, ws + A03, ws + D04);
-    l04_conv2d_backward_dx(params + 9536, ws + D04, ws + T04_1);
+    l04_conv2d_backward_dx(params + 9536, ws + S04, ws + D04, ws + T04_1);
     for (size_t i = 0; i < 6422528; i++) (ws + D03)[i] += (ws + T04_1)[i]; /* a tensor read again: gradients add */
     l03_maxpool2d_backward(ws + A01, ws + D03, ws + D02);
     /* layer 2: relu's backward is in layer 3's dx stores */
@@ -24875,7 +18276,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 62619648, .lanes = 32, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 4, .name = "layer1_0_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 4, .name = "layer1_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -24888,7 +18289,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 75464704, .lanes = 32, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 7, .name = "layer1_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 7, .name = "layer1_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -24905,7 +18306,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 88309760, .lanes = 32, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 12, .name = "layer1_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 12, .name = "layer1_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -24918,7 +18319,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 101154816, .lanes = 32, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 15, .name = "layer1_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 15, .name = "layer1_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -24948,7 +18349,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 120422400, .lanes = 32, .line = 29, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 23, .name = "layer2_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 23, .name = "layer2_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
@@ -24974,7 +18375,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 133267456, .lanes = 32, .line = 35, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 30, .name = "layer2_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 30, .name = "layer2_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
@@ -24987,7 +18388,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 139689984, .lanes = 32, .line = 38, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 33, .name = "layer2_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 33, .name = "layer2_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
@@ -25017,7 +18418,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 149323776, .lanes = 32, .line = 45, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 41, .name = "layer3_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 41, .name = "layer3_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
@@ -25043,7 +18444,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 155746304, .lanes = 32, .line = 51, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 48, .name = "layer3_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 48, .name = "layer3_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
@@ -25056,7 +18457,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 158957568, .lanes = 32, .line = 54, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 51, .name = "layer3_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 51, .name = "layer3_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},

@@ -190,8 +190,8 @@ function M.candidates(L, T)
     end
     -- Winograd F(2x2, 3x3) for the forward and dx, dW direct (conv_wino.lua)
     if wino.ok(L) then
-      c[#c + 1] = {name = "lanes+wino", layout = "lanes", fwd = {form = "wino", tile = wino.tile(L, T, L.cout)},
-        dw = {form = "lanes", tile = t.dw}, dx = {form = "wino", tile = wino.tile(L, T, L.cin), apart = true}}
+      table.insert(c, wino.preferred(L) and 1 or #c + 1, {name = "lanes+wino", layout = "lanes", fwd = {form = "wino", tile = wino.tile(L, T, L.cout)},
+        dw = {form = "lanes", tile = t.dw}, dx = {form = "wino", tile = wino.tile(L, T, L.cin), apart = true}})
     end
     return c
   end

@@ -50,20 +50,32 @@ function M.dx_geom(L)
   return pass_geom({g.h.O, g.w.O}, {2 - g.h.lo, 2 - g.w.lo}, {g.h.I, g.w.I})
 end
 
+-- scratch floats of the forward alone (the inference export): U and its planes
+function M.fwd_scratch(L, R)
+  local f = M.fwd_geom(L)
+  return 16 * L.cin * L.cout + R * L.cin * f.P[1] * f.P[2]
+end
+
 -- scratch floats: U, then the padded planes (the larger of the two passes)
 function M.scratch(L, R)
   local f, d = M.fwd_geom(L), M.dx_geom(L)
   return 16 * L.cin * L.cout + R * math.max(L.cin * f.P[1] * f.P[2], L.cout * d.P[1] * d.P[2])
 end
 
--- The default tile: 8 accumulators on AVX2 (TC channels x TB lane vectors), 16 with
--- AVX-512's 32 registers.
+-- The tile: two lane vectors (a cache line of each transformed input) x TC output
+-- channels, 2/3 of the target's accumulator budget (8 of AVX2's 12, 16 of AVX-512's
+-- 24): the rest hold the loaded vectors and a broadcast weight.
 function M.tile(L, T, nco)
   local ld = require("util").largest_divisor
-  local NV = L.lanes_R // L.vec
-  local TB = ld(NV, 2)
-  local TC = ld(nco, math.max(1, (T.acc >= 24 and 16 or 8) // TB))
-  return {TC = TC, TB = TB}
+  local TB = ld(L.lanes_R // L.vec, 2)
+  return {TC = ld(nco, math.max(1, T.acc * 2 // 3 // TB)), TB = TB}
+end
+
+-- The heuristic's first choice: channels enough on both sides to amortize the
+-- transforms, and outputs of 8x8 or more (a 7x7 output computes 8x8).
+function M.preferred(L)
+  local g = L.geom
+  return M.ok(L) and L.cin >= 8 and L.cout >= 8 and g.h.O >= 8 and g.w.O >= 8
 end
 
 -- Emit one pass. a = {
