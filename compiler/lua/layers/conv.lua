@@ -466,7 +466,7 @@ local largest_divisor = util.largest_divisor
 
 function M.scratch(L)
   local S = L.sched
-  if S.layout == "lanes" and S.fwd.form == "wino" then return wino.scratch(L, L.lanes_R) end
+  if S.layout == "lanes" and S.fwd.form == "wino" then return wino.scratch(L) end
   if S.layout == "lanes" then return (S.fwd.pad or S.dx.pad) and M.lanes_pad(L, L.lanes_R).total or 0 end
   if S.fwd.form == "wv" then return wv.scratch(L).total end
   if S.fwd.form ~= "cv" then return 0 end
@@ -592,16 +592,10 @@ local function vec_list(fmt, n, ...)
 end
 
 -- the Winograd form's two passes (conv_wino.lua)
-local function wino_copy(C, L, R)
-  return function(dst, src, nplanes, H, W, Hp, Wp, top, left)
-    lanes_pad_copy(C, L, dst, src, nplanes, H, W, {h = {O = Hp}, w = {O = Wp}}, R, {top, left})
-  end
-end
-
 local function forward_wino(L, C, R, V)
   local WK = L.cin * 9
   wino.emit(C, L, R, V, {src = "x", nci = L.cin, dst = "y", nco = L.cout, geo = wino.fwd_geom(L),
-    tile = L.sched.fwd.tile, copy = wino_copy(C, L, R),
+    tile = L.sched.fwd.tile,
     bias = L.opt.bias and function(co) return string.format("(%s)[%s]", L.t.bias, co) end or nil,
     wt = function(co, ci, k) return string.format("%s[%s * %d + %s * 9 + %d]", L.t.weight, co, WK, ci, k) end,
     store = function(off, v) return string.format("VSTORE(y + %s, %s);", off, fuse.v(L, v)) end})
@@ -613,7 +607,7 @@ end
 local function backward_dx_wino(L, C, R, V)
   local WK = L.cin * 9
   wino.emit(C, L, R, V, {src = "dy", nci = L.cout, dst = "dx", nco = L.cin, geo = wino.dx_geom(L),
-    tile = L.sched.dx.tile, copy = wino_copy(C, L, R),
+    tile = L.sched.dx.tile,
     wt = function(ci, co, k) return string.format("%s[%s * %d + %s * 9 + %d]", L.t.weight, co, WK, ci, 8 - k) end,
     store = function(off, v)
       return string.format("VSTORE(dx + %s, %s);", off, fuse.dv(L, "VLOAD(x + " .. off .. ")", v))

@@ -19,9 +19,11 @@
 -- the kernel flipped and its channels swapped, padded by 2 - pad. So one emitter
 -- serves both passes; dW stays in the direct lanes form.
 --
--- The input (x or dy) is copied once into zero-padded planes covering every 4x4 block
--- (an odd output extent adds a zero row or column), the transformed weights U are
--- recomputed each call ([16][channels in][channels out], 16 x the weights).
+-- The input (x or dy) is read where it is: the tiles fall in classes along each axis by
+-- which of their 4 input rows (columns) lie in the padding, and each class has its own
+-- transform code with those loads replaced by zeros (a test per tile, none per load).
+-- The transformed weights U are recomputed each call ([16][channels in][channels out],
+-- 16 x the weights, the layer's scratch).
 local M = {}
 
 -- 3x3, stride 1, dilation 1, pads 0..2 on every side (dx pads by 2 - pad)
@@ -34,10 +36,10 @@ function M.ok(L)
   return true
 end
 
--- the geometry of one pass: input I (h, w) padded by lo, output O, planes of P
+-- the geometry of one pass: input I (h, w) padded by lo, output O, T tiles of 2x2
 local function pass_geom(I, lo, O)
   local T = {(O[1] + 1) // 2, (O[2] + 1) // 2}
-  return {I = I, lo = lo, O = O, T = T, P = {2 * T[1] + 2, 2 * T[2] + 2}}
+  return {I = I, lo = lo, O = O, T = T}
 end
 
 function M.fwd_geom(L)
@@ -50,17 +52,8 @@ function M.dx_geom(L)
   return pass_geom({g.h.O, g.w.O}, {2 - g.h.lo, 2 - g.w.lo}, {g.h.I, g.w.I})
 end
 
--- scratch floats of the forward alone (the inference export): U and its planes
-function M.fwd_scratch(L, R)
-  local f = M.fwd_geom(L)
-  return 16 * L.cin * L.cout + R * L.cin * f.P[1] * f.P[2]
-end
-
--- scratch floats: U, then the padded planes (the larger of the two passes)
-function M.scratch(L, R)
-  local f, d = M.fwd_geom(L), M.dx_geom(L)
-  return 16 * L.cin * L.cout + R * math.max(L.cin * f.P[1] * f.P[2], L.cout * d.P[1] * d.P[2])
-end
+-- scratch floats: the transformed weights U of either pass
+function M.scratch(L) return 16 * L.cin * L.cout end
 
 -- The tile: two lane vectors (a cache line of each transformed input) x TC output
 -- channels, 2/3 of the target's accumulator budget (8 of AVX2's 12, 16 of AVX-512's
@@ -86,15 +79,44 @@ end
 --   store(off, v): the C statement storing vector variable v at dst + off
 --   bias(co): the C expression of output channel co's bias, or nil
 --   tile:  {TC, TB}
---   copy(dst, src, nplanes, H, W, Hp, Wp, top, left): emits the zero-padded copy }
+-- }
+-- Tiles along one axis in classes: runs of consecutive tiles whose 4 inputs are inside
+-- or outside the input alike, {lo, hi, valid[1..4]} (tile t reads 2t - pad .. 2t - pad + 3).
+local function classes(T, I, pad)
+  local out = {}
+  for t = 0, T - 1 do
+    local v = {}
+    for i = 0, 3 do local r = 2 * t - pad + i; v[i + 1] = r >= 0 and r < I end
+    local last = out[#out]
+    if last and last.v[1] == v[1] and last.v[2] == v[2] and last.v[3] == v[3] and last.v[4] == v[4] then
+      last.hi = t
+    else
+      out[#out + 1] = {lo = t, hi = t, v = v}
+    end
+  end
+  return out
+end
+
+-- One branch per class of the loop variable var (the tests are per tile, the loads
+-- inside each branch unconditional); body(valid) emits the branch.
+local function dispatch(C, var, cls, body)
+  if #cls == 1 then return body(cls[1].v) end
+  for k, c in ipairs(cls) do
+    if k == 1 then C:open("if (%s <= %d) {", var, c.hi)
+    elseif k < #cls then C:close(string.format("} else if (%s <= %d) {", var, c.hi)); C.ind = C.ind + 1
+    else C:close("} else {"); C.ind = C.ind + 1 end
+    body(c.v)
+  end
+  C:close()
+end
+
 function M.emit(C, L, R, V, a)
   local geo, TC, TB = a.geo, a.tile.TC, a.tile.TB
   local NV = R // V
   local nci, nco = a.nci, a.nco
-  local Ph, Pw = geo.P[1], geo.P[2]
+  local Ih, Iw = geo.I[1], geo.I[2]
   local Oh, Ow = geo.O[1], geo.O[2]
   C:line("float *restrict U = S; /* [16][%d][%d]: G g G^T per channel pair */", nci, nco)
-  C:line("float *restrict xp = S + %d; /* [%d][%d][%d][lanes]: zero-padded input */", 16 * nci * nco, nci, Ph, Pw)
   C:open("for (int co = 0; co < %d; co++) {", nco)
   C:open("for (int ci = 0; ci < %d; ci++) {", nci)
   local gs = {}
@@ -115,36 +137,50 @@ function M.emit(C, L, R, V, a)
   for i = 1, #u, 4 do C:line(table.concat(u, " ", i, i + 3)) end
   C:close()
   C:close()
-  a.copy("xp", a.src, nci, geo.I[1], geo.I[2], Ph, Pw, geo.lo[1], geo.lo[2])
   if L.parallel then C:line("CG_PARALLEL_FOR2") end
   C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
   C:open("for (int ty = 0; ty < %d; ty++) {", geo.T[1])
   C:line("cg_v vb[%d]; /* [16][%d][TB]: B^T d B of each input channel */", 16 * nci * TB, nci)
   C:line("cg_v mb[%d]; /* [16][TC][TB]: the products summed over the input channels */", 16 * TC * TB)
   C:open("for (int tx = 0; tx < %d; tx++) {", geo.T[2])
-  -- input transform
-  C:open("for (int ci = 0; ci < %d; ci++) {", nci)
-  C:line("const float *restrict xc = xp + ((size_t)(ci * %d + 2 * ty) * %d + 2 * tx) * %d + v0 * %d;", Ph, Pw, R, V)
-  for b = 0, TB - 1 do
-    C:open("{")
-    local ld = {}
-    for i = 0, 3 do
-      for j = 0, 3 do ld[#ld + 1] = string.format("d%d%d = VLOAD(xc + %d)", i, j, (i * Pw + j) * R + b * V) end
-    end
-    C:line("const cg_v %s;", table.concat(ld, ", "))
-    -- s = B^T d (rows), then v = s B (columns)
-    for j = 0, 3 do
-      C:line("const cg_v s0%d = d0%d - d2%d, s1%d = d1%d + d2%d, s2%d = d2%d - d1%d, s3%d = d1%d - d3%d;",
-        j, j, j, j, j, j, j, j, j, j, j, j)
-    end
-    for i = 0, 3 do
-      local at = function(j) return string.format("vb[(%d * %d + ci) * %d + %d]", i * 4 + j, nci, TB, b) end
-      C:line("%s = s%d0 - s%d2; %s = s%d1 + s%d2; %s = s%d2 - s%d1; %s = s%d1 - s%d3;",
-        at(0), i, i, at(1), i, i, at(2), i, i, at(3), i, i)
-    end
-    C:close()
-  end
-  C:close()
+  -- input transform: the 4x4 block of tile (ty, tx) starts at input (2ty - lo, 2tx - lo);
+  -- rows and columns outside the input are zeros, known per class of tiles
+  local rc, cc = classes(geo.T[1], geo.I[1], geo.lo[1]), classes(geo.T[2], geo.I[2], geo.lo[2])
+  C:line("const long xo = ((long)(2 * ty - %d) * %d + 2 * tx - %d) * %d + v0 * %d; /* the block's first input, maybe outside */",
+    geo.lo[1], Iw, geo.lo[2], R, V)
+  dispatch(C, "ty", rc, function(rv)
+    dispatch(C, "tx", cc, function(cv)
+      C:open("for (int ci = 0; ci < %d; ci++) {", nci)
+      C:line("const float *restrict xc = %s + (size_t)ci * %d;", a.src, Ih * Iw * R)
+      for bb = 0, TB - 1 do
+        C:open("{")
+        local ld, zero = {}, {}
+        for i = 0, 3 do
+          for j = 0, 3 do
+            if rv[i + 1] and cv[j + 1] then
+              ld[#ld + 1] = string.format("d%d%d = VLOAD(xc + (xo + %d))", i, j, (i * Iw + j) * R + bb * V)
+            else
+              zero[#zero + 1] = string.format("d%d%d = vsplat(0.0f)", i, j)
+            end
+          end
+        end
+        if #ld > 0 then C:line("const cg_v %s;", table.concat(ld, ", ")) end
+        if #zero > 0 then C:line("const cg_v %s; /* outside the input */", table.concat(zero, ", ")) end
+        -- s = B^T d (rows), then v = s B (columns)
+        for j = 0, 3 do
+          C:line("const cg_v s0%d = d0%d - d2%d, s1%d = d1%d + d2%d, s2%d = d2%d - d1%d, s3%d = d1%d - d3%d;",
+            j, j, j, j, j, j, j, j, j, j, j, j)
+        end
+        for i = 0, 3 do
+          local at = function(j) return string.format("vb[(%d * %d + ci) * %d + %d]", i * 4 + j, nci, TB, bb) end
+          C:line("%s = s%d0 - s%d2; %s = s%d1 + s%d2; %s = s%d2 - s%d1; %s = s%d1 - s%d3;",
+            at(0), i, i, at(1), i, i, at(2), i, i, at(3), i, i)
+        end
+        C:close()
+      end
+      C:close()
+    end)
+  end)
   -- products: per block of TC output channels and position, a TC x TB register tile
   C:open("for (int cb = 0; cb < %d; cb++) {", nco // TC)
   for p = 0, 15 do
@@ -157,11 +193,11 @@ function M.emit(C, L, R, V, a)
     C:open("for (int ci = 0; ci < %d; ci++) {", nci)
     C:line("const float *restrict u = U + (size_t)(%d + ci) * %d + cb * %d;", p * nci, nco, TC)
     local ld = {}
-    for b = 0, TB - 1 do ld[#ld + 1] = string.format("v%d = vb[(%d + ci) * %d + %d]", b, p * nci, TB, b) end
+    for b = 0, TB - 1 do ld[#ld + 1] = string.format("e%d = vb[(%d + ci) * %d + %d]", b, p * nci, TB, b) end
     C:line("const cg_v %s;", table.concat(ld, ", "))
     for t = 0, TC - 1 do
       local f = {}
-      for b = 0, TB - 1 do f[#f + 1] = string.format("a%d_%d += u[%d] * v%d;", t, b, t, b) end
+      for b = 0, TB - 1 do f[#f + 1] = string.format("a%d_%d += u[%d] * e%d;", t, b, t, b) end
       C:line(table.concat(f, " "))
     end
     C:close()
