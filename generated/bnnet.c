@@ -1910,7 +1910,6 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
     float *restrict U = S; /* [16][64][128]: G g G^T per channel pair */
-    float *restrict xp = S + 131072; /* [64][16][16][lanes]: zero-padded input */
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[co * 576 + ci * 9 + 0], g1 = P[co * 576 + ci * 9 + 1], g2 = P[co * 576 + ci * 9 + 2], g3 = P[co * 576 + ci * 9 + 3], g4 = P[co * 576 + ci * 9 + 4], g5 = P[co * 576 + ci * 9 + 5], g6 = P[co * 576 + ci * 9 + 6], g7 = P[co * 576 + ci * 9 + 7], g8 = P[co * 576 + ci * 9 + 8];
@@ -1924,49 +1923,268 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             u[98304] = t30; u[106496] = 0.5f * (t30 + t31 + t32); u[114688] = 0.5f * (t30 - t31 + t32); u[122880] = t32;
         }
     }
-    /* x -> zero-padded planes 16x16 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 64; pl++) {
-        const float *restrict s = x + (size_t)pl * 12544;
-        float *restrict d = xp + (size_t)pl * 16384;
-        memset(d, 0, sizeof(float) * 1024);
-        for (int r = 0; r < 14; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 1024;
-            memset(dr, 0, sizeof(float) * 64);
-            memcpy(dr + 64, s + (size_t)r * 896, sizeof(float) * 896);
-            memset(dr + 960, 0, sizeof(float) * 64);
-        }
-        memset(d + 15360, 0, sizeof(float) * 1024);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 4; v0 += 2) {
         for (int ty = 0; ty < 7; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 7; tx++) {
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 16 + 2 * ty) * 16 + 2 * tx) * 64 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 64), d02 = VLOAD(xc + 128), d03 = VLOAD(xc + 192), d10 = VLOAD(xc + 1024), d11 = VLOAD(xc + 1088), d12 = VLOAD(xc + 1152), d13 = VLOAD(xc + 1216), d20 = VLOAD(xc + 2048), d21 = VLOAD(xc + 2112), d22 = VLOAD(xc + 2176), d23 = VLOAD(xc + 2240), d30 = VLOAD(xc + 3072), d31 = VLOAD(xc + 3136), d32 = VLOAD(xc + 3200), d33 = VLOAD(xc + 3264);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 12544;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d13 = VLOAD(xc + (xo + 1104)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d23 = VLOAD(xc + (xo + 2000)), d31 = VLOAD(xc + (xo + 2768)), d32 = VLOAD(xc + (xo + 2832)), d33 = VLOAD(xc + (xo + 2896));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 12544;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d13 = VLOAD(xc + (xo + 1104)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d23 = VLOAD(xc + (xo + 2000)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2768)), d32 = VLOAD(xc + (xo + 2832)), d33 = VLOAD(xc + (xo + 2896));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 12544;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2768)), d32 = VLOAD(xc + (xo + 2832));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 80), d02 = VLOAD(xc + 144), d03 = VLOAD(xc + 208), d10 = VLOAD(xc + 1040), d11 = VLOAD(xc + 1104), d12 = VLOAD(xc + 1168), d13 = VLOAD(xc + 1232), d20 = VLOAD(xc + 2064), d21 = VLOAD(xc + 2128), d22 = VLOAD(xc + 2192), d23 = VLOAD(xc + 2256), d30 = VLOAD(xc + 3088), d31 = VLOAD(xc + 3152), d32 = VLOAD(xc + 3216), d33 = VLOAD(xc + 3280);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 5) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 12544;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 80)), d02 = VLOAD(xc + (xo + 144)), d03 = VLOAD(xc + (xo + 208)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d13 = VLOAD(xc + (xo + 1104)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d23 = VLOAD(xc + (xo + 2000)), d31 = VLOAD(xc + (xo + 2768)), d32 = VLOAD(xc + (xo + 2832)), d33 = VLOAD(xc + (xo + 2896));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 12544;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 80)), d02 = VLOAD(xc + (xo + 144)), d03 = VLOAD(xc + (xo + 208)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d13 = VLOAD(xc + (xo + 1104)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d23 = VLOAD(xc + (xo + 2000)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2768)), d32 = VLOAD(xc + (xo + 2832)), d33 = VLOAD(xc + (xo + 2896));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 12544;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 80)), d02 = VLOAD(xc + (xo + 144)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2768)), d32 = VLOAD(xc + (xo + 2832));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 12544;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 80)), d02 = VLOAD(xc + (xo + 144)), d03 = VLOAD(xc + (xo + 208)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d13 = VLOAD(xc + (xo + 1104)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d23 = VLOAD(xc + (xo + 2000));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 12544;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 80)), d02 = VLOAD(xc + (xo + 144)), d03 = VLOAD(xc + (xo + 208)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d13 = VLOAD(xc + (xo + 1104)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d23 = VLOAD(xc + (xo + 2000));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 12544;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 80)), d02 = VLOAD(xc + (xo + 144)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 16; cb++) {
@@ -1981,15 +2199,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -2011,15 +2229,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(64 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(64 + ci) * 2 + 0], e1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -2041,15 +2259,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -2071,15 +2289,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(192 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(192 + ci) * 2 + 0], e1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -2101,15 +2319,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -2131,15 +2349,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(320 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(320 + ci) * 2 + 0], v1 = vb[(320 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(320 + ci) * 2 + 0], e1 = vb[(320 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -2161,15 +2379,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -2191,15 +2409,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(448 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(448 + ci) * 2 + 0], v1 = vb[(448 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(448 + ci) * 2 + 0], e1 = vb[(448 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -2221,15 +2439,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -2251,15 +2469,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(576 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(576 + ci) * 2 + 0], v1 = vb[(576 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(576 + ci) * 2 + 0], e1 = vb[(576 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -2281,15 +2499,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -2311,15 +2529,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(704 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(704 + ci) * 2 + 0], v1 = vb[(704 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(704 + ci) * 2 + 0], e1 = vb[(704 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -2341,15 +2559,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -2371,15 +2589,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(832 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(832 + ci) * 2 + 0], v1 = vb[(832 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(832 + ci) * 2 + 0], e1 = vb[(832 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -2401,15 +2619,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -2431,15 +2649,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(960 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(960 + ci) * 2 + 0], v1 = vb[(960 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(960 + ci) * 2 + 0], e1 = vb[(960 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -2587,7 +2805,6 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
     float *restrict U = S; /* [16][128][64]: G g G^T per channel pair */
-    float *restrict xp = S + 131072; /* [128][16][16][lanes]: zero-padded input */
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
@@ -2601,49 +2818,268 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[98304] = t30; u[106496] = 0.5f * (t30 + t31 + t32); u[114688] = 0.5f * (t30 - t31 + t32); u[122880] = t32;
         }
     }
-    /* dy -> zero-padded planes 16x16 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 128; pl++) {
-        const float *restrict s = dy + (size_t)pl * 12544;
-        float *restrict d = xp + (size_t)pl * 16384;
-        memset(d, 0, sizeof(float) * 1024);
-        for (int r = 0; r < 14; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 1024;
-            memset(dr, 0, sizeof(float) * 64);
-            memcpy(dr + 64, s + (size_t)r * 896, sizeof(float) * 896);
-            memset(dr + 960, 0, sizeof(float) * 64);
-        }
-        memset(d + 15360, 0, sizeof(float) * 1024);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 4; v0 += 2) {
         for (int ty = 0; ty < 7; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 7; tx++) {
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 16 + 2 * ty) * 16 + 2 * tx) * 64 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 64), d02 = VLOAD(xc + 128), d03 = VLOAD(xc + 192), d10 = VLOAD(xc + 1024), d11 = VLOAD(xc + 1088), d12 = VLOAD(xc + 1152), d13 = VLOAD(xc + 1216), d20 = VLOAD(xc + 2048), d21 = VLOAD(xc + 2112), d22 = VLOAD(xc + 2176), d23 = VLOAD(xc + 2240), d30 = VLOAD(xc + 3072), d31 = VLOAD(xc + 3136), d32 = VLOAD(xc + 3200), d33 = VLOAD(xc + 3264);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 12544;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d13 = VLOAD(xc + (xo + 1104)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d23 = VLOAD(xc + (xo + 2000)), d31 = VLOAD(xc + (xo + 2768)), d32 = VLOAD(xc + (xo + 2832)), d33 = VLOAD(xc + (xo + 2896));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 12544;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d13 = VLOAD(xc + (xo + 1104)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d23 = VLOAD(xc + (xo + 2000)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2768)), d32 = VLOAD(xc + (xo + 2832)), d33 = VLOAD(xc + (xo + 2896));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 12544;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2768)), d32 = VLOAD(xc + (xo + 2832));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 80), d02 = VLOAD(xc + 144), d03 = VLOAD(xc + 208), d10 = VLOAD(xc + 1040), d11 = VLOAD(xc + 1104), d12 = VLOAD(xc + 1168), d13 = VLOAD(xc + 1232), d20 = VLOAD(xc + 2064), d21 = VLOAD(xc + 2128), d22 = VLOAD(xc + 2192), d23 = VLOAD(xc + 2256), d30 = VLOAD(xc + 3088), d31 = VLOAD(xc + 3152), d32 = VLOAD(xc + 3216), d33 = VLOAD(xc + 3280);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 5) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 12544;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 80)), d02 = VLOAD(xc + (xo + 144)), d03 = VLOAD(xc + (xo + 208)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d13 = VLOAD(xc + (xo + 1104)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d23 = VLOAD(xc + (xo + 2000)), d31 = VLOAD(xc + (xo + 2768)), d32 = VLOAD(xc + (xo + 2832)), d33 = VLOAD(xc + (xo + 2896));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 12544;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 80)), d02 = VLOAD(xc + (xo + 144)), d03 = VLOAD(xc + (xo + 208)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d13 = VLOAD(xc + (xo + 1104)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d23 = VLOAD(xc + (xo + 2000)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2768)), d32 = VLOAD(xc + (xo + 2832)), d33 = VLOAD(xc + (xo + 2896));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 12544;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 80)), d02 = VLOAD(xc + (xo + 144)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2768)), d32 = VLOAD(xc + (xo + 2832));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 12544;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 80)), d02 = VLOAD(xc + (xo + 144)), d03 = VLOAD(xc + (xo + 208)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d13 = VLOAD(xc + (xo + 1104)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d23 = VLOAD(xc + (xo + 2000));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 12544;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 80)), d02 = VLOAD(xc + (xo + 144)), d03 = VLOAD(xc + (xo + 208)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d13 = VLOAD(xc + (xo + 1104)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936)), d23 = VLOAD(xc + (xo + 2000));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 12544;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 80)), d02 = VLOAD(xc + (xo + 144)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 976)), d12 = VLOAD(xc + (xo + 1040)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1872)), d22 = VLOAD(xc + (xo + 1936));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 8; cb++) {
@@ -2658,15 +3094,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -2688,15 +3124,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -2718,15 +3154,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -2748,15 +3184,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -2778,15 +3214,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -2808,15 +3244,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -2838,15 +3274,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -2868,15 +3304,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -2898,15 +3334,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -2928,15 +3364,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1152 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1152 + ci) * 2 + 0], v1 = vb[(1152 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1152 + ci) * 2 + 0], e1 = vb[(1152 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -2958,15 +3394,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -2988,15 +3424,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1408 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1408 + ci) * 2 + 0], v1 = vb[(1408 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1408 + ci) * 2 + 0], e1 = vb[(1408 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -3018,15 +3454,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -3048,15 +3484,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1664 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1664 + ci) * 2 + 0], v1 = vb[(1664 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1664 + ci) * 2 + 0], e1 = vb[(1664 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -3078,15 +3514,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -3108,15 +3544,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1920 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1920 + ci) * 2 + 0], v1 = vb[(1920 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1920 + ci) * 2 + 0], e1 = vb[(1920 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -3715,26 +4151,26 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
 #define A04     7275520 /* output of layer 4 (conv2d), [128x14x14][lanes] */
 #define S04     10905344 /* scratch of layer 4 (conv2d) */
 #define A05     8881152 /* output of layer 5 (batchnorm), [128x14x14][lanes] */
-#define S05     13133568 /* scratch of layer 5 (batchnorm) */
+#define S05     11036416 /* scratch of layer 5 (batchnorm) */
 #define A07     10486784 /* output of layer 7 (maxpool2d), [128x7x7][lanes] */
 #define A09     10888192 /* output of layer 9 (dense), [128][lanes] */
-#define S09     13133824 /* scratch of layer 9 (dense) */
+#define S09     11036672 /* scratch of layer 9 (dense) */
 #define A10     10896384 /* output of layer 10 (batchnorm), [128][lanes] */
-#define S10     13536256 /* scratch of layer 10 (batchnorm) */
+#define S10     11439104 /* scratch of layer 10 (batchnorm) */
 #define A12     10904576 /* output of layer 12 (dense), [10][lanes] */
-#define S12     13536512 /* scratch of layer 12 (dense) */
-#define OUT     13545728 /* the output, [N][10] */
-#define DOUT    13546368 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  13547008 /* dLoss/dOutput, [10][lanes] */
-#define D11     13547648 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
-#define D09     13555840 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     15153280 /* gradient arena: dLoss/d(layer 8 output) */
-#define D06     13547648 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
-#define D04     15153280 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     16758912 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     13547648 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
-#define D00     16758912 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     13547648 /* gradient arena: dLoss/dInput */
+#define S12     11439360 /* scratch of layer 12 (dense) */
+#define OUT     11448576 /* the output, [N][10] */
+#define DOUT    11449216 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  11449856 /* dLoss/dOutput, [10][lanes] */
+#define D11     11450496 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
+#define D09     11458688 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     13056128 /* gradient arena: dLoss/d(layer 8 output) */
+#define D06     11450496 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     13056128 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     14661760 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     11450496 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
+#define D00     14661760 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     11450496 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void bnnet_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -3756,7 +4192,7 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
     cg_from_lanes(ws + A12, ws + OUT, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (13546368); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (11449216); grads accumulate. */
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);

@@ -1926,7 +1926,6 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
-    float *restrict xp = S + 65536; /* [64][58][58][lanes]: zero-padded input */
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[co * 576 + ci * 9 + 0], g1 = P[co * 576 + ci * 9 + 1], g2 = P[co * 576 + ci * 9 + 2], g3 = P[co * 576 + ci * 9 + 3], g4 = P[co * 576 + ci * 9 + 4], g5 = P[co * 576 + ci * 9 + 5], g6 = P[co * 576 + ci * 9 + 6], g7 = P[co * 576 + ci * 9 + 7], g8 = P[co * 576 + ci * 9 + 8];
@@ -1940,49 +1939,268 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             u[49152] = t30; u[53248] = 0.5f * (t30 + t31 + t32); u[57344] = 0.5f * (t30 - t31 + t32); u[61440] = t32;
         }
     }
-    /* x -> zero-padded planes 58x58 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 64; pl++) {
-        const float *restrict s = x + (size_t)pl * 100352;
-        float *restrict d = xp + (size_t)pl * 107648;
-        memset(d, 0, sizeof(float) * 1856);
-        for (int r = 0; r < 56; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 1856;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 1792, sizeof(float) * 1792);
-            memset(dr + 1824, 0, sizeof(float) * 32);
-        }
-        memset(d + 105792, 0, sizeof(float) * 1856);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 28; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 28; tx++) {
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 58 + 2 * ty) * 58 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 1856), d11 = VLOAD(xc + 1888), d12 = VLOAD(xc + 1920), d13 = VLOAD(xc + 1952), d20 = VLOAD(xc + 3712), d21 = VLOAD(xc + 3744), d22 = VLOAD(xc + 3776), d23 = VLOAD(xc + 3808), d30 = VLOAD(xc + 5568), d31 = VLOAD(xc + 5600), d32 = VLOAD(xc + 5632), d33 = VLOAD(xc + 5664);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440)), d33 = VLOAD(xc + (xo + 5472));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456)), d33 = VLOAD(xc + (xo + 5488));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 26) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440)), d33 = VLOAD(xc + (xo + 5472));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456)), d33 = VLOAD(xc + (xo + 5488));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 1872), d11 = VLOAD(xc + 1904), d12 = VLOAD(xc + 1936), d13 = VLOAD(xc + 1968), d20 = VLOAD(xc + 3728), d21 = VLOAD(xc + 3760), d22 = VLOAD(xc + 3792), d23 = VLOAD(xc + 3824), d30 = VLOAD(xc + 5584), d31 = VLOAD(xc + 5616), d32 = VLOAD(xc + 5648), d33 = VLOAD(xc + 5680);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 26) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440)), d33 = VLOAD(xc + (xo + 5472));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456)), d33 = VLOAD(xc + (xo + 5488));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 26) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440)), d33 = VLOAD(xc + (xo + 5472));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456)), d33 = VLOAD(xc + (xo + 5488));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 26) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 8; cb++) {
@@ -1997,15 +2215,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -2027,15 +2245,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(64 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(64 + ci) * 2 + 0], e1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -2057,15 +2275,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -2087,15 +2305,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(192 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(192 + ci) * 2 + 0], e1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -2117,15 +2335,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -2147,15 +2365,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(320 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(320 + ci) * 2 + 0], v1 = vb[(320 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(320 + ci) * 2 + 0], e1 = vb[(320 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -2177,15 +2395,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -2207,15 +2425,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(448 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(448 + ci) * 2 + 0], v1 = vb[(448 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(448 + ci) * 2 + 0], e1 = vb[(448 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -2237,15 +2455,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -2267,15 +2485,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(576 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(576 + ci) * 2 + 0], v1 = vb[(576 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(576 + ci) * 2 + 0], e1 = vb[(576 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -2297,15 +2515,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -2327,15 +2545,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(704 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(704 + ci) * 2 + 0], v1 = vb[(704 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(704 + ci) * 2 + 0], e1 = vb[(704 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -2357,15 +2575,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -2387,15 +2605,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(832 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(832 + ci) * 2 + 0], v1 = vb[(832 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(832 + ci) * 2 + 0], e1 = vb[(832 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -2417,15 +2635,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -2447,15 +2665,15 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(960 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(960 + ci) * 2 + 0], v1 = vb[(960 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(960 + ci) * 2 + 0], e1 = vb[(960 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -2603,7 +2821,6 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
-    float *restrict xp = S + 65536; /* [64][58][58][lanes]: zero-padded input */
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
@@ -2617,49 +2834,268 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[49152] = t30; u[53248] = 0.5f * (t30 + t31 + t32); u[57344] = 0.5f * (t30 - t31 + t32); u[61440] = t32;
         }
     }
-    /* dy -> zero-padded planes 58x58 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 64; pl++) {
-        const float *restrict s = dy + (size_t)pl * 100352;
-        float *restrict d = xp + (size_t)pl * 107648;
-        memset(d, 0, sizeof(float) * 1856);
-        for (int r = 0; r < 56; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 1856;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 1792, sizeof(float) * 1792);
-            memset(dr + 1824, 0, sizeof(float) * 32);
-        }
-        memset(d + 105792, 0, sizeof(float) * 1856);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 28; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 28; tx++) {
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 58 + 2 * ty) * 58 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 1856), d11 = VLOAD(xc + 1888), d12 = VLOAD(xc + 1920), d13 = VLOAD(xc + 1952), d20 = VLOAD(xc + 3712), d21 = VLOAD(xc + 3744), d22 = VLOAD(xc + 3776), d23 = VLOAD(xc + 3808), d30 = VLOAD(xc + 5568), d31 = VLOAD(xc + 5600), d32 = VLOAD(xc + 5632), d33 = VLOAD(xc + 5664);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440)), d33 = VLOAD(xc + (xo + 5472));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456)), d33 = VLOAD(xc + (xo + 5488));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 26) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440)), d33 = VLOAD(xc + (xo + 5472));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456)), d33 = VLOAD(xc + (xo + 5488));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 1872), d11 = VLOAD(xc + 1904), d12 = VLOAD(xc + 1936), d13 = VLOAD(xc + 1968), d20 = VLOAD(xc + 3728), d21 = VLOAD(xc + 3760), d22 = VLOAD(xc + 3792), d23 = VLOAD(xc + 3824), d30 = VLOAD(xc + 5584), d31 = VLOAD(xc + 5616), d32 = VLOAD(xc + 5648), d33 = VLOAD(xc + 5680);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 26) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440)), d33 = VLOAD(xc + (xo + 5472));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456)), d33 = VLOAD(xc + (xo + 5488));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 26) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440)), d33 = VLOAD(xc + (xo + 5472));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456)), d33 = VLOAD(xc + (xo + 5488));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 26) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 8; cb++) {
@@ -2674,15 +3110,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -2704,15 +3140,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(64 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(64 + ci) * 2 + 0], e1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -2734,15 +3170,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -2764,15 +3200,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(192 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(192 + ci) * 2 + 0], e1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -2794,15 +3230,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -2824,15 +3260,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(320 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(320 + ci) * 2 + 0], v1 = vb[(320 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(320 + ci) * 2 + 0], e1 = vb[(320 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -2854,15 +3290,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -2884,15 +3320,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(448 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(448 + ci) * 2 + 0], v1 = vb[(448 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(448 + ci) * 2 + 0], e1 = vb[(448 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -2914,15 +3350,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -2944,15 +3380,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(576 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(576 + ci) * 2 + 0], v1 = vb[(576 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(576 + ci) * 2 + 0], e1 = vb[(576 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -2974,15 +3410,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -3004,15 +3440,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(704 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(704 + ci) * 2 + 0], v1 = vb[(704 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(704 + ci) * 2 + 0], e1 = vb[(704 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -3034,15 +3470,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -3064,15 +3500,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(832 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(832 + ci) * 2 + 0], v1 = vb[(832 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(832 + ci) * 2 + 0], e1 = vb[(832 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -3094,15 +3530,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -3124,15 +3560,15 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(960 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(960 + ci) * 2 + 0], v1 = vb[(960 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(960 + ci) * 2 + 0], e1 = vb[(960 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -3276,7 +3712,6 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
-    float *restrict xp = S + 65536; /* [64][58][58][lanes]: zero-padded input */
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
@@ -3290,49 +3725,268 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[49152] = t30; u[53248] = 0.5f * (t30 + t31 + t32); u[57344] = 0.5f * (t30 - t31 + t32); u[61440] = t32;
         }
     }
-    /* dy -> zero-padded planes 58x58 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 64; pl++) {
-        const float *restrict s = dy + (size_t)pl * 100352;
-        float *restrict d = xp + (size_t)pl * 107648;
-        memset(d, 0, sizeof(float) * 1856);
-        for (int r = 0; r < 56; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 1856;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 1792, sizeof(float) * 1792);
-            memset(dr + 1824, 0, sizeof(float) * 32);
-        }
-        memset(d + 105792, 0, sizeof(float) * 1856);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 28; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 28; tx++) {
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 58 + 2 * ty) * 58 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 1856), d11 = VLOAD(xc + 1888), d12 = VLOAD(xc + 1920), d13 = VLOAD(xc + 1952), d20 = VLOAD(xc + 3712), d21 = VLOAD(xc + 3744), d22 = VLOAD(xc + 3776), d23 = VLOAD(xc + 3808), d30 = VLOAD(xc + 5568), d31 = VLOAD(xc + 5600), d32 = VLOAD(xc + 5632), d33 = VLOAD(xc + 5664);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440)), d33 = VLOAD(xc + (xo + 5472));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456)), d33 = VLOAD(xc + (xo + 5488));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 26) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440)), d33 = VLOAD(xc + (xo + 5472));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456)), d33 = VLOAD(xc + (xo + 5488));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 1872), d11 = VLOAD(xc + 1904), d12 = VLOAD(xc + 1936), d13 = VLOAD(xc + 1968), d20 = VLOAD(xc + 3728), d21 = VLOAD(xc + 3760), d22 = VLOAD(xc + 3792), d23 = VLOAD(xc + 3824), d30 = VLOAD(xc + 5584), d31 = VLOAD(xc + 5616), d32 = VLOAD(xc + 5648), d33 = VLOAD(xc + 5680);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 26) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440)), d33 = VLOAD(xc + (xo + 5472));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456)), d33 = VLOAD(xc + (xo + 5488));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 26) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440)), d33 = VLOAD(xc + (xo + 5472));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456)), d33 = VLOAD(xc + (xo + 5488));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5424)), d32 = VLOAD(xc + (xo + 5456));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 26) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d13 = VLOAD(xc + (xo + 1904)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664)), d23 = VLOAD(xc + (xo + 3696));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1840)), d12 = VLOAD(xc + (xo + 1872)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3632)), d22 = VLOAD(xc + (xo + 3664));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 8; cb++) {
@@ -3347,15 +4001,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -3377,15 +4031,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(64 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(64 + ci) * 2 + 0], e1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -3407,15 +4061,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -3437,15 +4091,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(192 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(192 + ci) * 2 + 0], e1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -3467,15 +4121,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -3497,15 +4151,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(320 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(320 + ci) * 2 + 0], v1 = vb[(320 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(320 + ci) * 2 + 0], e1 = vb[(320 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -3527,15 +4181,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -3557,15 +4211,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(448 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(448 + ci) * 2 + 0], v1 = vb[(448 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(448 + ci) * 2 + 0], e1 = vb[(448 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -3587,15 +4241,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -3617,15 +4271,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(576 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(576 + ci) * 2 + 0], v1 = vb[(576 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(576 + ci) * 2 + 0], e1 = vb[(576 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -3647,15 +4301,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -3677,15 +4331,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(704 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(704 + ci) * 2 + 0], v1 = vb[(704 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(704 + ci) * 2 + 0], e1 = vb[(704 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -3707,15 +4361,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -3737,15 +4391,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(832 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(832 + ci) * 2 + 0], v1 = vb[(832 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(832 + ci) * 2 + 0], e1 = vb[(832 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -3767,15 +4421,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -3797,15 +4451,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(960 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(960 + ci) * 2 + 0], v1 = vb[(960 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(960 + ci) * 2 + 0], e1 = vb[(960 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -5486,7 +6140,6 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
-    float *restrict xp = S + 262144; /* [128][30][30][lanes]: zero-padded input */
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[co * 1152 + ci * 9 + 0], g1 = P[co * 1152 + ci * 9 + 1], g2 = P[co * 1152 + ci * 9 + 2], g3 = P[co * 1152 + ci * 9 + 3], g4 = P[co * 1152 + ci * 9 + 4], g5 = P[co * 1152 + ci * 9 + 5], g6 = P[co * 1152 + ci * 9 + 6], g7 = P[co * 1152 + ci * 9 + 7], g8 = P[co * 1152 + ci * 9 + 8];
@@ -5500,49 +6153,268 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
             u[196608] = t30; u[212992] = 0.5f * (t30 + t31 + t32); u[229376] = 0.5f * (t30 - t31 + t32); u[245760] = t32;
         }
     }
-    /* x -> zero-padded planes 30x30 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 128; pl++) {
-        const float *restrict s = x + (size_t)pl * 25088;
-        float *restrict d = xp + (size_t)pl * 28800;
-        memset(d, 0, sizeof(float) * 960);
-        for (int r = 0; r < 28; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 960;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 896, sizeof(float) * 896);
-            memset(dr + 928, 0, sizeof(float) * 32);
-        }
-        memset(d + 27840, 0, sizeof(float) * 960);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 14; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 14; tx++) {
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 30 + 2 * ty) * 30 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 960), d11 = VLOAD(xc + 992), d12 = VLOAD(xc + 1024), d13 = VLOAD(xc + 1056), d20 = VLOAD(xc + 1920), d21 = VLOAD(xc + 1952), d22 = VLOAD(xc + 1984), d23 = VLOAD(xc + 2016), d30 = VLOAD(xc + 2880), d31 = VLOAD(xc + 2912), d32 = VLOAD(xc + 2944), d33 = VLOAD(xc + 2976);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752)), d33 = VLOAD(xc + (xo + 2784));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768)), d33 = VLOAD(xc + (xo + 2800));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752)), d33 = VLOAD(xc + (xo + 2784));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768)), d33 = VLOAD(xc + (xo + 2800));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 976), d11 = VLOAD(xc + 1008), d12 = VLOAD(xc + 1040), d13 = VLOAD(xc + 1072), d20 = VLOAD(xc + 1936), d21 = VLOAD(xc + 1968), d22 = VLOAD(xc + 2000), d23 = VLOAD(xc + 2032), d30 = VLOAD(xc + 2896), d31 = VLOAD(xc + 2928), d32 = VLOAD(xc + 2960), d33 = VLOAD(xc + 2992);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 12) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752)), d33 = VLOAD(xc + (xo + 2784));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768)), d33 = VLOAD(xc + (xo + 2800));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752)), d33 = VLOAD(xc + (xo + 2784));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768)), d33 = VLOAD(xc + (xo + 2800));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 16; cb++) {
@@ -5557,15 +6429,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -5587,15 +6459,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -5617,15 +6489,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -5647,15 +6519,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -5677,15 +6549,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -5707,15 +6579,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -5737,15 +6609,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -5767,15 +6639,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -5797,15 +6669,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -5827,15 +6699,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1152 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1152 + ci) * 2 + 0], v1 = vb[(1152 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1152 + ci) * 2 + 0], e1 = vb[(1152 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -5857,15 +6729,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -5887,15 +6759,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1408 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1408 + ci) * 2 + 0], v1 = vb[(1408 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1408 + ci) * 2 + 0], e1 = vb[(1408 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -5917,15 +6789,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -5947,15 +6819,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1664 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1664 + ci) * 2 + 0], v1 = vb[(1664 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1664 + ci) * 2 + 0], e1 = vb[(1664 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -5977,15 +6849,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -6007,15 +6879,15 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1920 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1920 + ci) * 2 + 0], v1 = vb[(1920 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1920 + ci) * 2 + 0], e1 = vb[(1920 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -6163,7 +7035,6 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
-    float *restrict xp = S + 262144; /* [128][30][30][lanes]: zero-padded input */
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[ci * 1152 + co * 9 + 8], g1 = P[ci * 1152 + co * 9 + 7], g2 = P[ci * 1152 + co * 9 + 6], g3 = P[ci * 1152 + co * 9 + 5], g4 = P[ci * 1152 + co * 9 + 4], g5 = P[ci * 1152 + co * 9 + 3], g6 = P[ci * 1152 + co * 9 + 2], g7 = P[ci * 1152 + co * 9 + 1], g8 = P[ci * 1152 + co * 9 + 0];
@@ -6177,49 +7048,268 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[196608] = t30; u[212992] = 0.5f * (t30 + t31 + t32); u[229376] = 0.5f * (t30 - t31 + t32); u[245760] = t32;
         }
     }
-    /* dy -> zero-padded planes 30x30 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 128; pl++) {
-        const float *restrict s = dy + (size_t)pl * 25088;
-        float *restrict d = xp + (size_t)pl * 28800;
-        memset(d, 0, sizeof(float) * 960);
-        for (int r = 0; r < 28; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 960;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 896, sizeof(float) * 896);
-            memset(dr + 928, 0, sizeof(float) * 32);
-        }
-        memset(d + 27840, 0, sizeof(float) * 960);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 14; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 14; tx++) {
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 30 + 2 * ty) * 30 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 960), d11 = VLOAD(xc + 992), d12 = VLOAD(xc + 1024), d13 = VLOAD(xc + 1056), d20 = VLOAD(xc + 1920), d21 = VLOAD(xc + 1952), d22 = VLOAD(xc + 1984), d23 = VLOAD(xc + 2016), d30 = VLOAD(xc + 2880), d31 = VLOAD(xc + 2912), d32 = VLOAD(xc + 2944), d33 = VLOAD(xc + 2976);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752)), d33 = VLOAD(xc + (xo + 2784));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768)), d33 = VLOAD(xc + (xo + 2800));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752)), d33 = VLOAD(xc + (xo + 2784));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768)), d33 = VLOAD(xc + (xo + 2800));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 976), d11 = VLOAD(xc + 1008), d12 = VLOAD(xc + 1040), d13 = VLOAD(xc + 1072), d20 = VLOAD(xc + 1936), d21 = VLOAD(xc + 1968), d22 = VLOAD(xc + 2000), d23 = VLOAD(xc + 2032), d30 = VLOAD(xc + 2896), d31 = VLOAD(xc + 2928), d32 = VLOAD(xc + 2960), d33 = VLOAD(xc + 2992);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 12) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752)), d33 = VLOAD(xc + (xo + 2784));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768)), d33 = VLOAD(xc + (xo + 2800));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752)), d33 = VLOAD(xc + (xo + 2784));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768)), d33 = VLOAD(xc + (xo + 2800));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 16; cb++) {
@@ -6234,15 +7324,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -6264,15 +7354,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -6294,15 +7384,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -6324,15 +7414,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -6354,15 +7444,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -6384,15 +7474,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -6414,15 +7504,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -6444,15 +7534,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -6474,15 +7564,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -6504,15 +7594,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1152 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1152 + ci) * 2 + 0], v1 = vb[(1152 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1152 + ci) * 2 + 0], e1 = vb[(1152 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -6534,15 +7624,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -6564,15 +7654,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1408 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1408 + ci) * 2 + 0], v1 = vb[(1408 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1408 + ci) * 2 + 0], e1 = vb[(1408 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -6594,15 +7684,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -6624,15 +7714,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1664 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1664 + ci) * 2 + 0], v1 = vb[(1664 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1664 + ci) * 2 + 0], e1 = vb[(1664 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -6654,15 +7744,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -6684,15 +7774,15 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1920 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1920 + ci) * 2 + 0], v1 = vb[(1920 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1920 + ci) * 2 + 0], e1 = vb[(1920 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -7154,7 +8244,6 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
-    float *restrict xp = S + 262144; /* [128][30][30][lanes]: zero-padded input */
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[ci * 1152 + co * 9 + 8], g1 = P[ci * 1152 + co * 9 + 7], g2 = P[ci * 1152 + co * 9 + 6], g3 = P[ci * 1152 + co * 9 + 5], g4 = P[ci * 1152 + co * 9 + 4], g5 = P[ci * 1152 + co * 9 + 3], g6 = P[ci * 1152 + co * 9 + 2], g7 = P[ci * 1152 + co * 9 + 1], g8 = P[ci * 1152 + co * 9 + 0];
@@ -7168,49 +8257,268 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[196608] = t30; u[212992] = 0.5f * (t30 + t31 + t32); u[229376] = 0.5f * (t30 - t31 + t32); u[245760] = t32;
         }
     }
-    /* dy -> zero-padded planes 30x30 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 128; pl++) {
-        const float *restrict s = dy + (size_t)pl * 25088;
-        float *restrict d = xp + (size_t)pl * 28800;
-        memset(d, 0, sizeof(float) * 960);
-        for (int r = 0; r < 28; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 960;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 896, sizeof(float) * 896);
-            memset(dr + 928, 0, sizeof(float) * 32);
-        }
-        memset(d + 27840, 0, sizeof(float) * 960);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 14; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 14; tx++) {
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 30 + 2 * ty) * 30 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 960), d11 = VLOAD(xc + 992), d12 = VLOAD(xc + 1024), d13 = VLOAD(xc + 1056), d20 = VLOAD(xc + 1920), d21 = VLOAD(xc + 1952), d22 = VLOAD(xc + 1984), d23 = VLOAD(xc + 2016), d30 = VLOAD(xc + 2880), d31 = VLOAD(xc + 2912), d32 = VLOAD(xc + 2944), d33 = VLOAD(xc + 2976);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752)), d33 = VLOAD(xc + (xo + 2784));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768)), d33 = VLOAD(xc + (xo + 2800));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752)), d33 = VLOAD(xc + (xo + 2784));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768)), d33 = VLOAD(xc + (xo + 2800));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 976), d11 = VLOAD(xc + 1008), d12 = VLOAD(xc + 1040), d13 = VLOAD(xc + 1072), d20 = VLOAD(xc + 1936), d21 = VLOAD(xc + 1968), d22 = VLOAD(xc + 2000), d23 = VLOAD(xc + 2032), d30 = VLOAD(xc + 2896), d31 = VLOAD(xc + 2928), d32 = VLOAD(xc + 2960), d33 = VLOAD(xc + 2992);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 12) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752)), d33 = VLOAD(xc + (xo + 2784));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768)), d33 = VLOAD(xc + (xo + 2800));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752)), d33 = VLOAD(xc + (xo + 2784));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768)), d33 = VLOAD(xc + (xo + 2800));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d30 = VLOAD(xc + (xo + 2704)), d31 = VLOAD(xc + (xo + 2736)), d32 = VLOAD(xc + (xo + 2768));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d13 = VLOAD(xc + (xo + 1008)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872)), d23 = VLOAD(xc + (xo + 1904));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 912)), d11 = VLOAD(xc + (xo + 944)), d12 = VLOAD(xc + (xo + 976)), d20 = VLOAD(xc + (xo + 1808)), d21 = VLOAD(xc + (xo + 1840)), d22 = VLOAD(xc + (xo + 1872));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 16; cb++) {
@@ -7225,15 +8533,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -7255,15 +8563,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -7285,15 +8593,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -7315,15 +8623,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -7345,15 +8653,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -7375,15 +8683,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -7405,15 +8713,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -7435,15 +8743,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -7465,15 +8773,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -7495,15 +8803,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1152 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1152 + ci) * 2 + 0], v1 = vb[(1152 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1152 + ci) * 2 + 0], e1 = vb[(1152 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -7525,15 +8833,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -7555,15 +8863,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1408 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1408 + ci) * 2 + 0], v1 = vb[(1408 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1408 + ci) * 2 + 0], e1 = vb[(1408 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -7585,15 +8893,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -7615,15 +8923,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1664 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1664 + ci) * 2 + 0], v1 = vb[(1664 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1664 + ci) * 2 + 0], e1 = vb[(1664 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -7645,15 +8953,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -7675,15 +8983,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1920 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1920 + ci) * 2 + 0], v1 = vb[(1920 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1920 + ci) * 2 + 0], e1 = vb[(1920 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -9259,7 +10567,6 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
     float *restrict U = S; /* [16][256][256]: G g G^T per channel pair */
-    float *restrict xp = S + 1048576; /* [256][16][16][lanes]: zero-padded input */
     for (int co = 0; co < 256; co++) {
         for (int ci = 0; ci < 256; ci++) {
             const float g0 = P[co * 2304 + ci * 9 + 0], g1 = P[co * 2304 + ci * 9 + 1], g2 = P[co * 2304 + ci * 9 + 2], g3 = P[co * 2304 + ci * 9 + 3], g4 = P[co * 2304 + ci * 9 + 4], g5 = P[co * 2304 + ci * 9 + 5], g6 = P[co * 2304 + ci * 9 + 6], g7 = P[co * 2304 + ci * 9 + 7], g8 = P[co * 2304 + ci * 9 + 8];
@@ -9273,49 +10580,268 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
             u[786432] = t30; u[851968] = 0.5f * (t30 + t31 + t32); u[917504] = 0.5f * (t30 - t31 + t32); u[983040] = t32;
         }
     }
-    /* x -> zero-padded planes 16x16 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 256; pl++) {
-        const float *restrict s = x + (size_t)pl * 6272;
-        float *restrict d = xp + (size_t)pl * 8192;
-        memset(d, 0, sizeof(float) * 512);
-        for (int r = 0; r < 14; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 512;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 448, sizeof(float) * 448);
-            memset(dr + 480, 0, sizeof(float) * 32);
-        }
-        memset(d + 7680, 0, sizeof(float) * 512);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 7; ty++) {
             cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 7; tx++) {
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 16 + 2 * ty) * 16 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 512), d11 = VLOAD(xc + 544), d12 = VLOAD(xc + 576), d13 = VLOAD(xc + 608), d20 = VLOAD(xc + 1024), d21 = VLOAD(xc + 1056), d22 = VLOAD(xc + 1088), d23 = VLOAD(xc + 1120), d30 = VLOAD(xc + 1536), d31 = VLOAD(xc + 1568), d32 = VLOAD(xc + 1600), d33 = VLOAD(xc + 1632);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 6272;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424)), d33 = VLOAD(xc + (xo + 1456));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 6272;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008)), d30 = VLOAD(xc + (xo + 1360)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424)), d33 = VLOAD(xc + (xo + 1456));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 6272;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d30 = VLOAD(xc + (xo + 1360)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 528), d11 = VLOAD(xc + 560), d12 = VLOAD(xc + 592), d13 = VLOAD(xc + 624), d20 = VLOAD(xc + 1040), d21 = VLOAD(xc + 1072), d22 = VLOAD(xc + 1104), d23 = VLOAD(xc + 1136), d30 = VLOAD(xc + 1552), d31 = VLOAD(xc + 1584), d32 = VLOAD(xc + 1616), d33 = VLOAD(xc + 1648);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 5) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 6272;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424)), d33 = VLOAD(xc + (xo + 1456));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 6272;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008)), d30 = VLOAD(xc + (xo + 1360)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424)), d33 = VLOAD(xc + (xo + 1456));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 6272;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d30 = VLOAD(xc + (xo + 1360)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 6272;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 6272;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 6272;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 32; cb++) {
@@ -9330,15 +10856,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -9360,15 +10886,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -9390,15 +10916,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -9420,15 +10946,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -9450,15 +10976,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -9480,15 +11006,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -9510,15 +11036,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -9540,15 +11066,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -9570,15 +11096,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2048 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2048 + ci) * 2 + 0], v1 = vb[(2048 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2048 + ci) * 2 + 0], e1 = vb[(2048 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -9600,15 +11126,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2304 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2304 + ci) * 2 + 0], v1 = vb[(2304 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2304 + ci) * 2 + 0], e1 = vb[(2304 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -9630,15 +11156,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2560 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2560 + ci) * 2 + 0], v1 = vb[(2560 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2560 + ci) * 2 + 0], e1 = vb[(2560 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -9660,15 +11186,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2816 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2816 + ci) * 2 + 0], v1 = vb[(2816 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2816 + ci) * 2 + 0], e1 = vb[(2816 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -9690,15 +11216,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3072 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3072 + ci) * 2 + 0], v1 = vb[(3072 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3072 + ci) * 2 + 0], e1 = vb[(3072 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -9720,15 +11246,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3328 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3328 + ci) * 2 + 0], v1 = vb[(3328 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3328 + ci) * 2 + 0], e1 = vb[(3328 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -9750,15 +11276,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3584 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3584 + ci) * 2 + 0], v1 = vb[(3584 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3584 + ci) * 2 + 0], e1 = vb[(3584 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -9780,15 +11306,15 @@ static void l37_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3840 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3840 + ci) * 2 + 0], v1 = vb[(3840 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3840 + ci) * 2 + 0], e1 = vb[(3840 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -9936,7 +11462,6 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
     float *restrict U = S; /* [16][256][256]: G g G^T per channel pair */
-    float *restrict xp = S + 1048576; /* [256][16][16][lanes]: zero-padded input */
     for (int co = 0; co < 256; co++) {
         for (int ci = 0; ci < 256; ci++) {
             const float g0 = P[ci * 2304 + co * 9 + 8], g1 = P[ci * 2304 + co * 9 + 7], g2 = P[ci * 2304 + co * 9 + 6], g3 = P[ci * 2304 + co * 9 + 5], g4 = P[ci * 2304 + co * 9 + 4], g5 = P[ci * 2304 + co * 9 + 3], g6 = P[ci * 2304 + co * 9 + 2], g7 = P[ci * 2304 + co * 9 + 1], g8 = P[ci * 2304 + co * 9 + 0];
@@ -9950,49 +11475,268 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[786432] = t30; u[851968] = 0.5f * (t30 + t31 + t32); u[917504] = 0.5f * (t30 - t31 + t32); u[983040] = t32;
         }
     }
-    /* dy -> zero-padded planes 16x16 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 256; pl++) {
-        const float *restrict s = dy + (size_t)pl * 6272;
-        float *restrict d = xp + (size_t)pl * 8192;
-        memset(d, 0, sizeof(float) * 512);
-        for (int r = 0; r < 14; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 512;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 448, sizeof(float) * 448);
-            memset(dr + 480, 0, sizeof(float) * 32);
-        }
-        memset(d + 7680, 0, sizeof(float) * 512);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 7; ty++) {
             cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 7; tx++) {
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 16 + 2 * ty) * 16 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 512), d11 = VLOAD(xc + 544), d12 = VLOAD(xc + 576), d13 = VLOAD(xc + 608), d20 = VLOAD(xc + 1024), d21 = VLOAD(xc + 1056), d22 = VLOAD(xc + 1088), d23 = VLOAD(xc + 1120), d30 = VLOAD(xc + 1536), d31 = VLOAD(xc + 1568), d32 = VLOAD(xc + 1600), d33 = VLOAD(xc + 1632);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424)), d33 = VLOAD(xc + (xo + 1456));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008)), d30 = VLOAD(xc + (xo + 1360)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424)), d33 = VLOAD(xc + (xo + 1456));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d30 = VLOAD(xc + (xo + 1360)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 528), d11 = VLOAD(xc + 560), d12 = VLOAD(xc + 592), d13 = VLOAD(xc + 624), d20 = VLOAD(xc + 1040), d21 = VLOAD(xc + 1072), d22 = VLOAD(xc + 1104), d23 = VLOAD(xc + 1136), d30 = VLOAD(xc + 1552), d31 = VLOAD(xc + 1584), d32 = VLOAD(xc + 1616), d33 = VLOAD(xc + 1648);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 5) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424)), d33 = VLOAD(xc + (xo + 1456));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008)), d30 = VLOAD(xc + (xo + 1360)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424)), d33 = VLOAD(xc + (xo + 1456));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d30 = VLOAD(xc + (xo + 1360)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 32; cb++) {
@@ -10007,15 +11751,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -10037,15 +11781,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -10067,15 +11811,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -10097,15 +11841,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -10127,15 +11871,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -10157,15 +11901,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -10187,15 +11931,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -10217,15 +11961,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -10247,15 +11991,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2048 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2048 + ci) * 2 + 0], v1 = vb[(2048 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2048 + ci) * 2 + 0], e1 = vb[(2048 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -10277,15 +12021,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2304 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2304 + ci) * 2 + 0], v1 = vb[(2304 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2304 + ci) * 2 + 0], e1 = vb[(2304 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -10307,15 +12051,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2560 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2560 + ci) * 2 + 0], v1 = vb[(2560 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2560 + ci) * 2 + 0], e1 = vb[(2560 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -10337,15 +12081,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2816 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2816 + ci) * 2 + 0], v1 = vb[(2816 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2816 + ci) * 2 + 0], e1 = vb[(2816 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -10367,15 +12111,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3072 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3072 + ci) * 2 + 0], v1 = vb[(3072 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3072 + ci) * 2 + 0], e1 = vb[(3072 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -10397,15 +12141,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3328 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3328 + ci) * 2 + 0], v1 = vb[(3328 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3328 + ci) * 2 + 0], e1 = vb[(3328 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -10427,15 +12171,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3584 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3584 + ci) * 2 + 0], v1 = vb[(3584 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3584 + ci) * 2 + 0], e1 = vb[(3584 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -10457,15 +12201,15 @@ static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3840 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3840 + ci) * 2 + 0], v1 = vb[(3840 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3840 + ci) * 2 + 0], e1 = vb[(3840 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -10927,7 +12671,6 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
     float *restrict U = S; /* [16][256][256]: G g G^T per channel pair */
-    float *restrict xp = S + 1048576; /* [256][16][16][lanes]: zero-padded input */
     for (int co = 0; co < 256; co++) {
         for (int ci = 0; ci < 256; ci++) {
             const float g0 = P[ci * 2304 + co * 9 + 8], g1 = P[ci * 2304 + co * 9 + 7], g2 = P[ci * 2304 + co * 9 + 6], g3 = P[ci * 2304 + co * 9 + 5], g4 = P[ci * 2304 + co * 9 + 4], g5 = P[ci * 2304 + co * 9 + 3], g6 = P[ci * 2304 + co * 9 + 2], g7 = P[ci * 2304 + co * 9 + 1], g8 = P[ci * 2304 + co * 9 + 0];
@@ -10941,49 +12684,268 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[786432] = t30; u[851968] = 0.5f * (t30 + t31 + t32); u[917504] = 0.5f * (t30 - t31 + t32); u[983040] = t32;
         }
     }
-    /* dy -> zero-padded planes 16x16 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 256; pl++) {
-        const float *restrict s = dy + (size_t)pl * 6272;
-        float *restrict d = xp + (size_t)pl * 8192;
-        memset(d, 0, sizeof(float) * 512);
-        for (int r = 0; r < 14; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 512;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 448, sizeof(float) * 448);
-            memset(dr + 480, 0, sizeof(float) * 32);
-        }
-        memset(d + 7680, 0, sizeof(float) * 512);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 7; ty++) {
             cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 7; tx++) {
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 16 + 2 * ty) * 16 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 512), d11 = VLOAD(xc + 544), d12 = VLOAD(xc + 576), d13 = VLOAD(xc + 608), d20 = VLOAD(xc + 1024), d21 = VLOAD(xc + 1056), d22 = VLOAD(xc + 1088), d23 = VLOAD(xc + 1120), d30 = VLOAD(xc + 1536), d31 = VLOAD(xc + 1568), d32 = VLOAD(xc + 1600), d33 = VLOAD(xc + 1632);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424)), d33 = VLOAD(xc + (xo + 1456));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008)), d30 = VLOAD(xc + (xo + 1360)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424)), d33 = VLOAD(xc + (xo + 1456));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d30 = VLOAD(xc + (xo + 1360)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 528), d11 = VLOAD(xc + 560), d12 = VLOAD(xc + 592), d13 = VLOAD(xc + 624), d20 = VLOAD(xc + 1040), d21 = VLOAD(xc + 1072), d22 = VLOAD(xc + 1104), d23 = VLOAD(xc + 1136), d30 = VLOAD(xc + 1552), d31 = VLOAD(xc + 1584), d32 = VLOAD(xc + 1616), d33 = VLOAD(xc + 1648);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 5) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424)), d33 = VLOAD(xc + (xo + 1456));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008)), d30 = VLOAD(xc + (xo + 1360)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424)), d33 = VLOAD(xc + (xo + 1456));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d30 = VLOAD(xc + (xo + 1360)), d31 = VLOAD(xc + (xo + 1392)), d32 = VLOAD(xc + (xo + 1424));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d13 = VLOAD(xc + (xo + 560)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976)), d23 = VLOAD(xc + (xo + 1008));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 6272;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 464)), d11 = VLOAD(xc + (xo + 496)), d12 = VLOAD(xc + (xo + 528)), d20 = VLOAD(xc + (xo + 912)), d21 = VLOAD(xc + (xo + 944)), d22 = VLOAD(xc + (xo + 976));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 32; cb++) {
@@ -10998,15 +12960,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -11028,15 +12990,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -11058,15 +13020,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -11088,15 +13050,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -11118,15 +13080,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -11148,15 +13110,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -11178,15 +13140,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -11208,15 +13170,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -11238,15 +13200,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2048 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2048 + ci) * 2 + 0], v1 = vb[(2048 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2048 + ci) * 2 + 0], e1 = vb[(2048 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -11268,15 +13230,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2304 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2304 + ci) * 2 + 0], v1 = vb[(2304 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2304 + ci) * 2 + 0], e1 = vb[(2304 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -11298,15 +13260,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2560 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2560 + ci) * 2 + 0], v1 = vb[(2560 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2560 + ci) * 2 + 0], e1 = vb[(2560 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -11328,15 +13290,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2816 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2816 + ci) * 2 + 0], v1 = vb[(2816 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2816 + ci) * 2 + 0], e1 = vb[(2816 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -11358,15 +13320,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3072 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3072 + ci) * 2 + 0], v1 = vb[(3072 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3072 + ci) * 2 + 0], e1 = vb[(3072 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -11388,15 +13350,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3328 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3328 + ci) * 2 + 0], v1 = vb[(3328 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3328 + ci) * 2 + 0], e1 = vb[(3328 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -11418,15 +13380,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3584 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3584 + ci) * 2 + 0], v1 = vb[(3584 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3584 + ci) * 2 + 0], e1 = vb[(3584 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -11448,15 +13410,15 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3840 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3840 + ci) * 2 + 0], v1 = vb[(3840 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3840 + ci) * 2 + 0], e1 = vb[(3840 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -17721,143 +19683,143 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
 #define A04     62619648 /* output of layer 4 (conv2d), [64x56x56][lanes] */
 #define S04     202881792 /* scratch of layer 4 (conv2d) */
 #define A05     69042176 /* output of layer 5 (batchnorm), [64x56x56][lanes] */
-#define S05     209836800 /* scratch of layer 5 (batchnorm) */
+#define S05     202947328 /* scratch of layer 5 (batchnorm) */
 #define A07     75464704 /* output of layer 7 (conv2d), [64x56x56][lanes] */
-#define S07     209836928 /* scratch of layer 7 (conv2d) */
+#define S07     202947456 /* scratch of layer 7 (conv2d) */
 #define A08     81887232 /* output of layer 8 (batchnorm), [64x56x56][lanes] */
-#define S08     216791936 /* scratch of layer 8 (batchnorm) */
+#define S08     203012992 /* scratch of layer 8 (batchnorm) */
 #define A11     88309760 /* output of layer 11 (conv2d), [64x56x56][lanes] */
-#define S11     216792064 /* scratch of layer 11 (conv2d) */
+#define S11     203013120 /* scratch of layer 11 (conv2d) */
 #define A12     94732288 /* output of layer 12 (batchnorm), [64x56x56][lanes] */
-#define S12     223747072 /* scratch of layer 12 (batchnorm) */
+#define S12     203078656 /* scratch of layer 12 (batchnorm) */
 #define A14     101154816 /* output of layer 14 (conv2d), [64x56x56][lanes] */
-#define S14     223747200 /* scratch of layer 14 (conv2d) */
+#define S14     203078784 /* scratch of layer 14 (conv2d) */
 #define A15     107577344 /* output of layer 15 (batchnorm), [64x56x56][lanes] */
-#define S15     230702208 /* scratch of layer 15 (batchnorm) */
+#define S15     203144320 /* scratch of layer 15 (batchnorm) */
 #define A18     113999872 /* output of layer 18 (conv2d), [128x28x28][lanes] */
 #define A19     117211136 /* output of layer 19 (batchnorm), [128x28x28][lanes] */
-#define S19     230702336 /* scratch of layer 19 (batchnorm) */
+#define S19     203144448 /* scratch of layer 19 (batchnorm) */
 #define A21     120422400 /* output of layer 21 (conv2d), [128x28x28][lanes] */
-#define S21     230702592 /* scratch of layer 21 (conv2d) */
+#define S21     203144704 /* scratch of layer 21 (conv2d) */
 #define A22     123633664 /* output of layer 22 (batchnorm), [128x28x28][lanes] */
-#define S22     234651136 /* scratch of layer 22 (batchnorm) */
+#define S22     203406848 /* scratch of layer 22 (batchnorm) */
 #define A23     126844928 /* output of layer 23 (conv2d), [128x28x28][lanes] */
 #define A24     130056192 /* output of layer 24 (batchnorm), [128x28x28][lanes] */
-#define S24     234651392 /* scratch of layer 24 (batchnorm) */
+#define S24     203407104 /* scratch of layer 24 (batchnorm) */
 #define A27     133267456 /* output of layer 27 (conv2d), [128x28x28][lanes] */
-#define S27     234651648 /* scratch of layer 27 (conv2d) */
+#define S27     203407360 /* scratch of layer 27 (conv2d) */
 #define A28     136478720 /* output of layer 28 (batchnorm), [128x28x28][lanes] */
-#define S28     238600192 /* scratch of layer 28 (batchnorm) */
+#define S28     203669504 /* scratch of layer 28 (batchnorm) */
 #define A30     139689984 /* output of layer 30 (conv2d), [128x28x28][lanes] */
-#define S30     238600448 /* scratch of layer 30 (conv2d) */
+#define S30     203669760 /* scratch of layer 30 (conv2d) */
 #define A31     142901248 /* output of layer 31 (batchnorm), [128x28x28][lanes] */
-#define S31     242548992 /* scratch of layer 31 (batchnorm) */
+#define S31     203931904 /* scratch of layer 31 (batchnorm) */
 #define A34     146112512 /* output of layer 34 (conv2d), [256x14x14][lanes] */
 #define A35     147718144 /* output of layer 35 (batchnorm), [256x14x14][lanes] */
-#define S35     242549248 /* scratch of layer 35 (batchnorm) */
+#define S35     203932160 /* scratch of layer 35 (batchnorm) */
 #define A37     149323776 /* output of layer 37 (conv2d), [256x14x14][lanes] */
-#define S37     242549760 /* scratch of layer 37 (conv2d) */
+#define S37     203932672 /* scratch of layer 37 (conv2d) */
 #define A38     150929408 /* output of layer 38 (batchnorm), [256x14x14][lanes] */
-#define S38     245695488 /* scratch of layer 38 (batchnorm) */
+#define S38     204981248 /* scratch of layer 38 (batchnorm) */
 #define A39     152535040 /* output of layer 39 (conv2d), [256x14x14][lanes] */
 #define A40     154140672 /* output of layer 40 (batchnorm), [256x14x14][lanes] */
-#define S40     245696000 /* scratch of layer 40 (batchnorm) */
+#define S40     204981760 /* scratch of layer 40 (batchnorm) */
 #define A43     155746304 /* output of layer 43 (conv2d), [256x14x14][lanes] */
-#define S43     245696512 /* scratch of layer 43 (conv2d) */
+#define S43     204982272 /* scratch of layer 43 (conv2d) */
 #define A44     157351936 /* output of layer 44 (batchnorm), [256x14x14][lanes] */
-#define S44     248842240 /* scratch of layer 44 (batchnorm) */
+#define S44     206030848 /* scratch of layer 44 (batchnorm) */
 #define A46     158957568 /* output of layer 46 (conv2d), [256x14x14][lanes] */
-#define S46     248842752 /* scratch of layer 46 (conv2d) */
+#define S46     206031360 /* scratch of layer 46 (conv2d) */
 #define A47     160563200 /* output of layer 47 (batchnorm), [256x14x14][lanes] */
-#define S47     251988480 /* scratch of layer 47 (batchnorm) */
+#define S47     207079936 /* scratch of layer 47 (batchnorm) */
 #define A50     162168832 /* output of layer 50 (conv2d), [512x7x7][lanes] */
 #define A51     162971648 /* output of layer 51 (batchnorm), [512x7x7][lanes] */
-#define S51     251988992 /* scratch of layer 51 (batchnorm) */
+#define S51     207080448 /* scratch of layer 51 (batchnorm) */
 #define A53     163774464 /* output of layer 53 (conv2d), [512x7x7][lanes] */
 #define A54     164577280 /* output of layer 54 (batchnorm), [512x7x7][lanes] */
-#define S54     251990016 /* scratch of layer 54 (batchnorm) */
+#define S54     207081472 /* scratch of layer 54 (batchnorm) */
 #define A55     165380096 /* output of layer 55 (conv2d), [512x7x7][lanes] */
 #define A56     166182912 /* output of layer 56 (batchnorm), [512x7x7][lanes] */
-#define S56     251991040 /* scratch of layer 56 (batchnorm) */
+#define S56     207082496 /* scratch of layer 56 (batchnorm) */
 #define A59     166985728 /* output of layer 59 (conv2d), [512x7x7][lanes] */
 #define A60     167788544 /* output of layer 60 (batchnorm), [512x7x7][lanes] */
-#define S60     251992064 /* scratch of layer 60 (batchnorm) */
+#define S60     207083520 /* scratch of layer 60 (batchnorm) */
 #define A62     168591360 /* output of layer 62 (conv2d), [512x7x7][lanes] */
 #define A63     169394176 /* output of layer 63 (batchnorm), [512x7x7][lanes] */
-#define S63     251993088 /* scratch of layer 63 (batchnorm) */
+#define S63     207084544 /* scratch of layer 63 (batchnorm) */
 #define A66     170196992 /* output of layer 66 (global_avgpool), [512x1x1][lanes] */
 #define A68     170213376 /* output of layer 68 (dense), [1000][lanes] */
-#define S68     251994112 /* scratch of layer 68 (dense) */
-#define OUT     252011008 /* the output, [N][1000] */
-#define DOUT    252043008 /* dLoss/dOutput, [N][1000] */
-#define DOUT_L  252075008 /* dLoss/dOutput, [1000][lanes] */
-#define D67     252909824 /* gradient arena: dLoss/d(layer 67 output) */
-#define D65     252107008 /* gradient arena: dLoss/d(layer 65 output) */
-#define D64     252909824 /* gradient arena: dLoss/d(layer 64 output) */
-#define D63     252107008 /* gradient arena: dLoss/d(layer 63 output) */
-#define D58     253712640 /* gradient arena: dLoss/d(layer 58 output) */
-#define D62     252909824 /* gradient arena: dLoss/d(layer 62 output) */
-#define D61     252107008 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
-#define D59     252909824 /* gradient arena: dLoss/d(layer 59 output) */
-#define T59_1   252107008 /* gradient arena: a gradient summed into its tensor's */
-#define D57     252107008 /* gradient arena: dLoss/d(layer 57 output) */
-#define D54     253712640 /* gradient arena: dLoss/d(layer 54 output) */
-#define D56     252909824 /* gradient arena: dLoss/d(layer 56 output) */
-#define D55     254515456 /* gradient arena: dLoss/d(layer 55 output) */
-#define D49     252107008 /* gradient arena: dLoss/d(layer 49 output) */
-#define D53     254515456 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     253712640 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
-#define D50     255318272 /* gradient arena: dLoss/d(layer 50 output) */
-#define T50_1   253712640 /* gradient arena: a gradient summed into its tensor's */
-#define D48     253712640 /* gradient arena: dLoss/d(layer 48 output) */
-#define D47     252107008 /* gradient arena: dLoss/d(layer 47 output) */
-#define D42     255318272 /* gradient arena: dLoss/d(layer 42 output) */
-#define D46     253712640 /* gradient arena: dLoss/d(layer 46 output) */
-#define D45     252107008 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
-#define D43     253712640 /* gradient arena: dLoss/d(layer 43 output) */
-#define T43_1   252107008 /* gradient arena: a gradient summed into its tensor's */
-#define D41     252107008 /* gradient arena: dLoss/d(layer 41 output) */
-#define D38     255318272 /* gradient arena: dLoss/d(layer 38 output) */
-#define D40     253712640 /* gradient arena: dLoss/d(layer 40 output) */
-#define D39     256923904 /* gradient arena: dLoss/d(layer 39 output) */
-#define D33     252107008 /* gradient arena: dLoss/d(layer 33 output) */
-#define D37     256923904 /* gradient arena: dLoss/d(layer 37 output) */
-#define D36     255318272 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
-#define D34     258529536 /* gradient arena: dLoss/d(layer 34 output) */
-#define T34_1   255318272 /* gradient arena: a gradient summed into its tensor's */
-#define D32     255318272 /* gradient arena: dLoss/d(layer 32 output) */
-#define D31     252107008 /* gradient arena: dLoss/d(layer 31 output) */
-#define D26     258529536 /* gradient arena: dLoss/d(layer 26 output) */
-#define D30     255318272 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     252107008 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
-#define D27     255318272 /* gradient arena: dLoss/d(layer 27 output) */
-#define T27_1   252107008 /* gradient arena: a gradient summed into its tensor's */
-#define D25     252107008 /* gradient arena: dLoss/d(layer 25 output) */
-#define D22     258529536 /* gradient arena: dLoss/d(layer 22 output) */
-#define D24     255318272 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     261740800 /* gradient arena: dLoss/d(layer 23 output) */
-#define D17     252107008 /* gradient arena: dLoss/d(layer 17 output) */
-#define D21     261740800 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     258529536 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
-#define D18     264952064 /* gradient arena: dLoss/d(layer 18 output) */
-#define T18_1   258529536 /* gradient arena: a gradient summed into its tensor's */
-#define D16     258529536 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     252107008 /* gradient arena: dLoss/d(layer 15 output) */
-#define D10     264952064 /* gradient arena: dLoss/d(layer 10 output) */
-#define D14     258529536 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     252107008 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
-#define D11     258529536 /* gradient arena: dLoss/d(layer 11 output) */
-#define T11_1   252107008 /* gradient arena: a gradient summed into its tensor's */
-#define D09     252107008 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     258529536 /* gradient arena: dLoss/d(layer 8 output) */
-#define D03     277797120 /* gradient arena: dLoss/d(layer 3 output) */
-#define D07     252107008 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     258529536 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
-#define D04     252107008 /* gradient arena: dLoss/d(layer 4 output) */
-#define T04_1   258529536 /* gradient arena: a gradient summed into its tensor's */
-#define D02     252107008 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
-#define D00     277797120 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     252107008 /* gradient arena: dLoss/dInput */
+#define S68     207085568 /* scratch of layer 68 (dense) */
+#define OUT     207102464 /* the output, [N][1000] */
+#define DOUT    207134464 /* dLoss/dOutput, [N][1000] */
+#define DOUT_L  207166464 /* dLoss/dOutput, [1000][lanes] */
+#define D67     208001280 /* gradient arena: dLoss/d(layer 67 output) */
+#define D65     207198464 /* gradient arena: dLoss/d(layer 65 output) */
+#define D64     208001280 /* gradient arena: dLoss/d(layer 64 output) */
+#define D63     207198464 /* gradient arena: dLoss/d(layer 63 output) */
+#define D58     208804096 /* gradient arena: dLoss/d(layer 58 output) */
+#define D62     208001280 /* gradient arena: dLoss/d(layer 62 output) */
+#define D61     207198464 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
+#define D59     208001280 /* gradient arena: dLoss/d(layer 59 output) */
+#define T59_1   207198464 /* gradient arena: a gradient summed into its tensor's */
+#define D57     207198464 /* gradient arena: dLoss/d(layer 57 output) */
+#define D54     208804096 /* gradient arena: dLoss/d(layer 54 output) */
+#define D56     208001280 /* gradient arena: dLoss/d(layer 56 output) */
+#define D55     209606912 /* gradient arena: dLoss/d(layer 55 output) */
+#define D49     207198464 /* gradient arena: dLoss/d(layer 49 output) */
+#define D53     209606912 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     208804096 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
+#define D50     210409728 /* gradient arena: dLoss/d(layer 50 output) */
+#define T50_1   208804096 /* gradient arena: a gradient summed into its tensor's */
+#define D48     208804096 /* gradient arena: dLoss/d(layer 48 output) */
+#define D47     207198464 /* gradient arena: dLoss/d(layer 47 output) */
+#define D42     210409728 /* gradient arena: dLoss/d(layer 42 output) */
+#define D46     208804096 /* gradient arena: dLoss/d(layer 46 output) */
+#define D45     207198464 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
+#define D43     208804096 /* gradient arena: dLoss/d(layer 43 output) */
+#define T43_1   207198464 /* gradient arena: a gradient summed into its tensor's */
+#define D41     207198464 /* gradient arena: dLoss/d(layer 41 output) */
+#define D38     210409728 /* gradient arena: dLoss/d(layer 38 output) */
+#define D40     208804096 /* gradient arena: dLoss/d(layer 40 output) */
+#define D39     212015360 /* gradient arena: dLoss/d(layer 39 output) */
+#define D33     207198464 /* gradient arena: dLoss/d(layer 33 output) */
+#define D37     212015360 /* gradient arena: dLoss/d(layer 37 output) */
+#define D36     210409728 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
+#define D34     213620992 /* gradient arena: dLoss/d(layer 34 output) */
+#define T34_1   210409728 /* gradient arena: a gradient summed into its tensor's */
+#define D32     210409728 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     207198464 /* gradient arena: dLoss/d(layer 31 output) */
+#define D26     213620992 /* gradient arena: dLoss/d(layer 26 output) */
+#define D30     210409728 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     207198464 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     210409728 /* gradient arena: dLoss/d(layer 27 output) */
+#define T27_1   207198464 /* gradient arena: a gradient summed into its tensor's */
+#define D25     207198464 /* gradient arena: dLoss/d(layer 25 output) */
+#define D22     213620992 /* gradient arena: dLoss/d(layer 22 output) */
+#define D24     210409728 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     216832256 /* gradient arena: dLoss/d(layer 23 output) */
+#define D17     207198464 /* gradient arena: dLoss/d(layer 17 output) */
+#define D21     216832256 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     213620992 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
+#define D18     220043520 /* gradient arena: dLoss/d(layer 18 output) */
+#define T18_1   213620992 /* gradient arena: a gradient summed into its tensor's */
+#define D16     213620992 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     207198464 /* gradient arena: dLoss/d(layer 15 output) */
+#define D10     220043520 /* gradient arena: dLoss/d(layer 10 output) */
+#define D14     213620992 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     207198464 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
+#define D11     213620992 /* gradient arena: dLoss/d(layer 11 output) */
+#define T11_1   207198464 /* gradient arena: a gradient summed into its tensor's */
+#define D09     207198464 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     213620992 /* gradient arena: dLoss/d(layer 8 output) */
+#define D03     232888576 /* gradient arena: dLoss/d(layer 3 output) */
+#define D07     207198464 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     213620992 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     207198464 /* gradient arena: dLoss/d(layer 4 output) */
+#define T04_1   213620992 /* gradient arena: a gradient summed into its tensor's */
+#define D02     207198464 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
+#define D00     232888576 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     207198464 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void resnet18_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -17951,7 +19913,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     cg_from_lanes(ws + A68, ws + OUT, nb, 1000, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (252043008); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (207134464); grads accumulate. */
 void resnet18_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 1000, 32);

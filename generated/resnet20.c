@@ -1926,7 +1926,6 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
-    float *restrict xp = S + 4096; /* [16][30][30][lanes]: zero-padded input */
     for (int co = 0; co < 16; co++) {
         for (int ci = 0; ci < 16; ci++) {
             const float g0 = P[co * 144 + ci * 9 + 0], g1 = P[co * 144 + ci * 9 + 1], g2 = P[co * 144 + ci * 9 + 2], g3 = P[co * 144 + ci * 9 + 3], g4 = P[co * 144 + ci * 9 + 4], g5 = P[co * 144 + ci * 9 + 5], g6 = P[co * 144 + ci * 9 + 6], g7 = P[co * 144 + ci * 9 + 7], g8 = P[co * 144 + ci * 9 + 8];
@@ -1940,49 +1939,268 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
             u[3072] = t30; u[3328] = 0.5f * (t30 + t31 + t32); u[3584] = 0.5f * (t30 - t31 + t32); u[3840] = t32;
         }
     }
-    /* x -> zero-padded planes 30x30 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 16; pl++) {
-        const float *restrict s = x + (size_t)pl * 100352;
-        float *restrict d = xp + (size_t)pl * 115200;
-        memset(d, 0, sizeof(float) * 3840);
-        for (int r = 0; r < 28; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 3840;
-            memset(dr, 0, sizeof(float) * 128);
-            memcpy(dr + 128, s + (size_t)r * 3584, sizeof(float) * 3584);
-            memset(dr + 3712, 0, sizeof(float) * 128);
-        }
-        memset(d + 111360, 0, sizeof(float) * 3840);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 14; ty++) {
             cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 14; tx++) {
-                for (int ci = 0; ci < 16; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 30 + 2 * ty) * 30 + 2 * tx) * 128 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 128), d02 = VLOAD(xc + 256), d03 = VLOAD(xc + 384), d10 = VLOAD(xc + 3840), d11 = VLOAD(xc + 3968), d12 = VLOAD(xc + 4096), d13 = VLOAD(xc + 4224), d20 = VLOAD(xc + 7680), d21 = VLOAD(xc + 7808), d22 = VLOAD(xc + 7936), d23 = VLOAD(xc + 8064), d30 = VLOAD(xc + 11520), d31 = VLOAD(xc + 11648), d32 = VLOAD(xc + 11776), d33 = VLOAD(xc + 11904);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024)), d33 = VLOAD(xc + (xo + 11152));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568)), d30 = VLOAD(xc + (xo + 10768)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024)), d33 = VLOAD(xc + (xo + 11152));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d30 = VLOAD(xc + (xo + 10768)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 144), d02 = VLOAD(xc + 272), d03 = VLOAD(xc + 400), d10 = VLOAD(xc + 3856), d11 = VLOAD(xc + 3984), d12 = VLOAD(xc + 4112), d13 = VLOAD(xc + 4240), d20 = VLOAD(xc + 7696), d21 = VLOAD(xc + 7824), d22 = VLOAD(xc + 7952), d23 = VLOAD(xc + 8080), d30 = VLOAD(xc + 11536), d31 = VLOAD(xc + 11664), d32 = VLOAD(xc + 11792), d33 = VLOAD(xc + 11920);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 12) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024)), d33 = VLOAD(xc + (xo + 11152));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568)), d30 = VLOAD(xc + (xo + 10768)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024)), d33 = VLOAD(xc + (xo + 11152));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d30 = VLOAD(xc + (xo + 10768)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 2; cb++) {
@@ -1997,15 +2215,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -2027,15 +2245,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(16 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(16 + ci) * 2 + 0], v1 = vb[(16 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(16 + ci) * 2 + 0], e1 = vb[(16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -2057,15 +2275,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(32 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(32 + ci) * 2 + 0], v1 = vb[(32 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(32 + ci) * 2 + 0], e1 = vb[(32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -2087,15 +2305,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(48 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(48 + ci) * 2 + 0], v1 = vb[(48 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(48 + ci) * 2 + 0], e1 = vb[(48 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -2117,15 +2335,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(64 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(64 + ci) * 2 + 0], e1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -2147,15 +2365,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(80 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(80 + ci) * 2 + 0], v1 = vb[(80 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(80 + ci) * 2 + 0], e1 = vb[(80 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -2177,15 +2395,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(96 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(96 + ci) * 2 + 0], v1 = vb[(96 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(96 + ci) * 2 + 0], e1 = vb[(96 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -2207,15 +2425,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(112 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(112 + ci) * 2 + 0], v1 = vb[(112 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(112 + ci) * 2 + 0], e1 = vb[(112 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -2237,15 +2455,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -2267,15 +2485,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(144 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(144 + ci) * 2 + 0], v1 = vb[(144 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(144 + ci) * 2 + 0], e1 = vb[(144 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -2297,15 +2515,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(160 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(160 + ci) * 2 + 0], v1 = vb[(160 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(160 + ci) * 2 + 0], e1 = vb[(160 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -2327,15 +2545,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(176 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(176 + ci) * 2 + 0], v1 = vb[(176 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(176 + ci) * 2 + 0], e1 = vb[(176 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -2357,15 +2575,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(192 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(192 + ci) * 2 + 0], e1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -2387,15 +2605,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(208 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(208 + ci) * 2 + 0], v1 = vb[(208 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(208 + ci) * 2 + 0], e1 = vb[(208 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -2417,15 +2635,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(224 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(224 + ci) * 2 + 0], v1 = vb[(224 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(224 + ci) * 2 + 0], e1 = vb[(224 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -2447,15 +2665,15 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(240 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(240 + ci) * 2 + 0], v1 = vb[(240 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(240 + ci) * 2 + 0], e1 = vb[(240 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -2603,7 +2821,6 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
-    float *restrict xp = S + 4096; /* [16][30][30][lanes]: zero-padded input */
     for (int co = 0; co < 16; co++) {
         for (int ci = 0; ci < 16; ci++) {
             const float g0 = P[ci * 144 + co * 9 + 8], g1 = P[ci * 144 + co * 9 + 7], g2 = P[ci * 144 + co * 9 + 6], g3 = P[ci * 144 + co * 9 + 5], g4 = P[ci * 144 + co * 9 + 4], g5 = P[ci * 144 + co * 9 + 3], g6 = P[ci * 144 + co * 9 + 2], g7 = P[ci * 144 + co * 9 + 1], g8 = P[ci * 144 + co * 9 + 0];
@@ -2617,49 +2834,268 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[3072] = t30; u[3328] = 0.5f * (t30 + t31 + t32); u[3584] = 0.5f * (t30 - t31 + t32); u[3840] = t32;
         }
     }
-    /* dy -> zero-padded planes 30x30 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 16; pl++) {
-        const float *restrict s = dy + (size_t)pl * 100352;
-        float *restrict d = xp + (size_t)pl * 115200;
-        memset(d, 0, sizeof(float) * 3840);
-        for (int r = 0; r < 28; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 3840;
-            memset(dr, 0, sizeof(float) * 128);
-            memcpy(dr + 128, s + (size_t)r * 3584, sizeof(float) * 3584);
-            memset(dr + 3712, 0, sizeof(float) * 128);
-        }
-        memset(d + 111360, 0, sizeof(float) * 3840);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 14; ty++) {
             cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 14; tx++) {
-                for (int ci = 0; ci < 16; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 30 + 2 * ty) * 30 + 2 * tx) * 128 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 128), d02 = VLOAD(xc + 256), d03 = VLOAD(xc + 384), d10 = VLOAD(xc + 3840), d11 = VLOAD(xc + 3968), d12 = VLOAD(xc + 4096), d13 = VLOAD(xc + 4224), d20 = VLOAD(xc + 7680), d21 = VLOAD(xc + 7808), d22 = VLOAD(xc + 7936), d23 = VLOAD(xc + 8064), d30 = VLOAD(xc + 11520), d31 = VLOAD(xc + 11648), d32 = VLOAD(xc + 11776), d33 = VLOAD(xc + 11904);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024)), d33 = VLOAD(xc + (xo + 11152));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568)), d30 = VLOAD(xc + (xo + 10768)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024)), d33 = VLOAD(xc + (xo + 11152));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d30 = VLOAD(xc + (xo + 10768)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 144), d02 = VLOAD(xc + 272), d03 = VLOAD(xc + 400), d10 = VLOAD(xc + 3856), d11 = VLOAD(xc + 3984), d12 = VLOAD(xc + 4112), d13 = VLOAD(xc + 4240), d20 = VLOAD(xc + 7696), d21 = VLOAD(xc + 7824), d22 = VLOAD(xc + 7952), d23 = VLOAD(xc + 8080), d30 = VLOAD(xc + 11536), d31 = VLOAD(xc + 11664), d32 = VLOAD(xc + 11792), d33 = VLOAD(xc + 11920);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 12) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024)), d33 = VLOAD(xc + (xo + 11152));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568)), d30 = VLOAD(xc + (xo + 10768)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024)), d33 = VLOAD(xc + (xo + 11152));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d30 = VLOAD(xc + (xo + 10768)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 2; cb++) {
@@ -2674,15 +3110,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -2704,15 +3140,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(16 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(16 + ci) * 2 + 0], v1 = vb[(16 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(16 + ci) * 2 + 0], e1 = vb[(16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -2734,15 +3170,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(32 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(32 + ci) * 2 + 0], v1 = vb[(32 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(32 + ci) * 2 + 0], e1 = vb[(32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -2764,15 +3200,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(48 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(48 + ci) * 2 + 0], v1 = vb[(48 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(48 + ci) * 2 + 0], e1 = vb[(48 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -2794,15 +3230,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(64 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(64 + ci) * 2 + 0], e1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -2824,15 +3260,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(80 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(80 + ci) * 2 + 0], v1 = vb[(80 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(80 + ci) * 2 + 0], e1 = vb[(80 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -2854,15 +3290,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(96 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(96 + ci) * 2 + 0], v1 = vb[(96 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(96 + ci) * 2 + 0], e1 = vb[(96 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -2884,15 +3320,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(112 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(112 + ci) * 2 + 0], v1 = vb[(112 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(112 + ci) * 2 + 0], e1 = vb[(112 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -2914,15 +3350,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -2944,15 +3380,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(144 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(144 + ci) * 2 + 0], v1 = vb[(144 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(144 + ci) * 2 + 0], e1 = vb[(144 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -2974,15 +3410,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(160 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(160 + ci) * 2 + 0], v1 = vb[(160 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(160 + ci) * 2 + 0], e1 = vb[(160 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -3004,15 +3440,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(176 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(176 + ci) * 2 + 0], v1 = vb[(176 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(176 + ci) * 2 + 0], e1 = vb[(176 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -3034,15 +3470,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(192 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(192 + ci) * 2 + 0], e1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -3064,15 +3500,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(208 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(208 + ci) * 2 + 0], v1 = vb[(208 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(208 + ci) * 2 + 0], e1 = vb[(208 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -3094,15 +3530,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(224 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(224 + ci) * 2 + 0], v1 = vb[(224 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(224 + ci) * 2 + 0], e1 = vb[(224 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -3124,15 +3560,15 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(240 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(240 + ci) * 2 + 0], v1 = vb[(240 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(240 + ci) * 2 + 0], e1 = vb[(240 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -3185,7 +3621,6 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
-    float *restrict xp = S + 4096; /* [16][30][30][lanes]: zero-padded input */
     for (int co = 0; co < 16; co++) {
         for (int ci = 0; ci < 16; ci++) {
             const float g0 = P[ci * 144 + co * 9 + 8], g1 = P[ci * 144 + co * 9 + 7], g2 = P[ci * 144 + co * 9 + 6], g3 = P[ci * 144 + co * 9 + 5], g4 = P[ci * 144 + co * 9 + 4], g5 = P[ci * 144 + co * 9 + 3], g6 = P[ci * 144 + co * 9 + 2], g7 = P[ci * 144 + co * 9 + 1], g8 = P[ci * 144 + co * 9 + 0];
@@ -3199,49 +3634,268 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[3072] = t30; u[3328] = 0.5f * (t30 + t31 + t32); u[3584] = 0.5f * (t30 - t31 + t32); u[3840] = t32;
         }
     }
-    /* dy -> zero-padded planes 30x30 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 16; pl++) {
-        const float *restrict s = dy + (size_t)pl * 100352;
-        float *restrict d = xp + (size_t)pl * 115200;
-        memset(d, 0, sizeof(float) * 3840);
-        for (int r = 0; r < 28; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 3840;
-            memset(dr, 0, sizeof(float) * 128);
-            memcpy(dr + 128, s + (size_t)r * 3584, sizeof(float) * 3584);
-            memset(dr + 3712, 0, sizeof(float) * 128);
-        }
-        memset(d + 111360, 0, sizeof(float) * 3840);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 14; ty++) {
             cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 14; tx++) {
-                for (int ci = 0; ci < 16; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 30 + 2 * ty) * 30 + 2 * tx) * 128 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 128), d02 = VLOAD(xc + 256), d03 = VLOAD(xc + 384), d10 = VLOAD(xc + 3840), d11 = VLOAD(xc + 3968), d12 = VLOAD(xc + 4096), d13 = VLOAD(xc + 4224), d20 = VLOAD(xc + 7680), d21 = VLOAD(xc + 7808), d22 = VLOAD(xc + 7936), d23 = VLOAD(xc + 8064), d30 = VLOAD(xc + 11520), d31 = VLOAD(xc + 11648), d32 = VLOAD(xc + 11776), d33 = VLOAD(xc + 11904);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024)), d33 = VLOAD(xc + (xo + 11152));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568)), d30 = VLOAD(xc + (xo + 10768)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024)), d33 = VLOAD(xc + (xo + 11152));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d30 = VLOAD(xc + (xo + 10768)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 144), d02 = VLOAD(xc + 272), d03 = VLOAD(xc + 400), d10 = VLOAD(xc + 3856), d11 = VLOAD(xc + 3984), d12 = VLOAD(xc + 4112), d13 = VLOAD(xc + 4240), d20 = VLOAD(xc + 7696), d21 = VLOAD(xc + 7824), d22 = VLOAD(xc + 7952), d23 = VLOAD(xc + 8080), d30 = VLOAD(xc + 11536), d31 = VLOAD(xc + 11664), d32 = VLOAD(xc + 11792), d33 = VLOAD(xc + 11920);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 12) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024)), d33 = VLOAD(xc + (xo + 11152));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568)), d30 = VLOAD(xc + (xo + 10768)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024)), d33 = VLOAD(xc + (xo + 11152));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d30 = VLOAD(xc + (xo + 10768)), d31 = VLOAD(xc + (xo + 10896)), d32 = VLOAD(xc + (xo + 11024));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 12) {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d13 = VLOAD(xc + (xo + 3984)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440)), d23 = VLOAD(xc + (xo + 7568));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 100352;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 0] = s00 - s02; vb[(1 * 16 + ci) * 2 + 0] = s01 + s02; vb[(2 * 16 + ci) * 2 + 0] = s02 - s01; vb[(3 * 16 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 0] = s10 - s12; vb[(5 * 16 + ci) * 2 + 0] = s11 + s12; vb[(6 * 16 + ci) * 2 + 0] = s12 - s11; vb[(7 * 16 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 0] = s20 - s22; vb[(9 * 16 + ci) * 2 + 0] = s21 + s22; vb[(10 * 16 + ci) * 2 + 0] = s22 - s21; vb[(11 * 16 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 0] = s30 - s32; vb[(13 * 16 + ci) * 2 + 0] = s31 + s32; vb[(14 * 16 + ci) * 2 + 0] = s32 - s31; vb[(15 * 16 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d10 = VLOAD(xc + (xo + 3600)), d11 = VLOAD(xc + (xo + 3728)), d12 = VLOAD(xc + (xo + 3856)), d20 = VLOAD(xc + (xo + 7184)), d21 = VLOAD(xc + (xo + 7312)), d22 = VLOAD(xc + (xo + 7440));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 16 + ci) * 2 + 1] = s00 - s02; vb[(1 * 16 + ci) * 2 + 1] = s01 + s02; vb[(2 * 16 + ci) * 2 + 1] = s02 - s01; vb[(3 * 16 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 16 + ci) * 2 + 1] = s10 - s12; vb[(5 * 16 + ci) * 2 + 1] = s11 + s12; vb[(6 * 16 + ci) * 2 + 1] = s12 - s11; vb[(7 * 16 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 16 + ci) * 2 + 1] = s20 - s22; vb[(9 * 16 + ci) * 2 + 1] = s21 + s22; vb[(10 * 16 + ci) * 2 + 1] = s22 - s21; vb[(11 * 16 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 16 + ci) * 2 + 1] = s30 - s32; vb[(13 * 16 + ci) * 2 + 1] = s31 + s32; vb[(14 * 16 + ci) * 2 + 1] = s32 - s31; vb[(15 * 16 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 2; cb++) {
@@ -3256,15 +3910,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -3286,15 +3940,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(16 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(16 + ci) * 2 + 0], v1 = vb[(16 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(16 + ci) * 2 + 0], e1 = vb[(16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -3316,15 +3970,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(32 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(32 + ci) * 2 + 0], v1 = vb[(32 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(32 + ci) * 2 + 0], e1 = vb[(32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -3346,15 +4000,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(48 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(48 + ci) * 2 + 0], v1 = vb[(48 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(48 + ci) * 2 + 0], e1 = vb[(48 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -3376,15 +4030,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(64 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(64 + ci) * 2 + 0], e1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -3406,15 +4060,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(80 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(80 + ci) * 2 + 0], v1 = vb[(80 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(80 + ci) * 2 + 0], e1 = vb[(80 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -3436,15 +4090,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(96 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(96 + ci) * 2 + 0], v1 = vb[(96 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(96 + ci) * 2 + 0], e1 = vb[(96 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -3466,15 +4120,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(112 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(112 + ci) * 2 + 0], v1 = vb[(112 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(112 + ci) * 2 + 0], e1 = vb[(112 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -3496,15 +4150,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -3526,15 +4180,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(144 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(144 + ci) * 2 + 0], v1 = vb[(144 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(144 + ci) * 2 + 0], e1 = vb[(144 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -3556,15 +4210,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(160 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(160 + ci) * 2 + 0], v1 = vb[(160 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(160 + ci) * 2 + 0], e1 = vb[(160 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -3586,15 +4240,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(176 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(176 + ci) * 2 + 0], v1 = vb[(176 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(176 + ci) * 2 + 0], e1 = vb[(176 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -3616,15 +4270,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(192 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(192 + ci) * 2 + 0], e1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -3646,15 +4300,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(208 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(208 + ci) * 2 + 0], v1 = vb[(208 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(208 + ci) * 2 + 0], e1 = vb[(208 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -3676,15 +4330,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(224 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(224 + ci) * 2 + 0], v1 = vb[(224 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(224 + ci) * 2 + 0], e1 = vb[(224 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -3706,15 +4360,15 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(240 + ci) * 16 + cb * 8;
-                            const cg_v v0 = vb[(240 + ci) * 2 + 0], v1 = vb[(240 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(240 + ci) * 2 + 0], e1 = vb[(240 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -5429,7 +6083,6 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
-    float *restrict xp = S + 16384; /* [32][16][16][lanes]: zero-padded input */
     for (int co = 0; co < 32; co++) {
         for (int ci = 0; ci < 32; ci++) {
             const float g0 = P[co * 288 + ci * 9 + 0], g1 = P[co * 288 + ci * 9 + 1], g2 = P[co * 288 + ci * 9 + 2], g3 = P[co * 288 + ci * 9 + 3], g4 = P[co * 288 + ci * 9 + 4], g5 = P[co * 288 + ci * 9 + 5], g6 = P[co * 288 + ci * 9 + 6], g7 = P[co * 288 + ci * 9 + 7], g8 = P[co * 288 + ci * 9 + 8];
@@ -5443,49 +6096,268 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
             u[12288] = t30; u[13312] = 0.5f * (t30 + t31 + t32); u[14336] = 0.5f * (t30 - t31 + t32); u[15360] = t32;
         }
     }
-    /* x -> zero-padded planes 16x16 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 32; pl++) {
-        const float *restrict s = x + (size_t)pl * 25088;
-        float *restrict d = xp + (size_t)pl * 32768;
-        memset(d, 0, sizeof(float) * 2048);
-        for (int r = 0; r < 14; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 2048;
-            memset(dr, 0, sizeof(float) * 128);
-            memcpy(dr + 128, s + (size_t)r * 1792, sizeof(float) * 1792);
-            memset(dr + 1920, 0, sizeof(float) * 128);
-        }
-        memset(d + 30720, 0, sizeof(float) * 2048);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 7; ty++) {
             cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 7; tx++) {
-                for (int ci = 0; ci < 32; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 16 + 2 * ty) * 16 + 2 * tx) * 128 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 128), d02 = VLOAD(xc + 256), d03 = VLOAD(xc + 384), d10 = VLOAD(xc + 2048), d11 = VLOAD(xc + 2176), d12 = VLOAD(xc + 2304), d13 = VLOAD(xc + 2432), d20 = VLOAD(xc + 4096), d21 = VLOAD(xc + 4224), d22 = VLOAD(xc + 4352), d23 = VLOAD(xc + 4480), d30 = VLOAD(xc + 6144), d31 = VLOAD(xc + 6272), d32 = VLOAD(xc + 6400), d33 = VLOAD(xc + 6528);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648)), d33 = VLOAD(xc + (xo + 5776));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648)), d33 = VLOAD(xc + (xo + 5776));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 144), d02 = VLOAD(xc + 272), d03 = VLOAD(xc + 400), d10 = VLOAD(xc + 2064), d11 = VLOAD(xc + 2192), d12 = VLOAD(xc + 2320), d13 = VLOAD(xc + 2448), d20 = VLOAD(xc + 4112), d21 = VLOAD(xc + 4240), d22 = VLOAD(xc + 4368), d23 = VLOAD(xc + 4496), d30 = VLOAD(xc + 6160), d31 = VLOAD(xc + 6288), d32 = VLOAD(xc + 6416), d33 = VLOAD(xc + 6544);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 5) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648)), d33 = VLOAD(xc + (xo + 5776));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648)), d33 = VLOAD(xc + (xo + 5776));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 4; cb++) {
@@ -5500,15 +6372,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -5530,15 +6402,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(32 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(32 + ci) * 2 + 0], v1 = vb[(32 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(32 + ci) * 2 + 0], e1 = vb[(32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -5560,15 +6432,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(64 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(64 + ci) * 2 + 0], e1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -5590,15 +6462,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(96 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(96 + ci) * 2 + 0], v1 = vb[(96 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(96 + ci) * 2 + 0], e1 = vb[(96 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -5620,15 +6492,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -5650,15 +6522,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(160 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(160 + ci) * 2 + 0], v1 = vb[(160 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(160 + ci) * 2 + 0], e1 = vb[(160 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -5680,15 +6552,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(192 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(192 + ci) * 2 + 0], e1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -5710,15 +6582,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(224 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(224 + ci) * 2 + 0], v1 = vb[(224 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(224 + ci) * 2 + 0], e1 = vb[(224 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -5740,15 +6612,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -5770,15 +6642,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(288 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(288 + ci) * 2 + 0], v1 = vb[(288 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(288 + ci) * 2 + 0], e1 = vb[(288 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -5800,15 +6672,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(320 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(320 + ci) * 2 + 0], v1 = vb[(320 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(320 + ci) * 2 + 0], e1 = vb[(320 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -5830,15 +6702,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(352 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(352 + ci) * 2 + 0], v1 = vb[(352 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(352 + ci) * 2 + 0], e1 = vb[(352 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -5860,15 +6732,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -5890,15 +6762,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(416 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(416 + ci) * 2 + 0], v1 = vb[(416 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(416 + ci) * 2 + 0], e1 = vb[(416 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -5920,15 +6792,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(448 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(448 + ci) * 2 + 0], v1 = vb[(448 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(448 + ci) * 2 + 0], e1 = vb[(448 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -5950,15 +6822,15 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(480 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(480 + ci) * 2 + 0], v1 = vb[(480 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(480 + ci) * 2 + 0], e1 = vb[(480 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -6106,7 +6978,6 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
-    float *restrict xp = S + 16384; /* [32][16][16][lanes]: zero-padded input */
     for (int co = 0; co < 32; co++) {
         for (int ci = 0; ci < 32; ci++) {
             const float g0 = P[ci * 288 + co * 9 + 8], g1 = P[ci * 288 + co * 9 + 7], g2 = P[ci * 288 + co * 9 + 6], g3 = P[ci * 288 + co * 9 + 5], g4 = P[ci * 288 + co * 9 + 4], g5 = P[ci * 288 + co * 9 + 3], g6 = P[ci * 288 + co * 9 + 2], g7 = P[ci * 288 + co * 9 + 1], g8 = P[ci * 288 + co * 9 + 0];
@@ -6120,49 +6991,268 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[12288] = t30; u[13312] = 0.5f * (t30 + t31 + t32); u[14336] = 0.5f * (t30 - t31 + t32); u[15360] = t32;
         }
     }
-    /* dy -> zero-padded planes 16x16 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 32; pl++) {
-        const float *restrict s = dy + (size_t)pl * 25088;
-        float *restrict d = xp + (size_t)pl * 32768;
-        memset(d, 0, sizeof(float) * 2048);
-        for (int r = 0; r < 14; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 2048;
-            memset(dr, 0, sizeof(float) * 128);
-            memcpy(dr + 128, s + (size_t)r * 1792, sizeof(float) * 1792);
-            memset(dr + 1920, 0, sizeof(float) * 128);
-        }
-        memset(d + 30720, 0, sizeof(float) * 2048);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 7; ty++) {
             cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 7; tx++) {
-                for (int ci = 0; ci < 32; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 16 + 2 * ty) * 16 + 2 * tx) * 128 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 128), d02 = VLOAD(xc + 256), d03 = VLOAD(xc + 384), d10 = VLOAD(xc + 2048), d11 = VLOAD(xc + 2176), d12 = VLOAD(xc + 2304), d13 = VLOAD(xc + 2432), d20 = VLOAD(xc + 4096), d21 = VLOAD(xc + 4224), d22 = VLOAD(xc + 4352), d23 = VLOAD(xc + 4480), d30 = VLOAD(xc + 6144), d31 = VLOAD(xc + 6272), d32 = VLOAD(xc + 6400), d33 = VLOAD(xc + 6528);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648)), d33 = VLOAD(xc + (xo + 5776));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648)), d33 = VLOAD(xc + (xo + 5776));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 144), d02 = VLOAD(xc + 272), d03 = VLOAD(xc + 400), d10 = VLOAD(xc + 2064), d11 = VLOAD(xc + 2192), d12 = VLOAD(xc + 2320), d13 = VLOAD(xc + 2448), d20 = VLOAD(xc + 4112), d21 = VLOAD(xc + 4240), d22 = VLOAD(xc + 4368), d23 = VLOAD(xc + 4496), d30 = VLOAD(xc + 6160), d31 = VLOAD(xc + 6288), d32 = VLOAD(xc + 6416), d33 = VLOAD(xc + 6544);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 5) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648)), d33 = VLOAD(xc + (xo + 5776));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648)), d33 = VLOAD(xc + (xo + 5776));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 4; cb++) {
@@ -6177,15 +7267,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -6207,15 +7297,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(32 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(32 + ci) * 2 + 0], v1 = vb[(32 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(32 + ci) * 2 + 0], e1 = vb[(32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -6237,15 +7327,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(64 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(64 + ci) * 2 + 0], e1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -6267,15 +7357,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(96 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(96 + ci) * 2 + 0], v1 = vb[(96 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(96 + ci) * 2 + 0], e1 = vb[(96 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -6297,15 +7387,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -6327,15 +7417,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(160 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(160 + ci) * 2 + 0], v1 = vb[(160 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(160 + ci) * 2 + 0], e1 = vb[(160 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -6357,15 +7447,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(192 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(192 + ci) * 2 + 0], e1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -6387,15 +7477,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(224 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(224 + ci) * 2 + 0], v1 = vb[(224 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(224 + ci) * 2 + 0], e1 = vb[(224 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -6417,15 +7507,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -6447,15 +7537,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(288 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(288 + ci) * 2 + 0], v1 = vb[(288 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(288 + ci) * 2 + 0], e1 = vb[(288 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -6477,15 +7567,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(320 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(320 + ci) * 2 + 0], v1 = vb[(320 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(320 + ci) * 2 + 0], e1 = vb[(320 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -6507,15 +7597,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(352 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(352 + ci) * 2 + 0], v1 = vb[(352 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(352 + ci) * 2 + 0], e1 = vb[(352 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -6537,15 +7627,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -6567,15 +7657,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(416 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(416 + ci) * 2 + 0], v1 = vb[(416 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(416 + ci) * 2 + 0], e1 = vb[(416 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -6597,15 +7687,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(448 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(448 + ci) * 2 + 0], v1 = vb[(448 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(448 + ci) * 2 + 0], e1 = vb[(448 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -6627,15 +7717,15 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(480 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(480 + ci) * 2 + 0], v1 = vb[(480 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(480 + ci) * 2 + 0], e1 = vb[(480 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -7089,7 +8179,6 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
-    float *restrict xp = S + 16384; /* [32][16][16][lanes]: zero-padded input */
     for (int co = 0; co < 32; co++) {
         for (int ci = 0; ci < 32; ci++) {
             const float g0 = P[ci * 288 + co * 9 + 8], g1 = P[ci * 288 + co * 9 + 7], g2 = P[ci * 288 + co * 9 + 6], g3 = P[ci * 288 + co * 9 + 5], g4 = P[ci * 288 + co * 9 + 4], g5 = P[ci * 288 + co * 9 + 3], g6 = P[ci * 288 + co * 9 + 2], g7 = P[ci * 288 + co * 9 + 1], g8 = P[ci * 288 + co * 9 + 0];
@@ -7103,49 +8192,268 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[12288] = t30; u[13312] = 0.5f * (t30 + t31 + t32); u[14336] = 0.5f * (t30 - t31 + t32); u[15360] = t32;
         }
     }
-    /* dy -> zero-padded planes 16x16 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 32; pl++) {
-        const float *restrict s = dy + (size_t)pl * 25088;
-        float *restrict d = xp + (size_t)pl * 32768;
-        memset(d, 0, sizeof(float) * 2048);
-        for (int r = 0; r < 14; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 2048;
-            memset(dr, 0, sizeof(float) * 128);
-            memcpy(dr + 128, s + (size_t)r * 1792, sizeof(float) * 1792);
-            memset(dr + 1920, 0, sizeof(float) * 128);
-        }
-        memset(d + 30720, 0, sizeof(float) * 2048);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 7; ty++) {
             cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 7; tx++) {
-                for (int ci = 0; ci < 32; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 16 + 2 * ty) * 16 + 2 * tx) * 128 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 128), d02 = VLOAD(xc + 256), d03 = VLOAD(xc + 384), d10 = VLOAD(xc + 2048), d11 = VLOAD(xc + 2176), d12 = VLOAD(xc + 2304), d13 = VLOAD(xc + 2432), d20 = VLOAD(xc + 4096), d21 = VLOAD(xc + 4224), d22 = VLOAD(xc + 4352), d23 = VLOAD(xc + 4480), d30 = VLOAD(xc + 6144), d31 = VLOAD(xc + 6272), d32 = VLOAD(xc + 6400), d33 = VLOAD(xc + 6528);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648)), d33 = VLOAD(xc + (xo + 5776));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648)), d33 = VLOAD(xc + (xo + 5776));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 144), d02 = VLOAD(xc + 272), d03 = VLOAD(xc + 400), d10 = VLOAD(xc + 2064), d11 = VLOAD(xc + 2192), d12 = VLOAD(xc + 2320), d13 = VLOAD(xc + 2448), d20 = VLOAD(xc + 4112), d21 = VLOAD(xc + 4240), d22 = VLOAD(xc + 4368), d23 = VLOAD(xc + 4496), d30 = VLOAD(xc + 6160), d31 = VLOAD(xc + 6288), d32 = VLOAD(xc + 6416), d33 = VLOAD(xc + 6544);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 5) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648)), d33 = VLOAD(xc + (xo + 5776));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648)), d33 = VLOAD(xc + (xo + 5776));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d30 = VLOAD(xc + (xo + 5392)), d31 = VLOAD(xc + (xo + 5520)), d32 = VLOAD(xc + (xo + 5648));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 5) {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d03 = VLOAD(xc + (xo + 400)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d13 = VLOAD(xc + (xo + 2192)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856)), d23 = VLOAD(xc + (xo + 3984));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 25088;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 0] = s00 - s02; vb[(1 * 32 + ci) * 2 + 0] = s01 + s02; vb[(2 * 32 + ci) * 2 + 0] = s02 - s01; vb[(3 * 32 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 0] = s10 - s12; vb[(5 * 32 + ci) * 2 + 0] = s11 + s12; vb[(6 * 32 + ci) * 2 + 0] = s12 - s11; vb[(7 * 32 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 0] = s20 - s22; vb[(9 * 32 + ci) * 2 + 0] = s21 + s22; vb[(10 * 32 + ci) * 2 + 0] = s22 - s21; vb[(11 * 32 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 0] = s30 - s32; vb[(13 * 32 + ci) * 2 + 0] = s31 + s32; vb[(14 * 32 + ci) * 2 + 0] = s32 - s31; vb[(15 * 32 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 144)), d02 = VLOAD(xc + (xo + 272)), d10 = VLOAD(xc + (xo + 1808)), d11 = VLOAD(xc + (xo + 1936)), d12 = VLOAD(xc + (xo + 2064)), d20 = VLOAD(xc + (xo + 3600)), d21 = VLOAD(xc + (xo + 3728)), d22 = VLOAD(xc + (xo + 3856));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 32 + ci) * 2 + 1] = s00 - s02; vb[(1 * 32 + ci) * 2 + 1] = s01 + s02; vb[(2 * 32 + ci) * 2 + 1] = s02 - s01; vb[(3 * 32 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 32 + ci) * 2 + 1] = s10 - s12; vb[(5 * 32 + ci) * 2 + 1] = s11 + s12; vb[(6 * 32 + ci) * 2 + 1] = s12 - s11; vb[(7 * 32 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 32 + ci) * 2 + 1] = s20 - s22; vb[(9 * 32 + ci) * 2 + 1] = s21 + s22; vb[(10 * 32 + ci) * 2 + 1] = s22 - s21; vb[(11 * 32 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 32 + ci) * 2 + 1] = s30 - s32; vb[(13 * 32 + ci) * 2 + 1] = s31 + s32; vb[(14 * 32 + ci) * 2 + 1] = s32 - s31; vb[(15 * 32 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 4; cb++) {
@@ -7160,15 +8468,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -7190,15 +8498,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(32 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(32 + ci) * 2 + 0], v1 = vb[(32 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(32 + ci) * 2 + 0], e1 = vb[(32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -7220,15 +8528,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(64 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(64 + ci) * 2 + 0], e1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -7250,15 +8558,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(96 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(96 + ci) * 2 + 0], v1 = vb[(96 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(96 + ci) * 2 + 0], e1 = vb[(96 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -7280,15 +8588,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -7310,15 +8618,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(160 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(160 + ci) * 2 + 0], v1 = vb[(160 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(160 + ci) * 2 + 0], e1 = vb[(160 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -7340,15 +8648,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(192 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(192 + ci) * 2 + 0], e1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -7370,15 +8678,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(224 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(224 + ci) * 2 + 0], v1 = vb[(224 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(224 + ci) * 2 + 0], e1 = vb[(224 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -7400,15 +8708,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -7430,15 +8738,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(288 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(288 + ci) * 2 + 0], v1 = vb[(288 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(288 + ci) * 2 + 0], e1 = vb[(288 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -7460,15 +8768,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(320 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(320 + ci) * 2 + 0], v1 = vb[(320 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(320 + ci) * 2 + 0], e1 = vb[(320 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -7490,15 +8798,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(352 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(352 + ci) * 2 + 0], v1 = vb[(352 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(352 + ci) * 2 + 0], e1 = vb[(352 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -7520,15 +8828,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -7550,15 +8858,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(416 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(416 + ci) * 2 + 0], v1 = vb[(416 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(416 + ci) * 2 + 0], e1 = vb[(416 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -7580,15 +8888,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(448 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(448 + ci) * 2 + 0], v1 = vb[(448 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(448 + ci) * 2 + 0], e1 = vb[(448 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -7610,15 +8918,15 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(480 + ci) * 32 + cb * 8;
-                            const cg_v v0 = vb[(480 + ci) * 2 + 0], v1 = vb[(480 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(480 + ci) * 2 + 0], e1 = vb[(480 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -13930,152 +15238,152 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
 #define A03     3311616 /* output of layer 3 (conv2d), [16x28x28][lanes] */
 #define S03     39447840 /* scratch of layer 3 (conv2d) */
 #define A04     4917248 /* output of layer 4 (batchnorm), [16x28x28][lanes] */
-#define S04     41295136 /* scratch of layer 4 (batchnorm) */
+#define S04     39451936 /* scratch of layer 4 (batchnorm) */
 #define A06     6522880 /* output of layer 6 (conv2d), [16x28x28][lanes] */
-#define S06     41295168 /* scratch of layer 6 (conv2d) */
+#define S06     39451968 /* scratch of layer 6 (conv2d) */
 #define A07     8128512 /* output of layer 7 (batchnorm), [16x28x28][lanes] */
-#define S07     43142464 /* scratch of layer 7 (batchnorm) */
+#define S07     39456064 /* scratch of layer 7 (batchnorm) */
 #define A10     9734144 /* output of layer 10 (conv2d), [16x28x28][lanes] */
-#define S10     43142496 /* scratch of layer 10 (conv2d) */
+#define S10     39456096 /* scratch of layer 10 (conv2d) */
 #define A11     11339776 /* output of layer 11 (batchnorm), [16x28x28][lanes] */
-#define S11     44989792 /* scratch of layer 11 (batchnorm) */
+#define S11     39460192 /* scratch of layer 11 (batchnorm) */
 #define A13     12945408 /* output of layer 13 (conv2d), [16x28x28][lanes] */
-#define S13     44989824 /* scratch of layer 13 (conv2d) */
+#define S13     39460224 /* scratch of layer 13 (conv2d) */
 #define A14     14551040 /* output of layer 14 (batchnorm), [16x28x28][lanes] */
-#define S14     46837120 /* scratch of layer 14 (batchnorm) */
+#define S14     39464320 /* scratch of layer 14 (batchnorm) */
 #define A17     16156672 /* output of layer 17 (conv2d), [16x28x28][lanes] */
-#define S17     46837152 /* scratch of layer 17 (conv2d) */
+#define S17     39464352 /* scratch of layer 17 (conv2d) */
 #define A18     17762304 /* output of layer 18 (batchnorm), [16x28x28][lanes] */
-#define S18     48684448 /* scratch of layer 18 (batchnorm) */
+#define S18     39468448 /* scratch of layer 18 (batchnorm) */
 #define A20     19367936 /* output of layer 20 (conv2d), [16x28x28][lanes] */
-#define S20     48684480 /* scratch of layer 20 (conv2d) */
+#define S20     39468480 /* scratch of layer 20 (conv2d) */
 #define A21     20973568 /* output of layer 21 (batchnorm), [16x28x28][lanes] */
-#define S21     50531776 /* scratch of layer 21 (batchnorm) */
+#define S21     39472576 /* scratch of layer 21 (batchnorm) */
 #define A24     22579200 /* output of layer 24 (conv2d), [32x14x14][lanes] */
 #define A25     23382016 /* output of layer 25 (batchnorm), [32x14x14][lanes] */
-#define S25     50531808 /* scratch of layer 25 (batchnorm) */
+#define S25     39472608 /* scratch of layer 25 (batchnorm) */
 #define A27     24184832 /* output of layer 27 (conv2d), [32x14x14][lanes] */
-#define S27     50531872 /* scratch of layer 27 (conv2d) */
+#define S27     39472672 /* scratch of layer 27 (conv2d) */
 #define A28     24987648 /* output of layer 28 (batchnorm), [32x14x14][lanes] */
-#define S28     51596832 /* scratch of layer 28 (batchnorm) */
+#define S28     39489056 /* scratch of layer 28 (batchnorm) */
 #define A29     25790464 /* output of layer 29 (conv2d), [32x14x14][lanes] */
 #define A30     26593280 /* output of layer 30 (batchnorm), [32x14x14][lanes] */
-#define S30     51596896 /* scratch of layer 30 (batchnorm) */
+#define S30     39489120 /* scratch of layer 30 (batchnorm) */
 #define A33     27396096 /* output of layer 33 (conv2d), [32x14x14][lanes] */
-#define S33     51596960 /* scratch of layer 33 (conv2d) */
+#define S33     39489184 /* scratch of layer 33 (conv2d) */
 #define A34     28198912 /* output of layer 34 (batchnorm), [32x14x14][lanes] */
-#define S34     52661920 /* scratch of layer 34 (batchnorm) */
+#define S34     39505568 /* scratch of layer 34 (batchnorm) */
 #define A36     29001728 /* output of layer 36 (conv2d), [32x14x14][lanes] */
-#define S36     52661984 /* scratch of layer 36 (conv2d) */
+#define S36     39505632 /* scratch of layer 36 (conv2d) */
 #define A37     29804544 /* output of layer 37 (batchnorm), [32x14x14][lanes] */
-#define S37     53726944 /* scratch of layer 37 (batchnorm) */
+#define S37     39522016 /* scratch of layer 37 (batchnorm) */
 #define A40     30607360 /* output of layer 40 (conv2d), [32x14x14][lanes] */
-#define S40     53727008 /* scratch of layer 40 (conv2d) */
+#define S40     39522080 /* scratch of layer 40 (conv2d) */
 #define A41     31410176 /* output of layer 41 (batchnorm), [32x14x14][lanes] */
-#define S41     54791968 /* scratch of layer 41 (batchnorm) */
+#define S41     39538464 /* scratch of layer 41 (batchnorm) */
 #define A43     32212992 /* output of layer 43 (conv2d), [32x14x14][lanes] */
-#define S43     54792032 /* scratch of layer 43 (conv2d) */
+#define S43     39538528 /* scratch of layer 43 (conv2d) */
 #define A44     33015808 /* output of layer 44 (batchnorm), [32x14x14][lanes] */
-#define S44     55856992 /* scratch of layer 44 (batchnorm) */
+#define S44     39554912 /* scratch of layer 44 (batchnorm) */
 #define A47     33818624 /* output of layer 47 (conv2d), [64x7x7][lanes] */
 #define A48     34220032 /* output of layer 48 (batchnorm), [64x7x7][lanes] */
-#define S48     55857056 /* scratch of layer 48 (batchnorm) */
+#define S48     39554976 /* scratch of layer 48 (batchnorm) */
 #define A50     34621440 /* output of layer 50 (conv2d), [64x7x7][lanes] */
 #define A51     35022848 /* output of layer 51 (batchnorm), [64x7x7][lanes] */
-#define S51     55857184 /* scratch of layer 51 (batchnorm) */
+#define S51     39555104 /* scratch of layer 51 (batchnorm) */
 #define A52     35424256 /* output of layer 52 (conv2d), [64x7x7][lanes] */
 #define A53     35825664 /* output of layer 53 (batchnorm), [64x7x7][lanes] */
-#define S53     55857312 /* scratch of layer 53 (batchnorm) */
+#define S53     39555232 /* scratch of layer 53 (batchnorm) */
 #define A56     36227072 /* output of layer 56 (conv2d), [64x7x7][lanes] */
 #define A57     36628480 /* output of layer 57 (batchnorm), [64x7x7][lanes] */
-#define S57     55857440 /* scratch of layer 57 (batchnorm) */
+#define S57     39555360 /* scratch of layer 57 (batchnorm) */
 #define A59     37029888 /* output of layer 59 (conv2d), [64x7x7][lanes] */
 #define A60     37431296 /* output of layer 60 (batchnorm), [64x7x7][lanes] */
-#define S60     55857568 /* scratch of layer 60 (batchnorm) */
+#define S60     39555488 /* scratch of layer 60 (batchnorm) */
 #define A63     37832704 /* output of layer 63 (conv2d), [64x7x7][lanes] */
 #define A64     38234112 /* output of layer 64 (batchnorm), [64x7x7][lanes] */
-#define S64     55857696 /* scratch of layer 64 (batchnorm) */
+#define S64     39555616 /* scratch of layer 64 (batchnorm) */
 #define A66     38635520 /* output of layer 66 (conv2d), [64x7x7][lanes] */
 #define A67     39036928 /* output of layer 67 (batchnorm), [64x7x7][lanes] */
-#define S67     55857824 /* scratch of layer 67 (batchnorm) */
+#define S67     39555744 /* scratch of layer 67 (batchnorm) */
 #define A70     39438336 /* output of layer 70 (global_avgpool), [64x1x1][lanes] */
 #define A72     39446528 /* output of layer 72 (dense), [10][lanes] */
-#define S72     55857952 /* scratch of layer 72 (dense) */
-#define OUT     55868192 /* the output, [N][10] */
-#define DOUT    55869472 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  55870752 /* dLoss/dOutput, [10][lanes] */
-#define D71     56273440 /* gradient arena: dLoss/d(layer 71 output) */
-#define D69     55872032 /* gradient arena: dLoss/d(layer 69 output) */
-#define D68     56273440 /* gradient arena: dLoss/d(layer 68 output) */
-#define D67     55872032 /* gradient arena: dLoss/d(layer 67 output) */
-#define D62     56674848 /* gradient arena: dLoss/d(layer 62 output) */
-#define D66     56273440 /* gradient arena: dLoss/d(layer 66 output) */
-#define D65     55872032 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
-#define D63     56273440 /* gradient arena: dLoss/d(layer 63 output) */
-#define T63_1   55872032 /* gradient arena: a gradient summed into its tensor's */
-#define D61     55872032 /* gradient arena: dLoss/d(layer 61 output) */
-#define D60     56273440 /* gradient arena: dLoss/d(layer 60 output) */
-#define D55     56674848 /* gradient arena: dLoss/d(layer 55 output) */
-#define D59     55872032 /* gradient arena: dLoss/d(layer 59 output) */
-#define D58     56273440 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
-#define D56     55872032 /* gradient arena: dLoss/d(layer 56 output) */
-#define T56_1   56273440 /* gradient arena: a gradient summed into its tensor's */
-#define D54     55872032 /* gradient arena: dLoss/d(layer 54 output) */
-#define D51     56674848 /* gradient arena: dLoss/d(layer 51 output) */
-#define D53     56273440 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     57076256 /* gradient arena: dLoss/d(layer 52 output) */
-#define D46     55872032 /* gradient arena: dLoss/d(layer 46 output) */
-#define D50     57076256 /* gradient arena: dLoss/d(layer 50 output) */
-#define D49     56674848 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
-#define D47     57477664 /* gradient arena: dLoss/d(layer 47 output) */
-#define T47_1   56674848 /* gradient arena: a gradient summed into its tensor's */
-#define D45     56674848 /* gradient arena: dLoss/d(layer 45 output) */
-#define D44     55872032 /* gradient arena: dLoss/d(layer 44 output) */
-#define D39     57477664 /* gradient arena: dLoss/d(layer 39 output) */
-#define D43     56674848 /* gradient arena: dLoss/d(layer 43 output) */
-#define D42     55872032 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
-#define D40     56674848 /* gradient arena: dLoss/d(layer 40 output) */
-#define T40_1   55872032 /* gradient arena: a gradient summed into its tensor's */
-#define D38     55872032 /* gradient arena: dLoss/d(layer 38 output) */
-#define D37     56674848 /* gradient arena: dLoss/d(layer 37 output) */
-#define D32     57477664 /* gradient arena: dLoss/d(layer 32 output) */
-#define D36     55872032 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     56674848 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
-#define D33     55872032 /* gradient arena: dLoss/d(layer 33 output) */
-#define T33_1   56674848 /* gradient arena: a gradient summed into its tensor's */
-#define D31     55872032 /* gradient arena: dLoss/d(layer 31 output) */
-#define D28     57477664 /* gradient arena: dLoss/d(layer 28 output) */
-#define D30     56674848 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     58280480 /* gradient arena: dLoss/d(layer 29 output) */
-#define D23     55872032 /* gradient arena: dLoss/d(layer 23 output) */
-#define D27     58280480 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     57477664 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
-#define D24     59083296 /* gradient arena: dLoss/d(layer 24 output) */
-#define T24_1   57477664 /* gradient arena: a gradient summed into its tensor's */
-#define D22     57477664 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     55872032 /* gradient arena: dLoss/d(layer 21 output) */
-#define D16     59083296 /* gradient arena: dLoss/d(layer 16 output) */
-#define D20     57477664 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     55872032 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
-#define D17     57477664 /* gradient arena: dLoss/d(layer 17 output) */
-#define T17_1   55872032 /* gradient arena: a gradient summed into its tensor's */
-#define D15     55872032 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     57477664 /* gradient arena: dLoss/d(layer 14 output) */
-#define D09     59083296 /* gradient arena: dLoss/d(layer 9 output) */
-#define D13     55872032 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     57477664 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
-#define D10     55872032 /* gradient arena: dLoss/d(layer 10 output) */
-#define T10_1   57477664 /* gradient arena: a gradient summed into its tensor's */
-#define D08     55872032 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     57477664 /* gradient arena: dLoss/d(layer 7 output) */
-#define D02     59083296 /* gradient arena: dLoss/d(layer 2 output) */
-#define D06     55872032 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     57477664 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
-#define D03     55872032 /* gradient arena: dLoss/d(layer 3 output) */
-#define T03_1   57477664 /* gradient arena: a gradient summed into its tensor's */
-#define D01     55872032 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     57477664 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     55872032 /* gradient arena: dLoss/dInput */
+#define S72     39555872 /* scratch of layer 72 (dense) */
+#define OUT     39566112 /* the output, [N][10] */
+#define DOUT    39567392 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  39568672 /* dLoss/dOutput, [10][lanes] */
+#define D71     39971360 /* gradient arena: dLoss/d(layer 71 output) */
+#define D69     39569952 /* gradient arena: dLoss/d(layer 69 output) */
+#define D68     39971360 /* gradient arena: dLoss/d(layer 68 output) */
+#define D67     39569952 /* gradient arena: dLoss/d(layer 67 output) */
+#define D62     40372768 /* gradient arena: dLoss/d(layer 62 output) */
+#define D66     39971360 /* gradient arena: dLoss/d(layer 66 output) */
+#define D65     39569952 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
+#define D63     39971360 /* gradient arena: dLoss/d(layer 63 output) */
+#define T63_1   39569952 /* gradient arena: a gradient summed into its tensor's */
+#define D61     39569952 /* gradient arena: dLoss/d(layer 61 output) */
+#define D60     39971360 /* gradient arena: dLoss/d(layer 60 output) */
+#define D55     40372768 /* gradient arena: dLoss/d(layer 55 output) */
+#define D59     39569952 /* gradient arena: dLoss/d(layer 59 output) */
+#define D58     39971360 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
+#define D56     39569952 /* gradient arena: dLoss/d(layer 56 output) */
+#define T56_1   39971360 /* gradient arena: a gradient summed into its tensor's */
+#define D54     39569952 /* gradient arena: dLoss/d(layer 54 output) */
+#define D51     40372768 /* gradient arena: dLoss/d(layer 51 output) */
+#define D53     39971360 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     40774176 /* gradient arena: dLoss/d(layer 52 output) */
+#define D46     39569952 /* gradient arena: dLoss/d(layer 46 output) */
+#define D50     40774176 /* gradient arena: dLoss/d(layer 50 output) */
+#define D49     40372768 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
+#define D47     41175584 /* gradient arena: dLoss/d(layer 47 output) */
+#define T47_1   40372768 /* gradient arena: a gradient summed into its tensor's */
+#define D45     40372768 /* gradient arena: dLoss/d(layer 45 output) */
+#define D44     39569952 /* gradient arena: dLoss/d(layer 44 output) */
+#define D39     41175584 /* gradient arena: dLoss/d(layer 39 output) */
+#define D43     40372768 /* gradient arena: dLoss/d(layer 43 output) */
+#define D42     39569952 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
+#define D40     40372768 /* gradient arena: dLoss/d(layer 40 output) */
+#define T40_1   39569952 /* gradient arena: a gradient summed into its tensor's */
+#define D38     39569952 /* gradient arena: dLoss/d(layer 38 output) */
+#define D37     40372768 /* gradient arena: dLoss/d(layer 37 output) */
+#define D32     41175584 /* gradient arena: dLoss/d(layer 32 output) */
+#define D36     39569952 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     40372768 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     39569952 /* gradient arena: dLoss/d(layer 33 output) */
+#define T33_1   40372768 /* gradient arena: a gradient summed into its tensor's */
+#define D31     39569952 /* gradient arena: dLoss/d(layer 31 output) */
+#define D28     41175584 /* gradient arena: dLoss/d(layer 28 output) */
+#define D30     40372768 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     41978400 /* gradient arena: dLoss/d(layer 29 output) */
+#define D23     39569952 /* gradient arena: dLoss/d(layer 23 output) */
+#define D27     41978400 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     41175584 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
+#define D24     42781216 /* gradient arena: dLoss/d(layer 24 output) */
+#define T24_1   41175584 /* gradient arena: a gradient summed into its tensor's */
+#define D22     41175584 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     39569952 /* gradient arena: dLoss/d(layer 21 output) */
+#define D16     42781216 /* gradient arena: dLoss/d(layer 16 output) */
+#define D20     41175584 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     39569952 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
+#define D17     41175584 /* gradient arena: dLoss/d(layer 17 output) */
+#define T17_1   39569952 /* gradient arena: a gradient summed into its tensor's */
+#define D15     39569952 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     41175584 /* gradient arena: dLoss/d(layer 14 output) */
+#define D09     42781216 /* gradient arena: dLoss/d(layer 9 output) */
+#define D13     39569952 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     41175584 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
+#define D10     39569952 /* gradient arena: dLoss/d(layer 10 output) */
+#define T10_1   41175584 /* gradient arena: a gradient summed into its tensor's */
+#define D08     39569952 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     41175584 /* gradient arena: dLoss/d(layer 7 output) */
+#define D02     42781216 /* gradient arena: dLoss/d(layer 2 output) */
+#define D06     39569952 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     41175584 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
+#define D03     39569952 /* gradient arena: dLoss/d(layer 3 output) */
+#define T03_1   41175584 /* gradient arena: a gradient summed into its tensor's */
+#define D01     39569952 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     41175584 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     39569952 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 128 samples; activations stay in ws for backward. */
 void resnet20_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -14175,7 +15483,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     cg_from_lanes(ws + A72, ws + OUT, nb, 10, 128);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (55869472); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (39567392); grads accumulate. */
 void resnet20_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 128);

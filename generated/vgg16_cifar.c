@@ -1949,7 +1949,6 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
-    float *restrict xp = S + 65536; /* [64][34][34][lanes]: zero-padded input */
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[co * 576 + ci * 9 + 0], g1 = P[co * 576 + ci * 9 + 1], g2 = P[co * 576 + ci * 9 + 2], g3 = P[co * 576 + ci * 9 + 3], g4 = P[co * 576 + ci * 9 + 4], g5 = P[co * 576 + ci * 9 + 5], g6 = P[co * 576 + ci * 9 + 6], g7 = P[co * 576 + ci * 9 + 7], g8 = P[co * 576 + ci * 9 + 8];
@@ -1963,49 +1962,268 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
             u[49152] = t30; u[53248] = 0.5f * (t30 + t31 + t32); u[57344] = 0.5f * (t30 - t31 + t32); u[61440] = t32;
         }
     }
-    /* x -> zero-padded planes 34x34 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 64; pl++) {
-        const float *restrict s = x + (size_t)pl * 32768;
-        float *restrict d = xp + (size_t)pl * 36992;
-        memset(d, 0, sizeof(float) * 1088);
-        for (int r = 0; r < 32; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 1088;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 1024, sizeof(float) * 1024);
-            memset(dr + 1056, 0, sizeof(float) * 32);
-        }
-        memset(d + 35904, 0, sizeof(float) * 1088);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 16; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 16; tx++) {
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 34 + 2 * ty) * 34 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 1088), d11 = VLOAD(xc + 1120), d12 = VLOAD(xc + 1152), d13 = VLOAD(xc + 1184), d20 = VLOAD(xc + 2176), d21 = VLOAD(xc + 2208), d22 = VLOAD(xc + 2240), d23 = VLOAD(xc + 2272), d30 = VLOAD(xc + 3264), d31 = VLOAD(xc + 3296), d32 = VLOAD(xc + 3328), d33 = VLOAD(xc + 3360);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 32768;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d13 = VLOAD(xc + (xo + 1136)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d23 = VLOAD(xc + (xo + 2160)), d31 = VLOAD(xc + (xo + 3120)), d32 = VLOAD(xc + (xo + 3152)), d33 = VLOAD(xc + (xo + 3184));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 14) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 32768;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1040)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d13 = VLOAD(xc + (xo + 1136)), d20 = VLOAD(xc + (xo + 2064)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d23 = VLOAD(xc + (xo + 2160)), d30 = VLOAD(xc + (xo + 3088)), d31 = VLOAD(xc + (xo + 3120)), d32 = VLOAD(xc + (xo + 3152)), d33 = VLOAD(xc + (xo + 3184));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 32768;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1040)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d20 = VLOAD(xc + (xo + 2064)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d30 = VLOAD(xc + (xo + 3088)), d31 = VLOAD(xc + (xo + 3120)), d32 = VLOAD(xc + (xo + 3152));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 1104), d11 = VLOAD(xc + 1136), d12 = VLOAD(xc + 1168), d13 = VLOAD(xc + 1200), d20 = VLOAD(xc + 2192), d21 = VLOAD(xc + 2224), d22 = VLOAD(xc + 2256), d23 = VLOAD(xc + 2288), d30 = VLOAD(xc + 3280), d31 = VLOAD(xc + 3312), d32 = VLOAD(xc + 3344), d33 = VLOAD(xc + 3376);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 14) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 32768;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d13 = VLOAD(xc + (xo + 1136)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d23 = VLOAD(xc + (xo + 2160)), d31 = VLOAD(xc + (xo + 3120)), d32 = VLOAD(xc + (xo + 3152)), d33 = VLOAD(xc + (xo + 3184));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 14) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 32768;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 1040)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d13 = VLOAD(xc + (xo + 1136)), d20 = VLOAD(xc + (xo + 2064)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d23 = VLOAD(xc + (xo + 2160)), d30 = VLOAD(xc + (xo + 3088)), d31 = VLOAD(xc + (xo + 3120)), d32 = VLOAD(xc + (xo + 3152)), d33 = VLOAD(xc + (xo + 3184));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 32768;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 1040)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d20 = VLOAD(xc + (xo + 2064)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d30 = VLOAD(xc + (xo + 3088)), d31 = VLOAD(xc + (xo + 3120)), d32 = VLOAD(xc + (xo + 3152));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 32768;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d13 = VLOAD(xc + (xo + 1136)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d23 = VLOAD(xc + (xo + 2160));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 14) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 32768;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 1040)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d13 = VLOAD(xc + (xo + 1136)), d20 = VLOAD(xc + (xo + 2064)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d23 = VLOAD(xc + (xo + 2160));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 32768;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 1040)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d20 = VLOAD(xc + (xo + 2064)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 8; cb++) {
@@ -2020,15 +2238,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -2050,15 +2268,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(64 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(64 + ci) * 2 + 0], e1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -2080,15 +2298,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -2110,15 +2328,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(192 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(192 + ci) * 2 + 0], e1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -2140,15 +2358,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -2170,15 +2388,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(320 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(320 + ci) * 2 + 0], v1 = vb[(320 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(320 + ci) * 2 + 0], e1 = vb[(320 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -2200,15 +2418,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -2230,15 +2448,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(448 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(448 + ci) * 2 + 0], v1 = vb[(448 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(448 + ci) * 2 + 0], e1 = vb[(448 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -2260,15 +2478,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -2290,15 +2508,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(576 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(576 + ci) * 2 + 0], v1 = vb[(576 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(576 + ci) * 2 + 0], e1 = vb[(576 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -2320,15 +2538,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -2350,15 +2568,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(704 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(704 + ci) * 2 + 0], v1 = vb[(704 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(704 + ci) * 2 + 0], e1 = vb[(704 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -2380,15 +2598,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -2410,15 +2628,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(832 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(832 + ci) * 2 + 0], v1 = vb[(832 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(832 + ci) * 2 + 0], e1 = vb[(832 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -2440,15 +2658,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -2470,15 +2688,15 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(960 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(960 + ci) * 2 + 0], v1 = vb[(960 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(960 + ci) * 2 + 0], e1 = vb[(960 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -2634,7 +2852,6 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
-    float *restrict xp = S + 65536; /* [64][34][34][lanes]: zero-padded input */
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
@@ -2648,49 +2865,268 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[49152] = t30; u[53248] = 0.5f * (t30 + t31 + t32); u[57344] = 0.5f * (t30 - t31 + t32); u[61440] = t32;
         }
     }
-    /* dy -> zero-padded planes 34x34 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 64; pl++) {
-        const float *restrict s = dy + (size_t)pl * 32768;
-        float *restrict d = xp + (size_t)pl * 36992;
-        memset(d, 0, sizeof(float) * 1088);
-        for (int r = 0; r < 32; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 1088;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 1024, sizeof(float) * 1024);
-            memset(dr + 1056, 0, sizeof(float) * 32);
-        }
-        memset(d + 35904, 0, sizeof(float) * 1088);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 16; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 16; tx++) {
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 34 + 2 * ty) * 34 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 1088), d11 = VLOAD(xc + 1120), d12 = VLOAD(xc + 1152), d13 = VLOAD(xc + 1184), d20 = VLOAD(xc + 2176), d21 = VLOAD(xc + 2208), d22 = VLOAD(xc + 2240), d23 = VLOAD(xc + 2272), d30 = VLOAD(xc + 3264), d31 = VLOAD(xc + 3296), d32 = VLOAD(xc + 3328), d33 = VLOAD(xc + 3360);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d13 = VLOAD(xc + (xo + 1136)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d23 = VLOAD(xc + (xo + 2160)), d31 = VLOAD(xc + (xo + 3120)), d32 = VLOAD(xc + (xo + 3152)), d33 = VLOAD(xc + (xo + 3184));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 14) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1040)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d13 = VLOAD(xc + (xo + 1136)), d20 = VLOAD(xc + (xo + 2064)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d23 = VLOAD(xc + (xo + 2160)), d30 = VLOAD(xc + (xo + 3088)), d31 = VLOAD(xc + (xo + 3120)), d32 = VLOAD(xc + (xo + 3152)), d33 = VLOAD(xc + (xo + 3184));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 1040)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d20 = VLOAD(xc + (xo + 2064)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d30 = VLOAD(xc + (xo + 3088)), d31 = VLOAD(xc + (xo + 3120)), d32 = VLOAD(xc + (xo + 3152));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 1104), d11 = VLOAD(xc + 1136), d12 = VLOAD(xc + 1168), d13 = VLOAD(xc + 1200), d20 = VLOAD(xc + 2192), d21 = VLOAD(xc + 2224), d22 = VLOAD(xc + 2256), d23 = VLOAD(xc + 2288), d30 = VLOAD(xc + 3280), d31 = VLOAD(xc + 3312), d32 = VLOAD(xc + 3344), d33 = VLOAD(xc + 3376);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 14) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d13 = VLOAD(xc + (xo + 1136)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d23 = VLOAD(xc + (xo + 2160)), d31 = VLOAD(xc + (xo + 3120)), d32 = VLOAD(xc + (xo + 3152)), d33 = VLOAD(xc + (xo + 3184));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 14) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 1040)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d13 = VLOAD(xc + (xo + 1136)), d20 = VLOAD(xc + (xo + 2064)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d23 = VLOAD(xc + (xo + 2160)), d30 = VLOAD(xc + (xo + 3088)), d31 = VLOAD(xc + (xo + 3120)), d32 = VLOAD(xc + (xo + 3152)), d33 = VLOAD(xc + (xo + 3184));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 1040)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d20 = VLOAD(xc + (xo + 2064)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d30 = VLOAD(xc + (xo + 3088)), d31 = VLOAD(xc + (xo + 3120)), d32 = VLOAD(xc + (xo + 3152));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d13 = VLOAD(xc + (xo + 1136)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d23 = VLOAD(xc + (xo + 2160));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 14) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 1040)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d13 = VLOAD(xc + (xo + 1136)), d20 = VLOAD(xc + (xo + 2064)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128)), d23 = VLOAD(xc + (xo + 2160));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 1040)), d11 = VLOAD(xc + (xo + 1072)), d12 = VLOAD(xc + (xo + 1104)), d20 = VLOAD(xc + (xo + 2064)), d21 = VLOAD(xc + (xo + 2096)), d22 = VLOAD(xc + (xo + 2128));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 8; cb++) {
@@ -2705,15 +3141,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -2735,15 +3171,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(64 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(64 + ci) * 2 + 0], e1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -2765,15 +3201,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -2795,15 +3231,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(192 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(192 + ci) * 2 + 0], e1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -2825,15 +3261,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -2855,15 +3291,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(320 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(320 + ci) * 2 + 0], v1 = vb[(320 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(320 + ci) * 2 + 0], e1 = vb[(320 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -2885,15 +3321,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -2915,15 +3351,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(448 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(448 + ci) * 2 + 0], v1 = vb[(448 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(448 + ci) * 2 + 0], e1 = vb[(448 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -2945,15 +3381,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -2975,15 +3411,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(576 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(576 + ci) * 2 + 0], v1 = vb[(576 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(576 + ci) * 2 + 0], e1 = vb[(576 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -3005,15 +3441,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -3035,15 +3471,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(704 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(704 + ci) * 2 + 0], v1 = vb[(704 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(704 + ci) * 2 + 0], e1 = vb[(704 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -3065,15 +3501,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -3095,15 +3531,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(832 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(832 + ci) * 2 + 0], v1 = vb[(832 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(832 + ci) * 2 + 0], e1 = vb[(832 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -3125,15 +3561,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -3155,15 +3591,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(960 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(960 + ci) * 2 + 0], v1 = vb[(960 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(960 + ci) * 2 + 0], e1 = vb[(960 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -3256,7 +3692,6 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [64x16x16][lanes], y [128x16x16][lanes] */
     float *restrict U = S; /* [16][64][128]: G g G^T per channel pair */
-    float *restrict xp = S + 131072; /* [64][18][18][lanes]: zero-padded input */
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[co * 576 + ci * 9 + 0], g1 = P[co * 576 + ci * 9 + 1], g2 = P[co * 576 + ci * 9 + 2], g3 = P[co * 576 + ci * 9 + 3], g4 = P[co * 576 + ci * 9 + 4], g5 = P[co * 576 + ci * 9 + 5], g6 = P[co * 576 + ci * 9 + 6], g7 = P[co * 576 + ci * 9 + 7], g8 = P[co * 576 + ci * 9 + 8];
@@ -3270,49 +3705,268 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
             u[98304] = t30; u[106496] = 0.5f * (t30 + t31 + t32); u[114688] = 0.5f * (t30 - t31 + t32); u[122880] = t32;
         }
     }
-    /* x -> zero-padded planes 18x18 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 64; pl++) {
-        const float *restrict s = x + (size_t)pl * 8192;
-        float *restrict d = xp + (size_t)pl * 10368;
-        memset(d, 0, sizeof(float) * 576);
-        for (int r = 0; r < 16; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 576;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 512, sizeof(float) * 512);
-            memset(dr + 544, 0, sizeof(float) * 32);
-        }
-        memset(d + 9792, 0, sizeof(float) * 576);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 8; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 8; tx++) {
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 18 + 2 * ty) * 18 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 576), d11 = VLOAD(xc + 608), d12 = VLOAD(xc + 640), d13 = VLOAD(xc + 672), d20 = VLOAD(xc + 1152), d21 = VLOAD(xc + 1184), d22 = VLOAD(xc + 1216), d23 = VLOAD(xc + 1248), d30 = VLOAD(xc + 1728), d31 = VLOAD(xc + 1760), d32 = VLOAD(xc + 1792), d33 = VLOAD(xc + 1824);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 6) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 592), d11 = VLOAD(xc + 624), d12 = VLOAD(xc + 656), d13 = VLOAD(xc + 688), d20 = VLOAD(xc + 1168), d21 = VLOAD(xc + 1200), d22 = VLOAD(xc + 1232), d23 = VLOAD(xc + 1264), d30 = VLOAD(xc + 1744), d31 = VLOAD(xc + 1776), d32 = VLOAD(xc + 1808), d33 = VLOAD(xc + 1840);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 6) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 6) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 6) {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 0] = s00 - s02; vb[(1 * 64 + ci) * 2 + 0] = s01 + s02; vb[(2 * 64 + ci) * 2 + 0] = s02 - s01; vb[(3 * 64 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 0] = s10 - s12; vb[(5 * 64 + ci) * 2 + 0] = s11 + s12; vb[(6 * 64 + ci) * 2 + 0] = s12 - s11; vb[(7 * 64 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 0] = s20 - s22; vb[(9 * 64 + ci) * 2 + 0] = s21 + s22; vb[(10 * 64 + ci) * 2 + 0] = s22 - s21; vb[(11 * 64 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 0] = s30 - s32; vb[(13 * 64 + ci) * 2 + 0] = s31 + s32; vb[(14 * 64 + ci) * 2 + 0] = s32 - s31; vb[(15 * 64 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 64 + ci) * 2 + 1] = s00 - s02; vb[(1 * 64 + ci) * 2 + 1] = s01 + s02; vb[(2 * 64 + ci) * 2 + 1] = s02 - s01; vb[(3 * 64 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 64 + ci) * 2 + 1] = s10 - s12; vb[(5 * 64 + ci) * 2 + 1] = s11 + s12; vb[(6 * 64 + ci) * 2 + 1] = s12 - s11; vb[(7 * 64 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 64 + ci) * 2 + 1] = s20 - s22; vb[(9 * 64 + ci) * 2 + 1] = s21 + s22; vb[(10 * 64 + ci) * 2 + 1] = s22 - s21; vb[(11 * 64 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 64 + ci) * 2 + 1] = s30 - s32; vb[(13 * 64 + ci) * 2 + 1] = s31 + s32; vb[(14 * 64 + ci) * 2 + 1] = s32 - s31; vb[(15 * 64 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 16; cb++) {
@@ -3327,15 +3981,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -3357,15 +4011,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(64 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(64 + ci) * 2 + 0], v1 = vb[(64 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(64 + ci) * 2 + 0], e1 = vb[(64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -3387,15 +4041,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -3417,15 +4071,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(192 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(192 + ci) * 2 + 0], v1 = vb[(192 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(192 + ci) * 2 + 0], e1 = vb[(192 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -3447,15 +4101,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -3477,15 +4131,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(320 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(320 + ci) * 2 + 0], v1 = vb[(320 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(320 + ci) * 2 + 0], e1 = vb[(320 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -3507,15 +4161,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -3537,15 +4191,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(448 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(448 + ci) * 2 + 0], v1 = vb[(448 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(448 + ci) * 2 + 0], e1 = vb[(448 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -3567,15 +4221,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -3597,15 +4251,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(576 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(576 + ci) * 2 + 0], v1 = vb[(576 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(576 + ci) * 2 + 0], e1 = vb[(576 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -3627,15 +4281,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -3657,15 +4311,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(704 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(704 + ci) * 2 + 0], v1 = vb[(704 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(704 + ci) * 2 + 0], e1 = vb[(704 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -3687,15 +4341,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -3717,15 +4371,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(832 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(832 + ci) * 2 + 0], v1 = vb[(832 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(832 + ci) * 2 + 0], e1 = vb[(832 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -3747,15 +4401,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -3777,15 +4431,15 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(960 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(960 + ci) * 2 + 0], v1 = vb[(960 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(960 + ci) * 2 + 0], e1 = vb[(960 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -3941,7 +4595,6 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [64x16x16][lanes], y [128x16x16][lanes] */
     float *restrict U = S; /* [16][128][64]: G g G^T per channel pair */
-    float *restrict xp = S + 131072; /* [128][18][18][lanes]: zero-padded input */
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
@@ -3955,49 +4608,268 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[98304] = t30; u[106496] = 0.5f * (t30 + t31 + t32); u[114688] = 0.5f * (t30 - t31 + t32); u[122880] = t32;
         }
     }
-    /* dy -> zero-padded planes 18x18 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 128; pl++) {
-        const float *restrict s = dy + (size_t)pl * 8192;
-        float *restrict d = xp + (size_t)pl * 10368;
-        memset(d, 0, sizeof(float) * 576);
-        for (int r = 0; r < 16; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 576;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 512, sizeof(float) * 512);
-            memset(dr + 544, 0, sizeof(float) * 32);
-        }
-        memset(d + 9792, 0, sizeof(float) * 576);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 8; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 8; tx++) {
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 18 + 2 * ty) * 18 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 576), d11 = VLOAD(xc + 608), d12 = VLOAD(xc + 640), d13 = VLOAD(xc + 672), d20 = VLOAD(xc + 1152), d21 = VLOAD(xc + 1184), d22 = VLOAD(xc + 1216), d23 = VLOAD(xc + 1248), d30 = VLOAD(xc + 1728), d31 = VLOAD(xc + 1760), d32 = VLOAD(xc + 1792), d33 = VLOAD(xc + 1824);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 6) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 592), d11 = VLOAD(xc + 624), d12 = VLOAD(xc + 656), d13 = VLOAD(xc + 688), d20 = VLOAD(xc + 1168), d21 = VLOAD(xc + 1200), d22 = VLOAD(xc + 1232), d23 = VLOAD(xc + 1264), d30 = VLOAD(xc + 1744), d31 = VLOAD(xc + 1776), d32 = VLOAD(xc + 1808), d33 = VLOAD(xc + 1840);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 6) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 6) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 6) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 8; cb++) {
@@ -4012,15 +4884,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -4042,15 +4914,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -4072,15 +4944,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -4102,15 +4974,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -4132,15 +5004,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -4162,15 +5034,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -4192,15 +5064,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -4222,15 +5094,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -4252,15 +5124,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -4282,15 +5154,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1152 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1152 + ci) * 2 + 0], v1 = vb[(1152 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1152 + ci) * 2 + 0], e1 = vb[(1152 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -4312,15 +5184,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -4342,15 +5214,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1408 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1408 + ci) * 2 + 0], v1 = vb[(1408 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1408 + ci) * 2 + 0], e1 = vb[(1408 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -4372,15 +5244,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -4402,15 +5274,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1664 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1664 + ci) * 2 + 0], v1 = vb[(1664 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1664 + ci) * 2 + 0], e1 = vb[(1664 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -4432,15 +5304,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -4462,15 +5334,15 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1920 + ci) * 64 + cb * 8;
-                            const cg_v v0 = vb[(1920 + ci) * 2 + 0], v1 = vb[(1920 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1920 + ci) * 2 + 0], e1 = vb[(1920 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -4513,7 +5385,6 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
     float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
-    float *restrict xp = S + 262144; /* [128][18][18][lanes]: zero-padded input */
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[co * 1152 + ci * 9 + 0], g1 = P[co * 1152 + ci * 9 + 1], g2 = P[co * 1152 + ci * 9 + 2], g3 = P[co * 1152 + ci * 9 + 3], g4 = P[co * 1152 + ci * 9 + 4], g5 = P[co * 1152 + ci * 9 + 5], g6 = P[co * 1152 + ci * 9 + 6], g7 = P[co * 1152 + ci * 9 + 7], g8 = P[co * 1152 + ci * 9 + 8];
@@ -4527,49 +5398,268 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
             u[196608] = t30; u[212992] = 0.5f * (t30 + t31 + t32); u[229376] = 0.5f * (t30 - t31 + t32); u[245760] = t32;
         }
     }
-    /* x -> zero-padded planes 18x18 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 128; pl++) {
-        const float *restrict s = x + (size_t)pl * 8192;
-        float *restrict d = xp + (size_t)pl * 10368;
-        memset(d, 0, sizeof(float) * 576);
-        for (int r = 0; r < 16; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 576;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 512, sizeof(float) * 512);
-            memset(dr + 544, 0, sizeof(float) * 32);
-        }
-        memset(d + 9792, 0, sizeof(float) * 576);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 8; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 8; tx++) {
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 18 + 2 * ty) * 18 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 576), d11 = VLOAD(xc + 608), d12 = VLOAD(xc + 640), d13 = VLOAD(xc + 672), d20 = VLOAD(xc + 1152), d21 = VLOAD(xc + 1184), d22 = VLOAD(xc + 1216), d23 = VLOAD(xc + 1248), d30 = VLOAD(xc + 1728), d31 = VLOAD(xc + 1760), d32 = VLOAD(xc + 1792), d33 = VLOAD(xc + 1824);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 6) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 592), d11 = VLOAD(xc + 624), d12 = VLOAD(xc + 656), d13 = VLOAD(xc + 688), d20 = VLOAD(xc + 1168), d21 = VLOAD(xc + 1200), d22 = VLOAD(xc + 1232), d23 = VLOAD(xc + 1264), d30 = VLOAD(xc + 1744), d31 = VLOAD(xc + 1776), d32 = VLOAD(xc + 1808), d33 = VLOAD(xc + 1840);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 6) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 6) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 6) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 16; cb++) {
@@ -4584,15 +5674,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -4614,15 +5704,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -4644,15 +5734,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -4674,15 +5764,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -4704,15 +5794,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -4734,15 +5824,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -4764,15 +5854,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -4794,15 +5884,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -4824,15 +5914,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -4854,15 +5944,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1152 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1152 + ci) * 2 + 0], v1 = vb[(1152 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1152 + ci) * 2 + 0], e1 = vb[(1152 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -4884,15 +5974,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -4914,15 +6004,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1408 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1408 + ci) * 2 + 0], v1 = vb[(1408 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1408 + ci) * 2 + 0], e1 = vb[(1408 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -4944,15 +6034,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -4974,15 +6064,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1664 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1664 + ci) * 2 + 0], v1 = vb[(1664 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1664 + ci) * 2 + 0], e1 = vb[(1664 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -5004,15 +6094,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -5034,15 +6124,15 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1920 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1920 + ci) * 2 + 0], v1 = vb[(1920 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1920 + ci) * 2 + 0], e1 = vb[(1920 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -5198,7 +6288,6 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
     float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
-    float *restrict xp = S + 262144; /* [128][18][18][lanes]: zero-padded input */
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[ci * 1152 + co * 9 + 8], g1 = P[ci * 1152 + co * 9 + 7], g2 = P[ci * 1152 + co * 9 + 6], g3 = P[ci * 1152 + co * 9 + 5], g4 = P[ci * 1152 + co * 9 + 4], g5 = P[ci * 1152 + co * 9 + 3], g6 = P[ci * 1152 + co * 9 + 2], g7 = P[ci * 1152 + co * 9 + 1], g8 = P[ci * 1152 + co * 9 + 0];
@@ -5212,49 +6301,268 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[196608] = t30; u[212992] = 0.5f * (t30 + t31 + t32); u[229376] = 0.5f * (t30 - t31 + t32); u[245760] = t32;
         }
     }
-    /* dy -> zero-padded planes 18x18 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 128; pl++) {
-        const float *restrict s = dy + (size_t)pl * 8192;
-        float *restrict d = xp + (size_t)pl * 10368;
-        memset(d, 0, sizeof(float) * 576);
-        for (int r = 0; r < 16; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 576;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 512, sizeof(float) * 512);
-            memset(dr + 544, 0, sizeof(float) * 32);
-        }
-        memset(d + 9792, 0, sizeof(float) * 576);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 8; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 8; tx++) {
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 18 + 2 * ty) * 18 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 576), d11 = VLOAD(xc + 608), d12 = VLOAD(xc + 640), d13 = VLOAD(xc + 672), d20 = VLOAD(xc + 1152), d21 = VLOAD(xc + 1184), d22 = VLOAD(xc + 1216), d23 = VLOAD(xc + 1248), d30 = VLOAD(xc + 1728), d31 = VLOAD(xc + 1760), d32 = VLOAD(xc + 1792), d33 = VLOAD(xc + 1824);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 6) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 592), d11 = VLOAD(xc + 624), d12 = VLOAD(xc + 656), d13 = VLOAD(xc + 688), d20 = VLOAD(xc + 1168), d21 = VLOAD(xc + 1200), d22 = VLOAD(xc + 1232), d23 = VLOAD(xc + 1264), d30 = VLOAD(xc + 1744), d31 = VLOAD(xc + 1776), d32 = VLOAD(xc + 1808), d33 = VLOAD(xc + 1840);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 6) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 6) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616)), d33 = VLOAD(xc + (xo + 1648));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d30 = VLOAD(xc + (xo + 1552)), d31 = VLOAD(xc + (xo + 1584)), d32 = VLOAD(xc + (xo + 1616));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 6) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d13 = VLOAD(xc + (xo + 624)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104)), d23 = VLOAD(xc + (xo + 1136));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 528)), d11 = VLOAD(xc + (xo + 560)), d12 = VLOAD(xc + (xo + 592)), d20 = VLOAD(xc + (xo + 1040)), d21 = VLOAD(xc + (xo + 1072)), d22 = VLOAD(xc + (xo + 1104));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 16; cb++) {
@@ -5269,15 +6577,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -5299,15 +6607,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -5329,15 +6637,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -5359,15 +6667,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -5389,15 +6697,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -5419,15 +6727,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -5449,15 +6757,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -5479,15 +6787,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -5509,15 +6817,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -5539,15 +6847,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1152 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1152 + ci) * 2 + 0], v1 = vb[(1152 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1152 + ci) * 2 + 0], e1 = vb[(1152 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -5569,15 +6877,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -5599,15 +6907,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1408 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1408 + ci) * 2 + 0], v1 = vb[(1408 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1408 + ci) * 2 + 0], e1 = vb[(1408 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -5629,15 +6937,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -5659,15 +6967,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1664 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1664 + ci) * 2 + 0], v1 = vb[(1664 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1664 + ci) * 2 + 0], e1 = vb[(1664 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -5689,15 +6997,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -5719,15 +7027,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1920 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1920 + ci) * 2 + 0], v1 = vb[(1920 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1920 + ci) * 2 + 0], e1 = vb[(1920 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -5820,7 +7128,6 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [128x8x8][lanes], y [256x8x8][lanes] */
     float *restrict U = S; /* [16][128][256]: G g G^T per channel pair */
-    float *restrict xp = S + 524288; /* [128][10][10][lanes]: zero-padded input */
     for (int co = 0; co < 256; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[co * 1152 + ci * 9 + 0], g1 = P[co * 1152 + ci * 9 + 1], g2 = P[co * 1152 + ci * 9 + 2], g3 = P[co * 1152 + ci * 9 + 3], g4 = P[co * 1152 + ci * 9 + 4], g5 = P[co * 1152 + ci * 9 + 5], g6 = P[co * 1152 + ci * 9 + 6], g7 = P[co * 1152 + ci * 9 + 7], g8 = P[co * 1152 + ci * 9 + 8];
@@ -5834,49 +7141,268 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
             u[393216] = t30; u[425984] = 0.5f * (t30 + t31 + t32); u[458752] = 0.5f * (t30 - t31 + t32); u[491520] = t32;
         }
     }
-    /* x -> zero-padded planes 10x10 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 128; pl++) {
-        const float *restrict s = x + (size_t)pl * 2048;
-        float *restrict d = xp + (size_t)pl * 3200;
-        memset(d, 0, sizeof(float) * 320);
-        for (int r = 0; r < 8; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 320;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 256, sizeof(float) * 256);
-            memset(dr + 288, 0, sizeof(float) * 32);
-        }
-        memset(d + 2880, 0, sizeof(float) * 320);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 4; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 4; tx++) {
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 10 + 2 * ty) * 10 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 320), d11 = VLOAD(xc + 352), d12 = VLOAD(xc + 384), d13 = VLOAD(xc + 416), d20 = VLOAD(xc + 640), d21 = VLOAD(xc + 672), d22 = VLOAD(xc + 704), d23 = VLOAD(xc + 736), d30 = VLOAD(xc + 960), d31 = VLOAD(xc + 992), d32 = VLOAD(xc + 1024), d33 = VLOAD(xc + 1056);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 2) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 336), d11 = VLOAD(xc + 368), d12 = VLOAD(xc + 400), d13 = VLOAD(xc + 432), d20 = VLOAD(xc + 656), d21 = VLOAD(xc + 688), d22 = VLOAD(xc + 720), d23 = VLOAD(xc + 752), d30 = VLOAD(xc + 976), d31 = VLOAD(xc + 1008), d32 = VLOAD(xc + 1040), d33 = VLOAD(xc + 1072);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 2) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 2) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 2) {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 0] = s00 - s02; vb[(1 * 128 + ci) * 2 + 0] = s01 + s02; vb[(2 * 128 + ci) * 2 + 0] = s02 - s01; vb[(3 * 128 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 0] = s10 - s12; vb[(5 * 128 + ci) * 2 + 0] = s11 + s12; vb[(6 * 128 + ci) * 2 + 0] = s12 - s11; vb[(7 * 128 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 0] = s20 - s22; vb[(9 * 128 + ci) * 2 + 0] = s21 + s22; vb[(10 * 128 + ci) * 2 + 0] = s22 - s21; vb[(11 * 128 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 0] = s30 - s32; vb[(13 * 128 + ci) * 2 + 0] = s31 + s32; vb[(14 * 128 + ci) * 2 + 0] = s32 - s31; vb[(15 * 128 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 128 + ci) * 2 + 1] = s00 - s02; vb[(1 * 128 + ci) * 2 + 1] = s01 + s02; vb[(2 * 128 + ci) * 2 + 1] = s02 - s01; vb[(3 * 128 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 128 + ci) * 2 + 1] = s10 - s12; vb[(5 * 128 + ci) * 2 + 1] = s11 + s12; vb[(6 * 128 + ci) * 2 + 1] = s12 - s11; vb[(7 * 128 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 128 + ci) * 2 + 1] = s20 - s22; vb[(9 * 128 + ci) * 2 + 1] = s21 + s22; vb[(10 * 128 + ci) * 2 + 1] = s22 - s21; vb[(11 * 128 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 128 + ci) * 2 + 1] = s30 - s32; vb[(13 * 128 + ci) * 2 + 1] = s31 + s32; vb[(14 * 128 + ci) * 2 + 1] = s32 - s31; vb[(15 * 128 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 32; cb++) {
@@ -5891,15 +7417,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -5921,15 +7447,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(128 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(128 + ci) * 2 + 0], v1 = vb[(128 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(128 + ci) * 2 + 0], e1 = vb[(128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -5951,15 +7477,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -5981,15 +7507,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(384 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(384 + ci) * 2 + 0], v1 = vb[(384 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(384 + ci) * 2 + 0], e1 = vb[(384 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -6011,15 +7537,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -6041,15 +7567,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(640 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(640 + ci) * 2 + 0], v1 = vb[(640 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(640 + ci) * 2 + 0], e1 = vb[(640 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -6071,15 +7597,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -6101,15 +7627,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(896 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(896 + ci) * 2 + 0], v1 = vb[(896 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(896 + ci) * 2 + 0], e1 = vb[(896 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -6131,15 +7657,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -6161,15 +7687,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1152 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1152 + ci) * 2 + 0], v1 = vb[(1152 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1152 + ci) * 2 + 0], e1 = vb[(1152 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -6191,15 +7717,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -6221,15 +7747,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1408 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1408 + ci) * 2 + 0], v1 = vb[(1408 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1408 + ci) * 2 + 0], e1 = vb[(1408 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -6251,15 +7777,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -6281,15 +7807,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1664 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1664 + ci) * 2 + 0], v1 = vb[(1664 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1664 + ci) * 2 + 0], e1 = vb[(1664 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -6311,15 +7837,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -6341,15 +7867,15 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(1920 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1920 + ci) * 2 + 0], v1 = vb[(1920 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1920 + ci) * 2 + 0], e1 = vb[(1920 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -6505,7 +8031,6 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [128x8x8][lanes], y [256x8x8][lanes] */
     float *restrict U = S; /* [16][256][128]: G g G^T per channel pair */
-    float *restrict xp = S + 524288; /* [256][10][10][lanes]: zero-padded input */
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 256; ci++) {
             const float g0 = P[ci * 1152 + co * 9 + 8], g1 = P[ci * 1152 + co * 9 + 7], g2 = P[ci * 1152 + co * 9 + 6], g3 = P[ci * 1152 + co * 9 + 5], g4 = P[ci * 1152 + co * 9 + 4], g5 = P[ci * 1152 + co * 9 + 3], g6 = P[ci * 1152 + co * 9 + 2], g7 = P[ci * 1152 + co * 9 + 1], g8 = P[ci * 1152 + co * 9 + 0];
@@ -6519,49 +8044,268 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[393216] = t30; u[425984] = 0.5f * (t30 + t31 + t32); u[458752] = 0.5f * (t30 - t31 + t32); u[491520] = t32;
         }
     }
-    /* dy -> zero-padded planes 10x10 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 256; pl++) {
-        const float *restrict s = dy + (size_t)pl * 2048;
-        float *restrict d = xp + (size_t)pl * 3200;
-        memset(d, 0, sizeof(float) * 320);
-        for (int r = 0; r < 8; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 320;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 256, sizeof(float) * 256);
-            memset(dr + 288, 0, sizeof(float) * 32);
-        }
-        memset(d + 2880, 0, sizeof(float) * 320);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 4; ty++) {
             cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 4; tx++) {
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 10 + 2 * ty) * 10 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 320), d11 = VLOAD(xc + 352), d12 = VLOAD(xc + 384), d13 = VLOAD(xc + 416), d20 = VLOAD(xc + 640), d21 = VLOAD(xc + 672), d22 = VLOAD(xc + 704), d23 = VLOAD(xc + 736), d30 = VLOAD(xc + 960), d31 = VLOAD(xc + 992), d32 = VLOAD(xc + 1024), d33 = VLOAD(xc + 1056);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 2) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 336), d11 = VLOAD(xc + 368), d12 = VLOAD(xc + 400), d13 = VLOAD(xc + 432), d20 = VLOAD(xc + 656), d21 = VLOAD(xc + 688), d22 = VLOAD(xc + 720), d23 = VLOAD(xc + 752), d30 = VLOAD(xc + 976), d31 = VLOAD(xc + 1008), d32 = VLOAD(xc + 1040), d33 = VLOAD(xc + 1072);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 2) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 2) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 2) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 16; cb++) {
@@ -6576,15 +8320,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -6606,15 +8350,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -6636,15 +8380,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -6666,15 +8410,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -6696,15 +8440,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -6726,15 +8470,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -6756,15 +8500,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -6786,15 +8530,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -6816,15 +8560,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2048 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(2048 + ci) * 2 + 0], v1 = vb[(2048 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2048 + ci) * 2 + 0], e1 = vb[(2048 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -6846,15 +8590,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2304 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(2304 + ci) * 2 + 0], v1 = vb[(2304 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2304 + ci) * 2 + 0], e1 = vb[(2304 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -6876,15 +8620,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2560 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(2560 + ci) * 2 + 0], v1 = vb[(2560 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2560 + ci) * 2 + 0], e1 = vb[(2560 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -6906,15 +8650,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2816 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(2816 + ci) * 2 + 0], v1 = vb[(2816 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2816 + ci) * 2 + 0], e1 = vb[(2816 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -6936,15 +8680,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3072 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(3072 + ci) * 2 + 0], v1 = vb[(3072 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3072 + ci) * 2 + 0], e1 = vb[(3072 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -6966,15 +8710,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3328 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(3328 + ci) * 2 + 0], v1 = vb[(3328 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3328 + ci) * 2 + 0], e1 = vb[(3328 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -6996,15 +8740,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3584 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(3584 + ci) * 2 + 0], v1 = vb[(3584 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3584 + ci) * 2 + 0], e1 = vb[(3584 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -7026,15 +8770,15 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3840 + ci) * 128 + cb * 8;
-                            const cg_v v0 = vb[(3840 + ci) * 2 + 0], v1 = vb[(3840 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3840 + ci) * 2 + 0], e1 = vb[(3840 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -7077,7 +8821,6 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [256x8x8][lanes], y [256x8x8][lanes] */
     float *restrict U = S; /* [16][256][256]: G g G^T per channel pair */
-    float *restrict xp = S + 1048576; /* [256][10][10][lanes]: zero-padded input */
     for (int co = 0; co < 256; co++) {
         for (int ci = 0; ci < 256; ci++) {
             const float g0 = P[co * 2304 + ci * 9 + 0], g1 = P[co * 2304 + ci * 9 + 1], g2 = P[co * 2304 + ci * 9 + 2], g3 = P[co * 2304 + ci * 9 + 3], g4 = P[co * 2304 + ci * 9 + 4], g5 = P[co * 2304 + ci * 9 + 5], g6 = P[co * 2304 + ci * 9 + 6], g7 = P[co * 2304 + ci * 9 + 7], g8 = P[co * 2304 + ci * 9 + 8];
@@ -7091,49 +8834,268 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
             u[786432] = t30; u[851968] = 0.5f * (t30 + t31 + t32); u[917504] = 0.5f * (t30 - t31 + t32); u[983040] = t32;
         }
     }
-    /* x -> zero-padded planes 10x10 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 256; pl++) {
-        const float *restrict s = x + (size_t)pl * 2048;
-        float *restrict d = xp + (size_t)pl * 3200;
-        memset(d, 0, sizeof(float) * 320);
-        for (int r = 0; r < 8; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 320;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 256, sizeof(float) * 256);
-            memset(dr + 288, 0, sizeof(float) * 32);
-        }
-        memset(d + 2880, 0, sizeof(float) * 320);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 4; ty++) {
             cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 4; tx++) {
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 10 + 2 * ty) * 10 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 320), d11 = VLOAD(xc + 352), d12 = VLOAD(xc + 384), d13 = VLOAD(xc + 416), d20 = VLOAD(xc + 640), d21 = VLOAD(xc + 672), d22 = VLOAD(xc + 704), d23 = VLOAD(xc + 736), d30 = VLOAD(xc + 960), d31 = VLOAD(xc + 992), d32 = VLOAD(xc + 1024), d33 = VLOAD(xc + 1056);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 2) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 336), d11 = VLOAD(xc + 368), d12 = VLOAD(xc + 400), d13 = VLOAD(xc + 432), d20 = VLOAD(xc + 656), d21 = VLOAD(xc + 688), d22 = VLOAD(xc + 720), d23 = VLOAD(xc + 752), d30 = VLOAD(xc + 976), d31 = VLOAD(xc + 1008), d32 = VLOAD(xc + 1040), d33 = VLOAD(xc + 1072);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 2) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 2) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 2) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = x + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 32; cb++) {
@@ -7148,15 +9110,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -7178,15 +9140,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -7208,15 +9170,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -7238,15 +9200,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -7268,15 +9230,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -7298,15 +9260,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -7328,15 +9290,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -7358,15 +9320,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -7388,15 +9350,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2048 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2048 + ci) * 2 + 0], v1 = vb[(2048 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2048 + ci) * 2 + 0], e1 = vb[(2048 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -7418,15 +9380,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2304 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2304 + ci) * 2 + 0], v1 = vb[(2304 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2304 + ci) * 2 + 0], e1 = vb[(2304 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -7448,15 +9410,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2560 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2560 + ci) * 2 + 0], v1 = vb[(2560 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2560 + ci) * 2 + 0], e1 = vb[(2560 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -7478,15 +9440,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2816 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2816 + ci) * 2 + 0], v1 = vb[(2816 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2816 + ci) * 2 + 0], e1 = vb[(2816 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -7508,15 +9470,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3072 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3072 + ci) * 2 + 0], v1 = vb[(3072 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3072 + ci) * 2 + 0], e1 = vb[(3072 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -7538,15 +9500,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3328 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3328 + ci) * 2 + 0], v1 = vb[(3328 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3328 + ci) * 2 + 0], e1 = vb[(3328 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -7568,15 +9530,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3584 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3584 + ci) * 2 + 0], v1 = vb[(3584 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3584 + ci) * 2 + 0], e1 = vb[(3584 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -7598,15 +9560,15 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3840 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3840 + ci) * 2 + 0], v1 = vb[(3840 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3840 + ci) * 2 + 0], e1 = vb[(3840 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -7762,7 +9724,6 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [256x8x8][lanes], y [256x8x8][lanes] */
     float *restrict U = S; /* [16][256][256]: G g G^T per channel pair */
-    float *restrict xp = S + 1048576; /* [256][10][10][lanes]: zero-padded input */
     for (int co = 0; co < 256; co++) {
         for (int ci = 0; ci < 256; ci++) {
             const float g0 = P[ci * 2304 + co * 9 + 8], g1 = P[ci * 2304 + co * 9 + 7], g2 = P[ci * 2304 + co * 9 + 6], g3 = P[ci * 2304 + co * 9 + 5], g4 = P[ci * 2304 + co * 9 + 4], g5 = P[ci * 2304 + co * 9 + 3], g6 = P[ci * 2304 + co * 9 + 2], g7 = P[ci * 2304 + co * 9 + 1], g8 = P[ci * 2304 + co * 9 + 0];
@@ -7776,49 +9737,268 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             u[786432] = t30; u[851968] = 0.5f * (t30 + t31 + t32); u[917504] = 0.5f * (t30 - t31 + t32); u[983040] = t32;
         }
     }
-    /* dy -> zero-padded planes 10x10 (lanes) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < 256; pl++) {
-        const float *restrict s = dy + (size_t)pl * 2048;
-        float *restrict d = xp + (size_t)pl * 3200;
-        memset(d, 0, sizeof(float) * 320);
-        for (int r = 0; r < 8; r++) {
-            float *restrict dr = d + (size_t)(r + 1) * 320;
-            memset(dr, 0, sizeof(float) * 32);
-            memcpy(dr + 32, s + (size_t)r * 256, sizeof(float) * 256);
-            memset(dr + 288, 0, sizeof(float) * 32);
-        }
-        memset(d + 2880, 0, sizeof(float) * 320);
-    }
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 4; ty++) {
             cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
             cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 4; tx++) {
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xp + ((size_t)(ci * 10 + 2 * ty) * 10 + 2 * tx) * 32 + v0 * 16;
-                    {
-                        const cg_v d00 = VLOAD(xc + 0), d01 = VLOAD(xc + 32), d02 = VLOAD(xc + 64), d03 = VLOAD(xc + 96), d10 = VLOAD(xc + 320), d11 = VLOAD(xc + 352), d12 = VLOAD(xc + 384), d13 = VLOAD(xc + 416), d20 = VLOAD(xc + 640), d21 = VLOAD(xc + 672), d22 = VLOAD(xc + 704), d23 = VLOAD(xc + 736), d30 = VLOAD(xc + 960), d31 = VLOAD(xc + 992), d32 = VLOAD(xc + 1024), d33 = VLOAD(xc + 1056);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                if (ty <= 0) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 2) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848));
+                                const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
-                    {
-                        const cg_v d00 = VLOAD(xc + 16), d01 = VLOAD(xc + 48), d02 = VLOAD(xc + 80), d03 = VLOAD(xc + 112), d10 = VLOAD(xc + 336), d11 = VLOAD(xc + 368), d12 = VLOAD(xc + 400), d13 = VLOAD(xc + 432), d20 = VLOAD(xc + 656), d21 = VLOAD(xc + 688), d22 = VLOAD(xc + 720), d23 = VLOAD(xc + 752), d30 = VLOAD(xc + 976), d31 = VLOAD(xc + 1008), d32 = VLOAD(xc + 1040), d33 = VLOAD(xc + 1072);
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                } else if (ty <= 2) {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 2) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848)), d33 = VLOAD(xc + (xo + 880));
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d30 = VLOAD(xc + (xo + 784)), d31 = VLOAD(xc + (xo + 816)), d32 = VLOAD(xc + (xo + 848));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    }
+                } else {
+                    if (tx <= 0) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624));
+                                const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else if (tx <= 2) {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d03 = VLOAD(xc + (xo + 112)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d13 = VLOAD(xc + (xo + 368)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592)), d23 = VLOAD(xc + (xo + 624));
+                                const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
+                    } else {
+                        for (int ci = 0; ci < 256; ci++) {
+                            const float *restrict xc = dy + (size_t)ci * 2048;
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 0] = s00 - s02; vb[(1 * 256 + ci) * 2 + 0] = s01 + s02; vb[(2 * 256 + ci) * 2 + 0] = s02 - s01; vb[(3 * 256 + ci) * 2 + 0] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 0] = s10 - s12; vb[(5 * 256 + ci) * 2 + 0] = s11 + s12; vb[(6 * 256 + ci) * 2 + 0] = s12 - s11; vb[(7 * 256 + ci) * 2 + 0] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 0] = s20 - s22; vb[(9 * 256 + ci) * 2 + 0] = s21 + s22; vb[(10 * 256 + ci) * 2 + 0] = s22 - s21; vb[(11 * 256 + ci) * 2 + 0] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 0] = s30 - s32; vb[(13 * 256 + ci) * 2 + 0] = s31 + s32; vb[(14 * 256 + ci) * 2 + 0] = s32 - s31; vb[(15 * 256 + ci) * 2 + 0] = s31 - s33;
+                            }
+                            {
+                                const cg_v d00 = VLOAD(xc + (xo + 16)), d01 = VLOAD(xc + (xo + 48)), d02 = VLOAD(xc + (xo + 80)), d10 = VLOAD(xc + (xo + 272)), d11 = VLOAD(xc + (xo + 304)), d12 = VLOAD(xc + (xo + 336)), d20 = VLOAD(xc + (xo + 528)), d21 = VLOAD(xc + (xo + 560)), d22 = VLOAD(xc + (xo + 592));
+                                const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                                const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                                const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                                const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                                const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                                vb[(0 * 256 + ci) * 2 + 1] = s00 - s02; vb[(1 * 256 + ci) * 2 + 1] = s01 + s02; vb[(2 * 256 + ci) * 2 + 1] = s02 - s01; vb[(3 * 256 + ci) * 2 + 1] = s01 - s03;
+                                vb[(4 * 256 + ci) * 2 + 1] = s10 - s12; vb[(5 * 256 + ci) * 2 + 1] = s11 + s12; vb[(6 * 256 + ci) * 2 + 1] = s12 - s11; vb[(7 * 256 + ci) * 2 + 1] = s11 - s13;
+                                vb[(8 * 256 + ci) * 2 + 1] = s20 - s22; vb[(9 * 256 + ci) * 2 + 1] = s21 + s22; vb[(10 * 256 + ci) * 2 + 1] = s22 - s21; vb[(11 * 256 + ci) * 2 + 1] = s21 - s23;
+                                vb[(12 * 256 + ci) * 2 + 1] = s30 - s32; vb[(13 * 256 + ci) * 2 + 1] = s31 + s32; vb[(14 * 256 + ci) * 2 + 1] = s32 - s31; vb[(15 * 256 + ci) * 2 + 1] = s31 - s33;
+                            }
+                        }
                     }
                 }
                 for (int cb = 0; cb < 32; cb++) {
@@ -7833,15 +10013,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(0 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(0 + ci) * 2 + 0], v1 = vb[(0 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(0 + ci) * 2 + 0], e1 = vb[(0 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[0] = a0_0; mb[1] = a0_1;
                         mb[2] = a1_0; mb[3] = a1_1;
@@ -7863,15 +10043,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(256 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(256 + ci) * 2 + 0], v1 = vb[(256 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(256 + ci) * 2 + 0], e1 = vb[(256 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[16] = a0_0; mb[17] = a0_1;
                         mb[18] = a1_0; mb[19] = a1_1;
@@ -7893,15 +10073,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(512 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(512 + ci) * 2 + 0], v1 = vb[(512 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(512 + ci) * 2 + 0], e1 = vb[(512 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[32] = a0_0; mb[33] = a0_1;
                         mb[34] = a1_0; mb[35] = a1_1;
@@ -7923,15 +10103,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(768 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(768 + ci) * 2 + 0], v1 = vb[(768 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(768 + ci) * 2 + 0], e1 = vb[(768 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[48] = a0_0; mb[49] = a0_1;
                         mb[50] = a1_0; mb[51] = a1_1;
@@ -7953,15 +10133,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1024 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1024 + ci) * 2 + 0], v1 = vb[(1024 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1024 + ci) * 2 + 0], e1 = vb[(1024 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[64] = a0_0; mb[65] = a0_1;
                         mb[66] = a1_0; mb[67] = a1_1;
@@ -7983,15 +10163,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1280 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1280 + ci) * 2 + 0], v1 = vb[(1280 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1280 + ci) * 2 + 0], e1 = vb[(1280 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[80] = a0_0; mb[81] = a0_1;
                         mb[82] = a1_0; mb[83] = a1_1;
@@ -8013,15 +10193,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1536 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1536 + ci) * 2 + 0], v1 = vb[(1536 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1536 + ci) * 2 + 0], e1 = vb[(1536 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[96] = a0_0; mb[97] = a0_1;
                         mb[98] = a1_0; mb[99] = a1_1;
@@ -8043,15 +10223,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(1792 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(1792 + ci) * 2 + 0], v1 = vb[(1792 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(1792 + ci) * 2 + 0], e1 = vb[(1792 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[112] = a0_0; mb[113] = a0_1;
                         mb[114] = a1_0; mb[115] = a1_1;
@@ -8073,15 +10253,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2048 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2048 + ci) * 2 + 0], v1 = vb[(2048 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2048 + ci) * 2 + 0], e1 = vb[(2048 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[128] = a0_0; mb[129] = a0_1;
                         mb[130] = a1_0; mb[131] = a1_1;
@@ -8103,15 +10283,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2304 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2304 + ci) * 2 + 0], v1 = vb[(2304 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2304 + ci) * 2 + 0], e1 = vb[(2304 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[144] = a0_0; mb[145] = a0_1;
                         mb[146] = a1_0; mb[147] = a1_1;
@@ -8133,15 +10313,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2560 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2560 + ci) * 2 + 0], v1 = vb[(2560 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2560 + ci) * 2 + 0], e1 = vb[(2560 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[160] = a0_0; mb[161] = a0_1;
                         mb[162] = a1_0; mb[163] = a1_1;
@@ -8163,15 +10343,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(2816 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(2816 + ci) * 2 + 0], v1 = vb[(2816 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(2816 + ci) * 2 + 0], e1 = vb[(2816 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[176] = a0_0; mb[177] = a0_1;
                         mb[178] = a1_0; mb[179] = a1_1;
@@ -8193,15 +10373,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3072 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3072 + ci) * 2 + 0], v1 = vb[(3072 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3072 + ci) * 2 + 0], e1 = vb[(3072 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[192] = a0_0; mb[193] = a0_1;
                         mb[194] = a1_0; mb[195] = a1_1;
@@ -8223,15 +10403,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3328 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3328 + ci) * 2 + 0], v1 = vb[(3328 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3328 + ci) * 2 + 0], e1 = vb[(3328 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[208] = a0_0; mb[209] = a0_1;
                         mb[210] = a1_0; mb[211] = a1_1;
@@ -8253,15 +10433,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3584 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3584 + ci) * 2 + 0], v1 = vb[(3584 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3584 + ci) * 2 + 0], e1 = vb[(3584 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[224] = a0_0; mb[225] = a0_1;
                         mb[226] = a1_0; mb[227] = a1_1;
@@ -8283,15 +10463,15 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 256; ci++) {
                             const float *restrict u = U + (size_t)(3840 + ci) * 256 + cb * 8;
-                            const cg_v v0 = vb[(3840 + ci) * 2 + 0], v1 = vb[(3840 + ci) * 2 + 1];
-                            a0_0 += u[0] * v0; a0_1 += u[0] * v1;
-                            a1_0 += u[1] * v0; a1_1 += u[1] * v1;
-                            a2_0 += u[2] * v0; a2_1 += u[2] * v1;
-                            a3_0 += u[3] * v0; a3_1 += u[3] * v1;
-                            a4_0 += u[4] * v0; a4_1 += u[4] * v1;
-                            a5_0 += u[5] * v0; a5_1 += u[5] * v1;
-                            a6_0 += u[6] * v0; a6_1 += u[6] * v1;
-                            a7_0 += u[7] * v0; a7_1 += u[7] * v1;
+                            const cg_v e0 = vb[(3840 + ci) * 2 + 0], e1 = vb[(3840 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
                         mb[240] = a0_0; mb[241] = a0_1;
                         mb[242] = a1_0; mb[243] = a1_1;
@@ -15927,16 +18107,16 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define S02     9978176 /* scratch of layer 2 (conv2d) */
 #define A04     4292608 /* output of layer 4 (maxpool2d), [64x16x16][lanes] */
 #define A05     4816896 /* output of layer 5 (conv2d), [128x16x16][lanes] */
-#define S05     12411200 /* scratch of layer 5 (conv2d) */
+#define S05     10043712 /* scratch of layer 5 (conv2d) */
 #define A07     5865472 /* output of layer 7 (conv2d), [128x16x16][lanes] */
-#define S07     13869376 /* scratch of layer 7 (conv2d) */
+#define S07     10174784 /* scratch of layer 7 (conv2d) */
 #define A09     6914048 /* output of layer 9 (maxpool2d), [128x8x8][lanes] */
 #define A10     7176192 /* output of layer 10 (conv2d), [256x8x8][lanes] */
-#define S10     15458624 /* scratch of layer 10 (conv2d) */
+#define S10     10436928 /* scratch of layer 10 (conv2d) */
 #define A12     7700480 /* output of layer 12 (conv2d), [256x8x8][lanes] */
-#define S12     16802112 /* scratch of layer 12 (conv2d) */
+#define S12     10961216 /* scratch of layer 12 (conv2d) */
 #define A14     8224768 /* output of layer 14 (conv2d), [256x8x8][lanes] */
-#define S14     18669888 /* scratch of layer 14 (conv2d) */
+#define S14     12009792 /* scratch of layer 14 (conv2d) */
 #define A16     8749056 /* output of layer 16 (maxpool2d), [256x4x4][lanes] */
 #define A17     8880128 /* output of layer 17 (conv2d), [512x4x4][lanes] */
 #define A19     9142272 /* output of layer 19 (conv2d), [512x4x4][lanes] */
@@ -15947,35 +18127,35 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define A28     9863168 /* output of layer 28 (conv2d), [512x2x2][lanes] */
 #define A30     9928704 /* output of layer 30 (maxpool2d), [512x1x1][lanes] */
 #define A32     9945088 /* output of layer 32 (dense), [512][lanes] */
-#define S32     20537664 /* scratch of layer 32 (dense) */
+#define S32     13058368 /* scratch of layer 32 (dense) */
 #define A34     9961472 /* output of layer 34 (dense), [512][lanes] */
-#define S34     20554560 /* scratch of layer 34 (dense) */
+#define S34     13075264 /* scratch of layer 34 (dense) */
 #define A36     9977856 /* output of layer 36 (dense), [10][lanes] */
-#define S36     20571456 /* scratch of layer 36 (dense) */
-#define OUT     20588352 /* the output, [N][10] */
-#define DOUT    20588672 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  20588992 /* dLoss/dOutput, [10][lanes] */
-#define D35     20589312 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
-#define D33     20605696 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
-#define D31     20654848 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     20589312 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
-#define D27     20654848 /* gradient arena: dLoss/d(layer 27 output), then layer 28's dx masks it to dLoss/d(its input) */
-#define D25     20589312 /* gradient arena: dLoss/d(layer 25 output), then layer 26's dx masks it to dLoss/d(its input) */
-#define D23     20851456 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     20589312 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
-#define D20     20851456 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
-#define D18     20589312 /* gradient arena: dLoss/d(layer 18 output), then layer 19's dx masks it to dLoss/d(its input) */
-#define D16     21113600 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     20589312 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
-#define D13     21113600 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
-#define D11     20589312 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
-#define D09     21637888 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     20589312 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
-#define D06     21637888 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
-#define D04     22686464 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     20589312 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
-#define D01     22686464 /* gradient arena: dLoss/d(layer 1 output), then layer 2's dx masks it to dLoss/d(its input) */
-#define DIN     20589312 /* gradient arena: dLoss/dInput */
+#define S36     13092160 /* scratch of layer 36 (dense) */
+#define OUT     13109056 /* the output, [N][10] */
+#define DOUT    13109376 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  13109696 /* dLoss/dOutput, [10][lanes] */
+#define D35     13110016 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     13126400 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
+#define D31     13175552 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     13110016 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     13175552 /* gradient arena: dLoss/d(layer 27 output), then layer 28's dx masks it to dLoss/d(its input) */
+#define D25     13110016 /* gradient arena: dLoss/d(layer 25 output), then layer 26's dx masks it to dLoss/d(its input) */
+#define D23     13372160 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     13110016 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
+#define D20     13372160 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
+#define D18     13110016 /* gradient arena: dLoss/d(layer 18 output), then layer 19's dx masks it to dLoss/d(its input) */
+#define D16     13634304 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     13110016 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
+#define D13     13634304 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
+#define D11     13110016 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
+#define D09     14158592 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     13110016 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
+#define D06     14158592 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     15207168 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     13110016 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
+#define D01     15207168 /* gradient arena: dLoss/d(layer 1 output), then layer 2's dx masks it to dLoss/d(its input) */
+#define DIN     13110016 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void vgg16_cifar_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -16023,7 +18203,7 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
     cg_from_lanes(ws + A36, ws + OUT, nb, 10, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (20588672); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (13109376); grads accumulate. */
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 32);
