@@ -64,22 +64,6 @@ function M.tile(L, T, nco)
   return {TC = ld(nco, math.max(1, T.acc * 2 // 3 // TB)), TB = TB}
 end
 
--- The heuristic's first choice: channels enough on both sides to amortize the
--- transforms, and outputs of 8x8 or more (a 7x7 output computes 8x8).
-function M.preferred(L)
-  local g = L.geom
-  return M.ok(L) and L.cin >= 8 and L.cout >= 8 and g.h.O >= 8 and g.w.O >= 8
-end
-
--- Emit one pass. a = {
---   src, nci, dst, nco: input planes [nci][I][R], output planes [nco][O][R]
---   geo:   pass_geom
---   wt(co, ci, k): the C expression of the kernel tap k (0..8, row-major) of
---          output channel co, input channel ci of this pass
---   store(off, v): the C statement storing vector variable v at dst + off
---   bias(co): the C expression of output channel co's bias, or nil
---   tile:  {TC, TB}
--- }
 -- Tiles along one axis in classes: runs of consecutive tiles whose 4 inputs are inside
 -- or outside the input alike, {lo, hi, valid[1..4]} (tile t reads 2t - pad .. 2t - pad + 3).
 local function classes(T, I, pad)
