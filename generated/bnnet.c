@@ -1905,1300 +1905,639 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 4: conv2d 64x14x14 -> 128x14x14 (specs/bnnet.yaml:17:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
-static void l04_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+static void l04_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][64][128]: G g G^T per channel pair */
+    for (int co = 0; co < 128; co++) {
+        for (int ci = 0; ci < 64; ci++) {
+            const float g0 = P[co * 576 + ci * 9 + 0], g1 = P[co * 576 + ci * 9 + 1], g2 = P[co * 576 + ci * 9 + 2], g3 = P[co * 576 + ci * 9 + 3], g4 = P[co * 576 + ci * 9 + 4], g5 = P[co * 576 + ci * 9 + 5], g6 = P[co * 576 + ci * 9 + 6], g7 = P[co * 576 + ci * 9 + 7], g8 = P[co * 576 + ci * 9 + 8];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 128 + co;
+            u[0] = t00; u[8192] = 0.5f * (t00 + t01 + t02); u[16384] = 0.5f * (t00 - t01 + t02); u[24576] = t02;
+            u[32768] = t10; u[40960] = 0.5f * (t10 + t11 + t12); u[49152] = 0.5f * (t10 - t11 + t12); u[57344] = t12;
+            u[65536] = t20; u[73728] = 0.5f * (t20 + t21 + t22); u[81920] = 0.5f * (t20 - t21 + t22); u[90112] = t22;
+            u[98304] = t30; u[106496] = 0.5f * (t30 + t31 + t32); u[114688] = 0.5f * (t30 - t31 + t32); u[122880] = t32;
+        }
+    }
+    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 4; v0 += 1) {
-        for (int cb = 0; cb < 8; cb++) {
-            const float *restrict wb = w + cb*9216;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*200704 + v0 * 16;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+    for (int v0 = 0; v0 < 4; v0 += 2) {
+        for (int ty = 0; ty < 1; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*12544;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 64 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[581] * x0;
-                        a0_2 += wc[1157] * x0;
-                        a0_3 += wc[1733] * x0;
-                        a0_4 += wc[2309] * x0;
-                        a0_5 += wc[2885] * x0;
-                        a0_6 += wc[3461] * x0;
-                        a0_7 += wc[4037] * x0;
-                        a0_8 += wc[4613] * x0;
-                        a0_9 += wc[5189] * x0;
-                        a0_10 += wc[5765] * x0;
-                        a0_11 += wc[6341] * x0;
-                        a0_12 += wc[6917] * x0;
-                        a0_13 += wc[7493] * x0;
-                        a0_14 += wc[8069] * x0;
-                        a0_15 += wc[8645] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 896 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[583] * x0;
-                        a0_2 += wc[1159] * x0;
-                        a0_3 += wc[1735] * x0;
-                        a0_4 += wc[2311] * x0;
-                        a0_5 += wc[2887] * x0;
-                        a0_6 += wc[3463] * x0;
-                        a0_7 += wc[4039] * x0;
-                        a0_8 += wc[4615] * x0;
-                        a0_9 += wc[5191] * x0;
-                        a0_10 += wc[5767] * x0;
-                        a0_11 += wc[6343] * x0;
-                        a0_12 += wc[6919] * x0;
-                        a0_13 += wc[7495] * x0;
-                        a0_14 += wc[8071] * x0;
-                        a0_15 += wc[8647] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 960 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[584] * x0;
-                        a0_2 += wc[1160] * x0;
-                        a0_3 += wc[1736] * x0;
-                        a0_4 += wc[2312] * x0;
-                        a0_5 += wc[2888] * x0;
-                        a0_6 += wc[3464] * x0;
-                        a0_7 += wc[4040] * x0;
-                        a0_8 += wc[4616] * x0;
-                        a0_9 += wc[5192] * x0;
-                        a0_10 += wc[5768] * x0;
-                        a0_11 += wc[6344] * x0;
-                        a0_12 += wc[6920] * x0;
-                        a0_13 += wc[7496] * x0;
-                        a0_14 += wc[8072] * x0;
-                        a0_15 += wc[8648] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856));
+                        const cg_v d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
+                        const cg_v d33 = VLOAD(xc + (xo + 2880));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 12544, a0_1);
-                VSTORE(yb + 25088, a0_2);
-                VSTORE(yb + 37632, a0_3);
-                VSTORE(yb + 50176, a0_4);
-                VSTORE(yb + 62720, a0_5);
-                VSTORE(yb + 75264, a0_6);
-                VSTORE(yb + 87808, a0_7);
-                VSTORE(yb + 100352, a0_8);
-                VSTORE(yb + 112896, a0_9);
-                VSTORE(yb + 125440, a0_10);
-                VSTORE(yb + 137984, a0_11);
-                VSTORE(yb + 150528, a0_12);
-                VSTORE(yb + 163072, a0_13);
-                VSTORE(yb + 175616, a0_14);
-                VSTORE(yb + 188160, a0_15);
+                for (int cb = 0; cb < 16; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
+                        }
+                    }
+                }
             }
-            /* rows 0..0, cols 1..12: 6 of 9 taps */
-            for (int ox = 1; ox < 13; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*12544;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*64 - 64 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[579] * x0;
-                        a0_2 += wc[1155] * x0;
-                        a0_3 += wc[1731] * x0;
-                        a0_4 += wc[2307] * x0;
-                        a0_5 += wc[2883] * x0;
-                        a0_6 += wc[3459] * x0;
-                        a0_7 += wc[4035] * x0;
-                        a0_8 += wc[4611] * x0;
-                        a0_9 += wc[5187] * x0;
-                        a0_10 += wc[5763] * x0;
-                        a0_11 += wc[6339] * x0;
-                        a0_12 += wc[6915] * x0;
-                        a0_13 += wc[7491] * x0;
-                        a0_14 += wc[8067] * x0;
-                        a0_15 += wc[8643] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*64 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*64 + 64 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[581] * x0;
-                        a0_2 += wc[1157] * x0;
-                        a0_3 += wc[1733] * x0;
-                        a0_4 += wc[2309] * x0;
-                        a0_5 += wc[2885] * x0;
-                        a0_6 += wc[3461] * x0;
-                        a0_7 += wc[4037] * x0;
-                        a0_8 += wc[4613] * x0;
-                        a0_9 += wc[5189] * x0;
-                        a0_10 += wc[5765] * x0;
-                        a0_11 += wc[6341] * x0;
-                        a0_12 += wc[6917] * x0;
-                        a0_13 += wc[7493] * x0;
-                        a0_14 += wc[8069] * x0;
-                        a0_15 += wc[8645] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*64 + 832 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[582] * x0;
-                        a0_2 += wc[1158] * x0;
-                        a0_3 += wc[1734] * x0;
-                        a0_4 += wc[2310] * x0;
-                        a0_5 += wc[2886] * x0;
-                        a0_6 += wc[3462] * x0;
-                        a0_7 += wc[4038] * x0;
-                        a0_8 += wc[4614] * x0;
-                        a0_9 += wc[5190] * x0;
-                        a0_10 += wc[5766] * x0;
-                        a0_11 += wc[6342] * x0;
-                        a0_12 += wc[6918] * x0;
-                        a0_13 += wc[7494] * x0;
-                        a0_14 += wc[8070] * x0;
-                        a0_15 += wc[8646] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*64 + 896 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[583] * x0;
-                        a0_2 += wc[1159] * x0;
-                        a0_3 += wc[1735] * x0;
-                        a0_4 += wc[2311] * x0;
-                        a0_5 += wc[2887] * x0;
-                        a0_6 += wc[3463] * x0;
-                        a0_7 += wc[4039] * x0;
-                        a0_8 += wc[4615] * x0;
-                        a0_9 += wc[5191] * x0;
-                        a0_10 += wc[5767] * x0;
-                        a0_11 += wc[6343] * x0;
-                        a0_12 += wc[6919] * x0;
-                        a0_13 += wc[7495] * x0;
-                        a0_14 += wc[8071] * x0;
-                        a0_15 += wc[8647] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*64 + 960 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[584] * x0;
-                        a0_2 += wc[1160] * x0;
-                        a0_3 += wc[1736] * x0;
-                        a0_4 += wc[2312] * x0;
-                        a0_5 += wc[2888] * x0;
-                        a0_6 += wc[3464] * x0;
-                        a0_7 += wc[4040] * x0;
-                        a0_8 += wc[4616] * x0;
-                        a0_9 += wc[5192] * x0;
-                        a0_10 += wc[5768] * x0;
-                        a0_11 += wc[6344] * x0;
-                        a0_12 += wc[6920] * x0;
-                        a0_13 += wc[7496] * x0;
-                        a0_14 += wc[8072] * x0;
-                        a0_15 += wc[8648] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                        const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + ox*64, a0_0);
-                VSTORE(yb + ox*64 + 12544, a0_1);
-                VSTORE(yb + ox*64 + 25088, a0_2);
-                VSTORE(yb + ox*64 + 37632, a0_3);
-                VSTORE(yb + ox*64 + 50176, a0_4);
-                VSTORE(yb + ox*64 + 62720, a0_5);
-                VSTORE(yb + ox*64 + 75264, a0_6);
-                VSTORE(yb + ox*64 + 87808, a0_7);
-                VSTORE(yb + ox*64 + 100352, a0_8);
-                VSTORE(yb + ox*64 + 112896, a0_9);
-                VSTORE(yb + ox*64 + 125440, a0_10);
-                VSTORE(yb + ox*64 + 137984, a0_11);
-                VSTORE(yb + ox*64 + 150528, a0_12);
-                VSTORE(yb + ox*64 + 163072, a0_13);
-                VSTORE(yb + ox*64 + 175616, a0_14);
-                VSTORE(yb + ox*64 + 188160, a0_15);
+                for (int cb = 0; cb < 16; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
+                        }
+                    }
+                }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*12544;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 768 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[579] * x0;
-                        a0_2 += wc[1155] * x0;
-                        a0_3 += wc[1731] * x0;
-                        a0_4 += wc[2307] * x0;
-                        a0_5 += wc[2883] * x0;
-                        a0_6 += wc[3459] * x0;
-                        a0_7 += wc[4035] * x0;
-                        a0_8 += wc[4611] * x0;
-                        a0_9 += wc[5187] * x0;
-                        a0_10 += wc[5763] * x0;
-                        a0_11 += wc[6339] * x0;
-                        a0_12 += wc[6915] * x0;
-                        a0_13 += wc[7491] * x0;
-                        a0_14 += wc[8067] * x0;
-                        a0_15 += wc[8643] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 832 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1664 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[582] * x0;
-                        a0_2 += wc[1158] * x0;
-                        a0_3 += wc[1734] * x0;
-                        a0_4 += wc[2310] * x0;
-                        a0_5 += wc[2886] * x0;
-                        a0_6 += wc[3462] * x0;
-                        a0_7 += wc[4038] * x0;
-                        a0_8 += wc[4614] * x0;
-                        a0_9 += wc[5190] * x0;
-                        a0_10 += wc[5766] * x0;
-                        a0_11 += wc[6342] * x0;
-                        a0_12 += wc[6918] * x0;
-                        a0_13 += wc[7494] * x0;
-                        a0_14 += wc[8070] * x0;
-                        a0_15 += wc[8646] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1728 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[583] * x0;
-                        a0_2 += wc[1159] * x0;
-                        a0_3 += wc[1735] * x0;
-                        a0_4 += wc[2311] * x0;
-                        a0_5 += wc[2887] * x0;
-                        a0_6 += wc[3463] * x0;
-                        a0_7 += wc[4039] * x0;
-                        a0_8 += wc[4615] * x0;
-                        a0_9 += wc[5191] * x0;
-                        a0_10 += wc[5767] * x0;
-                        a0_11 += wc[6343] * x0;
-                        a0_12 += wc[6919] * x0;
-                        a0_13 += wc[7495] * x0;
-                        a0_14 += wc[8071] * x0;
-                        a0_15 += wc[8647] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792));
+                        const cg_v d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752));
+                        const cg_v d32 = VLOAD(xc + (xo + 2816));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 832, a0_0);
-                VSTORE(yb + 13376, a0_1);
-                VSTORE(yb + 25920, a0_2);
-                VSTORE(yb + 38464, a0_3);
-                VSTORE(yb + 51008, a0_4);
-                VSTORE(yb + 63552, a0_5);
-                VSTORE(yb + 76096, a0_6);
-                VSTORE(yb + 88640, a0_7);
-                VSTORE(yb + 101184, a0_8);
-                VSTORE(yb + 113728, a0_9);
-                VSTORE(yb + 126272, a0_10);
-                VSTORE(yb + 138816, a0_11);
-                VSTORE(yb + 151360, a0_12);
-                VSTORE(yb + 163904, a0_13);
-                VSTORE(yb + 176448, a0_14);
-                VSTORE(yb + 188992, a0_15);
-            }
-            /* rows 1..12, cols 0..0: 6 of 9 taps */
-            for (int oy = 1; oy < 13; oy++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xc = xg + ci*12544;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 - 896 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[577] * x0;
-                            a0_2 += wc[1153] * x0;
-                            a0_3 += wc[1729] * x0;
-                            a0_4 += wc[2305] * x0;
-                            a0_5 += wc[2881] * x0;
-                            a0_6 += wc[3457] * x0;
-                            a0_7 += wc[4033] * x0;
-                            a0_8 += wc[4609] * x0;
-                            a0_9 += wc[5185] * x0;
-                            a0_10 += wc[5761] * x0;
-                            a0_11 += wc[6337] * x0;
-                            a0_12 += wc[6913] * x0;
-                            a0_13 += wc[7489] * x0;
-                            a0_14 += wc[8065] * x0;
-                            a0_15 += wc[8641] * x0;
+                for (int cb = 0; cb < 16; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 - 832 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[578] * x0;
-                            a0_2 += wc[1154] * x0;
-                            a0_3 += wc[1730] * x0;
-                            a0_4 += wc[2306] * x0;
-                            a0_5 += wc[2882] * x0;
-                            a0_6 += wc[3458] * x0;
-                            a0_7 += wc[4034] * x0;
-                            a0_8 += wc[4610] * x0;
-                            a0_9 += wc[5186] * x0;
-                            a0_10 += wc[5762] * x0;
-                            a0_11 += wc[6338] * x0;
-                            a0_12 += wc[6914] * x0;
-                            a0_13 += wc[7490] * x0;
-                            a0_14 += wc[8066] * x0;
-                            a0_15 += wc[8642] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[580] * x0;
-                            a0_2 += wc[1156] * x0;
-                            a0_3 += wc[1732] * x0;
-                            a0_4 += wc[2308] * x0;
-                            a0_5 += wc[2884] * x0;
-                            a0_6 += wc[3460] * x0;
-                            a0_7 += wc[4036] * x0;
-                            a0_8 += wc[4612] * x0;
-                            a0_9 += wc[5188] * x0;
-                            a0_10 += wc[5764] * x0;
-                            a0_11 += wc[6340] * x0;
-                            a0_12 += wc[6916] * x0;
-                            a0_13 += wc[7492] * x0;
-                            a0_14 += wc[8068] * x0;
-                            a0_15 += wc[8644] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 64 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[581] * x0;
-                            a0_2 += wc[1157] * x0;
-                            a0_3 += wc[1733] * x0;
-                            a0_4 += wc[2309] * x0;
-                            a0_5 += wc[2885] * x0;
-                            a0_6 += wc[3461] * x0;
-                            a0_7 += wc[4037] * x0;
-                            a0_8 += wc[4613] * x0;
-                            a0_9 += wc[5189] * x0;
-                            a0_10 += wc[5765] * x0;
-                            a0_11 += wc[6341] * x0;
-                            a0_12 += wc[6917] * x0;
-                            a0_13 += wc[7493] * x0;
-                            a0_14 += wc[8069] * x0;
-                            a0_15 += wc[8645] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 896 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[583] * x0;
-                            a0_2 += wc[1159] * x0;
-                            a0_3 += wc[1735] * x0;
-                            a0_4 += wc[2311] * x0;
-                            a0_5 += wc[2887] * x0;
-                            a0_6 += wc[3463] * x0;
-                            a0_7 += wc[4039] * x0;
-                            a0_8 += wc[4615] * x0;
-                            a0_9 += wc[5191] * x0;
-                            a0_10 += wc[5767] * x0;
-                            a0_11 += wc[6343] * x0;
-                            a0_12 += wc[6919] * x0;
-                            a0_13 += wc[7495] * x0;
-                            a0_14 += wc[8071] * x0;
-                            a0_15 += wc[8647] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 960 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[584] * x0;
-                            a0_2 += wc[1160] * x0;
-                            a0_3 += wc[1736] * x0;
-                            a0_4 += wc[2312] * x0;
-                            a0_5 += wc[2888] * x0;
-                            a0_6 += wc[3464] * x0;
-                            a0_7 += wc[4040] * x0;
-                            a0_8 += wc[4616] * x0;
-                            a0_9 += wc[5192] * x0;
-                            a0_10 += wc[5768] * x0;
-                            a0_11 += wc[6344] * x0;
-                            a0_12 += wc[6920] * x0;
-                            a0_13 += wc[7496] * x0;
-                            a0_14 += wc[8072] * x0;
-                            a0_15 += wc[8648] * x0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
-                    VSTORE(yb + oy*896, a0_0);
-                    VSTORE(yb + oy*896 + 12544, a0_1);
-                    VSTORE(yb + oy*896 + 25088, a0_2);
-                    VSTORE(yb + oy*896 + 37632, a0_3);
-                    VSTORE(yb + oy*896 + 50176, a0_4);
-                    VSTORE(yb + oy*896 + 62720, a0_5);
-                    VSTORE(yb + oy*896 + 75264, a0_6);
-                    VSTORE(yb + oy*896 + 87808, a0_7);
-                    VSTORE(yb + oy*896 + 100352, a0_8);
-                    VSTORE(yb + oy*896 + 112896, a0_9);
-                    VSTORE(yb + oy*896 + 125440, a0_10);
-                    VSTORE(yb + oy*896 + 137984, a0_11);
-                    VSTORE(yb + oy*896 + 150528, a0_12);
-                    VSTORE(yb + oy*896 + 163072, a0_13);
-                    VSTORE(yb + oy*896 + 175616, a0_14);
-                    VSTORE(yb + oy*896 + 188160, a0_15);
                 }
             }
-            /* rows 1..12, cols 1..12: every tap */
-            for (int oy = 1; oy < 13; oy++) {
-                for (int ox = 1; ox < 13; ox++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xc = xg + ci*12544;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 - 960 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[576] * x0;
-                            a0_2 += wc[1152] * x0;
-                            a0_3 += wc[1728] * x0;
-                            a0_4 += wc[2304] * x0;
-                            a0_5 += wc[2880] * x0;
-                            a0_6 += wc[3456] * x0;
-                            a0_7 += wc[4032] * x0;
-                            a0_8 += wc[4608] * x0;
-                            a0_9 += wc[5184] * x0;
-                            a0_10 += wc[5760] * x0;
-                            a0_11 += wc[6336] * x0;
-                            a0_12 += wc[6912] * x0;
-                            a0_13 += wc[7488] * x0;
-                            a0_14 += wc[8064] * x0;
-                            a0_15 += wc[8640] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 - 896 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[577] * x0;
-                            a0_2 += wc[1153] * x0;
-                            a0_3 += wc[1729] * x0;
-                            a0_4 += wc[2305] * x0;
-                            a0_5 += wc[2881] * x0;
-                            a0_6 += wc[3457] * x0;
-                            a0_7 += wc[4033] * x0;
-                            a0_8 += wc[4609] * x0;
-                            a0_9 += wc[5185] * x0;
-                            a0_10 += wc[5761] * x0;
-                            a0_11 += wc[6337] * x0;
-                            a0_12 += wc[6913] * x0;
-                            a0_13 += wc[7489] * x0;
-                            a0_14 += wc[8065] * x0;
-                            a0_15 += wc[8641] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 - 832 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[578] * x0;
-                            a0_2 += wc[1154] * x0;
-                            a0_3 += wc[1730] * x0;
-                            a0_4 += wc[2306] * x0;
-                            a0_5 += wc[2882] * x0;
-                            a0_6 += wc[3458] * x0;
-                            a0_7 += wc[4034] * x0;
-                            a0_8 += wc[4610] * x0;
-                            a0_9 += wc[5186] * x0;
-                            a0_10 += wc[5762] * x0;
-                            a0_11 += wc[6338] * x0;
-                            a0_12 += wc[6914] * x0;
-                            a0_13 += wc[7490] * x0;
-                            a0_14 += wc[8066] * x0;
-                            a0_15 += wc[8642] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 - 64 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[579] * x0;
-                            a0_2 += wc[1155] * x0;
-                            a0_3 += wc[1731] * x0;
-                            a0_4 += wc[2307] * x0;
-                            a0_5 += wc[2883] * x0;
-                            a0_6 += wc[3459] * x0;
-                            a0_7 += wc[4035] * x0;
-                            a0_8 += wc[4611] * x0;
-                            a0_9 += wc[5187] * x0;
-                            a0_10 += wc[5763] * x0;
-                            a0_11 += wc[6339] * x0;
-                            a0_12 += wc[6915] * x0;
-                            a0_13 += wc[7491] * x0;
-                            a0_14 += wc[8067] * x0;
-                            a0_15 += wc[8643] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[580] * x0;
-                            a0_2 += wc[1156] * x0;
-                            a0_3 += wc[1732] * x0;
-                            a0_4 += wc[2308] * x0;
-                            a0_5 += wc[2884] * x0;
-                            a0_6 += wc[3460] * x0;
-                            a0_7 += wc[4036] * x0;
-                            a0_8 += wc[4612] * x0;
-                            a0_9 += wc[5188] * x0;
-                            a0_10 += wc[5764] * x0;
-                            a0_11 += wc[6340] * x0;
-                            a0_12 += wc[6916] * x0;
-                            a0_13 += wc[7492] * x0;
-                            a0_14 += wc[8068] * x0;
-                            a0_15 += wc[8644] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 64 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[581] * x0;
-                            a0_2 += wc[1157] * x0;
-                            a0_3 += wc[1733] * x0;
-                            a0_4 += wc[2309] * x0;
-                            a0_5 += wc[2885] * x0;
-                            a0_6 += wc[3461] * x0;
-                            a0_7 += wc[4037] * x0;
-                            a0_8 += wc[4613] * x0;
-                            a0_9 += wc[5189] * x0;
-                            a0_10 += wc[5765] * x0;
-                            a0_11 += wc[6341] * x0;
-                            a0_12 += wc[6917] * x0;
-                            a0_13 += wc[7493] * x0;
-                            a0_14 += wc[8069] * x0;
-                            a0_15 += wc[8645] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 832 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[582] * x0;
-                            a0_2 += wc[1158] * x0;
-                            a0_3 += wc[1734] * x0;
-                            a0_4 += wc[2310] * x0;
-                            a0_5 += wc[2886] * x0;
-                            a0_6 += wc[3462] * x0;
-                            a0_7 += wc[4038] * x0;
-                            a0_8 += wc[4614] * x0;
-                            a0_9 += wc[5190] * x0;
-                            a0_10 += wc[5766] * x0;
-                            a0_11 += wc[6342] * x0;
-                            a0_12 += wc[6918] * x0;
-                            a0_13 += wc[7494] * x0;
-                            a0_14 += wc[8070] * x0;
-                            a0_15 += wc[8646] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 896 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[583] * x0;
-                            a0_2 += wc[1159] * x0;
-                            a0_3 += wc[1735] * x0;
-                            a0_4 += wc[2311] * x0;
-                            a0_5 += wc[2887] * x0;
-                            a0_6 += wc[3463] * x0;
-                            a0_7 += wc[4039] * x0;
-                            a0_8 += wc[4615] * x0;
-                            a0_9 += wc[5191] * x0;
-                            a0_10 += wc[5767] * x0;
-                            a0_11 += wc[6343] * x0;
-                            a0_12 += wc[6919] * x0;
-                            a0_13 += wc[7495] * x0;
-                            a0_14 += wc[8071] * x0;
-                            a0_15 += wc[8647] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 960 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[584] * x0;
-                            a0_2 += wc[1160] * x0;
-                            a0_3 += wc[1736] * x0;
-                            a0_4 += wc[2312] * x0;
-                            a0_5 += wc[2888] * x0;
-                            a0_6 += wc[3464] * x0;
-                            a0_7 += wc[4040] * x0;
-                            a0_8 += wc[4616] * x0;
-                            a0_9 += wc[5192] * x0;
-                            a0_10 += wc[5768] * x0;
-                            a0_11 += wc[6344] * x0;
-                            a0_12 += wc[6920] * x0;
-                            a0_13 += wc[7496] * x0;
-                            a0_14 += wc[8072] * x0;
-                            a0_15 += wc[8648] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*896 + ox*64, a0_0);
-                    VSTORE(yb + oy*896 + ox*64 + 12544, a0_1);
-                    VSTORE(yb + oy*896 + ox*64 + 25088, a0_2);
-                    VSTORE(yb + oy*896 + ox*64 + 37632, a0_3);
-                    VSTORE(yb + oy*896 + ox*64 + 50176, a0_4);
-                    VSTORE(yb + oy*896 + ox*64 + 62720, a0_5);
-                    VSTORE(yb + oy*896 + ox*64 + 75264, a0_6);
-                    VSTORE(yb + oy*896 + ox*64 + 87808, a0_7);
-                    VSTORE(yb + oy*896 + ox*64 + 100352, a0_8);
-                    VSTORE(yb + oy*896 + ox*64 + 112896, a0_9);
-                    VSTORE(yb + oy*896 + ox*64 + 125440, a0_10);
-                    VSTORE(yb + oy*896 + ox*64 + 137984, a0_11);
-                    VSTORE(yb + oy*896 + ox*64 + 150528, a0_12);
-                    VSTORE(yb + oy*896 + ox*64 + 163072, a0_13);
-                    VSTORE(yb + oy*896 + ox*64 + 175616, a0_14);
-                    VSTORE(yb + oy*896 + ox*64 + 188160, a0_15);
-                }
-            }
-            /* rows 1..12, cols 13..13: 6 of 9 taps */
-            for (int oy = 1; oy < 13; oy++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xc = xg + ci*12544;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 - 128 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[576] * x0;
-                            a0_2 += wc[1152] * x0;
-                            a0_3 += wc[1728] * x0;
-                            a0_4 += wc[2304] * x0;
-                            a0_5 += wc[2880] * x0;
-                            a0_6 += wc[3456] * x0;
-                            a0_7 += wc[4032] * x0;
-                            a0_8 += wc[4608] * x0;
-                            a0_9 += wc[5184] * x0;
-                            a0_10 += wc[5760] * x0;
-                            a0_11 += wc[6336] * x0;
-                            a0_12 += wc[6912] * x0;
-                            a0_13 += wc[7488] * x0;
-                            a0_14 += wc[8064] * x0;
-                            a0_15 += wc[8640] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 - 64 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[577] * x0;
-                            a0_2 += wc[1153] * x0;
-                            a0_3 += wc[1729] * x0;
-                            a0_4 += wc[2305] * x0;
-                            a0_5 += wc[2881] * x0;
-                            a0_6 += wc[3457] * x0;
-                            a0_7 += wc[4033] * x0;
-                            a0_8 += wc[4609] * x0;
-                            a0_9 += wc[5185] * x0;
-                            a0_10 += wc[5761] * x0;
-                            a0_11 += wc[6337] * x0;
-                            a0_12 += wc[6913] * x0;
-                            a0_13 += wc[7489] * x0;
-                            a0_14 += wc[8065] * x0;
-                            a0_15 += wc[8641] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 768 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[579] * x0;
-                            a0_2 += wc[1155] * x0;
-                            a0_3 += wc[1731] * x0;
-                            a0_4 += wc[2307] * x0;
-                            a0_5 += wc[2883] * x0;
-                            a0_6 += wc[3459] * x0;
-                            a0_7 += wc[4035] * x0;
-                            a0_8 += wc[4611] * x0;
-                            a0_9 += wc[5187] * x0;
-                            a0_10 += wc[5763] * x0;
-                            a0_11 += wc[6339] * x0;
-                            a0_12 += wc[6915] * x0;
-                            a0_13 += wc[7491] * x0;
-                            a0_14 += wc[8067] * x0;
-                            a0_15 += wc[8643] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 832 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[580] * x0;
-                            a0_2 += wc[1156] * x0;
-                            a0_3 += wc[1732] * x0;
-                            a0_4 += wc[2308] * x0;
-                            a0_5 += wc[2884] * x0;
-                            a0_6 += wc[3460] * x0;
-                            a0_7 += wc[4036] * x0;
-                            a0_8 += wc[4612] * x0;
-                            a0_9 += wc[5188] * x0;
-                            a0_10 += wc[5764] * x0;
-                            a0_11 += wc[6340] * x0;
-                            a0_12 += wc[6916] * x0;
-                            a0_13 += wc[7492] * x0;
-                            a0_14 += wc[8068] * x0;
-                            a0_15 += wc[8644] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 1664 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[582] * x0;
-                            a0_2 += wc[1158] * x0;
-                            a0_3 += wc[1734] * x0;
-                            a0_4 += wc[2310] * x0;
-                            a0_5 += wc[2886] * x0;
-                            a0_6 += wc[3462] * x0;
-                            a0_7 += wc[4038] * x0;
-                            a0_8 += wc[4614] * x0;
-                            a0_9 += wc[5190] * x0;
-                            a0_10 += wc[5766] * x0;
-                            a0_11 += wc[6342] * x0;
-                            a0_12 += wc[6918] * x0;
-                            a0_13 += wc[7494] * x0;
-                            a0_14 += wc[8070] * x0;
-                            a0_15 += wc[8646] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 1728 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[583] * x0;
-                            a0_2 += wc[1159] * x0;
-                            a0_3 += wc[1735] * x0;
-                            a0_4 += wc[2311] * x0;
-                            a0_5 += wc[2887] * x0;
-                            a0_6 += wc[3463] * x0;
-                            a0_7 += wc[4039] * x0;
-                            a0_8 += wc[4615] * x0;
-                            a0_9 += wc[5191] * x0;
-                            a0_10 += wc[5767] * x0;
-                            a0_11 += wc[6343] * x0;
-                            a0_12 += wc[6919] * x0;
-                            a0_13 += wc[7495] * x0;
-                            a0_14 += wc[8071] * x0;
-                            a0_15 += wc[8647] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*896 + 832, a0_0);
-                    VSTORE(yb + oy*896 + 13376, a0_1);
-                    VSTORE(yb + oy*896 + 25920, a0_2);
-                    VSTORE(yb + oy*896 + 38464, a0_3);
-                    VSTORE(yb + oy*896 + 51008, a0_4);
-                    VSTORE(yb + oy*896 + 63552, a0_5);
-                    VSTORE(yb + oy*896 + 76096, a0_6);
-                    VSTORE(yb + oy*896 + 88640, a0_7);
-                    VSTORE(yb + oy*896 + 101184, a0_8);
-                    VSTORE(yb + oy*896 + 113728, a0_9);
-                    VSTORE(yb + oy*896 + 126272, a0_10);
-                    VSTORE(yb + oy*896 + 138816, a0_11);
-                    VSTORE(yb + oy*896 + 151360, a0_12);
-                    VSTORE(yb + oy*896 + 163904, a0_13);
-                    VSTORE(yb + oy*896 + 176448, a0_14);
-                    VSTORE(yb + oy*896 + 188992, a0_15);
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+        }
+    }
+    /* tile rows 1..5: input rows all inside */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 4; v0 += 2) {
+        for (int ty = 1; ty < 6; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*12544;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 10752 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[577] * x0;
-                        a0_2 += wc[1153] * x0;
-                        a0_3 += wc[1729] * x0;
-                        a0_4 += wc[2305] * x0;
-                        a0_5 += wc[2881] * x0;
-                        a0_6 += wc[3457] * x0;
-                        a0_7 += wc[4033] * x0;
-                        a0_8 += wc[4609] * x0;
-                        a0_9 += wc[5185] * x0;
-                        a0_10 += wc[5761] * x0;
-                        a0_11 += wc[6337] * x0;
-                        a0_12 += wc[6913] * x0;
-                        a0_13 += wc[7489] * x0;
-                        a0_14 += wc[8065] * x0;
-                        a0_15 += wc[8641] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 10816 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[578] * x0;
-                        a0_2 += wc[1154] * x0;
-                        a0_3 += wc[1730] * x0;
-                        a0_4 += wc[2306] * x0;
-                        a0_5 += wc[2882] * x0;
-                        a0_6 += wc[3458] * x0;
-                        a0_7 += wc[4034] * x0;
-                        a0_8 += wc[4610] * x0;
-                        a0_9 += wc[5186] * x0;
-                        a0_10 += wc[5762] * x0;
-                        a0_11 += wc[6338] * x0;
-                        a0_12 += wc[6914] * x0;
-                        a0_13 += wc[7490] * x0;
-                        a0_14 += wc[8066] * x0;
-                        a0_15 += wc[8642] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 11648 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 11712 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[581] * x0;
-                        a0_2 += wc[1157] * x0;
-                        a0_3 += wc[1733] * x0;
-                        a0_4 += wc[2309] * x0;
-                        a0_5 += wc[2885] * x0;
-                        a0_6 += wc[3461] * x0;
-                        a0_7 += wc[4037] * x0;
-                        a0_8 += wc[4613] * x0;
-                        a0_9 += wc[5189] * x0;
-                        a0_10 += wc[5765] * x0;
-                        a0_11 += wc[6341] * x0;
-                        a0_12 += wc[6917] * x0;
-                        a0_13 += wc[7493] * x0;
-                        a0_14 += wc[8069] * x0;
-                        a0_15 += wc[8645] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
+                        const cg_v d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
+                        const cg_v d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 11648, a0_0);
-                VSTORE(yb + 24192, a0_1);
-                VSTORE(yb + 36736, a0_2);
-                VSTORE(yb + 49280, a0_3);
-                VSTORE(yb + 61824, a0_4);
-                VSTORE(yb + 74368, a0_5);
-                VSTORE(yb + 86912, a0_6);
-                VSTORE(yb + 99456, a0_7);
-                VSTORE(yb + 112000, a0_8);
-                VSTORE(yb + 124544, a0_9);
-                VSTORE(yb + 137088, a0_10);
-                VSTORE(yb + 149632, a0_11);
-                VSTORE(yb + 162176, a0_12);
-                VSTORE(yb + 174720, a0_13);
-                VSTORE(yb + 187264, a0_14);
-                VSTORE(yb + 199808, a0_15);
+                for (int cb = 0; cb < 16; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
+                        }
+                    }
+                }
             }
-            /* rows 13..13, cols 1..12: 6 of 9 taps */
-            for (int ox = 1; ox < 13; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*12544;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*64 + 10688 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[576] * x0;
-                        a0_2 += wc[1152] * x0;
-                        a0_3 += wc[1728] * x0;
-                        a0_4 += wc[2304] * x0;
-                        a0_5 += wc[2880] * x0;
-                        a0_6 += wc[3456] * x0;
-                        a0_7 += wc[4032] * x0;
-                        a0_8 += wc[4608] * x0;
-                        a0_9 += wc[5184] * x0;
-                        a0_10 += wc[5760] * x0;
-                        a0_11 += wc[6336] * x0;
-                        a0_12 += wc[6912] * x0;
-                        a0_13 += wc[7488] * x0;
-                        a0_14 += wc[8064] * x0;
-                        a0_15 += wc[8640] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*64 + 10752 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[577] * x0;
-                        a0_2 += wc[1153] * x0;
-                        a0_3 += wc[1729] * x0;
-                        a0_4 += wc[2305] * x0;
-                        a0_5 += wc[2881] * x0;
-                        a0_6 += wc[3457] * x0;
-                        a0_7 += wc[4033] * x0;
-                        a0_8 += wc[4609] * x0;
-                        a0_9 += wc[5185] * x0;
-                        a0_10 += wc[5761] * x0;
-                        a0_11 += wc[6337] * x0;
-                        a0_12 += wc[6913] * x0;
-                        a0_13 += wc[7489] * x0;
-                        a0_14 += wc[8065] * x0;
-                        a0_15 += wc[8641] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*64 + 10816 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[578] * x0;
-                        a0_2 += wc[1154] * x0;
-                        a0_3 += wc[1730] * x0;
-                        a0_4 += wc[2306] * x0;
-                        a0_5 += wc[2882] * x0;
-                        a0_6 += wc[3458] * x0;
-                        a0_7 += wc[4034] * x0;
-                        a0_8 += wc[4610] * x0;
-                        a0_9 += wc[5186] * x0;
-                        a0_10 += wc[5762] * x0;
-                        a0_11 += wc[6338] * x0;
-                        a0_12 += wc[6914] * x0;
-                        a0_13 += wc[7490] * x0;
-                        a0_14 += wc[8066] * x0;
-                        a0_15 += wc[8642] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*64 + 11584 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[579] * x0;
-                        a0_2 += wc[1155] * x0;
-                        a0_3 += wc[1731] * x0;
-                        a0_4 += wc[2307] * x0;
-                        a0_5 += wc[2883] * x0;
-                        a0_6 += wc[3459] * x0;
-                        a0_7 += wc[4035] * x0;
-                        a0_8 += wc[4611] * x0;
-                        a0_9 += wc[5187] * x0;
-                        a0_10 += wc[5763] * x0;
-                        a0_11 += wc[6339] * x0;
-                        a0_12 += wc[6915] * x0;
-                        a0_13 += wc[7491] * x0;
-                        a0_14 += wc[8067] * x0;
-                        a0_15 += wc[8643] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*64 + 11648 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*64 + 11712 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[581] * x0;
-                        a0_2 += wc[1157] * x0;
-                        a0_3 += wc[1733] * x0;
-                        a0_4 += wc[2309] * x0;
-                        a0_5 += wc[2885] * x0;
-                        a0_6 += wc[3461] * x0;
-                        a0_7 += wc[4037] * x0;
-                        a0_8 += wc[4613] * x0;
-                        a0_9 += wc[5189] * x0;
-                        a0_10 += wc[5765] * x0;
-                        a0_11 += wc[6341] * x0;
-                        a0_12 += wc[6917] * x0;
-                        a0_13 += wc[7493] * x0;
-                        a0_14 += wc[8069] * x0;
-                        a0_15 += wc[8645] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                        const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + ox*64 + 11648, a0_0);
-                VSTORE(yb + ox*64 + 24192, a0_1);
-                VSTORE(yb + ox*64 + 36736, a0_2);
-                VSTORE(yb + ox*64 + 49280, a0_3);
-                VSTORE(yb + ox*64 + 61824, a0_4);
-                VSTORE(yb + ox*64 + 74368, a0_5);
-                VSTORE(yb + ox*64 + 86912, a0_6);
-                VSTORE(yb + ox*64 + 99456, a0_7);
-                VSTORE(yb + ox*64 + 112000, a0_8);
-                VSTORE(yb + ox*64 + 124544, a0_9);
-                VSTORE(yb + ox*64 + 137088, a0_10);
-                VSTORE(yb + ox*64 + 149632, a0_11);
-                VSTORE(yb + ox*64 + 162176, a0_12);
-                VSTORE(yb + ox*64 + 174720, a0_13);
-                VSTORE(yb + ox*64 + 187264, a0_14);
-                VSTORE(yb + ox*64 + 199808, a0_15);
+                for (int cb = 0; cb < 16; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
+                        }
+                    }
+                }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*12544;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 11520 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[576] * x0;
-                        a0_2 += wc[1152] * x0;
-                        a0_3 += wc[1728] * x0;
-                        a0_4 += wc[2304] * x0;
-                        a0_5 += wc[2880] * x0;
-                        a0_6 += wc[3456] * x0;
-                        a0_7 += wc[4032] * x0;
-                        a0_8 += wc[4608] * x0;
-                        a0_9 += wc[5184] * x0;
-                        a0_10 += wc[5760] * x0;
-                        a0_11 += wc[6336] * x0;
-                        a0_12 += wc[6912] * x0;
-                        a0_13 += wc[7488] * x0;
-                        a0_14 += wc[8064] * x0;
-                        a0_15 += wc[8640] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 11584 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[577] * x0;
-                        a0_2 += wc[1153] * x0;
-                        a0_3 += wc[1729] * x0;
-                        a0_4 += wc[2305] * x0;
-                        a0_5 += wc[2881] * x0;
-                        a0_6 += wc[3457] * x0;
-                        a0_7 += wc[4033] * x0;
-                        a0_8 += wc[4609] * x0;
-                        a0_9 += wc[5185] * x0;
-                        a0_10 += wc[5761] * x0;
-                        a0_11 += wc[6337] * x0;
-                        a0_12 += wc[6913] * x0;
-                        a0_13 += wc[7489] * x0;
-                        a0_14 += wc[8065] * x0;
-                        a0_15 += wc[8641] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 12416 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[579] * x0;
-                        a0_2 += wc[1155] * x0;
-                        a0_3 += wc[1731] * x0;
-                        a0_4 += wc[2307] * x0;
-                        a0_5 += wc[2883] * x0;
-                        a0_6 += wc[3459] * x0;
-                        a0_7 += wc[4035] * x0;
-                        a0_8 += wc[4611] * x0;
-                        a0_9 += wc[5187] * x0;
-                        a0_10 += wc[5763] * x0;
-                        a0_11 += wc[6339] * x0;
-                        a0_12 += wc[6915] * x0;
-                        a0_13 += wc[7491] * x0;
-                        a0_14 += wc[8067] * x0;
-                        a0_15 += wc[8643] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 12480 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
+                        const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856));
+                        const cg_v d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 12480, a0_0);
-                VSTORE(yb + 25024, a0_1);
-                VSTORE(yb + 37568, a0_2);
-                VSTORE(yb + 50112, a0_3);
-                VSTORE(yb + 62656, a0_4);
-                VSTORE(yb + 75200, a0_5);
-                VSTORE(yb + 87744, a0_6);
-                VSTORE(yb + 100288, a0_7);
-                VSTORE(yb + 112832, a0_8);
-                VSTORE(yb + 125376, a0_9);
-                VSTORE(yb + 137920, a0_10);
-                VSTORE(yb + 150464, a0_11);
-                VSTORE(yb + 163008, a0_12);
-                VSTORE(yb + 175552, a0_13);
-                VSTORE(yb + 188096, a0_14);
-                VSTORE(yb + 200640, a0_15);
+                for (int cb = 0; cb < 16; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /* tile rows 6..6: input rows zeros at 3 */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 4; v0 += 2) {
+        for (int ty = 6; ty < 7; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
+                        const cg_v d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
+                        const cg_v d23 = VLOAD(xc + (xo + 1984));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 16; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
+                        }
+                    }
+                }
+            }
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 16; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
+                        }
+                    }
+                }
+            }
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
+                        const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856));
+                        const cg_v d22 = VLOAD(xc + (xo + 1920));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 16; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
+                        }
+                    }
+                }
             }
         }
     }
@@ -3317,1299 +2656,638 @@ static void l04_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l04_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][128][64]: G g G^T per channel pair */
+    for (int co = 0; co < 64; co++) {
+        for (int ci = 0; ci < 128; ci++) {
+            const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 64 + co;
+            u[0] = t00; u[8192] = 0.5f * (t00 + t01 + t02); u[16384] = 0.5f * (t00 - t01 + t02); u[24576] = t02;
+            u[32768] = t10; u[40960] = 0.5f * (t10 + t11 + t12); u[49152] = 0.5f * (t10 - t11 + t12); u[57344] = t12;
+            u[65536] = t20; u[73728] = 0.5f * (t20 + t21 + t22); u[81920] = 0.5f * (t20 - t21 + t22); u[90112] = t22;
+            u[98304] = t30; u[106496] = 0.5f * (t30 + t31 + t32); u[114688] = 0.5f * (t30 - t31 + t32); u[122880] = t32;
+        }
+    }
+    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 4; v0 += 1) {
-        for (int cib = 0; cib < 4; cib++) {
-            float *restrict dxb = dx + cib*200704 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*12544;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 960 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 896 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 64 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+    for (int v0 = 0; v0 < 4; v0 += 2) {
+        for (int ty = 0; ty < 1; ty++) {
+            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 128; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856));
+                        const cg_v d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
+                        const cg_v d33 = VLOAD(xc + (xo + 2880));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 12544, a0_1);
-                VSTORE(dxb + 25088, a0_2);
-                VSTORE(dxb + 37632, a0_3);
-                VSTORE(dxb + 50176, a0_4);
-                VSTORE(dxb + 62720, a0_5);
-                VSTORE(dxb + 75264, a0_6);
-                VSTORE(dxb + 87808, a0_7);
-                VSTORE(dxb + 100352, a0_8);
-                VSTORE(dxb + 112896, a0_9);
-                VSTORE(dxb + 125440, a0_10);
-                VSTORE(dxb + 137984, a0_11);
-                VSTORE(dxb + 150528, a0_12);
-                VSTORE(dxb + 163072, a0_13);
-                VSTORE(dxb + 175616, a0_14);
-                VSTORE(dxb + 188160, a0_15);
-            }
-            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..12): 6 taps */
-            for (int tx = 1; tx < 13; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*12544;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*64 + 960 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*64 + 896 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*64 + 832 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*64 + 64 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*64 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*64 - 64 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*64, a0_0);
-                VSTORE(dxb + tx*64 + 12544, a0_1);
-                VSTORE(dxb + tx*64 + 25088, a0_2);
-                VSTORE(dxb + tx*64 + 37632, a0_3);
-                VSTORE(dxb + tx*64 + 50176, a0_4);
-                VSTORE(dxb + tx*64 + 62720, a0_5);
-                VSTORE(dxb + tx*64 + 75264, a0_6);
-                VSTORE(dxb + tx*64 + 87808, a0_7);
-                VSTORE(dxb + tx*64 + 100352, a0_8);
-                VSTORE(dxb + tx*64 + 112896, a0_9);
-                VSTORE(dxb + tx*64 + 125440, a0_10);
-                VSTORE(dxb + tx*64 + 137984, a0_11);
-                VSTORE(dxb + tx*64 + 150528, a0_12);
-                VSTORE(dxb + tx*64 + 163072, a0_13);
-                VSTORE(dxb + tx*64 + 175616, a0_14);
-                VSTORE(dxb + tx*64 + 188160, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*12544;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1728 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1664 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 832 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 768 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 832, a0_0);
-                VSTORE(dxb + 13376, a0_1);
-                VSTORE(dxb + 25920, a0_2);
-                VSTORE(dxb + 38464, a0_3);
-                VSTORE(dxb + 51008, a0_4);
-                VSTORE(dxb + 63552, a0_5);
-                VSTORE(dxb + 76096, a0_6);
-                VSTORE(dxb + 88640, a0_7);
-                VSTORE(dxb + 101184, a0_8);
-                VSTORE(dxb + 113728, a0_9);
-                VSTORE(dxb + 126272, a0_10);
-                VSTORE(dxb + 138816, a0_11);
-                VSTORE(dxb + 151360, a0_12);
-                VSTORE(dxb + 163904, a0_13);
-                VSTORE(dxb + 176448, a0_14);
-                VSTORE(dxb + 188992, a0_15);
-            }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=0..0): 6 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dyc = dyg + co*12544;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 960 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 896 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 64 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 832 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 896 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
-                    VSTORE(dxb + ty*896, a0_0);
-                    VSTORE(dxb + ty*896 + 12544, a0_1);
-                    VSTORE(dxb + ty*896 + 25088, a0_2);
-                    VSTORE(dxb + ty*896 + 37632, a0_3);
-                    VSTORE(dxb + ty*896 + 50176, a0_4);
-                    VSTORE(dxb + ty*896 + 62720, a0_5);
-                    VSTORE(dxb + ty*896 + 75264, a0_6);
-                    VSTORE(dxb + ty*896 + 87808, a0_7);
-                    VSTORE(dxb + ty*896 + 100352, a0_8);
-                    VSTORE(dxb + ty*896 + 112896, a0_9);
-                    VSTORE(dxb + ty*896 + 125440, a0_10);
-                    VSTORE(dxb + ty*896 + 137984, a0_11);
-                    VSTORE(dxb + ty*896 + 150528, a0_12);
-                    VSTORE(dxb + ty*896 + 163072, a0_13);
-                    VSTORE(dxb + ty*896 + 175616, a0_14);
-                    VSTORE(dxb + ty*896 + 188160, a0_15);
                 }
             }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=1..12): 9 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                for (int tx = 1; tx < 13; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dyc = dyg + co*12544;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 + 960 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 128; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                        const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 + 896 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 + 832 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 + 64 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 - 64 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 - 832 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 - 896 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 - 960 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
-                    VSTORE(dxb + ty*896 + tx*64, a0_0);
-                    VSTORE(dxb + ty*896 + tx*64 + 12544, a0_1);
-                    VSTORE(dxb + ty*896 + tx*64 + 25088, a0_2);
-                    VSTORE(dxb + ty*896 + tx*64 + 37632, a0_3);
-                    VSTORE(dxb + ty*896 + tx*64 + 50176, a0_4);
-                    VSTORE(dxb + ty*896 + tx*64 + 62720, a0_5);
-                    VSTORE(dxb + ty*896 + tx*64 + 75264, a0_6);
-                    VSTORE(dxb + ty*896 + tx*64 + 87808, a0_7);
-                    VSTORE(dxb + ty*896 + tx*64 + 100352, a0_8);
-                    VSTORE(dxb + ty*896 + tx*64 + 112896, a0_9);
-                    VSTORE(dxb + ty*896 + tx*64 + 125440, a0_10);
-                    VSTORE(dxb + ty*896 + tx*64 + 137984, a0_11);
-                    VSTORE(dxb + ty*896 + tx*64 + 150528, a0_12);
-                    VSTORE(dxb + ty*896 + tx*64 + 163072, a0_13);
-                    VSTORE(dxb + ty*896 + tx*64 + 175616, a0_14);
-                    VSTORE(dxb + ty*896 + tx*64 + 188160, a0_15);
                 }
             }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=13..13): 6 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dyc = dyg + co*12544;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 1728 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 128; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792));
+                        const cg_v d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752));
+                        const cg_v d32 = VLOAD(xc + (xo + 2816));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 1664 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 832 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 768 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 64 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 128 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
-                    VSTORE(dxb + ty*896 + 832, a0_0);
-                    VSTORE(dxb + ty*896 + 13376, a0_1);
-                    VSTORE(dxb + ty*896 + 25920, a0_2);
-                    VSTORE(dxb + ty*896 + 38464, a0_3);
-                    VSTORE(dxb + ty*896 + 51008, a0_4);
-                    VSTORE(dxb + ty*896 + 63552, a0_5);
-                    VSTORE(dxb + ty*896 + 76096, a0_6);
-                    VSTORE(dxb + ty*896 + 88640, a0_7);
-                    VSTORE(dxb + ty*896 + 101184, a0_8);
-                    VSTORE(dxb + ty*896 + 113728, a0_9);
-                    VSTORE(dxb + ty*896 + 126272, a0_10);
-                    VSTORE(dxb + ty*896 + 138816, a0_11);
-                    VSTORE(dxb + ty*896 + 151360, a0_12);
-                    VSTORE(dxb + ty*896 + 163904, a0_13);
-                    VSTORE(dxb + ty*896 + 176448, a0_14);
-                    VSTORE(dxb + ty*896 + 188992, a0_15);
                 }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*12544;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 11712 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 11648 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 10816 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 10752 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
+        }
+    }
+    /* tile rows 1..5: input rows all inside */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 4; v0 += 2) {
+        for (int ty = 1; ty < 6; ty++) {
+            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 128; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
+                        const cg_v d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
+                        const cg_v d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 11648, a0_0);
-                VSTORE(dxb + 24192, a0_1);
-                VSTORE(dxb + 36736, a0_2);
-                VSTORE(dxb + 49280, a0_3);
-                VSTORE(dxb + 61824, a0_4);
-                VSTORE(dxb + 74368, a0_5);
-                VSTORE(dxb + 86912, a0_6);
-                VSTORE(dxb + 99456, a0_7);
-                VSTORE(dxb + 112000, a0_8);
-                VSTORE(dxb + 124544, a0_9);
-                VSTORE(dxb + 137088, a0_10);
-                VSTORE(dxb + 149632, a0_11);
-                VSTORE(dxb + 162176, a0_12);
-                VSTORE(dxb + 174720, a0_13);
-                VSTORE(dxb + 187264, a0_14);
-                VSTORE(dxb + 199808, a0_15);
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
+                        }
+                    }
+                }
             }
-            /* inputs rows 0+1*t (t=13..13), cols 0+1*t (t=1..12): 6 taps */
-            for (int tx = 1; tx < 13; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*12544;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*64 + 11712 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*64 + 11648 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*64 + 11584 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*64 + 10816 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*64 + 10752 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*64 + 10688 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 128; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                        const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + tx*64 + 11648, a0_0);
-                VSTORE(dxb + tx*64 + 24192, a0_1);
-                VSTORE(dxb + tx*64 + 36736, a0_2);
-                VSTORE(dxb + tx*64 + 49280, a0_3);
-                VSTORE(dxb + tx*64 + 61824, a0_4);
-                VSTORE(dxb + tx*64 + 74368, a0_5);
-                VSTORE(dxb + tx*64 + 86912, a0_6);
-                VSTORE(dxb + tx*64 + 99456, a0_7);
-                VSTORE(dxb + tx*64 + 112000, a0_8);
-                VSTORE(dxb + tx*64 + 124544, a0_9);
-                VSTORE(dxb + tx*64 + 137088, a0_10);
-                VSTORE(dxb + tx*64 + 149632, a0_11);
-                VSTORE(dxb + tx*64 + 162176, a0_12);
-                VSTORE(dxb + tx*64 + 174720, a0_13);
-                VSTORE(dxb + tx*64 + 187264, a0_14);
-                VSTORE(dxb + tx*64 + 199808, a0_15);
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
+                        }
+                    }
+                }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dyc = dyg + co*12544;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 12480 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 12416 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 11584 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 11520 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 128; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
+                        const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856));
+                        const cg_v d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 12480, a0_0);
-                VSTORE(dxb + 25024, a0_1);
-                VSTORE(dxb + 37568, a0_2);
-                VSTORE(dxb + 50112, a0_3);
-                VSTORE(dxb + 62656, a0_4);
-                VSTORE(dxb + 75200, a0_5);
-                VSTORE(dxb + 87744, a0_6);
-                VSTORE(dxb + 100288, a0_7);
-                VSTORE(dxb + 112832, a0_8);
-                VSTORE(dxb + 125376, a0_9);
-                VSTORE(dxb + 137920, a0_10);
-                VSTORE(dxb + 150464, a0_11);
-                VSTORE(dxb + 163008, a0_12);
-                VSTORE(dxb + 175552, a0_13);
-                VSTORE(dxb + 188096, a0_14);
-                VSTORE(dxb + 200640, a0_15);
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /* tile rows 6..6: input rows zeros at 3 */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 4; v0 += 2) {
+        for (int ty = 6; ty < 7; ty++) {
+            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 128; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
+                        const cg_v d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
+                        const cg_v d23 = VLOAD(xc + (xo + 1984));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
+                        }
+                    }
+                }
+            }
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 128; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
+                        }
+                    }
+                }
+            }
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 128; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
+                        const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856));
+                        const cg_v d22 = VLOAD(xc + (xo + 1920));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 128; ci++) {
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
+                        }
+                    }
+                }
             }
         }
     }
@@ -5181,27 +3859,28 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
 #define S01     10905216 /* scratch of layer 1 (batchnorm) */
 #define A03     6472704 /* output of layer 3 (maxpool2d), [64x14x14][lanes] */
 #define A04     7275520 /* output of layer 4 (conv2d), [128x14x14][lanes] */
+#define S04     10905344 /* scratch of layer 4 (conv2d) */
 #define A05     8881152 /* output of layer 5 (batchnorm), [128x14x14][lanes] */
-#define S05     10905344 /* scratch of layer 5 (batchnorm) */
+#define S05     11036416 /* scratch of layer 5 (batchnorm) */
 #define A07     10486784 /* output of layer 7 (maxpool2d), [128x7x7][lanes] */
 #define A09     10888192 /* output of layer 9 (dense), [128][lanes] */
-#define S09     10905600 /* scratch of layer 9 (dense) */
+#define S09     11036672 /* scratch of layer 9 (dense) */
 #define A10     10896384 /* output of layer 10 (batchnorm), [128][lanes] */
-#define S10     11308032 /* scratch of layer 10 (batchnorm) */
+#define S10     11439104 /* scratch of layer 10 (batchnorm) */
 #define A12     10904576 /* output of layer 12 (dense), [10][lanes] */
-#define S12     11308288 /* scratch of layer 12 (dense) */
-#define OUT     11317504 /* the output, [N][10] */
-#define DOUT    11318144 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  11318784 /* dLoss/dOutput, [10][lanes] */
-#define D11     11319424 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
-#define D09     11327616 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     12925056 /* gradient arena: dLoss/d(layer 8 output) */
-#define D06     11319424 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
-#define D04     12925056 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     14530688 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     11319424 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
-#define D00     14530688 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     11319424 /* gradient arena: dLoss/dInput */
+#define S12     11439360 /* scratch of layer 12 (dense) */
+#define OUT     11448576 /* the output, [N][10] */
+#define DOUT    11449216 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  11449856 /* dLoss/dOutput, [10][lanes] */
+#define D11     11450496 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
+#define D09     11458688 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     13056128 /* gradient arena: dLoss/d(layer 8 output) */
+#define D06     11450496 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     13056128 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     14661760 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     11450496 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
+#define D00     14661760 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     11450496 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void bnnet_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -5211,7 +3890,7 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
     l01_batchnorm_forward(params + 576, buffers, ws + S01, ws + A00, ws + A01, nb, training);
     /* layer 2: relu fused into layer 1's stores */
     l03_maxpool2d_forward(ws + A01, ws + A03);
-    l04_conv2d_forward(params + 704, ws + A03, ws + A04);
+    l04_conv2d_forward(params + 704, ws + S04, ws + A03, ws + A04);
     l05_batchnorm_forward(params + 74432, buffers + 129, ws + S05, ws + A04, ws + A05, nb, training);
     /* layer 6: relu fused into layer 5's stores */
     l07_maxpool2d_forward(ws + A05, ws + A07);
@@ -5223,7 +3902,7 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
     cg_from_lanes(ws + A12, ws + OUT, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (11318144); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (11449216); grads accumulate. */
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);
@@ -5239,7 +3918,7 @@ void bnnet_backward(const float *params, float *grads, const float *x, float *dx
     /* layer 6: relu's backward is in layer 7's dx stores */
     l05_batchnorm_backward(params + 74432, grads + 74432, ws + S05, ws + A04, ws + D06, ws + D04, nb);
     l04_conv2d_backward(grads + 704, ws + A03, ws + D04);
-    l04_conv2d_backward_dx(params + 704, ws + D04, ws + D03);
+    l04_conv2d_backward_dx(params + 704, ws + S04, ws + D04, ws + D03);
     l03_maxpool2d_backward(ws + A01, ws + D03, ws + D02);
     /* layer 2: relu's backward is in layer 3's dx stores */
     l01_batchnorm_backward(params + 576, grads + 576, ws + S01, ws + A00, ws + D02, ws + D00, nb);
@@ -5310,7 +3989,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
      .in_size = 12544, .out_size = 25088, .act_offset = 7275520, .lanes = 64, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 4, .name = NULL, .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 4, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},

@@ -1921,1299 +1921,640 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 3: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:12:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
-static void l03_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+static void l03_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
-    const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        const float *restrict wb = w + 0;
-        const float *restrict xg = x + 0 + v0 * 16;
-        float *restrict yb = y + 0 + v0 * 16;
-        {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int ci = 0; ci < 16; ci++) {
-                const float *restrict xc = xg + ci*100352;
-                const float *restrict wc = wb + ci*9;
-                {
-                    const cg_v x0 = VLOAD(xc + 0 + 0);
-                    a0_0 += wc[4] * x0;
-                    a0_1 += wc[148] * x0;
-                    a0_2 += wc[292] * x0;
-                    a0_3 += wc[436] * x0;
-                    a0_4 += wc[580] * x0;
-                    a0_5 += wc[724] * x0;
-                    a0_6 += wc[868] * x0;
-                    a0_7 += wc[1012] * x0;
-                    a0_8 += wc[1156] * x0;
-                    a0_9 += wc[1300] * x0;
-                    a0_10 += wc[1444] * x0;
-                    a0_11 += wc[1588] * x0;
-                    a0_12 += wc[1732] * x0;
-                    a0_13 += wc[1876] * x0;
-                    a0_14 += wc[2020] * x0;
-                    a0_15 += wc[2164] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + 128 + 0);
-                    a0_0 += wc[5] * x0;
-                    a0_1 += wc[149] * x0;
-                    a0_2 += wc[293] * x0;
-                    a0_3 += wc[437] * x0;
-                    a0_4 += wc[581] * x0;
-                    a0_5 += wc[725] * x0;
-                    a0_6 += wc[869] * x0;
-                    a0_7 += wc[1013] * x0;
-                    a0_8 += wc[1157] * x0;
-                    a0_9 += wc[1301] * x0;
-                    a0_10 += wc[1445] * x0;
-                    a0_11 += wc[1589] * x0;
-                    a0_12 += wc[1733] * x0;
-                    a0_13 += wc[1877] * x0;
-                    a0_14 += wc[2021] * x0;
-                    a0_15 += wc[2165] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + 3584 + 0);
-                    a0_0 += wc[7] * x0;
-                    a0_1 += wc[151] * x0;
-                    a0_2 += wc[295] * x0;
-                    a0_3 += wc[439] * x0;
-                    a0_4 += wc[583] * x0;
-                    a0_5 += wc[727] * x0;
-                    a0_6 += wc[871] * x0;
-                    a0_7 += wc[1015] * x0;
-                    a0_8 += wc[1159] * x0;
-                    a0_9 += wc[1303] * x0;
-                    a0_10 += wc[1447] * x0;
-                    a0_11 += wc[1591] * x0;
-                    a0_12 += wc[1735] * x0;
-                    a0_13 += wc[1879] * x0;
-                    a0_14 += wc[2023] * x0;
-                    a0_15 += wc[2167] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + 3712 + 0);
-                    a0_0 += wc[8] * x0;
-                    a0_1 += wc[152] * x0;
-                    a0_2 += wc[296] * x0;
-                    a0_3 += wc[440] * x0;
-                    a0_4 += wc[584] * x0;
-                    a0_5 += wc[728] * x0;
-                    a0_6 += wc[872] * x0;
-                    a0_7 += wc[1016] * x0;
-                    a0_8 += wc[1160] * x0;
-                    a0_9 += wc[1304] * x0;
-                    a0_10 += wc[1448] * x0;
-                    a0_11 += wc[1592] * x0;
-                    a0_12 += wc[1736] * x0;
-                    a0_13 += wc[1880] * x0;
-                    a0_14 += wc[2024] * x0;
-                    a0_15 += wc[2168] * x0;
-                }
-            }
-            VSTORE(yb + 0, a0_0);
-            VSTORE(yb + 100352, a0_1);
-            VSTORE(yb + 200704, a0_2);
-            VSTORE(yb + 301056, a0_3);
-            VSTORE(yb + 401408, a0_4);
-            VSTORE(yb + 501760, a0_5);
-            VSTORE(yb + 602112, a0_6);
-            VSTORE(yb + 702464, a0_7);
-            VSTORE(yb + 802816, a0_8);
-            VSTORE(yb + 903168, a0_9);
-            VSTORE(yb + 1003520, a0_10);
-            VSTORE(yb + 1103872, a0_11);
-            VSTORE(yb + 1204224, a0_12);
-            VSTORE(yb + 1304576, a0_13);
-            VSTORE(yb + 1404928, a0_14);
-            VSTORE(yb + 1505280, a0_15);
+    float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
+    for (int co = 0; co < 16; co++) {
+        for (int ci = 0; ci < 16; ci++) {
+            const float g0 = P[co * 144 + ci * 9 + 0], g1 = P[co * 144 + ci * 9 + 1], g2 = P[co * 144 + ci * 9 + 2], g3 = P[co * 144 + ci * 9 + 3], g4 = P[co * 144 + ci * 9 + 4], g5 = P[co * 144 + ci * 9 + 5], g6 = P[co * 144 + ci * 9 + 6], g7 = P[co * 144 + ci * 9 + 7], g8 = P[co * 144 + ci * 9 + 8];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 16 + co;
+            u[0] = t00; u[256] = 0.5f * (t00 + t01 + t02); u[512] = 0.5f * (t00 - t01 + t02); u[768] = t02;
+            u[1024] = t10; u[1280] = 0.5f * (t10 + t11 + t12); u[1536] = 0.5f * (t10 - t11 + t12); u[1792] = t12;
+            u[2048] = t20; u[2304] = 0.5f * (t20 + t21 + t22); u[2560] = 0.5f * (t20 - t21 + t22); u[2816] = t22;
+            u[3072] = t30; u[3328] = 0.5f * (t30 + t31 + t32); u[3584] = 0.5f * (t30 - t31 + t32); u[3840] = t32;
         }
-        /* rows 0..0, cols 1..26: 6 of 9 taps */
-        for (int ox = 1; ox < 27; ox++) {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int ci = 0; ci < 16; ci++) {
-                const float *restrict xc = xg + ci*100352;
-                const float *restrict wc = wb + ci*9;
-                {
-                    const cg_v x0 = VLOAD(xc + ox*128 - 128 + 0);
-                    a0_0 += wc[3] * x0;
-                    a0_1 += wc[147] * x0;
-                    a0_2 += wc[291] * x0;
-                    a0_3 += wc[435] * x0;
-                    a0_4 += wc[579] * x0;
-                    a0_5 += wc[723] * x0;
-                    a0_6 += wc[867] * x0;
-                    a0_7 += wc[1011] * x0;
-                    a0_8 += wc[1155] * x0;
-                    a0_9 += wc[1299] * x0;
-                    a0_10 += wc[1443] * x0;
-                    a0_11 += wc[1587] * x0;
-                    a0_12 += wc[1731] * x0;
-                    a0_13 += wc[1875] * x0;
-                    a0_14 += wc[2019] * x0;
-                    a0_15 += wc[2163] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*128 + 0);
-                    a0_0 += wc[4] * x0;
-                    a0_1 += wc[148] * x0;
-                    a0_2 += wc[292] * x0;
-                    a0_3 += wc[436] * x0;
-                    a0_4 += wc[580] * x0;
-                    a0_5 += wc[724] * x0;
-                    a0_6 += wc[868] * x0;
-                    a0_7 += wc[1012] * x0;
-                    a0_8 += wc[1156] * x0;
-                    a0_9 += wc[1300] * x0;
-                    a0_10 += wc[1444] * x0;
-                    a0_11 += wc[1588] * x0;
-                    a0_12 += wc[1732] * x0;
-                    a0_13 += wc[1876] * x0;
-                    a0_14 += wc[2020] * x0;
-                    a0_15 += wc[2164] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*128 + 128 + 0);
-                    a0_0 += wc[5] * x0;
-                    a0_1 += wc[149] * x0;
-                    a0_2 += wc[293] * x0;
-                    a0_3 += wc[437] * x0;
-                    a0_4 += wc[581] * x0;
-                    a0_5 += wc[725] * x0;
-                    a0_6 += wc[869] * x0;
-                    a0_7 += wc[1013] * x0;
-                    a0_8 += wc[1157] * x0;
-                    a0_9 += wc[1301] * x0;
-                    a0_10 += wc[1445] * x0;
-                    a0_11 += wc[1589] * x0;
-                    a0_12 += wc[1733] * x0;
-                    a0_13 += wc[1877] * x0;
-                    a0_14 += wc[2021] * x0;
-                    a0_15 += wc[2165] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*128 + 3456 + 0);
-                    a0_0 += wc[6] * x0;
-                    a0_1 += wc[150] * x0;
-                    a0_2 += wc[294] * x0;
-                    a0_3 += wc[438] * x0;
-                    a0_4 += wc[582] * x0;
-                    a0_5 += wc[726] * x0;
-                    a0_6 += wc[870] * x0;
-                    a0_7 += wc[1014] * x0;
-                    a0_8 += wc[1158] * x0;
-                    a0_9 += wc[1302] * x0;
-                    a0_10 += wc[1446] * x0;
-                    a0_11 += wc[1590] * x0;
-                    a0_12 += wc[1734] * x0;
-                    a0_13 += wc[1878] * x0;
-                    a0_14 += wc[2022] * x0;
-                    a0_15 += wc[2166] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*128 + 3584 + 0);
-                    a0_0 += wc[7] * x0;
-                    a0_1 += wc[151] * x0;
-                    a0_2 += wc[295] * x0;
-                    a0_3 += wc[439] * x0;
-                    a0_4 += wc[583] * x0;
-                    a0_5 += wc[727] * x0;
-                    a0_6 += wc[871] * x0;
-                    a0_7 += wc[1015] * x0;
-                    a0_8 += wc[1159] * x0;
-                    a0_9 += wc[1303] * x0;
-                    a0_10 += wc[1447] * x0;
-                    a0_11 += wc[1591] * x0;
-                    a0_12 += wc[1735] * x0;
-                    a0_13 += wc[1879] * x0;
-                    a0_14 += wc[2023] * x0;
-                    a0_15 += wc[2167] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*128 + 3712 + 0);
-                    a0_0 += wc[8] * x0;
-                    a0_1 += wc[152] * x0;
-                    a0_2 += wc[296] * x0;
-                    a0_3 += wc[440] * x0;
-                    a0_4 += wc[584] * x0;
-                    a0_5 += wc[728] * x0;
-                    a0_6 += wc[872] * x0;
-                    a0_7 += wc[1016] * x0;
-                    a0_8 += wc[1160] * x0;
-                    a0_9 += wc[1304] * x0;
-                    a0_10 += wc[1448] * x0;
-                    a0_11 += wc[1592] * x0;
-                    a0_12 += wc[1736] * x0;
-                    a0_13 += wc[1880] * x0;
-                    a0_14 += wc[2024] * x0;
-                    a0_15 += wc[2168] * x0;
-                }
-            }
-            VSTORE(yb + ox*128, a0_0);
-            VSTORE(yb + ox*128 + 100352, a0_1);
-            VSTORE(yb + ox*128 + 200704, a0_2);
-            VSTORE(yb + ox*128 + 301056, a0_3);
-            VSTORE(yb + ox*128 + 401408, a0_4);
-            VSTORE(yb + ox*128 + 501760, a0_5);
-            VSTORE(yb + ox*128 + 602112, a0_6);
-            VSTORE(yb + ox*128 + 702464, a0_7);
-            VSTORE(yb + ox*128 + 802816, a0_8);
-            VSTORE(yb + ox*128 + 903168, a0_9);
-            VSTORE(yb + ox*128 + 1003520, a0_10);
-            VSTORE(yb + ox*128 + 1103872, a0_11);
-            VSTORE(yb + ox*128 + 1204224, a0_12);
-            VSTORE(yb + ox*128 + 1304576, a0_13);
-            VSTORE(yb + ox*128 + 1404928, a0_14);
-            VSTORE(yb + ox*128 + 1505280, a0_15);
-        }
-        {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int ci = 0; ci < 16; ci++) {
-                const float *restrict xc = xg + ci*100352;
-                const float *restrict wc = wb + ci*9;
-                {
-                    const cg_v x0 = VLOAD(xc + 3328 + 0);
-                    a0_0 += wc[3] * x0;
-                    a0_1 += wc[147] * x0;
-                    a0_2 += wc[291] * x0;
-                    a0_3 += wc[435] * x0;
-                    a0_4 += wc[579] * x0;
-                    a0_5 += wc[723] * x0;
-                    a0_6 += wc[867] * x0;
-                    a0_7 += wc[1011] * x0;
-                    a0_8 += wc[1155] * x0;
-                    a0_9 += wc[1299] * x0;
-                    a0_10 += wc[1443] * x0;
-                    a0_11 += wc[1587] * x0;
-                    a0_12 += wc[1731] * x0;
-                    a0_13 += wc[1875] * x0;
-                    a0_14 += wc[2019] * x0;
-                    a0_15 += wc[2163] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + 3456 + 0);
-                    a0_0 += wc[4] * x0;
-                    a0_1 += wc[148] * x0;
-                    a0_2 += wc[292] * x0;
-                    a0_3 += wc[436] * x0;
-                    a0_4 += wc[580] * x0;
-                    a0_5 += wc[724] * x0;
-                    a0_6 += wc[868] * x0;
-                    a0_7 += wc[1012] * x0;
-                    a0_8 += wc[1156] * x0;
-                    a0_9 += wc[1300] * x0;
-                    a0_10 += wc[1444] * x0;
-                    a0_11 += wc[1588] * x0;
-                    a0_12 += wc[1732] * x0;
-                    a0_13 += wc[1876] * x0;
-                    a0_14 += wc[2020] * x0;
-                    a0_15 += wc[2164] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + 6912 + 0);
-                    a0_0 += wc[6] * x0;
-                    a0_1 += wc[150] * x0;
-                    a0_2 += wc[294] * x0;
-                    a0_3 += wc[438] * x0;
-                    a0_4 += wc[582] * x0;
-                    a0_5 += wc[726] * x0;
-                    a0_6 += wc[870] * x0;
-                    a0_7 += wc[1014] * x0;
-                    a0_8 += wc[1158] * x0;
-                    a0_9 += wc[1302] * x0;
-                    a0_10 += wc[1446] * x0;
-                    a0_11 += wc[1590] * x0;
-                    a0_12 += wc[1734] * x0;
-                    a0_13 += wc[1878] * x0;
-                    a0_14 += wc[2022] * x0;
-                    a0_15 += wc[2166] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + 7040 + 0);
-                    a0_0 += wc[7] * x0;
-                    a0_1 += wc[151] * x0;
-                    a0_2 += wc[295] * x0;
-                    a0_3 += wc[439] * x0;
-                    a0_4 += wc[583] * x0;
-                    a0_5 += wc[727] * x0;
-                    a0_6 += wc[871] * x0;
-                    a0_7 += wc[1015] * x0;
-                    a0_8 += wc[1159] * x0;
-                    a0_9 += wc[1303] * x0;
-                    a0_10 += wc[1447] * x0;
-                    a0_11 += wc[1591] * x0;
-                    a0_12 += wc[1735] * x0;
-                    a0_13 += wc[1879] * x0;
-                    a0_14 += wc[2023] * x0;
-                    a0_15 += wc[2167] * x0;
-                }
-            }
-            VSTORE(yb + 3456, a0_0);
-            VSTORE(yb + 103808, a0_1);
-            VSTORE(yb + 204160, a0_2);
-            VSTORE(yb + 304512, a0_3);
-            VSTORE(yb + 404864, a0_4);
-            VSTORE(yb + 505216, a0_5);
-            VSTORE(yb + 605568, a0_6);
-            VSTORE(yb + 705920, a0_7);
-            VSTORE(yb + 806272, a0_8);
-            VSTORE(yb + 906624, a0_9);
-            VSTORE(yb + 1006976, a0_10);
-            VSTORE(yb + 1107328, a0_11);
-            VSTORE(yb + 1207680, a0_12);
-            VSTORE(yb + 1308032, a0_13);
-            VSTORE(yb + 1408384, a0_14);
-            VSTORE(yb + 1508736, a0_15);
-        }
-        /* rows 1..26, cols 0..0: 6 of 9 taps */
-        for (int oy = 1; oy < 27; oy++) {
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+    }
+    /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 0; ty < 1; ty++) {
+            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    const float *restrict xc = xg + ci*100352;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 - 3584 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[145] * x0;
-                        a0_2 += wc[289] * x0;
-                        a0_3 += wc[433] * x0;
-                        a0_4 += wc[577] * x0;
-                        a0_5 += wc[721] * x0;
-                        a0_6 += wc[865] * x0;
-                        a0_7 += wc[1009] * x0;
-                        a0_8 += wc[1153] * x0;
-                        a0_9 += wc[1297] * x0;
-                        a0_10 += wc[1441] * x0;
-                        a0_11 += wc[1585] * x0;
-                        a0_12 += wc[1729] * x0;
-                        a0_13 += wc[1873] * x0;
-                        a0_14 += wc[2017] * x0;
-                        a0_15 += wc[2161] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 - 3456 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[146] * x0;
-                        a0_2 += wc[290] * x0;
-                        a0_3 += wc[434] * x0;
-                        a0_4 += wc[578] * x0;
-                        a0_5 += wc[722] * x0;
-                        a0_6 += wc[866] * x0;
-                        a0_7 += wc[1010] * x0;
-                        a0_8 += wc[1154] * x0;
-                        a0_9 += wc[1298] * x0;
-                        a0_10 += wc[1442] * x0;
-                        a0_11 += wc[1586] * x0;
-                        a0_12 += wc[1730] * x0;
-                        a0_13 += wc[1874] * x0;
-                        a0_14 += wc[2018] * x0;
-                        a0_15 += wc[2162] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[148] * x0;
-                        a0_2 += wc[292] * x0;
-                        a0_3 += wc[436] * x0;
-                        a0_4 += wc[580] * x0;
-                        a0_5 += wc[724] * x0;
-                        a0_6 += wc[868] * x0;
-                        a0_7 += wc[1012] * x0;
-                        a0_8 += wc[1156] * x0;
-                        a0_9 += wc[1300] * x0;
-                        a0_10 += wc[1444] * x0;
-                        a0_11 += wc[1588] * x0;
-                        a0_12 += wc[1732] * x0;
-                        a0_13 += wc[1876] * x0;
-                        a0_14 += wc[2020] * x0;
-                        a0_15 += wc[2164] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + 128 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[149] * x0;
-                        a0_2 += wc[293] * x0;
-                        a0_3 += wc[437] * x0;
-                        a0_4 += wc[581] * x0;
-                        a0_5 += wc[725] * x0;
-                        a0_6 += wc[869] * x0;
-                        a0_7 += wc[1013] * x0;
-                        a0_8 += wc[1157] * x0;
-                        a0_9 += wc[1301] * x0;
-                        a0_10 += wc[1445] * x0;
-                        a0_11 += wc[1589] * x0;
-                        a0_12 += wc[1733] * x0;
-                        a0_13 += wc[1877] * x0;
-                        a0_14 += wc[2021] * x0;
-                        a0_15 += wc[2165] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + 3584 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[151] * x0;
-                        a0_2 += wc[295] * x0;
-                        a0_3 += wc[439] * x0;
-                        a0_4 += wc[583] * x0;
-                        a0_5 += wc[727] * x0;
-                        a0_6 += wc[871] * x0;
-                        a0_7 += wc[1015] * x0;
-                        a0_8 += wc[1159] * x0;
-                        a0_9 += wc[1303] * x0;
-                        a0_10 += wc[1447] * x0;
-                        a0_11 += wc[1591] * x0;
-                        a0_12 += wc[1735] * x0;
-                        a0_13 += wc[1879] * x0;
-                        a0_14 += wc[2023] * x0;
-                        a0_15 += wc[2167] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + 3712 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[152] * x0;
-                        a0_2 += wc[296] * x0;
-                        a0_3 += wc[440] * x0;
-                        a0_4 += wc[584] * x0;
-                        a0_5 += wc[728] * x0;
-                        a0_6 += wc[872] * x0;
-                        a0_7 += wc[1016] * x0;
-                        a0_8 += wc[1160] * x0;
-                        a0_9 += wc[1304] * x0;
-                        a0_10 += wc[1448] * x0;
-                        a0_11 += wc[1592] * x0;
-                        a0_12 += wc[1736] * x0;
-                        a0_13 += wc[1880] * x0;
-                        a0_14 += wc[2024] * x0;
-                        a0_15 += wc[2168] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296));
+                        const cg_v d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
+                        const cg_v d33 = VLOAD(xc + (xo + 11136));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + oy*3584, a0_0);
-                VSTORE(yb + oy*3584 + 100352, a0_1);
-                VSTORE(yb + oy*3584 + 200704, a0_2);
-                VSTORE(yb + oy*3584 + 301056, a0_3);
-                VSTORE(yb + oy*3584 + 401408, a0_4);
-                VSTORE(yb + oy*3584 + 501760, a0_5);
-                VSTORE(yb + oy*3584 + 602112, a0_6);
-                VSTORE(yb + oy*3584 + 702464, a0_7);
-                VSTORE(yb + oy*3584 + 802816, a0_8);
-                VSTORE(yb + oy*3584 + 903168, a0_9);
-                VSTORE(yb + oy*3584 + 1003520, a0_10);
-                VSTORE(yb + oy*3584 + 1103872, a0_11);
-                VSTORE(yb + oy*3584 + 1204224, a0_12);
-                VSTORE(yb + oy*3584 + 1304576, a0_13);
-                VSTORE(yb + oy*3584 + 1404928, a0_14);
-                VSTORE(yb + oy*3584 + 1505280, a0_15);
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
+                        }
+                    }
+                }
             }
-        }
-        /* rows 1..26, cols 1..26: every tap */
-        for (int oy = 1; oy < 27; oy++) {
-            for (int ox = 1; ox < 27; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    const float *restrict xc = xg + ci*100352;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + ox*128 - 3712 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[144] * x0;
-                        a0_2 += wc[288] * x0;
-                        a0_3 += wc[432] * x0;
-                        a0_4 += wc[576] * x0;
-                        a0_5 += wc[720] * x0;
-                        a0_6 += wc[864] * x0;
-                        a0_7 += wc[1008] * x0;
-                        a0_8 += wc[1152] * x0;
-                        a0_9 += wc[1296] * x0;
-                        a0_10 += wc[1440] * x0;
-                        a0_11 += wc[1584] * x0;
-                        a0_12 += wc[1728] * x0;
-                        a0_13 += wc[1872] * x0;
-                        a0_14 += wc[2016] * x0;
-                        a0_15 += wc[2160] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + ox*128 - 3584 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[145] * x0;
-                        a0_2 += wc[289] * x0;
-                        a0_3 += wc[433] * x0;
-                        a0_4 += wc[577] * x0;
-                        a0_5 += wc[721] * x0;
-                        a0_6 += wc[865] * x0;
-                        a0_7 += wc[1009] * x0;
-                        a0_8 += wc[1153] * x0;
-                        a0_9 += wc[1297] * x0;
-                        a0_10 += wc[1441] * x0;
-                        a0_11 += wc[1585] * x0;
-                        a0_12 += wc[1729] * x0;
-                        a0_13 += wc[1873] * x0;
-                        a0_14 += wc[2017] * x0;
-                        a0_15 += wc[2161] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + ox*128 - 3456 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[146] * x0;
-                        a0_2 += wc[290] * x0;
-                        a0_3 += wc[434] * x0;
-                        a0_4 += wc[578] * x0;
-                        a0_5 += wc[722] * x0;
-                        a0_6 += wc[866] * x0;
-                        a0_7 += wc[1010] * x0;
-                        a0_8 += wc[1154] * x0;
-                        a0_9 += wc[1298] * x0;
-                        a0_10 += wc[1442] * x0;
-                        a0_11 += wc[1586] * x0;
-                        a0_12 += wc[1730] * x0;
-                        a0_13 += wc[1874] * x0;
-                        a0_14 += wc[2018] * x0;
-                        a0_15 += wc[2162] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + ox*128 - 128 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[147] * x0;
-                        a0_2 += wc[291] * x0;
-                        a0_3 += wc[435] * x0;
-                        a0_4 += wc[579] * x0;
-                        a0_5 += wc[723] * x0;
-                        a0_6 += wc[867] * x0;
-                        a0_7 += wc[1011] * x0;
-                        a0_8 += wc[1155] * x0;
-                        a0_9 += wc[1299] * x0;
-                        a0_10 += wc[1443] * x0;
-                        a0_11 += wc[1587] * x0;
-                        a0_12 += wc[1731] * x0;
-                        a0_13 += wc[1875] * x0;
-                        a0_14 += wc[2019] * x0;
-                        a0_15 += wc[2163] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + ox*128 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[148] * x0;
-                        a0_2 += wc[292] * x0;
-                        a0_3 += wc[436] * x0;
-                        a0_4 += wc[580] * x0;
-                        a0_5 += wc[724] * x0;
-                        a0_6 += wc[868] * x0;
-                        a0_7 += wc[1012] * x0;
-                        a0_8 += wc[1156] * x0;
-                        a0_9 += wc[1300] * x0;
-                        a0_10 += wc[1444] * x0;
-                        a0_11 += wc[1588] * x0;
-                        a0_12 += wc[1732] * x0;
-                        a0_13 += wc[1876] * x0;
-                        a0_14 += wc[2020] * x0;
-                        a0_15 += wc[2164] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + ox*128 + 128 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[149] * x0;
-                        a0_2 += wc[293] * x0;
-                        a0_3 += wc[437] * x0;
-                        a0_4 += wc[581] * x0;
-                        a0_5 += wc[725] * x0;
-                        a0_6 += wc[869] * x0;
-                        a0_7 += wc[1013] * x0;
-                        a0_8 += wc[1157] * x0;
-                        a0_9 += wc[1301] * x0;
-                        a0_10 += wc[1445] * x0;
-                        a0_11 += wc[1589] * x0;
-                        a0_12 += wc[1733] * x0;
-                        a0_13 += wc[1877] * x0;
-                        a0_14 += wc[2021] * x0;
-                        a0_15 += wc[2165] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + ox*128 + 3456 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[150] * x0;
-                        a0_2 += wc[294] * x0;
-                        a0_3 += wc[438] * x0;
-                        a0_4 += wc[582] * x0;
-                        a0_5 += wc[726] * x0;
-                        a0_6 += wc[870] * x0;
-                        a0_7 += wc[1014] * x0;
-                        a0_8 += wc[1158] * x0;
-                        a0_9 += wc[1302] * x0;
-                        a0_10 += wc[1446] * x0;
-                        a0_11 += wc[1590] * x0;
-                        a0_12 += wc[1734] * x0;
-                        a0_13 += wc[1878] * x0;
-                        a0_14 += wc[2022] * x0;
-                        a0_15 += wc[2166] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + ox*128 + 3584 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[151] * x0;
-                        a0_2 += wc[295] * x0;
-                        a0_3 += wc[439] * x0;
-                        a0_4 += wc[583] * x0;
-                        a0_5 += wc[727] * x0;
-                        a0_6 += wc[871] * x0;
-                        a0_7 += wc[1015] * x0;
-                        a0_8 += wc[1159] * x0;
-                        a0_9 += wc[1303] * x0;
-                        a0_10 += wc[1447] * x0;
-                        a0_11 += wc[1591] * x0;
-                        a0_12 += wc[1735] * x0;
-                        a0_13 += wc[1879] * x0;
-                        a0_14 += wc[2023] * x0;
-                        a0_15 += wc[2167] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + ox*128 + 3712 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[152] * x0;
-                        a0_2 += wc[296] * x0;
-                        a0_3 += wc[440] * x0;
-                        a0_4 += wc[584] * x0;
-                        a0_5 += wc[728] * x0;
-                        a0_6 += wc[872] * x0;
-                        a0_7 += wc[1016] * x0;
-                        a0_8 += wc[1160] * x0;
-                        a0_9 += wc[1304] * x0;
-                        a0_10 += wc[1448] * x0;
-                        a0_11 += wc[1592] * x0;
-                        a0_12 += wc[1736] * x0;
-                        a0_13 += wc[1880] * x0;
-                        a0_14 += wc[2024] * x0;
-                        a0_15 += wc[2168] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
+                        const cg_v d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                        const cg_v d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + oy*3584 + ox*128, a0_0);
-                VSTORE(yb + oy*3584 + ox*128 + 100352, a0_1);
-                VSTORE(yb + oy*3584 + ox*128 + 200704, a0_2);
-                VSTORE(yb + oy*3584 + ox*128 + 301056, a0_3);
-                VSTORE(yb + oy*3584 + ox*128 + 401408, a0_4);
-                VSTORE(yb + oy*3584 + ox*128 + 501760, a0_5);
-                VSTORE(yb + oy*3584 + ox*128 + 602112, a0_6);
-                VSTORE(yb + oy*3584 + ox*128 + 702464, a0_7);
-                VSTORE(yb + oy*3584 + ox*128 + 802816, a0_8);
-                VSTORE(yb + oy*3584 + ox*128 + 903168, a0_9);
-                VSTORE(yb + oy*3584 + ox*128 + 1003520, a0_10);
-                VSTORE(yb + oy*3584 + ox*128 + 1103872, a0_11);
-                VSTORE(yb + oy*3584 + ox*128 + 1204224, a0_12);
-                VSTORE(yb + oy*3584 + ox*128 + 1304576, a0_13);
-                VSTORE(yb + oy*3584 + ox*128 + 1404928, a0_14);
-                VSTORE(yb + oy*3584 + ox*128 + 1505280, a0_15);
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
+                        }
+                    }
+                }
             }
-        }
-        /* rows 1..26, cols 27..27: 6 of 9 taps */
-        for (int oy = 1; oy < 27; oy++) {
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    const float *restrict xc = xg + ci*100352;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 - 256 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[144] * x0;
-                        a0_2 += wc[288] * x0;
-                        a0_3 += wc[432] * x0;
-                        a0_4 += wc[576] * x0;
-                        a0_5 += wc[720] * x0;
-                        a0_6 += wc[864] * x0;
-                        a0_7 += wc[1008] * x0;
-                        a0_8 += wc[1152] * x0;
-                        a0_9 += wc[1296] * x0;
-                        a0_10 += wc[1440] * x0;
-                        a0_11 += wc[1584] * x0;
-                        a0_12 += wc[1728] * x0;
-                        a0_13 += wc[1872] * x0;
-                        a0_14 += wc[2016] * x0;
-                        a0_15 += wc[2160] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 - 128 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[145] * x0;
-                        a0_2 += wc[289] * x0;
-                        a0_3 += wc[433] * x0;
-                        a0_4 += wc[577] * x0;
-                        a0_5 += wc[721] * x0;
-                        a0_6 += wc[865] * x0;
-                        a0_7 += wc[1009] * x0;
-                        a0_8 += wc[1153] * x0;
-                        a0_9 += wc[1297] * x0;
-                        a0_10 += wc[1441] * x0;
-                        a0_11 += wc[1585] * x0;
-                        a0_12 += wc[1729] * x0;
-                        a0_13 += wc[1873] * x0;
-                        a0_14 += wc[2017] * x0;
-                        a0_15 += wc[2161] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + 3328 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[147] * x0;
-                        a0_2 += wc[291] * x0;
-                        a0_3 += wc[435] * x0;
-                        a0_4 += wc[579] * x0;
-                        a0_5 += wc[723] * x0;
-                        a0_6 += wc[867] * x0;
-                        a0_7 += wc[1011] * x0;
-                        a0_8 += wc[1155] * x0;
-                        a0_9 += wc[1299] * x0;
-                        a0_10 += wc[1443] * x0;
-                        a0_11 += wc[1587] * x0;
-                        a0_12 += wc[1731] * x0;
-                        a0_13 += wc[1875] * x0;
-                        a0_14 += wc[2019] * x0;
-                        a0_15 += wc[2163] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + 3456 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[148] * x0;
-                        a0_2 += wc[292] * x0;
-                        a0_3 += wc[436] * x0;
-                        a0_4 += wc[580] * x0;
-                        a0_5 += wc[724] * x0;
-                        a0_6 += wc[868] * x0;
-                        a0_7 += wc[1012] * x0;
-                        a0_8 += wc[1156] * x0;
-                        a0_9 += wc[1300] * x0;
-                        a0_10 += wc[1444] * x0;
-                        a0_11 += wc[1588] * x0;
-                        a0_12 += wc[1732] * x0;
-                        a0_13 += wc[1876] * x0;
-                        a0_14 += wc[2020] * x0;
-                        a0_15 += wc[2164] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + 6912 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[150] * x0;
-                        a0_2 += wc[294] * x0;
-                        a0_3 += wc[438] * x0;
-                        a0_4 += wc[582] * x0;
-                        a0_5 += wc[726] * x0;
-                        a0_6 += wc[870] * x0;
-                        a0_7 += wc[1014] * x0;
-                        a0_8 += wc[1158] * x0;
-                        a0_9 += wc[1302] * x0;
-                        a0_10 += wc[1446] * x0;
-                        a0_11 += wc[1590] * x0;
-                        a0_12 += wc[1734] * x0;
-                        a0_13 += wc[1878] * x0;
-                        a0_14 += wc[2022] * x0;
-                        a0_15 += wc[2166] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + oy*3584 + 7040 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[151] * x0;
-                        a0_2 += wc[295] * x0;
-                        a0_3 += wc[439] * x0;
-                        a0_4 += wc[583] * x0;
-                        a0_5 += wc[727] * x0;
-                        a0_6 += wc[871] * x0;
-                        a0_7 += wc[1015] * x0;
-                        a0_8 += wc[1159] * x0;
-                        a0_9 += wc[1303] * x0;
-                        a0_10 += wc[1447] * x0;
-                        a0_11 += wc[1591] * x0;
-                        a0_12 += wc[1735] * x0;
-                        a0_13 += wc[1879] * x0;
-                        a0_14 += wc[2023] * x0;
-                        a0_15 += wc[2167] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168));
+                        const cg_v d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880));
+                        const cg_v d32 = VLOAD(xc + (xo + 11008));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + oy*3584 + 3456, a0_0);
-                VSTORE(yb + oy*3584 + 103808, a0_1);
-                VSTORE(yb + oy*3584 + 204160, a0_2);
-                VSTORE(yb + oy*3584 + 304512, a0_3);
-                VSTORE(yb + oy*3584 + 404864, a0_4);
-                VSTORE(yb + oy*3584 + 505216, a0_5);
-                VSTORE(yb + oy*3584 + 605568, a0_6);
-                VSTORE(yb + oy*3584 + 705920, a0_7);
-                VSTORE(yb + oy*3584 + 806272, a0_8);
-                VSTORE(yb + oy*3584 + 906624, a0_9);
-                VSTORE(yb + oy*3584 + 1006976, a0_10);
-                VSTORE(yb + oy*3584 + 1107328, a0_11);
-                VSTORE(yb + oy*3584 + 1207680, a0_12);
-                VSTORE(yb + oy*3584 + 1308032, a0_13);
-                VSTORE(yb + oy*3584 + 1408384, a0_14);
-                VSTORE(yb + oy*3584 + 1508736, a0_15);
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
+                        }
+                    }
+                }
             }
         }
-        {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int ci = 0; ci < 16; ci++) {
-                const float *restrict xc = xg + ci*100352;
-                const float *restrict wc = wb + ci*9;
-                {
-                    const cg_v x0 = VLOAD(xc + 93184 + 0);
-                    a0_0 += wc[1] * x0;
-                    a0_1 += wc[145] * x0;
-                    a0_2 += wc[289] * x0;
-                    a0_3 += wc[433] * x0;
-                    a0_4 += wc[577] * x0;
-                    a0_5 += wc[721] * x0;
-                    a0_6 += wc[865] * x0;
-                    a0_7 += wc[1009] * x0;
-                    a0_8 += wc[1153] * x0;
-                    a0_9 += wc[1297] * x0;
-                    a0_10 += wc[1441] * x0;
-                    a0_11 += wc[1585] * x0;
-                    a0_12 += wc[1729] * x0;
-                    a0_13 += wc[1873] * x0;
-                    a0_14 += wc[2017] * x0;
-                    a0_15 += wc[2161] * x0;
+    }
+    /* tile rows 1..12: input rows all inside */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 1; ty < 13; ty++) {
+            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
+                        const cg_v d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
+                        const cg_v d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
                 }
-                {
-                    const cg_v x0 = VLOAD(xc + 93312 + 0);
-                    a0_0 += wc[2] * x0;
-                    a0_1 += wc[146] * x0;
-                    a0_2 += wc[290] * x0;
-                    a0_3 += wc[434] * x0;
-                    a0_4 += wc[578] * x0;
-                    a0_5 += wc[722] * x0;
-                    a0_6 += wc[866] * x0;
-                    a0_7 += wc[1010] * x0;
-                    a0_8 += wc[1154] * x0;
-                    a0_9 += wc[1298] * x0;
-                    a0_10 += wc[1442] * x0;
-                    a0_11 += wc[1586] * x0;
-                    a0_12 += wc[1730] * x0;
-                    a0_13 += wc[1874] * x0;
-                    a0_14 += wc[2018] * x0;
-                    a0_15 += wc[2162] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + 96768 + 0);
-                    a0_0 += wc[4] * x0;
-                    a0_1 += wc[148] * x0;
-                    a0_2 += wc[292] * x0;
-                    a0_3 += wc[436] * x0;
-                    a0_4 += wc[580] * x0;
-                    a0_5 += wc[724] * x0;
-                    a0_6 += wc[868] * x0;
-                    a0_7 += wc[1012] * x0;
-                    a0_8 += wc[1156] * x0;
-                    a0_9 += wc[1300] * x0;
-                    a0_10 += wc[1444] * x0;
-                    a0_11 += wc[1588] * x0;
-                    a0_12 += wc[1732] * x0;
-                    a0_13 += wc[1876] * x0;
-                    a0_14 += wc[2020] * x0;
-                    a0_15 += wc[2164] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + 96896 + 0);
-                    a0_0 += wc[5] * x0;
-                    a0_1 += wc[149] * x0;
-                    a0_2 += wc[293] * x0;
-                    a0_3 += wc[437] * x0;
-                    a0_4 += wc[581] * x0;
-                    a0_5 += wc[725] * x0;
-                    a0_6 += wc[869] * x0;
-                    a0_7 += wc[1013] * x0;
-                    a0_8 += wc[1157] * x0;
-                    a0_9 += wc[1301] * x0;
-                    a0_10 += wc[1445] * x0;
-                    a0_11 += wc[1589] * x0;
-                    a0_12 += wc[1733] * x0;
-                    a0_13 += wc[1877] * x0;
-                    a0_14 += wc[2021] * x0;
-                    a0_15 += wc[2165] * x0;
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
+                        }
+                    }
                 }
             }
-            VSTORE(yb + 96768, a0_0);
-            VSTORE(yb + 197120, a0_1);
-            VSTORE(yb + 297472, a0_2);
-            VSTORE(yb + 397824, a0_3);
-            VSTORE(yb + 498176, a0_4);
-            VSTORE(yb + 598528, a0_5);
-            VSTORE(yb + 698880, a0_6);
-            VSTORE(yb + 799232, a0_7);
-            VSTORE(yb + 899584, a0_8);
-            VSTORE(yb + 999936, a0_9);
-            VSTORE(yb + 1100288, a0_10);
-            VSTORE(yb + 1200640, a0_11);
-            VSTORE(yb + 1300992, a0_12);
-            VSTORE(yb + 1401344, a0_13);
-            VSTORE(yb + 1501696, a0_14);
-            VSTORE(yb + 1602048, a0_15);
+            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
+                        const cg_v d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                        const cg_v d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
+                        }
+                    }
+                }
+            }
+            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
+                        const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296));
+                        const cg_v d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
+                        }
+                    }
+                }
+            }
         }
-        /* rows 27..27, cols 1..26: 6 of 9 taps */
-        for (int ox = 1; ox < 27; ox++) {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int ci = 0; ci < 16; ci++) {
-                const float *restrict xc = xg + ci*100352;
-                const float *restrict wc = wb + ci*9;
-                {
-                    const cg_v x0 = VLOAD(xc + ox*128 + 93056 + 0);
-                    a0_0 += wc[0] * x0;
-                    a0_1 += wc[144] * x0;
-                    a0_2 += wc[288] * x0;
-                    a0_3 += wc[432] * x0;
-                    a0_4 += wc[576] * x0;
-                    a0_5 += wc[720] * x0;
-                    a0_6 += wc[864] * x0;
-                    a0_7 += wc[1008] * x0;
-                    a0_8 += wc[1152] * x0;
-                    a0_9 += wc[1296] * x0;
-                    a0_10 += wc[1440] * x0;
-                    a0_11 += wc[1584] * x0;
-                    a0_12 += wc[1728] * x0;
-                    a0_13 += wc[1872] * x0;
-                    a0_14 += wc[2016] * x0;
-                    a0_15 += wc[2160] * x0;
+    }
+    /* tile rows 13..13: input rows zeros at 3 */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 13; ty < 14; ty++) {
+            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
+                        const cg_v d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
+                        const cg_v d23 = VLOAD(xc + (xo + 7552));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
                 }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*128 + 93184 + 0);
-                    a0_0 += wc[1] * x0;
-                    a0_1 += wc[145] * x0;
-                    a0_2 += wc[289] * x0;
-                    a0_3 += wc[433] * x0;
-                    a0_4 += wc[577] * x0;
-                    a0_5 += wc[721] * x0;
-                    a0_6 += wc[865] * x0;
-                    a0_7 += wc[1009] * x0;
-                    a0_8 += wc[1153] * x0;
-                    a0_9 += wc[1297] * x0;
-                    a0_10 += wc[1441] * x0;
-                    a0_11 += wc[1585] * x0;
-                    a0_12 += wc[1729] * x0;
-                    a0_13 += wc[1873] * x0;
-                    a0_14 += wc[2017] * x0;
-                    a0_15 += wc[2161] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*128 + 93312 + 0);
-                    a0_0 += wc[2] * x0;
-                    a0_1 += wc[146] * x0;
-                    a0_2 += wc[290] * x0;
-                    a0_3 += wc[434] * x0;
-                    a0_4 += wc[578] * x0;
-                    a0_5 += wc[722] * x0;
-                    a0_6 += wc[866] * x0;
-                    a0_7 += wc[1010] * x0;
-                    a0_8 += wc[1154] * x0;
-                    a0_9 += wc[1298] * x0;
-                    a0_10 += wc[1442] * x0;
-                    a0_11 += wc[1586] * x0;
-                    a0_12 += wc[1730] * x0;
-                    a0_13 += wc[1874] * x0;
-                    a0_14 += wc[2018] * x0;
-                    a0_15 += wc[2162] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*128 + 96640 + 0);
-                    a0_0 += wc[3] * x0;
-                    a0_1 += wc[147] * x0;
-                    a0_2 += wc[291] * x0;
-                    a0_3 += wc[435] * x0;
-                    a0_4 += wc[579] * x0;
-                    a0_5 += wc[723] * x0;
-                    a0_6 += wc[867] * x0;
-                    a0_7 += wc[1011] * x0;
-                    a0_8 += wc[1155] * x0;
-                    a0_9 += wc[1299] * x0;
-                    a0_10 += wc[1443] * x0;
-                    a0_11 += wc[1587] * x0;
-                    a0_12 += wc[1731] * x0;
-                    a0_13 += wc[1875] * x0;
-                    a0_14 += wc[2019] * x0;
-                    a0_15 += wc[2163] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*128 + 96768 + 0);
-                    a0_0 += wc[4] * x0;
-                    a0_1 += wc[148] * x0;
-                    a0_2 += wc[292] * x0;
-                    a0_3 += wc[436] * x0;
-                    a0_4 += wc[580] * x0;
-                    a0_5 += wc[724] * x0;
-                    a0_6 += wc[868] * x0;
-                    a0_7 += wc[1012] * x0;
-                    a0_8 += wc[1156] * x0;
-                    a0_9 += wc[1300] * x0;
-                    a0_10 += wc[1444] * x0;
-                    a0_11 += wc[1588] * x0;
-                    a0_12 += wc[1732] * x0;
-                    a0_13 += wc[1876] * x0;
-                    a0_14 += wc[2020] * x0;
-                    a0_15 += wc[2164] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*128 + 96896 + 0);
-                    a0_0 += wc[5] * x0;
-                    a0_1 += wc[149] * x0;
-                    a0_2 += wc[293] * x0;
-                    a0_3 += wc[437] * x0;
-                    a0_4 += wc[581] * x0;
-                    a0_5 += wc[725] * x0;
-                    a0_6 += wc[869] * x0;
-                    a0_7 += wc[1013] * x0;
-                    a0_8 += wc[1157] * x0;
-                    a0_9 += wc[1301] * x0;
-                    a0_10 += wc[1445] * x0;
-                    a0_11 += wc[1589] * x0;
-                    a0_12 += wc[1733] * x0;
-                    a0_13 += wc[1877] * x0;
-                    a0_14 += wc[2021] * x0;
-                    a0_15 += wc[2165] * x0;
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
+                        }
+                    }
                 }
             }
-            VSTORE(yb + ox*128 + 96768, a0_0);
-            VSTORE(yb + ox*128 + 197120, a0_1);
-            VSTORE(yb + ox*128 + 297472, a0_2);
-            VSTORE(yb + ox*128 + 397824, a0_3);
-            VSTORE(yb + ox*128 + 498176, a0_4);
-            VSTORE(yb + ox*128 + 598528, a0_5);
-            VSTORE(yb + ox*128 + 698880, a0_6);
-            VSTORE(yb + ox*128 + 799232, a0_7);
-            VSTORE(yb + ox*128 + 899584, a0_8);
-            VSTORE(yb + ox*128 + 999936, a0_9);
-            VSTORE(yb + ox*128 + 1100288, a0_10);
-            VSTORE(yb + ox*128 + 1200640, a0_11);
-            VSTORE(yb + ox*128 + 1300992, a0_12);
-            VSTORE(yb + ox*128 + 1401344, a0_13);
-            VSTORE(yb + ox*128 + 1501696, a0_14);
-            VSTORE(yb + ox*128 + 1602048, a0_15);
-        }
-        {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int ci = 0; ci < 16; ci++) {
-                const float *restrict xc = xg + ci*100352;
-                const float *restrict wc = wb + ci*9;
-                {
-                    const cg_v x0 = VLOAD(xc + 96512 + 0);
-                    a0_0 += wc[0] * x0;
-                    a0_1 += wc[144] * x0;
-                    a0_2 += wc[288] * x0;
-                    a0_3 += wc[432] * x0;
-                    a0_4 += wc[576] * x0;
-                    a0_5 += wc[720] * x0;
-                    a0_6 += wc[864] * x0;
-                    a0_7 += wc[1008] * x0;
-                    a0_8 += wc[1152] * x0;
-                    a0_9 += wc[1296] * x0;
-                    a0_10 += wc[1440] * x0;
-                    a0_11 += wc[1584] * x0;
-                    a0_12 += wc[1728] * x0;
-                    a0_13 += wc[1872] * x0;
-                    a0_14 += wc[2016] * x0;
-                    a0_15 += wc[2160] * x0;
+            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
+                        const cg_v d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
                 }
-                {
-                    const cg_v x0 = VLOAD(xc + 96640 + 0);
-                    a0_0 += wc[1] * x0;
-                    a0_1 += wc[145] * x0;
-                    a0_2 += wc[289] * x0;
-                    a0_3 += wc[433] * x0;
-                    a0_4 += wc[577] * x0;
-                    a0_5 += wc[721] * x0;
-                    a0_6 += wc[865] * x0;
-                    a0_7 += wc[1009] * x0;
-                    a0_8 += wc[1153] * x0;
-                    a0_9 += wc[1297] * x0;
-                    a0_10 += wc[1441] * x0;
-                    a0_11 += wc[1585] * x0;
-                    a0_12 += wc[1729] * x0;
-                    a0_13 += wc[1873] * x0;
-                    a0_14 += wc[2017] * x0;
-                    a0_15 += wc[2161] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + 100096 + 0);
-                    a0_0 += wc[3] * x0;
-                    a0_1 += wc[147] * x0;
-                    a0_2 += wc[291] * x0;
-                    a0_3 += wc[435] * x0;
-                    a0_4 += wc[579] * x0;
-                    a0_5 += wc[723] * x0;
-                    a0_6 += wc[867] * x0;
-                    a0_7 += wc[1011] * x0;
-                    a0_8 += wc[1155] * x0;
-                    a0_9 += wc[1299] * x0;
-                    a0_10 += wc[1443] * x0;
-                    a0_11 += wc[1587] * x0;
-                    a0_12 += wc[1731] * x0;
-                    a0_13 += wc[1875] * x0;
-                    a0_14 += wc[2019] * x0;
-                    a0_15 += wc[2163] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + 100224 + 0);
-                    a0_0 += wc[4] * x0;
-                    a0_1 += wc[148] * x0;
-                    a0_2 += wc[292] * x0;
-                    a0_3 += wc[436] * x0;
-                    a0_4 += wc[580] * x0;
-                    a0_5 += wc[724] * x0;
-                    a0_6 += wc[868] * x0;
-                    a0_7 += wc[1012] * x0;
-                    a0_8 += wc[1156] * x0;
-                    a0_9 += wc[1300] * x0;
-                    a0_10 += wc[1444] * x0;
-                    a0_11 += wc[1588] * x0;
-                    a0_12 += wc[1732] * x0;
-                    a0_13 += wc[1876] * x0;
-                    a0_14 += wc[2020] * x0;
-                    a0_15 += wc[2164] * x0;
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
+                        }
+                    }
                 }
             }
-            VSTORE(yb + 100224, a0_0);
-            VSTORE(yb + 200576, a0_1);
-            VSTORE(yb + 300928, a0_2);
-            VSTORE(yb + 401280, a0_3);
-            VSTORE(yb + 501632, a0_4);
-            VSTORE(yb + 601984, a0_5);
-            VSTORE(yb + 702336, a0_6);
-            VSTORE(yb + 802688, a0_7);
-            VSTORE(yb + 903040, a0_8);
-            VSTORE(yb + 1003392, a0_9);
-            VSTORE(yb + 1103744, a0_10);
-            VSTORE(yb + 1204096, a0_11);
-            VSTORE(yb + 1304448, a0_12);
-            VSTORE(yb + 1404800, a0_13);
-            VSTORE(yb + 1505152, a0_14);
-            VSTORE(yb + 1605504, a0_15);
+            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
+                        const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296));
+                        const cg_v d22 = VLOAD(xc + (xo + 7424));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -3331,1298 +2672,639 @@ static void l03_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l03_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
-    const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        float *restrict dxb = dx + 0 + v0 * 16;
-        const float *restrict dyg = dy + 0 + v0 * 16;
-        const float *restrict wg = w + 0;
-        {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int co = 0; co < 16; co++) {
-                const float *restrict dyc = dyg + co*100352;
-                const float *restrict wc = wg + co*144;
-                {
-                    const cg_v d0 = VLOAD(dyc + 3712 + 0);
-                    a0_0 += wc[0] * d0;
-                    a0_1 += wc[9] * d0;
-                    a0_2 += wc[18] * d0;
-                    a0_3 += wc[27] * d0;
-                    a0_4 += wc[36] * d0;
-                    a0_5 += wc[45] * d0;
-                    a0_6 += wc[54] * d0;
-                    a0_7 += wc[63] * d0;
-                    a0_8 += wc[72] * d0;
-                    a0_9 += wc[81] * d0;
-                    a0_10 += wc[90] * d0;
-                    a0_11 += wc[99] * d0;
-                    a0_12 += wc[108] * d0;
-                    a0_13 += wc[117] * d0;
-                    a0_14 += wc[126] * d0;
-                    a0_15 += wc[135] * d0;
+    float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
+    for (int co = 0; co < 16; co++) {
+        for (int ci = 0; ci < 16; ci++) {
+            const float g0 = P[ci * 144 + co * 9 + 8], g1 = P[ci * 144 + co * 9 + 7], g2 = P[ci * 144 + co * 9 + 6], g3 = P[ci * 144 + co * 9 + 5], g4 = P[ci * 144 + co * 9 + 4], g5 = P[ci * 144 + co * 9 + 3], g6 = P[ci * 144 + co * 9 + 2], g7 = P[ci * 144 + co * 9 + 1], g8 = P[ci * 144 + co * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 16 + co;
+            u[0] = t00; u[256] = 0.5f * (t00 + t01 + t02); u[512] = 0.5f * (t00 - t01 + t02); u[768] = t02;
+            u[1024] = t10; u[1280] = 0.5f * (t10 + t11 + t12); u[1536] = 0.5f * (t10 - t11 + t12); u[1792] = t12;
+            u[2048] = t20; u[2304] = 0.5f * (t20 + t21 + t22); u[2560] = 0.5f * (t20 - t21 + t22); u[2816] = t22;
+            u[3072] = t30; u[3328] = 0.5f * (t30 + t31 + t32); u[3584] = 0.5f * (t30 - t31 + t32); u[3840] = t32;
+        }
+    }
+    /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 0; ty < 1; ty++) {
+            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296));
+                        const cg_v d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
+                        const cg_v d33 = VLOAD(xc + (xo + 11136));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
                 }
-                {
-                    const cg_v d0 = VLOAD(dyc + 3584 + 0);
-                    a0_0 += wc[1] * d0;
-                    a0_1 += wc[10] * d0;
-                    a0_2 += wc[19] * d0;
-                    a0_3 += wc[28] * d0;
-                    a0_4 += wc[37] * d0;
-                    a0_5 += wc[46] * d0;
-                    a0_6 += wc[55] * d0;
-                    a0_7 += wc[64] * d0;
-                    a0_8 += wc[73] * d0;
-                    a0_9 += wc[82] * d0;
-                    a0_10 += wc[91] * d0;
-                    a0_11 += wc[100] * d0;
-                    a0_12 += wc[109] * d0;
-                    a0_13 += wc[118] * d0;
-                    a0_14 += wc[127] * d0;
-                    a0_15 += wc[136] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 128 + 0);
-                    a0_0 += wc[3] * d0;
-                    a0_1 += wc[12] * d0;
-                    a0_2 += wc[21] * d0;
-                    a0_3 += wc[30] * d0;
-                    a0_4 += wc[39] * d0;
-                    a0_5 += wc[48] * d0;
-                    a0_6 += wc[57] * d0;
-                    a0_7 += wc[66] * d0;
-                    a0_8 += wc[75] * d0;
-                    a0_9 += wc[84] * d0;
-                    a0_10 += wc[93] * d0;
-                    a0_11 += wc[102] * d0;
-                    a0_12 += wc[111] * d0;
-                    a0_13 += wc[120] * d0;
-                    a0_14 += wc[129] * d0;
-                    a0_15 += wc[138] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 0 + 0);
-                    a0_0 += wc[4] * d0;
-                    a0_1 += wc[13] * d0;
-                    a0_2 += wc[22] * d0;
-                    a0_3 += wc[31] * d0;
-                    a0_4 += wc[40] * d0;
-                    a0_5 += wc[49] * d0;
-                    a0_6 += wc[58] * d0;
-                    a0_7 += wc[67] * d0;
-                    a0_8 += wc[76] * d0;
-                    a0_9 += wc[85] * d0;
-                    a0_10 += wc[94] * d0;
-                    a0_11 += wc[103] * d0;
-                    a0_12 += wc[112] * d0;
-                    a0_13 += wc[121] * d0;
-                    a0_14 += wc[130] * d0;
-                    a0_15 += wc[139] * d0;
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 3584, y10);
+                            VSTORE(dx + o + 3712, y11);
+                        }
+                    }
                 }
             }
-            VSTORE(dxb + 0, a0_0);
-            VSTORE(dxb + 100352, a0_1);
-            VSTORE(dxb + 200704, a0_2);
-            VSTORE(dxb + 301056, a0_3);
-            VSTORE(dxb + 401408, a0_4);
-            VSTORE(dxb + 501760, a0_5);
-            VSTORE(dxb + 602112, a0_6);
-            VSTORE(dxb + 702464, a0_7);
-            VSTORE(dxb + 802816, a0_8);
-            VSTORE(dxb + 903168, a0_9);
-            VSTORE(dxb + 1003520, a0_10);
-            VSTORE(dxb + 1103872, a0_11);
-            VSTORE(dxb + 1204224, a0_12);
-            VSTORE(dxb + 1304576, a0_13);
-            VSTORE(dxb + 1404928, a0_14);
-            VSTORE(dxb + 1505280, a0_15);
-        }
-        /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..26): 6 taps */
-        for (int tx = 1; tx < 27; tx++) {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int co = 0; co < 16; co++) {
-                const float *restrict dyc = dyg + co*100352;
-                const float *restrict wc = wg + co*144;
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 3712 + 0);
-                    a0_0 += wc[0] * d0;
-                    a0_1 += wc[9] * d0;
-                    a0_2 += wc[18] * d0;
-                    a0_3 += wc[27] * d0;
-                    a0_4 += wc[36] * d0;
-                    a0_5 += wc[45] * d0;
-                    a0_6 += wc[54] * d0;
-                    a0_7 += wc[63] * d0;
-                    a0_8 += wc[72] * d0;
-                    a0_9 += wc[81] * d0;
-                    a0_10 += wc[90] * d0;
-                    a0_11 += wc[99] * d0;
-                    a0_12 += wc[108] * d0;
-                    a0_13 += wc[117] * d0;
-                    a0_14 += wc[126] * d0;
-                    a0_15 += wc[135] * d0;
+            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
+                        const cg_v d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                        const cg_v d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
                 }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 3584 + 0);
-                    a0_0 += wc[1] * d0;
-                    a0_1 += wc[10] * d0;
-                    a0_2 += wc[19] * d0;
-                    a0_3 += wc[28] * d0;
-                    a0_4 += wc[37] * d0;
-                    a0_5 += wc[46] * d0;
-                    a0_6 += wc[55] * d0;
-                    a0_7 += wc[64] * d0;
-                    a0_8 += wc[73] * d0;
-                    a0_9 += wc[82] * d0;
-                    a0_10 += wc[91] * d0;
-                    a0_11 += wc[100] * d0;
-                    a0_12 += wc[109] * d0;
-                    a0_13 += wc[118] * d0;
-                    a0_14 += wc[127] * d0;
-                    a0_15 += wc[136] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 3456 + 0);
-                    a0_0 += wc[2] * d0;
-                    a0_1 += wc[11] * d0;
-                    a0_2 += wc[20] * d0;
-                    a0_3 += wc[29] * d0;
-                    a0_4 += wc[38] * d0;
-                    a0_5 += wc[47] * d0;
-                    a0_6 += wc[56] * d0;
-                    a0_7 += wc[65] * d0;
-                    a0_8 += wc[74] * d0;
-                    a0_9 += wc[83] * d0;
-                    a0_10 += wc[92] * d0;
-                    a0_11 += wc[101] * d0;
-                    a0_12 += wc[110] * d0;
-                    a0_13 += wc[119] * d0;
-                    a0_14 += wc[128] * d0;
-                    a0_15 += wc[137] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 128 + 0);
-                    a0_0 += wc[3] * d0;
-                    a0_1 += wc[12] * d0;
-                    a0_2 += wc[21] * d0;
-                    a0_3 += wc[30] * d0;
-                    a0_4 += wc[39] * d0;
-                    a0_5 += wc[48] * d0;
-                    a0_6 += wc[57] * d0;
-                    a0_7 += wc[66] * d0;
-                    a0_8 += wc[75] * d0;
-                    a0_9 += wc[84] * d0;
-                    a0_10 += wc[93] * d0;
-                    a0_11 += wc[102] * d0;
-                    a0_12 += wc[111] * d0;
-                    a0_13 += wc[120] * d0;
-                    a0_14 += wc[129] * d0;
-                    a0_15 += wc[138] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 0);
-                    a0_0 += wc[4] * d0;
-                    a0_1 += wc[13] * d0;
-                    a0_2 += wc[22] * d0;
-                    a0_3 += wc[31] * d0;
-                    a0_4 += wc[40] * d0;
-                    a0_5 += wc[49] * d0;
-                    a0_6 += wc[58] * d0;
-                    a0_7 += wc[67] * d0;
-                    a0_8 += wc[76] * d0;
-                    a0_9 += wc[85] * d0;
-                    a0_10 += wc[94] * d0;
-                    a0_11 += wc[103] * d0;
-                    a0_12 += wc[112] * d0;
-                    a0_13 += wc[121] * d0;
-                    a0_14 += wc[130] * d0;
-                    a0_15 += wc[139] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 - 128 + 0);
-                    a0_0 += wc[5] * d0;
-                    a0_1 += wc[14] * d0;
-                    a0_2 += wc[23] * d0;
-                    a0_3 += wc[32] * d0;
-                    a0_4 += wc[41] * d0;
-                    a0_5 += wc[50] * d0;
-                    a0_6 += wc[59] * d0;
-                    a0_7 += wc[68] * d0;
-                    a0_8 += wc[77] * d0;
-                    a0_9 += wc[86] * d0;
-                    a0_10 += wc[95] * d0;
-                    a0_11 += wc[104] * d0;
-                    a0_12 += wc[113] * d0;
-                    a0_13 += wc[122] * d0;
-                    a0_14 += wc[131] * d0;
-                    a0_15 += wc[140] * d0;
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 3584, y10);
+                            VSTORE(dx + o + 3712, y11);
+                        }
+                    }
                 }
             }
-            VSTORE(dxb + tx*128, a0_0);
-            VSTORE(dxb + tx*128 + 100352, a0_1);
-            VSTORE(dxb + tx*128 + 200704, a0_2);
-            VSTORE(dxb + tx*128 + 301056, a0_3);
-            VSTORE(dxb + tx*128 + 401408, a0_4);
-            VSTORE(dxb + tx*128 + 501760, a0_5);
-            VSTORE(dxb + tx*128 + 602112, a0_6);
-            VSTORE(dxb + tx*128 + 702464, a0_7);
-            VSTORE(dxb + tx*128 + 802816, a0_8);
-            VSTORE(dxb + tx*128 + 903168, a0_9);
-            VSTORE(dxb + tx*128 + 1003520, a0_10);
-            VSTORE(dxb + tx*128 + 1103872, a0_11);
-            VSTORE(dxb + tx*128 + 1204224, a0_12);
-            VSTORE(dxb + tx*128 + 1304576, a0_13);
-            VSTORE(dxb + tx*128 + 1404928, a0_14);
-            VSTORE(dxb + tx*128 + 1505280, a0_15);
-        }
-        {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int co = 0; co < 16; co++) {
-                const float *restrict dyc = dyg + co*100352;
-                const float *restrict wc = wg + co*144;
-                {
-                    const cg_v d0 = VLOAD(dyc + 7040 + 0);
-                    a0_0 += wc[1] * d0;
-                    a0_1 += wc[10] * d0;
-                    a0_2 += wc[19] * d0;
-                    a0_3 += wc[28] * d0;
-                    a0_4 += wc[37] * d0;
-                    a0_5 += wc[46] * d0;
-                    a0_6 += wc[55] * d0;
-                    a0_7 += wc[64] * d0;
-                    a0_8 += wc[73] * d0;
-                    a0_9 += wc[82] * d0;
-                    a0_10 += wc[91] * d0;
-                    a0_11 += wc[100] * d0;
-                    a0_12 += wc[109] * d0;
-                    a0_13 += wc[118] * d0;
-                    a0_14 += wc[127] * d0;
-                    a0_15 += wc[136] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 6912 + 0);
-                    a0_0 += wc[2] * d0;
-                    a0_1 += wc[11] * d0;
-                    a0_2 += wc[20] * d0;
-                    a0_3 += wc[29] * d0;
-                    a0_4 += wc[38] * d0;
-                    a0_5 += wc[47] * d0;
-                    a0_6 += wc[56] * d0;
-                    a0_7 += wc[65] * d0;
-                    a0_8 += wc[74] * d0;
-                    a0_9 += wc[83] * d0;
-                    a0_10 += wc[92] * d0;
-                    a0_11 += wc[101] * d0;
-                    a0_12 += wc[110] * d0;
-                    a0_13 += wc[119] * d0;
-                    a0_14 += wc[128] * d0;
-                    a0_15 += wc[137] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 3456 + 0);
-                    a0_0 += wc[4] * d0;
-                    a0_1 += wc[13] * d0;
-                    a0_2 += wc[22] * d0;
-                    a0_3 += wc[31] * d0;
-                    a0_4 += wc[40] * d0;
-                    a0_5 += wc[49] * d0;
-                    a0_6 += wc[58] * d0;
-                    a0_7 += wc[67] * d0;
-                    a0_8 += wc[76] * d0;
-                    a0_9 += wc[85] * d0;
-                    a0_10 += wc[94] * d0;
-                    a0_11 += wc[103] * d0;
-                    a0_12 += wc[112] * d0;
-                    a0_13 += wc[121] * d0;
-                    a0_14 += wc[130] * d0;
-                    a0_15 += wc[139] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 3328 + 0);
-                    a0_0 += wc[5] * d0;
-                    a0_1 += wc[14] * d0;
-                    a0_2 += wc[23] * d0;
-                    a0_3 += wc[32] * d0;
-                    a0_4 += wc[41] * d0;
-                    a0_5 += wc[50] * d0;
-                    a0_6 += wc[59] * d0;
-                    a0_7 += wc[68] * d0;
-                    a0_8 += wc[77] * d0;
-                    a0_9 += wc[86] * d0;
-                    a0_10 += wc[95] * d0;
-                    a0_11 += wc[104] * d0;
-                    a0_12 += wc[113] * d0;
-                    a0_13 += wc[122] * d0;
-                    a0_14 += wc[131] * d0;
-                    a0_15 += wc[140] * d0;
-                }
-            }
-            VSTORE(dxb + 3456, a0_0);
-            VSTORE(dxb + 103808, a0_1);
-            VSTORE(dxb + 204160, a0_2);
-            VSTORE(dxb + 304512, a0_3);
-            VSTORE(dxb + 404864, a0_4);
-            VSTORE(dxb + 505216, a0_5);
-            VSTORE(dxb + 605568, a0_6);
-            VSTORE(dxb + 705920, a0_7);
-            VSTORE(dxb + 806272, a0_8);
-            VSTORE(dxb + 906624, a0_9);
-            VSTORE(dxb + 1006976, a0_10);
-            VSTORE(dxb + 1107328, a0_11);
-            VSTORE(dxb + 1207680, a0_12);
-            VSTORE(dxb + 1308032, a0_13);
-            VSTORE(dxb + 1408384, a0_14);
-            VSTORE(dxb + 1508736, a0_15);
-        }
-        /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=0..0): 6 taps */
-        for (int ty = 1; ty < 27; ty++) {
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 16; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*144;
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3712 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3584 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 128 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 - 3456 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 - 3584 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
+            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168));
+                        const cg_v d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880));
+                        const cg_v d32 = VLOAD(xc + (xo + 11008));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + ty*3584, a0_0);
-                VSTORE(dxb + ty*3584 + 100352, a0_1);
-                VSTORE(dxb + ty*3584 + 200704, a0_2);
-                VSTORE(dxb + ty*3584 + 301056, a0_3);
-                VSTORE(dxb + ty*3584 + 401408, a0_4);
-                VSTORE(dxb + ty*3584 + 501760, a0_5);
-                VSTORE(dxb + ty*3584 + 602112, a0_6);
-                VSTORE(dxb + ty*3584 + 702464, a0_7);
-                VSTORE(dxb + ty*3584 + 802816, a0_8);
-                VSTORE(dxb + ty*3584 + 903168, a0_9);
-                VSTORE(dxb + ty*3584 + 1003520, a0_10);
-                VSTORE(dxb + ty*3584 + 1103872, a0_11);
-                VSTORE(dxb + ty*3584 + 1204224, a0_12);
-                VSTORE(dxb + ty*3584 + 1304576, a0_13);
-                VSTORE(dxb + ty*3584 + 1404928, a0_14);
-                VSTORE(dxb + ty*3584 + 1505280, a0_15);
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 3584, y10);
+                            VSTORE(dx + o + 3712, y11);
+                        }
+                    }
+                }
             }
         }
-        /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=1..26): 9 taps */
-        for (int ty = 1; ty < 27; ty++) {
-            for (int tx = 1; tx < 27; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 16; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*144;
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+    }
+    /* tile rows 1..12: input rows all inside */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 1; ty < 13; ty++) {
+            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
+                        const cg_v d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
+                        const cg_v d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + ty*3584 + tx*128, a0_0);
-                VSTORE(dxb + ty*3584 + tx*128 + 100352, a0_1);
-                VSTORE(dxb + ty*3584 + tx*128 + 200704, a0_2);
-                VSTORE(dxb + ty*3584 + tx*128 + 301056, a0_3);
-                VSTORE(dxb + ty*3584 + tx*128 + 401408, a0_4);
-                VSTORE(dxb + ty*3584 + tx*128 + 501760, a0_5);
-                VSTORE(dxb + ty*3584 + tx*128 + 602112, a0_6);
-                VSTORE(dxb + ty*3584 + tx*128 + 702464, a0_7);
-                VSTORE(dxb + ty*3584 + tx*128 + 802816, a0_8);
-                VSTORE(dxb + ty*3584 + tx*128 + 903168, a0_9);
-                VSTORE(dxb + ty*3584 + tx*128 + 1003520, a0_10);
-                VSTORE(dxb + ty*3584 + tx*128 + 1103872, a0_11);
-                VSTORE(dxb + ty*3584 + tx*128 + 1204224, a0_12);
-                VSTORE(dxb + ty*3584 + tx*128 + 1304576, a0_13);
-                VSTORE(dxb + ty*3584 + tx*128 + 1404928, a0_14);
-                VSTORE(dxb + ty*3584 + tx*128 + 1505280, a0_15);
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 3584, y10);
+                            VSTORE(dx + o + 3712, y11);
+                        }
+                    }
+                }
+            }
+            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
+                        const cg_v d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                        const cg_v d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 3584, y10);
+                            VSTORE(dx + o + 3712, y11);
+                        }
+                    }
+                }
+            }
+            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
+                        const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296));
+                        const cg_v d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 3584, y10);
+                            VSTORE(dx + o + 3712, y11);
+                        }
+                    }
+                }
             }
         }
-        /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=27..27): 6 taps */
-        for (int ty = 1; ty < 27; ty++) {
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 16; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*144;
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 7040 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 6912 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3456 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3328 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 - 128 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 - 256 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+    }
+    /* tile rows 13..13: input rows zeros at 3 */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 13; ty < 14; ty++) {
+            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
+                        const cg_v d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
+                        const cg_v d23 = VLOAD(xc + (xo + 7552));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + ty*3584 + 3456, a0_0);
-                VSTORE(dxb + ty*3584 + 103808, a0_1);
-                VSTORE(dxb + ty*3584 + 204160, a0_2);
-                VSTORE(dxb + ty*3584 + 304512, a0_3);
-                VSTORE(dxb + ty*3584 + 404864, a0_4);
-                VSTORE(dxb + ty*3584 + 505216, a0_5);
-                VSTORE(dxb + ty*3584 + 605568, a0_6);
-                VSTORE(dxb + ty*3584 + 705920, a0_7);
-                VSTORE(dxb + ty*3584 + 806272, a0_8);
-                VSTORE(dxb + ty*3584 + 906624, a0_9);
-                VSTORE(dxb + ty*3584 + 1006976, a0_10);
-                VSTORE(dxb + ty*3584 + 1107328, a0_11);
-                VSTORE(dxb + ty*3584 + 1207680, a0_12);
-                VSTORE(dxb + ty*3584 + 1308032, a0_13);
-                VSTORE(dxb + ty*3584 + 1408384, a0_14);
-                VSTORE(dxb + ty*3584 + 1508736, a0_15);
-            }
-        }
-        {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int co = 0; co < 16; co++) {
-                const float *restrict dyc = dyg + co*100352;
-                const float *restrict wc = wg + co*144;
-                {
-                    const cg_v d0 = VLOAD(dyc + 96896 + 0);
-                    a0_0 += wc[3] * d0;
-                    a0_1 += wc[12] * d0;
-                    a0_2 += wc[21] * d0;
-                    a0_3 += wc[30] * d0;
-                    a0_4 += wc[39] * d0;
-                    a0_5 += wc[48] * d0;
-                    a0_6 += wc[57] * d0;
-                    a0_7 += wc[66] * d0;
-                    a0_8 += wc[75] * d0;
-                    a0_9 += wc[84] * d0;
-                    a0_10 += wc[93] * d0;
-                    a0_11 += wc[102] * d0;
-                    a0_12 += wc[111] * d0;
-                    a0_13 += wc[120] * d0;
-                    a0_14 += wc[129] * d0;
-                    a0_15 += wc[138] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 96768 + 0);
-                    a0_0 += wc[4] * d0;
-                    a0_1 += wc[13] * d0;
-                    a0_2 += wc[22] * d0;
-                    a0_3 += wc[31] * d0;
-                    a0_4 += wc[40] * d0;
-                    a0_5 += wc[49] * d0;
-                    a0_6 += wc[58] * d0;
-                    a0_7 += wc[67] * d0;
-                    a0_8 += wc[76] * d0;
-                    a0_9 += wc[85] * d0;
-                    a0_10 += wc[94] * d0;
-                    a0_11 += wc[103] * d0;
-                    a0_12 += wc[112] * d0;
-                    a0_13 += wc[121] * d0;
-                    a0_14 += wc[130] * d0;
-                    a0_15 += wc[139] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 93312 + 0);
-                    a0_0 += wc[6] * d0;
-                    a0_1 += wc[15] * d0;
-                    a0_2 += wc[24] * d0;
-                    a0_3 += wc[33] * d0;
-                    a0_4 += wc[42] * d0;
-                    a0_5 += wc[51] * d0;
-                    a0_6 += wc[60] * d0;
-                    a0_7 += wc[69] * d0;
-                    a0_8 += wc[78] * d0;
-                    a0_9 += wc[87] * d0;
-                    a0_10 += wc[96] * d0;
-                    a0_11 += wc[105] * d0;
-                    a0_12 += wc[114] * d0;
-                    a0_13 += wc[123] * d0;
-                    a0_14 += wc[132] * d0;
-                    a0_15 += wc[141] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 93184 + 0);
-                    a0_0 += wc[7] * d0;
-                    a0_1 += wc[16] * d0;
-                    a0_2 += wc[25] * d0;
-                    a0_3 += wc[34] * d0;
-                    a0_4 += wc[43] * d0;
-                    a0_5 += wc[52] * d0;
-                    a0_6 += wc[61] * d0;
-                    a0_7 += wc[70] * d0;
-                    a0_8 += wc[79] * d0;
-                    a0_9 += wc[88] * d0;
-                    a0_10 += wc[97] * d0;
-                    a0_11 += wc[106] * d0;
-                    a0_12 += wc[115] * d0;
-                    a0_13 += wc[124] * d0;
-                    a0_14 += wc[133] * d0;
-                    a0_15 += wc[142] * d0;
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 3584, y10);
+                            VSTORE(dx + o + 3712, y11);
+                        }
+                    }
                 }
             }
-            VSTORE(dxb + 96768, a0_0);
-            VSTORE(dxb + 197120, a0_1);
-            VSTORE(dxb + 297472, a0_2);
-            VSTORE(dxb + 397824, a0_3);
-            VSTORE(dxb + 498176, a0_4);
-            VSTORE(dxb + 598528, a0_5);
-            VSTORE(dxb + 698880, a0_6);
-            VSTORE(dxb + 799232, a0_7);
-            VSTORE(dxb + 899584, a0_8);
-            VSTORE(dxb + 999936, a0_9);
-            VSTORE(dxb + 1100288, a0_10);
-            VSTORE(dxb + 1200640, a0_11);
-            VSTORE(dxb + 1300992, a0_12);
-            VSTORE(dxb + 1401344, a0_13);
-            VSTORE(dxb + 1501696, a0_14);
-            VSTORE(dxb + 1602048, a0_15);
-        }
-        /* inputs rows 0+1*t (t=27..27), cols 0+1*t (t=1..26): 6 taps */
-        for (int tx = 1; tx < 27; tx++) {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int co = 0; co < 16; co++) {
-                const float *restrict dyc = dyg + co*100352;
-                const float *restrict wc = wg + co*144;
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 96896 + 0);
-                    a0_0 += wc[3] * d0;
-                    a0_1 += wc[12] * d0;
-                    a0_2 += wc[21] * d0;
-                    a0_3 += wc[30] * d0;
-                    a0_4 += wc[39] * d0;
-                    a0_5 += wc[48] * d0;
-                    a0_6 += wc[57] * d0;
-                    a0_7 += wc[66] * d0;
-                    a0_8 += wc[75] * d0;
-                    a0_9 += wc[84] * d0;
-                    a0_10 += wc[93] * d0;
-                    a0_11 += wc[102] * d0;
-                    a0_12 += wc[111] * d0;
-                    a0_13 += wc[120] * d0;
-                    a0_14 += wc[129] * d0;
-                    a0_15 += wc[138] * d0;
+            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
+                        const cg_v d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
                 }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 96768 + 0);
-                    a0_0 += wc[4] * d0;
-                    a0_1 += wc[13] * d0;
-                    a0_2 += wc[22] * d0;
-                    a0_3 += wc[31] * d0;
-                    a0_4 += wc[40] * d0;
-                    a0_5 += wc[49] * d0;
-                    a0_6 += wc[58] * d0;
-                    a0_7 += wc[67] * d0;
-                    a0_8 += wc[76] * d0;
-                    a0_9 += wc[85] * d0;
-                    a0_10 += wc[94] * d0;
-                    a0_11 += wc[103] * d0;
-                    a0_12 += wc[112] * d0;
-                    a0_13 += wc[121] * d0;
-                    a0_14 += wc[130] * d0;
-                    a0_15 += wc[139] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 96640 + 0);
-                    a0_0 += wc[5] * d0;
-                    a0_1 += wc[14] * d0;
-                    a0_2 += wc[23] * d0;
-                    a0_3 += wc[32] * d0;
-                    a0_4 += wc[41] * d0;
-                    a0_5 += wc[50] * d0;
-                    a0_6 += wc[59] * d0;
-                    a0_7 += wc[68] * d0;
-                    a0_8 += wc[77] * d0;
-                    a0_9 += wc[86] * d0;
-                    a0_10 += wc[95] * d0;
-                    a0_11 += wc[104] * d0;
-                    a0_12 += wc[113] * d0;
-                    a0_13 += wc[122] * d0;
-                    a0_14 += wc[131] * d0;
-                    a0_15 += wc[140] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 93312 + 0);
-                    a0_0 += wc[6] * d0;
-                    a0_1 += wc[15] * d0;
-                    a0_2 += wc[24] * d0;
-                    a0_3 += wc[33] * d0;
-                    a0_4 += wc[42] * d0;
-                    a0_5 += wc[51] * d0;
-                    a0_6 += wc[60] * d0;
-                    a0_7 += wc[69] * d0;
-                    a0_8 += wc[78] * d0;
-                    a0_9 += wc[87] * d0;
-                    a0_10 += wc[96] * d0;
-                    a0_11 += wc[105] * d0;
-                    a0_12 += wc[114] * d0;
-                    a0_13 += wc[123] * d0;
-                    a0_14 += wc[132] * d0;
-                    a0_15 += wc[141] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 93184 + 0);
-                    a0_0 += wc[7] * d0;
-                    a0_1 += wc[16] * d0;
-                    a0_2 += wc[25] * d0;
-                    a0_3 += wc[34] * d0;
-                    a0_4 += wc[43] * d0;
-                    a0_5 += wc[52] * d0;
-                    a0_6 += wc[61] * d0;
-                    a0_7 += wc[70] * d0;
-                    a0_8 += wc[79] * d0;
-                    a0_9 += wc[88] * d0;
-                    a0_10 += wc[97] * d0;
-                    a0_11 += wc[106] * d0;
-                    a0_12 += wc[115] * d0;
-                    a0_13 += wc[124] * d0;
-                    a0_14 += wc[133] * d0;
-                    a0_15 += wc[142] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 93056 + 0);
-                    a0_0 += wc[8] * d0;
-                    a0_1 += wc[17] * d0;
-                    a0_2 += wc[26] * d0;
-                    a0_3 += wc[35] * d0;
-                    a0_4 += wc[44] * d0;
-                    a0_5 += wc[53] * d0;
-                    a0_6 += wc[62] * d0;
-                    a0_7 += wc[71] * d0;
-                    a0_8 += wc[80] * d0;
-                    a0_9 += wc[89] * d0;
-                    a0_10 += wc[98] * d0;
-                    a0_11 += wc[107] * d0;
-                    a0_12 += wc[116] * d0;
-                    a0_13 += wc[125] * d0;
-                    a0_14 += wc[134] * d0;
-                    a0_15 += wc[143] * d0;
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 3584, y10);
+                            VSTORE(dx + o + 3712, y11);
+                        }
+                    }
                 }
             }
-            VSTORE(dxb + tx*128 + 96768, a0_0);
-            VSTORE(dxb + tx*128 + 197120, a0_1);
-            VSTORE(dxb + tx*128 + 297472, a0_2);
-            VSTORE(dxb + tx*128 + 397824, a0_3);
-            VSTORE(dxb + tx*128 + 498176, a0_4);
-            VSTORE(dxb + tx*128 + 598528, a0_5);
-            VSTORE(dxb + tx*128 + 698880, a0_6);
-            VSTORE(dxb + tx*128 + 799232, a0_7);
-            VSTORE(dxb + tx*128 + 899584, a0_8);
-            VSTORE(dxb + tx*128 + 999936, a0_9);
-            VSTORE(dxb + tx*128 + 1100288, a0_10);
-            VSTORE(dxb + tx*128 + 1200640, a0_11);
-            VSTORE(dxb + tx*128 + 1300992, a0_12);
-            VSTORE(dxb + tx*128 + 1401344, a0_13);
-            VSTORE(dxb + tx*128 + 1501696, a0_14);
-            VSTORE(dxb + tx*128 + 1602048, a0_15);
-        }
-        {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int co = 0; co < 16; co++) {
-                const float *restrict dyc = dyg + co*100352;
-                const float *restrict wc = wg + co*144;
-                {
-                    const cg_v d0 = VLOAD(dyc + 100224 + 0);
-                    a0_0 += wc[4] * d0;
-                    a0_1 += wc[13] * d0;
-                    a0_2 += wc[22] * d0;
-                    a0_3 += wc[31] * d0;
-                    a0_4 += wc[40] * d0;
-                    a0_5 += wc[49] * d0;
-                    a0_6 += wc[58] * d0;
-                    a0_7 += wc[67] * d0;
-                    a0_8 += wc[76] * d0;
-                    a0_9 += wc[85] * d0;
-                    a0_10 += wc[94] * d0;
-                    a0_11 += wc[103] * d0;
-                    a0_12 += wc[112] * d0;
-                    a0_13 += wc[121] * d0;
-                    a0_14 += wc[130] * d0;
-                    a0_15 += wc[139] * d0;
+            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
+                        const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296));
+                        const cg_v d22 = VLOAD(xc + (xo + 7424));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
                 }
-                {
-                    const cg_v d0 = VLOAD(dyc + 100096 + 0);
-                    a0_0 += wc[5] * d0;
-                    a0_1 += wc[14] * d0;
-                    a0_2 += wc[23] * d0;
-                    a0_3 += wc[32] * d0;
-                    a0_4 += wc[41] * d0;
-                    a0_5 += wc[50] * d0;
-                    a0_6 += wc[59] * d0;
-                    a0_7 += wc[68] * d0;
-                    a0_8 += wc[77] * d0;
-                    a0_9 += wc[86] * d0;
-                    a0_10 += wc[95] * d0;
-                    a0_11 += wc[104] * d0;
-                    a0_12 += wc[113] * d0;
-                    a0_13 += wc[122] * d0;
-                    a0_14 += wc[131] * d0;
-                    a0_15 += wc[140] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 96640 + 0);
-                    a0_0 += wc[7] * d0;
-                    a0_1 += wc[16] * d0;
-                    a0_2 += wc[25] * d0;
-                    a0_3 += wc[34] * d0;
-                    a0_4 += wc[43] * d0;
-                    a0_5 += wc[52] * d0;
-                    a0_6 += wc[61] * d0;
-                    a0_7 += wc[70] * d0;
-                    a0_8 += wc[79] * d0;
-                    a0_9 += wc[88] * d0;
-                    a0_10 += wc[97] * d0;
-                    a0_11 += wc[106] * d0;
-                    a0_12 += wc[115] * d0;
-                    a0_13 += wc[124] * d0;
-                    a0_14 += wc[133] * d0;
-                    a0_15 += wc[142] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 96512 + 0);
-                    a0_0 += wc[8] * d0;
-                    a0_1 += wc[17] * d0;
-                    a0_2 += wc[26] * d0;
-                    a0_3 += wc[35] * d0;
-                    a0_4 += wc[44] * d0;
-                    a0_5 += wc[53] * d0;
-                    a0_6 += wc[62] * d0;
-                    a0_7 += wc[71] * d0;
-                    a0_8 += wc[80] * d0;
-                    a0_9 += wc[89] * d0;
-                    a0_10 += wc[98] * d0;
-                    a0_11 += wc[107] * d0;
-                    a0_12 += wc[116] * d0;
-                    a0_13 += wc[125] * d0;
-                    a0_14 += wc[134] * d0;
-                    a0_15 += wc[143] * d0;
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 3584, y10);
+                            VSTORE(dx + o + 3712, y11);
+                        }
+                    }
                 }
             }
-            VSTORE(dxb + 100224, a0_0);
-            VSTORE(dxb + 200576, a0_1);
-            VSTORE(dxb + 300928, a0_2);
-            VSTORE(dxb + 401280, a0_3);
-            VSTORE(dxb + 501632, a0_4);
-            VSTORE(dxb + 601984, a0_5);
-            VSTORE(dxb + 702336, a0_6);
-            VSTORE(dxb + 802688, a0_7);
-            VSTORE(dxb + 903040, a0_8);
-            VSTORE(dxb + 1003392, a0_9);
-            VSTORE(dxb + 1103744, a0_10);
-            VSTORE(dxb + 1204096, a0_11);
-            VSTORE(dxb + 1304448, a0_12);
-            VSTORE(dxb + 1404800, a0_13);
-            VSTORE(dxb + 1505152, a0_14);
-            VSTORE(dxb + 1605504, a0_15);
         }
     }
 }
@@ -4640,1304 +3322,644 @@ static void l03_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l05_relu_backward: none, layer 6 masks its dx stores with the relu's derivative */
 
 /* layer 6: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:15:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
 /* l06_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l06_conv2d_backward: the code of l03_conv2d_backward */
 
-static void l06_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
-    const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        float *restrict dxb = dx + 0 + v0 * 16;
-        const float *restrict xb = x + 0 + v0 * 16;
-        const float *restrict dyg = dy + 0 + v0 * 16;
-        const float *restrict wg = w + 0;
-        {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int co = 0; co < 16; co++) {
-                const float *restrict dyc = dyg + co*100352;
-                const float *restrict wc = wg + co*144;
-                {
-                    const cg_v d0 = VLOAD(dyc + 3712 + 0);
-                    a0_0 += wc[0] * d0;
-                    a0_1 += wc[9] * d0;
-                    a0_2 += wc[18] * d0;
-                    a0_3 += wc[27] * d0;
-                    a0_4 += wc[36] * d0;
-                    a0_5 += wc[45] * d0;
-                    a0_6 += wc[54] * d0;
-                    a0_7 += wc[63] * d0;
-                    a0_8 += wc[72] * d0;
-                    a0_9 += wc[81] * d0;
-                    a0_10 += wc[90] * d0;
-                    a0_11 += wc[99] * d0;
-                    a0_12 += wc[108] * d0;
-                    a0_13 += wc[117] * d0;
-                    a0_14 += wc[126] * d0;
-                    a0_15 += wc[135] * d0;
+    float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
+    for (int co = 0; co < 16; co++) {
+        for (int ci = 0; ci < 16; ci++) {
+            const float g0 = P[ci * 144 + co * 9 + 8], g1 = P[ci * 144 + co * 9 + 7], g2 = P[ci * 144 + co * 9 + 6], g3 = P[ci * 144 + co * 9 + 5], g4 = P[ci * 144 + co * 9 + 4], g5 = P[ci * 144 + co * 9 + 3], g6 = P[ci * 144 + co * 9 + 2], g7 = P[ci * 144 + co * 9 + 1], g8 = P[ci * 144 + co * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 16 + co;
+            u[0] = t00; u[256] = 0.5f * (t00 + t01 + t02); u[512] = 0.5f * (t00 - t01 + t02); u[768] = t02;
+            u[1024] = t10; u[1280] = 0.5f * (t10 + t11 + t12); u[1536] = 0.5f * (t10 - t11 + t12); u[1792] = t12;
+            u[2048] = t20; u[2304] = 0.5f * (t20 + t21 + t22); u[2560] = 0.5f * (t20 - t21 + t22); u[2816] = t22;
+            u[3072] = t30; u[3328] = 0.5f * (t30 + t31 + t32); u[3584] = 0.5f * (t30 - t31 + t32); u[3840] = t32;
+        }
+    }
+    /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 0; ty < 1; ty++) {
+            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296));
+                        const cg_v d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
+                        const cg_v d33 = VLOAD(xc + (xo + 11136));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
                 }
-                {
-                    const cg_v d0 = VLOAD(dyc + 3584 + 0);
-                    a0_0 += wc[1] * d0;
-                    a0_1 += wc[10] * d0;
-                    a0_2 += wc[19] * d0;
-                    a0_3 += wc[28] * d0;
-                    a0_4 += wc[37] * d0;
-                    a0_5 += wc[46] * d0;
-                    a0_6 += wc[55] * d0;
-                    a0_7 += wc[64] * d0;
-                    a0_8 += wc[73] * d0;
-                    a0_9 += wc[82] * d0;
-                    a0_10 += wc[91] * d0;
-                    a0_11 += wc[100] * d0;
-                    a0_12 += wc[109] * d0;
-                    a0_13 += wc[118] * d0;
-                    a0_14 += wc[127] * d0;
-                    a0_15 += wc[136] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 128 + 0);
-                    a0_0 += wc[3] * d0;
-                    a0_1 += wc[12] * d0;
-                    a0_2 += wc[21] * d0;
-                    a0_3 += wc[30] * d0;
-                    a0_4 += wc[39] * d0;
-                    a0_5 += wc[48] * d0;
-                    a0_6 += wc[57] * d0;
-                    a0_7 += wc[66] * d0;
-                    a0_8 += wc[75] * d0;
-                    a0_9 += wc[84] * d0;
-                    a0_10 += wc[93] * d0;
-                    a0_11 += wc[102] * d0;
-                    a0_12 += wc[111] * d0;
-                    a0_13 += wc[120] * d0;
-                    a0_14 += wc[129] * d0;
-                    a0_15 += wc[138] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 0 + 0);
-                    a0_0 += wc[4] * d0;
-                    a0_1 += wc[13] * d0;
-                    a0_2 += wc[22] * d0;
-                    a0_3 += wc[31] * d0;
-                    a0_4 += wc[40] * d0;
-                    a0_5 += wc[49] * d0;
-                    a0_6 += wc[58] * d0;
-                    a0_7 += wc[67] * d0;
-                    a0_8 += wc[76] * d0;
-                    a0_9 += wc[85] * d0;
-                    a0_10 += wc[94] * d0;
-                    a0_11 += wc[103] * d0;
-                    a0_12 += wc[112] * d0;
-                    a0_13 += wc[121] * d0;
-                    a0_14 += wc[130] * d0;
-                    a0_15 += wc[139] * d0;
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
+                        }
+                    }
                 }
             }
-            VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
-            VSTORE(dxb + 100352, vdrelu(VLOAD(xb + 100352), a0_1));
-            VSTORE(dxb + 200704, vdrelu(VLOAD(xb + 200704), a0_2));
-            VSTORE(dxb + 301056, vdrelu(VLOAD(xb + 301056), a0_3));
-            VSTORE(dxb + 401408, vdrelu(VLOAD(xb + 401408), a0_4));
-            VSTORE(dxb + 501760, vdrelu(VLOAD(xb + 501760), a0_5));
-            VSTORE(dxb + 602112, vdrelu(VLOAD(xb + 602112), a0_6));
-            VSTORE(dxb + 702464, vdrelu(VLOAD(xb + 702464), a0_7));
-            VSTORE(dxb + 802816, vdrelu(VLOAD(xb + 802816), a0_8));
-            VSTORE(dxb + 903168, vdrelu(VLOAD(xb + 903168), a0_9));
-            VSTORE(dxb + 1003520, vdrelu(VLOAD(xb + 1003520), a0_10));
-            VSTORE(dxb + 1103872, vdrelu(VLOAD(xb + 1103872), a0_11));
-            VSTORE(dxb + 1204224, vdrelu(VLOAD(xb + 1204224), a0_12));
-            VSTORE(dxb + 1304576, vdrelu(VLOAD(xb + 1304576), a0_13));
-            VSTORE(dxb + 1404928, vdrelu(VLOAD(xb + 1404928), a0_14));
-            VSTORE(dxb + 1505280, vdrelu(VLOAD(xb + 1505280), a0_15));
-        }
-        /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..26): 6 taps */
-        for (int tx = 1; tx < 27; tx++) {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int co = 0; co < 16; co++) {
-                const float *restrict dyc = dyg + co*100352;
-                const float *restrict wc = wg + co*144;
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 3712 + 0);
-                    a0_0 += wc[0] * d0;
-                    a0_1 += wc[9] * d0;
-                    a0_2 += wc[18] * d0;
-                    a0_3 += wc[27] * d0;
-                    a0_4 += wc[36] * d0;
-                    a0_5 += wc[45] * d0;
-                    a0_6 += wc[54] * d0;
-                    a0_7 += wc[63] * d0;
-                    a0_8 += wc[72] * d0;
-                    a0_9 += wc[81] * d0;
-                    a0_10 += wc[90] * d0;
-                    a0_11 += wc[99] * d0;
-                    a0_12 += wc[108] * d0;
-                    a0_13 += wc[117] * d0;
-                    a0_14 += wc[126] * d0;
-                    a0_15 += wc[135] * d0;
+            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
+                        const cg_v d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                        const cg_v d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
                 }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 3584 + 0);
-                    a0_0 += wc[1] * d0;
-                    a0_1 += wc[10] * d0;
-                    a0_2 += wc[19] * d0;
-                    a0_3 += wc[28] * d0;
-                    a0_4 += wc[37] * d0;
-                    a0_5 += wc[46] * d0;
-                    a0_6 += wc[55] * d0;
-                    a0_7 += wc[64] * d0;
-                    a0_8 += wc[73] * d0;
-                    a0_9 += wc[82] * d0;
-                    a0_10 += wc[91] * d0;
-                    a0_11 += wc[100] * d0;
-                    a0_12 += wc[109] * d0;
-                    a0_13 += wc[118] * d0;
-                    a0_14 += wc[127] * d0;
-                    a0_15 += wc[136] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 3456 + 0);
-                    a0_0 += wc[2] * d0;
-                    a0_1 += wc[11] * d0;
-                    a0_2 += wc[20] * d0;
-                    a0_3 += wc[29] * d0;
-                    a0_4 += wc[38] * d0;
-                    a0_5 += wc[47] * d0;
-                    a0_6 += wc[56] * d0;
-                    a0_7 += wc[65] * d0;
-                    a0_8 += wc[74] * d0;
-                    a0_9 += wc[83] * d0;
-                    a0_10 += wc[92] * d0;
-                    a0_11 += wc[101] * d0;
-                    a0_12 += wc[110] * d0;
-                    a0_13 += wc[119] * d0;
-                    a0_14 += wc[128] * d0;
-                    a0_15 += wc[137] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 128 + 0);
-                    a0_0 += wc[3] * d0;
-                    a0_1 += wc[12] * d0;
-                    a0_2 += wc[21] * d0;
-                    a0_3 += wc[30] * d0;
-                    a0_4 += wc[39] * d0;
-                    a0_5 += wc[48] * d0;
-                    a0_6 += wc[57] * d0;
-                    a0_7 += wc[66] * d0;
-                    a0_8 += wc[75] * d0;
-                    a0_9 += wc[84] * d0;
-                    a0_10 += wc[93] * d0;
-                    a0_11 += wc[102] * d0;
-                    a0_12 += wc[111] * d0;
-                    a0_13 += wc[120] * d0;
-                    a0_14 += wc[129] * d0;
-                    a0_15 += wc[138] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 0);
-                    a0_0 += wc[4] * d0;
-                    a0_1 += wc[13] * d0;
-                    a0_2 += wc[22] * d0;
-                    a0_3 += wc[31] * d0;
-                    a0_4 += wc[40] * d0;
-                    a0_5 += wc[49] * d0;
-                    a0_6 += wc[58] * d0;
-                    a0_7 += wc[67] * d0;
-                    a0_8 += wc[76] * d0;
-                    a0_9 += wc[85] * d0;
-                    a0_10 += wc[94] * d0;
-                    a0_11 += wc[103] * d0;
-                    a0_12 += wc[112] * d0;
-                    a0_13 += wc[121] * d0;
-                    a0_14 += wc[130] * d0;
-                    a0_15 += wc[139] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 - 128 + 0);
-                    a0_0 += wc[5] * d0;
-                    a0_1 += wc[14] * d0;
-                    a0_2 += wc[23] * d0;
-                    a0_3 += wc[32] * d0;
-                    a0_4 += wc[41] * d0;
-                    a0_5 += wc[50] * d0;
-                    a0_6 += wc[59] * d0;
-                    a0_7 += wc[68] * d0;
-                    a0_8 += wc[77] * d0;
-                    a0_9 += wc[86] * d0;
-                    a0_10 += wc[95] * d0;
-                    a0_11 += wc[104] * d0;
-                    a0_12 += wc[113] * d0;
-                    a0_13 += wc[122] * d0;
-                    a0_14 += wc[131] * d0;
-                    a0_15 += wc[140] * d0;
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
+                        }
+                    }
                 }
             }
-            VSTORE(dxb + tx*128, vdrelu(VLOAD(xb + tx*128), a0_0));
-            VSTORE(dxb + tx*128 + 100352, vdrelu(VLOAD(xb + tx*128 + 100352), a0_1));
-            VSTORE(dxb + tx*128 + 200704, vdrelu(VLOAD(xb + tx*128 + 200704), a0_2));
-            VSTORE(dxb + tx*128 + 301056, vdrelu(VLOAD(xb + tx*128 + 301056), a0_3));
-            VSTORE(dxb + tx*128 + 401408, vdrelu(VLOAD(xb + tx*128 + 401408), a0_4));
-            VSTORE(dxb + tx*128 + 501760, vdrelu(VLOAD(xb + tx*128 + 501760), a0_5));
-            VSTORE(dxb + tx*128 + 602112, vdrelu(VLOAD(xb + tx*128 + 602112), a0_6));
-            VSTORE(dxb + tx*128 + 702464, vdrelu(VLOAD(xb + tx*128 + 702464), a0_7));
-            VSTORE(dxb + tx*128 + 802816, vdrelu(VLOAD(xb + tx*128 + 802816), a0_8));
-            VSTORE(dxb + tx*128 + 903168, vdrelu(VLOAD(xb + tx*128 + 903168), a0_9));
-            VSTORE(dxb + tx*128 + 1003520, vdrelu(VLOAD(xb + tx*128 + 1003520), a0_10));
-            VSTORE(dxb + tx*128 + 1103872, vdrelu(VLOAD(xb + tx*128 + 1103872), a0_11));
-            VSTORE(dxb + tx*128 + 1204224, vdrelu(VLOAD(xb + tx*128 + 1204224), a0_12));
-            VSTORE(dxb + tx*128 + 1304576, vdrelu(VLOAD(xb + tx*128 + 1304576), a0_13));
-            VSTORE(dxb + tx*128 + 1404928, vdrelu(VLOAD(xb + tx*128 + 1404928), a0_14));
-            VSTORE(dxb + tx*128 + 1505280, vdrelu(VLOAD(xb + tx*128 + 1505280), a0_15));
-        }
-        {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int co = 0; co < 16; co++) {
-                const float *restrict dyc = dyg + co*100352;
-                const float *restrict wc = wg + co*144;
-                {
-                    const cg_v d0 = VLOAD(dyc + 7040 + 0);
-                    a0_0 += wc[1] * d0;
-                    a0_1 += wc[10] * d0;
-                    a0_2 += wc[19] * d0;
-                    a0_3 += wc[28] * d0;
-                    a0_4 += wc[37] * d0;
-                    a0_5 += wc[46] * d0;
-                    a0_6 += wc[55] * d0;
-                    a0_7 += wc[64] * d0;
-                    a0_8 += wc[73] * d0;
-                    a0_9 += wc[82] * d0;
-                    a0_10 += wc[91] * d0;
-                    a0_11 += wc[100] * d0;
-                    a0_12 += wc[109] * d0;
-                    a0_13 += wc[118] * d0;
-                    a0_14 += wc[127] * d0;
-                    a0_15 += wc[136] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 6912 + 0);
-                    a0_0 += wc[2] * d0;
-                    a0_1 += wc[11] * d0;
-                    a0_2 += wc[20] * d0;
-                    a0_3 += wc[29] * d0;
-                    a0_4 += wc[38] * d0;
-                    a0_5 += wc[47] * d0;
-                    a0_6 += wc[56] * d0;
-                    a0_7 += wc[65] * d0;
-                    a0_8 += wc[74] * d0;
-                    a0_9 += wc[83] * d0;
-                    a0_10 += wc[92] * d0;
-                    a0_11 += wc[101] * d0;
-                    a0_12 += wc[110] * d0;
-                    a0_13 += wc[119] * d0;
-                    a0_14 += wc[128] * d0;
-                    a0_15 += wc[137] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 3456 + 0);
-                    a0_0 += wc[4] * d0;
-                    a0_1 += wc[13] * d0;
-                    a0_2 += wc[22] * d0;
-                    a0_3 += wc[31] * d0;
-                    a0_4 += wc[40] * d0;
-                    a0_5 += wc[49] * d0;
-                    a0_6 += wc[58] * d0;
-                    a0_7 += wc[67] * d0;
-                    a0_8 += wc[76] * d0;
-                    a0_9 += wc[85] * d0;
-                    a0_10 += wc[94] * d0;
-                    a0_11 += wc[103] * d0;
-                    a0_12 += wc[112] * d0;
-                    a0_13 += wc[121] * d0;
-                    a0_14 += wc[130] * d0;
-                    a0_15 += wc[139] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 3328 + 0);
-                    a0_0 += wc[5] * d0;
-                    a0_1 += wc[14] * d0;
-                    a0_2 += wc[23] * d0;
-                    a0_3 += wc[32] * d0;
-                    a0_4 += wc[41] * d0;
-                    a0_5 += wc[50] * d0;
-                    a0_6 += wc[59] * d0;
-                    a0_7 += wc[68] * d0;
-                    a0_8 += wc[77] * d0;
-                    a0_9 += wc[86] * d0;
-                    a0_10 += wc[95] * d0;
-                    a0_11 += wc[104] * d0;
-                    a0_12 += wc[113] * d0;
-                    a0_13 += wc[122] * d0;
-                    a0_14 += wc[131] * d0;
-                    a0_15 += wc[140] * d0;
-                }
-            }
-            VSTORE(dxb + 3456, vdrelu(VLOAD(xb + 3456), a0_0));
-            VSTORE(dxb + 103808, vdrelu(VLOAD(xb + 103808), a0_1));
-            VSTORE(dxb + 204160, vdrelu(VLOAD(xb + 204160), a0_2));
-            VSTORE(dxb + 304512, vdrelu(VLOAD(xb + 304512), a0_3));
-            VSTORE(dxb + 404864, vdrelu(VLOAD(xb + 404864), a0_4));
-            VSTORE(dxb + 505216, vdrelu(VLOAD(xb + 505216), a0_5));
-            VSTORE(dxb + 605568, vdrelu(VLOAD(xb + 605568), a0_6));
-            VSTORE(dxb + 705920, vdrelu(VLOAD(xb + 705920), a0_7));
-            VSTORE(dxb + 806272, vdrelu(VLOAD(xb + 806272), a0_8));
-            VSTORE(dxb + 906624, vdrelu(VLOAD(xb + 906624), a0_9));
-            VSTORE(dxb + 1006976, vdrelu(VLOAD(xb + 1006976), a0_10));
-            VSTORE(dxb + 1107328, vdrelu(VLOAD(xb + 1107328), a0_11));
-            VSTORE(dxb + 1207680, vdrelu(VLOAD(xb + 1207680), a0_12));
-            VSTORE(dxb + 1308032, vdrelu(VLOAD(xb + 1308032), a0_13));
-            VSTORE(dxb + 1408384, vdrelu(VLOAD(xb + 1408384), a0_14));
-            VSTORE(dxb + 1508736, vdrelu(VLOAD(xb + 1508736), a0_15));
-        }
-        /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=0..0): 6 taps */
-        for (int ty = 1; ty < 27; ty++) {
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 16; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*144;
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3712 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3584 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 128 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 - 3456 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 - 3584 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
+            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168));
+                        const cg_v d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880));
+                        const cg_v d32 = VLOAD(xc + (xo + 11008));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + ty*3584, vdrelu(VLOAD(xb + ty*3584), a0_0));
-                VSTORE(dxb + ty*3584 + 100352, vdrelu(VLOAD(xb + ty*3584 + 100352), a0_1));
-                VSTORE(dxb + ty*3584 + 200704, vdrelu(VLOAD(xb + ty*3584 + 200704), a0_2));
-                VSTORE(dxb + ty*3584 + 301056, vdrelu(VLOAD(xb + ty*3584 + 301056), a0_3));
-                VSTORE(dxb + ty*3584 + 401408, vdrelu(VLOAD(xb + ty*3584 + 401408), a0_4));
-                VSTORE(dxb + ty*3584 + 501760, vdrelu(VLOAD(xb + ty*3584 + 501760), a0_5));
-                VSTORE(dxb + ty*3584 + 602112, vdrelu(VLOAD(xb + ty*3584 + 602112), a0_6));
-                VSTORE(dxb + ty*3584 + 702464, vdrelu(VLOAD(xb + ty*3584 + 702464), a0_7));
-                VSTORE(dxb + ty*3584 + 802816, vdrelu(VLOAD(xb + ty*3584 + 802816), a0_8));
-                VSTORE(dxb + ty*3584 + 903168, vdrelu(VLOAD(xb + ty*3584 + 903168), a0_9));
-                VSTORE(dxb + ty*3584 + 1003520, vdrelu(VLOAD(xb + ty*3584 + 1003520), a0_10));
-                VSTORE(dxb + ty*3584 + 1103872, vdrelu(VLOAD(xb + ty*3584 + 1103872), a0_11));
-                VSTORE(dxb + ty*3584 + 1204224, vdrelu(VLOAD(xb + ty*3584 + 1204224), a0_12));
-                VSTORE(dxb + ty*3584 + 1304576, vdrelu(VLOAD(xb + ty*3584 + 1304576), a0_13));
-                VSTORE(dxb + ty*3584 + 1404928, vdrelu(VLOAD(xb + ty*3584 + 1404928), a0_14));
-                VSTORE(dxb + ty*3584 + 1505280, vdrelu(VLOAD(xb + ty*3584 + 1505280), a0_15));
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
+                        }
+                    }
+                }
             }
         }
-        /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=1..26): 9 taps */
-        for (int ty = 1; ty < 27; ty++) {
-            for (int tx = 1; tx < 27; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 16; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*144;
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+    }
+    /* tile rows 1..12: input rows all inside */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 1; ty < 13; ty++) {
+            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
+                        const cg_v d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
+                        const cg_v d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + ty*3584 + tx*128, vdrelu(VLOAD(xb + ty*3584 + tx*128), a0_0));
-                VSTORE(dxb + ty*3584 + tx*128 + 100352, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 100352), a0_1));
-                VSTORE(dxb + ty*3584 + tx*128 + 200704, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 200704), a0_2));
-                VSTORE(dxb + ty*3584 + tx*128 + 301056, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 301056), a0_3));
-                VSTORE(dxb + ty*3584 + tx*128 + 401408, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 401408), a0_4));
-                VSTORE(dxb + ty*3584 + tx*128 + 501760, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 501760), a0_5));
-                VSTORE(dxb + ty*3584 + tx*128 + 602112, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 602112), a0_6));
-                VSTORE(dxb + ty*3584 + tx*128 + 702464, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 702464), a0_7));
-                VSTORE(dxb + ty*3584 + tx*128 + 802816, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 802816), a0_8));
-                VSTORE(dxb + ty*3584 + tx*128 + 903168, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 903168), a0_9));
-                VSTORE(dxb + ty*3584 + tx*128 + 1003520, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 1003520), a0_10));
-                VSTORE(dxb + ty*3584 + tx*128 + 1103872, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 1103872), a0_11));
-                VSTORE(dxb + ty*3584 + tx*128 + 1204224, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 1204224), a0_12));
-                VSTORE(dxb + ty*3584 + tx*128 + 1304576, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 1304576), a0_13));
-                VSTORE(dxb + ty*3584 + tx*128 + 1404928, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 1404928), a0_14));
-                VSTORE(dxb + ty*3584 + tx*128 + 1505280, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 1505280), a0_15));
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
+                        }
+                    }
+                }
+            }
+            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
+                        const cg_v d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                        const cg_v d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008)), d33 = VLOAD(xc + (xo + 11136));
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
+                        }
+                    }
+                }
+            }
+            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
+                        const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296));
+                        const cg_v d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
+                        }
+                    }
+                }
             }
         }
-        /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=27..27): 6 taps */
-        for (int ty = 1; ty < 27; ty++) {
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 16; co++) {
-                    const float *restrict dyc = dyg + co*100352;
-                    const float *restrict wc = wg + co*144;
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 7040 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 6912 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3456 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3328 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 - 128 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 - 256 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+    }
+    /* tile rows 13..13: input rows zeros at 3 */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 13; ty < 14; ty++) {
+            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
+                        const cg_v d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
+                        const cg_v d23 = VLOAD(xc + (xo + 7552));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + ty*3584 + 3456, vdrelu(VLOAD(xb + ty*3584 + 3456), a0_0));
-                VSTORE(dxb + ty*3584 + 103808, vdrelu(VLOAD(xb + ty*3584 + 103808), a0_1));
-                VSTORE(dxb + ty*3584 + 204160, vdrelu(VLOAD(xb + ty*3584 + 204160), a0_2));
-                VSTORE(dxb + ty*3584 + 304512, vdrelu(VLOAD(xb + ty*3584 + 304512), a0_3));
-                VSTORE(dxb + ty*3584 + 404864, vdrelu(VLOAD(xb + ty*3584 + 404864), a0_4));
-                VSTORE(dxb + ty*3584 + 505216, vdrelu(VLOAD(xb + ty*3584 + 505216), a0_5));
-                VSTORE(dxb + ty*3584 + 605568, vdrelu(VLOAD(xb + ty*3584 + 605568), a0_6));
-                VSTORE(dxb + ty*3584 + 705920, vdrelu(VLOAD(xb + ty*3584 + 705920), a0_7));
-                VSTORE(dxb + ty*3584 + 806272, vdrelu(VLOAD(xb + ty*3584 + 806272), a0_8));
-                VSTORE(dxb + ty*3584 + 906624, vdrelu(VLOAD(xb + ty*3584 + 906624), a0_9));
-                VSTORE(dxb + ty*3584 + 1006976, vdrelu(VLOAD(xb + ty*3584 + 1006976), a0_10));
-                VSTORE(dxb + ty*3584 + 1107328, vdrelu(VLOAD(xb + ty*3584 + 1107328), a0_11));
-                VSTORE(dxb + ty*3584 + 1207680, vdrelu(VLOAD(xb + ty*3584 + 1207680), a0_12));
-                VSTORE(dxb + ty*3584 + 1308032, vdrelu(VLOAD(xb + ty*3584 + 1308032), a0_13));
-                VSTORE(dxb + ty*3584 + 1408384, vdrelu(VLOAD(xb + ty*3584 + 1408384), a0_14));
-                VSTORE(dxb + ty*3584 + 1508736, vdrelu(VLOAD(xb + ty*3584 + 1508736), a0_15));
-            }
-        }
-        {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int co = 0; co < 16; co++) {
-                const float *restrict dyc = dyg + co*100352;
-                const float *restrict wc = wg + co*144;
-                {
-                    const cg_v d0 = VLOAD(dyc + 96896 + 0);
-                    a0_0 += wc[3] * d0;
-                    a0_1 += wc[12] * d0;
-                    a0_2 += wc[21] * d0;
-                    a0_3 += wc[30] * d0;
-                    a0_4 += wc[39] * d0;
-                    a0_5 += wc[48] * d0;
-                    a0_6 += wc[57] * d0;
-                    a0_7 += wc[66] * d0;
-                    a0_8 += wc[75] * d0;
-                    a0_9 += wc[84] * d0;
-                    a0_10 += wc[93] * d0;
-                    a0_11 += wc[102] * d0;
-                    a0_12 += wc[111] * d0;
-                    a0_13 += wc[120] * d0;
-                    a0_14 += wc[129] * d0;
-                    a0_15 += wc[138] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 96768 + 0);
-                    a0_0 += wc[4] * d0;
-                    a0_1 += wc[13] * d0;
-                    a0_2 += wc[22] * d0;
-                    a0_3 += wc[31] * d0;
-                    a0_4 += wc[40] * d0;
-                    a0_5 += wc[49] * d0;
-                    a0_6 += wc[58] * d0;
-                    a0_7 += wc[67] * d0;
-                    a0_8 += wc[76] * d0;
-                    a0_9 += wc[85] * d0;
-                    a0_10 += wc[94] * d0;
-                    a0_11 += wc[103] * d0;
-                    a0_12 += wc[112] * d0;
-                    a0_13 += wc[121] * d0;
-                    a0_14 += wc[130] * d0;
-                    a0_15 += wc[139] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 93312 + 0);
-                    a0_0 += wc[6] * d0;
-                    a0_1 += wc[15] * d0;
-                    a0_2 += wc[24] * d0;
-                    a0_3 += wc[33] * d0;
-                    a0_4 += wc[42] * d0;
-                    a0_5 += wc[51] * d0;
-                    a0_6 += wc[60] * d0;
-                    a0_7 += wc[69] * d0;
-                    a0_8 += wc[78] * d0;
-                    a0_9 += wc[87] * d0;
-                    a0_10 += wc[96] * d0;
-                    a0_11 += wc[105] * d0;
-                    a0_12 += wc[114] * d0;
-                    a0_13 += wc[123] * d0;
-                    a0_14 += wc[132] * d0;
-                    a0_15 += wc[141] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 93184 + 0);
-                    a0_0 += wc[7] * d0;
-                    a0_1 += wc[16] * d0;
-                    a0_2 += wc[25] * d0;
-                    a0_3 += wc[34] * d0;
-                    a0_4 += wc[43] * d0;
-                    a0_5 += wc[52] * d0;
-                    a0_6 += wc[61] * d0;
-                    a0_7 += wc[70] * d0;
-                    a0_8 += wc[79] * d0;
-                    a0_9 += wc[88] * d0;
-                    a0_10 += wc[97] * d0;
-                    a0_11 += wc[106] * d0;
-                    a0_12 += wc[115] * d0;
-                    a0_13 += wc[124] * d0;
-                    a0_14 += wc[133] * d0;
-                    a0_15 += wc[142] * d0;
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
+                        }
+                    }
                 }
             }
-            VSTORE(dxb + 96768, vdrelu(VLOAD(xb + 96768), a0_0));
-            VSTORE(dxb + 197120, vdrelu(VLOAD(xb + 197120), a0_1));
-            VSTORE(dxb + 297472, vdrelu(VLOAD(xb + 297472), a0_2));
-            VSTORE(dxb + 397824, vdrelu(VLOAD(xb + 397824), a0_3));
-            VSTORE(dxb + 498176, vdrelu(VLOAD(xb + 498176), a0_4));
-            VSTORE(dxb + 598528, vdrelu(VLOAD(xb + 598528), a0_5));
-            VSTORE(dxb + 698880, vdrelu(VLOAD(xb + 698880), a0_6));
-            VSTORE(dxb + 799232, vdrelu(VLOAD(xb + 799232), a0_7));
-            VSTORE(dxb + 899584, vdrelu(VLOAD(xb + 899584), a0_8));
-            VSTORE(dxb + 999936, vdrelu(VLOAD(xb + 999936), a0_9));
-            VSTORE(dxb + 1100288, vdrelu(VLOAD(xb + 1100288), a0_10));
-            VSTORE(dxb + 1200640, vdrelu(VLOAD(xb + 1200640), a0_11));
-            VSTORE(dxb + 1300992, vdrelu(VLOAD(xb + 1300992), a0_12));
-            VSTORE(dxb + 1401344, vdrelu(VLOAD(xb + 1401344), a0_13));
-            VSTORE(dxb + 1501696, vdrelu(VLOAD(xb + 1501696), a0_14));
-            VSTORE(dxb + 1602048, vdrelu(VLOAD(xb + 1602048), a0_15));
-        }
-        /* inputs rows 0+1*t (t=27..27), cols 0+1*t (t=1..26): 6 taps */
-        for (int tx = 1; tx < 27; tx++) {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int co = 0; co < 16; co++) {
-                const float *restrict dyc = dyg + co*100352;
-                const float *restrict wc = wg + co*144;
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 96896 + 0);
-                    a0_0 += wc[3] * d0;
-                    a0_1 += wc[12] * d0;
-                    a0_2 += wc[21] * d0;
-                    a0_3 += wc[30] * d0;
-                    a0_4 += wc[39] * d0;
-                    a0_5 += wc[48] * d0;
-                    a0_6 += wc[57] * d0;
-                    a0_7 += wc[66] * d0;
-                    a0_8 += wc[75] * d0;
-                    a0_9 += wc[84] * d0;
-                    a0_10 += wc[93] * d0;
-                    a0_11 += wc[102] * d0;
-                    a0_12 += wc[111] * d0;
-                    a0_13 += wc[120] * d0;
-                    a0_14 += wc[129] * d0;
-                    a0_15 += wc[138] * d0;
+            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
+                        const cg_v d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
+                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
                 }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 96768 + 0);
-                    a0_0 += wc[4] * d0;
-                    a0_1 += wc[13] * d0;
-                    a0_2 += wc[22] * d0;
-                    a0_3 += wc[31] * d0;
-                    a0_4 += wc[40] * d0;
-                    a0_5 += wc[49] * d0;
-                    a0_6 += wc[58] * d0;
-                    a0_7 += wc[67] * d0;
-                    a0_8 += wc[76] * d0;
-                    a0_9 += wc[85] * d0;
-                    a0_10 += wc[94] * d0;
-                    a0_11 += wc[103] * d0;
-                    a0_12 += wc[112] * d0;
-                    a0_13 += wc[121] * d0;
-                    a0_14 += wc[130] * d0;
-                    a0_15 += wc[139] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 96640 + 0);
-                    a0_0 += wc[5] * d0;
-                    a0_1 += wc[14] * d0;
-                    a0_2 += wc[23] * d0;
-                    a0_3 += wc[32] * d0;
-                    a0_4 += wc[41] * d0;
-                    a0_5 += wc[50] * d0;
-                    a0_6 += wc[59] * d0;
-                    a0_7 += wc[68] * d0;
-                    a0_8 += wc[77] * d0;
-                    a0_9 += wc[86] * d0;
-                    a0_10 += wc[95] * d0;
-                    a0_11 += wc[104] * d0;
-                    a0_12 += wc[113] * d0;
-                    a0_13 += wc[122] * d0;
-                    a0_14 += wc[131] * d0;
-                    a0_15 += wc[140] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 93312 + 0);
-                    a0_0 += wc[6] * d0;
-                    a0_1 += wc[15] * d0;
-                    a0_2 += wc[24] * d0;
-                    a0_3 += wc[33] * d0;
-                    a0_4 += wc[42] * d0;
-                    a0_5 += wc[51] * d0;
-                    a0_6 += wc[60] * d0;
-                    a0_7 += wc[69] * d0;
-                    a0_8 += wc[78] * d0;
-                    a0_9 += wc[87] * d0;
-                    a0_10 += wc[96] * d0;
-                    a0_11 += wc[105] * d0;
-                    a0_12 += wc[114] * d0;
-                    a0_13 += wc[123] * d0;
-                    a0_14 += wc[132] * d0;
-                    a0_15 += wc[141] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 93184 + 0);
-                    a0_0 += wc[7] * d0;
-                    a0_1 += wc[16] * d0;
-                    a0_2 += wc[25] * d0;
-                    a0_3 += wc[34] * d0;
-                    a0_4 += wc[43] * d0;
-                    a0_5 += wc[52] * d0;
-                    a0_6 += wc[61] * d0;
-                    a0_7 += wc[70] * d0;
-                    a0_8 += wc[79] * d0;
-                    a0_9 += wc[88] * d0;
-                    a0_10 += wc[97] * d0;
-                    a0_11 += wc[106] * d0;
-                    a0_12 += wc[115] * d0;
-                    a0_13 += wc[124] * d0;
-                    a0_14 += wc[133] * d0;
-                    a0_15 += wc[142] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 93056 + 0);
-                    a0_0 += wc[8] * d0;
-                    a0_1 += wc[17] * d0;
-                    a0_2 += wc[26] * d0;
-                    a0_3 += wc[35] * d0;
-                    a0_4 += wc[44] * d0;
-                    a0_5 += wc[53] * d0;
-                    a0_6 += wc[62] * d0;
-                    a0_7 += wc[71] * d0;
-                    a0_8 += wc[80] * d0;
-                    a0_9 += wc[89] * d0;
-                    a0_10 += wc[98] * d0;
-                    a0_11 += wc[107] * d0;
-                    a0_12 += wc[116] * d0;
-                    a0_13 += wc[125] * d0;
-                    a0_14 += wc[134] * d0;
-                    a0_15 += wc[143] * d0;
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
+                        }
+                    }
                 }
             }
-            VSTORE(dxb + tx*128 + 96768, vdrelu(VLOAD(xb + tx*128 + 96768), a0_0));
-            VSTORE(dxb + tx*128 + 197120, vdrelu(VLOAD(xb + tx*128 + 197120), a0_1));
-            VSTORE(dxb + tx*128 + 297472, vdrelu(VLOAD(xb + tx*128 + 297472), a0_2));
-            VSTORE(dxb + tx*128 + 397824, vdrelu(VLOAD(xb + tx*128 + 397824), a0_3));
-            VSTORE(dxb + tx*128 + 498176, vdrelu(VLOAD(xb + tx*128 + 498176), a0_4));
-            VSTORE(dxb + tx*128 + 598528, vdrelu(VLOAD(xb + tx*128 + 598528), a0_5));
-            VSTORE(dxb + tx*128 + 698880, vdrelu(VLOAD(xb + tx*128 + 698880), a0_6));
-            VSTORE(dxb + tx*128 + 799232, vdrelu(VLOAD(xb + tx*128 + 799232), a0_7));
-            VSTORE(dxb + tx*128 + 899584, vdrelu(VLOAD(xb + tx*128 + 899584), a0_8));
-            VSTORE(dxb + tx*128 + 999936, vdrelu(VLOAD(xb + tx*128 + 999936), a0_9));
-            VSTORE(dxb + tx*128 + 1100288, vdrelu(VLOAD(xb + tx*128 + 1100288), a0_10));
-            VSTORE(dxb + tx*128 + 1200640, vdrelu(VLOAD(xb + tx*128 + 1200640), a0_11));
-            VSTORE(dxb + tx*128 + 1300992, vdrelu(VLOAD(xb + tx*128 + 1300992), a0_12));
-            VSTORE(dxb + tx*128 + 1401344, vdrelu(VLOAD(xb + tx*128 + 1401344), a0_13));
-            VSTORE(dxb + tx*128 + 1501696, vdrelu(VLOAD(xb + tx*128 + 1501696), a0_14));
-            VSTORE(dxb + tx*128 + 1602048, vdrelu(VLOAD(xb + tx*128 + 1602048), a0_15));
-        }
-        {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f);
-            cg_v a0_3 = vsplat(0.0f);
-            cg_v a0_4 = vsplat(0.0f);
-            cg_v a0_5 = vsplat(0.0f);
-            cg_v a0_6 = vsplat(0.0f);
-            cg_v a0_7 = vsplat(0.0f);
-            cg_v a0_8 = vsplat(0.0f);
-            cg_v a0_9 = vsplat(0.0f);
-            cg_v a0_10 = vsplat(0.0f);
-            cg_v a0_11 = vsplat(0.0f);
-            cg_v a0_12 = vsplat(0.0f);
-            cg_v a0_13 = vsplat(0.0f);
-            cg_v a0_14 = vsplat(0.0f);
-            cg_v a0_15 = vsplat(0.0f);
-            for (int co = 0; co < 16; co++) {
-                const float *restrict dyc = dyg + co*100352;
-                const float *restrict wc = wg + co*144;
-                {
-                    const cg_v d0 = VLOAD(dyc + 100224 + 0);
-                    a0_0 += wc[4] * d0;
-                    a0_1 += wc[13] * d0;
-                    a0_2 += wc[22] * d0;
-                    a0_3 += wc[31] * d0;
-                    a0_4 += wc[40] * d0;
-                    a0_5 += wc[49] * d0;
-                    a0_6 += wc[58] * d0;
-                    a0_7 += wc[67] * d0;
-                    a0_8 += wc[76] * d0;
-                    a0_9 += wc[85] * d0;
-                    a0_10 += wc[94] * d0;
-                    a0_11 += wc[103] * d0;
-                    a0_12 += wc[112] * d0;
-                    a0_13 += wc[121] * d0;
-                    a0_14 += wc[130] * d0;
-                    a0_15 += wc[139] * d0;
+            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 16; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
+                        const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296));
+                        const cg_v d22 = VLOAD(xc + (xo + 7424));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                    }
                 }
-                {
-                    const cg_v d0 = VLOAD(dyc + 100096 + 0);
-                    a0_0 += wc[5] * d0;
-                    a0_1 += wc[14] * d0;
-                    a0_2 += wc[23] * d0;
-                    a0_3 += wc[32] * d0;
-                    a0_4 += wc[41] * d0;
-                    a0_5 += wc[50] * d0;
-                    a0_6 += wc[59] * d0;
-                    a0_7 += wc[68] * d0;
-                    a0_8 += wc[77] * d0;
-                    a0_9 += wc[86] * d0;
-                    a0_10 += wc[95] * d0;
-                    a0_11 += wc[104] * d0;
-                    a0_12 += wc[113] * d0;
-                    a0_13 += wc[122] * d0;
-                    a0_14 += wc[131] * d0;
-                    a0_15 += wc[140] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 96640 + 0);
-                    a0_0 += wc[7] * d0;
-                    a0_1 += wc[16] * d0;
-                    a0_2 += wc[25] * d0;
-                    a0_3 += wc[34] * d0;
-                    a0_4 += wc[43] * d0;
-                    a0_5 += wc[52] * d0;
-                    a0_6 += wc[61] * d0;
-                    a0_7 += wc[70] * d0;
-                    a0_8 += wc[79] * d0;
-                    a0_9 += wc[88] * d0;
-                    a0_10 += wc[97] * d0;
-                    a0_11 += wc[106] * d0;
-                    a0_12 += wc[115] * d0;
-                    a0_13 += wc[124] * d0;
-                    a0_14 += wc[133] * d0;
-                    a0_15 += wc[142] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + 96512 + 0);
-                    a0_0 += wc[8] * d0;
-                    a0_1 += wc[17] * d0;
-                    a0_2 += wc[26] * d0;
-                    a0_3 += wc[35] * d0;
-                    a0_4 += wc[44] * d0;
-                    a0_5 += wc[53] * d0;
-                    a0_6 += wc[62] * d0;
-                    a0_7 += wc[71] * d0;
-                    a0_8 += wc[80] * d0;
-                    a0_9 += wc[89] * d0;
-                    a0_10 += wc[98] * d0;
-                    a0_11 += wc[107] * d0;
-                    a0_12 += wc[116] * d0;
-                    a0_13 += wc[125] * d0;
-                    a0_14 += wc[134] * d0;
-                    a0_15 += wc[143] * d0;
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 16; ci++) {
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
+                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
+                        }
+                    }
                 }
             }
-            VSTORE(dxb + 100224, vdrelu(VLOAD(xb + 100224), a0_0));
-            VSTORE(dxb + 200576, vdrelu(VLOAD(xb + 200576), a0_1));
-            VSTORE(dxb + 300928, vdrelu(VLOAD(xb + 300928), a0_2));
-            VSTORE(dxb + 401280, vdrelu(VLOAD(xb + 401280), a0_3));
-            VSTORE(dxb + 501632, vdrelu(VLOAD(xb + 501632), a0_4));
-            VSTORE(dxb + 601984, vdrelu(VLOAD(xb + 601984), a0_5));
-            VSTORE(dxb + 702336, vdrelu(VLOAD(xb + 702336), a0_6));
-            VSTORE(dxb + 802688, vdrelu(VLOAD(xb + 802688), a0_7));
-            VSTORE(dxb + 903040, vdrelu(VLOAD(xb + 903040), a0_8));
-            VSTORE(dxb + 1003392, vdrelu(VLOAD(xb + 1003392), a0_9));
-            VSTORE(dxb + 1103744, vdrelu(VLOAD(xb + 1103744), a0_10));
-            VSTORE(dxb + 1204096, vdrelu(VLOAD(xb + 1204096), a0_11));
-            VSTORE(dxb + 1304448, vdrelu(VLOAD(xb + 1304448), a0_12));
-            VSTORE(dxb + 1404800, vdrelu(VLOAD(xb + 1404800), a0_13));
-            VSTORE(dxb + 1505152, vdrelu(VLOAD(xb + 1505152), a0_14));
-            VSTORE(dxb + 1605504, vdrelu(VLOAD(xb + 1605504), a0_15));
         }
     }
 }
@@ -6034,7 +4056,7 @@ static void l09_relu_forward(float *restrict y)
 /* l09_relu_backward: the code of l02_relu_backward */
 
 /* layer 10: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:19:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
 /* l10_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l10_conv2d_backward: the code of l03_conv2d_backward */
@@ -6054,7 +4076,7 @@ static void l09_relu_forward(float *restrict y)
 /* l12_relu_backward: none, layer 13 masks its dx stores with the relu's derivative */
 
 /* layer 13: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:22:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
 /* l13_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l13_conv2d_backward: the code of l03_conv2d_backward */
@@ -6080,7 +4102,7 @@ static void l09_relu_forward(float *restrict y)
 /* l16_relu_backward: the code of l02_relu_backward */
 
 /* layer 17: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:26:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
 /* l17_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l17_conv2d_backward: the code of l03_conv2d_backward */
@@ -6100,7 +4122,7 @@ static void l09_relu_forward(float *restrict y)
 /* l19_relu_backward: none, layer 20 masks its dx stores with the relu's derivative */
 
 /* layer 20: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:29:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
 /* l20_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l20_conv2d_backward: the code of l03_conv2d_backward */
@@ -7621,1300 +5643,639 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l26_relu_backward: none, layer 27 masks its dx stores with the relu's derivative */
 
 /* layer 27: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:36:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
-static void l27_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+static void l27_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
+    for (int co = 0; co < 32; co++) {
+        for (int ci = 0; ci < 32; ci++) {
+            const float g0 = P[co * 288 + ci * 9 + 0], g1 = P[co * 288 + ci * 9 + 1], g2 = P[co * 288 + ci * 9 + 2], g3 = P[co * 288 + ci * 9 + 3], g4 = P[co * 288 + ci * 9 + 4], g5 = P[co * 288 + ci * 9 + 5], g6 = P[co * 288 + ci * 9 + 6], g7 = P[co * 288 + ci * 9 + 7], g8 = P[co * 288 + ci * 9 + 8];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 32 + co;
+            u[0] = t00; u[1024] = 0.5f * (t00 + t01 + t02); u[2048] = 0.5f * (t00 - t01 + t02); u[3072] = t02;
+            u[4096] = t10; u[5120] = 0.5f * (t10 + t11 + t12); u[6144] = 0.5f * (t10 - t11 + t12); u[7168] = t12;
+            u[8192] = t20; u[9216] = 0.5f * (t20 + t21 + t22); u[10240] = 0.5f * (t20 - t21 + t22); u[11264] = t22;
+            u[12288] = t30; u[13312] = 0.5f * (t30 + t31 + t32); u[14336] = 0.5f * (t30 - t31 + t32); u[15360] = t32;
+        }
+    }
+    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int cb = 0; cb < 2; cb++) {
-            const float *restrict wb = w + cb*4608;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*401408 + v0 * 16;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 0; ty < 1; ty++) {
+            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    const float *restrict xc = xg + ci*25088;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[292] * x0;
-                        a0_2 += wc[580] * x0;
-                        a0_3 += wc[868] * x0;
-                        a0_4 += wc[1156] * x0;
-                        a0_5 += wc[1444] * x0;
-                        a0_6 += wc[1732] * x0;
-                        a0_7 += wc[2020] * x0;
-                        a0_8 += wc[2308] * x0;
-                        a0_9 += wc[2596] * x0;
-                        a0_10 += wc[2884] * x0;
-                        a0_11 += wc[3172] * x0;
-                        a0_12 += wc[3460] * x0;
-                        a0_13 += wc[3748] * x0;
-                        a0_14 += wc[4036] * x0;
-                        a0_15 += wc[4324] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 128 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[293] * x0;
-                        a0_2 += wc[581] * x0;
-                        a0_3 += wc[869] * x0;
-                        a0_4 += wc[1157] * x0;
-                        a0_5 += wc[1445] * x0;
-                        a0_6 += wc[1733] * x0;
-                        a0_7 += wc[2021] * x0;
-                        a0_8 += wc[2309] * x0;
-                        a0_9 += wc[2597] * x0;
-                        a0_10 += wc[2885] * x0;
-                        a0_11 += wc[3173] * x0;
-                        a0_12 += wc[3461] * x0;
-                        a0_13 += wc[3749] * x0;
-                        a0_14 += wc[4037] * x0;
-                        a0_15 += wc[4325] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1792 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[295] * x0;
-                        a0_2 += wc[583] * x0;
-                        a0_3 += wc[871] * x0;
-                        a0_4 += wc[1159] * x0;
-                        a0_5 += wc[1447] * x0;
-                        a0_6 += wc[1735] * x0;
-                        a0_7 += wc[2023] * x0;
-                        a0_8 += wc[2311] * x0;
-                        a0_9 += wc[2599] * x0;
-                        a0_10 += wc[2887] * x0;
-                        a0_11 += wc[3175] * x0;
-                        a0_12 += wc[3463] * x0;
-                        a0_13 += wc[3751] * x0;
-                        a0_14 += wc[4039] * x0;
-                        a0_15 += wc[4327] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1920 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[296] * x0;
-                        a0_2 += wc[584] * x0;
-                        a0_3 += wc[872] * x0;
-                        a0_4 += wc[1160] * x0;
-                        a0_5 += wc[1448] * x0;
-                        a0_6 += wc[1736] * x0;
-                        a0_7 += wc[2024] * x0;
-                        a0_8 += wc[2312] * x0;
-                        a0_9 += wc[2600] * x0;
-                        a0_10 += wc[2888] * x0;
-                        a0_11 += wc[3176] * x0;
-                        a0_12 += wc[3464] * x0;
-                        a0_13 += wc[3752] * x0;
-                        a0_14 += wc[4040] * x0;
-                        a0_15 += wc[4328] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712));
+                        const cg_v d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
+                        const cg_v d33 = VLOAD(xc + (xo + 5760));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 25088, a0_1);
-                VSTORE(yb + 50176, a0_2);
-                VSTORE(yb + 75264, a0_3);
-                VSTORE(yb + 100352, a0_4);
-                VSTORE(yb + 125440, a0_5);
-                VSTORE(yb + 150528, a0_6);
-                VSTORE(yb + 175616, a0_7);
-                VSTORE(yb + 200704, a0_8);
-                VSTORE(yb + 225792, a0_9);
-                VSTORE(yb + 250880, a0_10);
-                VSTORE(yb + 275968, a0_11);
-                VSTORE(yb + 301056, a0_12);
-                VSTORE(yb + 326144, a0_13);
-                VSTORE(yb + 351232, a0_14);
-                VSTORE(yb + 376320, a0_15);
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
+                        }
+                    }
+                }
             }
-            /* rows 0..0, cols 1..12: 6 of 9 taps */
-            for (int ox = 1; ox < 13; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    const float *restrict xc = xg + ci*25088;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 - 128 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[291] * x0;
-                        a0_2 += wc[579] * x0;
-                        a0_3 += wc[867] * x0;
-                        a0_4 += wc[1155] * x0;
-                        a0_5 += wc[1443] * x0;
-                        a0_6 += wc[1731] * x0;
-                        a0_7 += wc[2019] * x0;
-                        a0_8 += wc[2307] * x0;
-                        a0_9 += wc[2595] * x0;
-                        a0_10 += wc[2883] * x0;
-                        a0_11 += wc[3171] * x0;
-                        a0_12 += wc[3459] * x0;
-                        a0_13 += wc[3747] * x0;
-                        a0_14 += wc[4035] * x0;
-                        a0_15 += wc[4323] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[292] * x0;
-                        a0_2 += wc[580] * x0;
-                        a0_3 += wc[868] * x0;
-                        a0_4 += wc[1156] * x0;
-                        a0_5 += wc[1444] * x0;
-                        a0_6 += wc[1732] * x0;
-                        a0_7 += wc[2020] * x0;
-                        a0_8 += wc[2308] * x0;
-                        a0_9 += wc[2596] * x0;
-                        a0_10 += wc[2884] * x0;
-                        a0_11 += wc[3172] * x0;
-                        a0_12 += wc[3460] * x0;
-                        a0_13 += wc[3748] * x0;
-                        a0_14 += wc[4036] * x0;
-                        a0_15 += wc[4324] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 128 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[293] * x0;
-                        a0_2 += wc[581] * x0;
-                        a0_3 += wc[869] * x0;
-                        a0_4 += wc[1157] * x0;
-                        a0_5 += wc[1445] * x0;
-                        a0_6 += wc[1733] * x0;
-                        a0_7 += wc[2021] * x0;
-                        a0_8 += wc[2309] * x0;
-                        a0_9 += wc[2597] * x0;
-                        a0_10 += wc[2885] * x0;
-                        a0_11 += wc[3173] * x0;
-                        a0_12 += wc[3461] * x0;
-                        a0_13 += wc[3749] * x0;
-                        a0_14 += wc[4037] * x0;
-                        a0_15 += wc[4325] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 1664 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[294] * x0;
-                        a0_2 += wc[582] * x0;
-                        a0_3 += wc[870] * x0;
-                        a0_4 += wc[1158] * x0;
-                        a0_5 += wc[1446] * x0;
-                        a0_6 += wc[1734] * x0;
-                        a0_7 += wc[2022] * x0;
-                        a0_8 += wc[2310] * x0;
-                        a0_9 += wc[2598] * x0;
-                        a0_10 += wc[2886] * x0;
-                        a0_11 += wc[3174] * x0;
-                        a0_12 += wc[3462] * x0;
-                        a0_13 += wc[3750] * x0;
-                        a0_14 += wc[4038] * x0;
-                        a0_15 += wc[4326] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 1792 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[295] * x0;
-                        a0_2 += wc[583] * x0;
-                        a0_3 += wc[871] * x0;
-                        a0_4 += wc[1159] * x0;
-                        a0_5 += wc[1447] * x0;
-                        a0_6 += wc[1735] * x0;
-                        a0_7 += wc[2023] * x0;
-                        a0_8 += wc[2311] * x0;
-                        a0_9 += wc[2599] * x0;
-                        a0_10 += wc[2887] * x0;
-                        a0_11 += wc[3175] * x0;
-                        a0_12 += wc[3463] * x0;
-                        a0_13 += wc[3751] * x0;
-                        a0_14 += wc[4039] * x0;
-                        a0_15 += wc[4327] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 1920 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[296] * x0;
-                        a0_2 += wc[584] * x0;
-                        a0_3 += wc[872] * x0;
-                        a0_4 += wc[1160] * x0;
-                        a0_5 += wc[1448] * x0;
-                        a0_6 += wc[1736] * x0;
-                        a0_7 += wc[2024] * x0;
-                        a0_8 += wc[2312] * x0;
-                        a0_9 += wc[2600] * x0;
-                        a0_10 += wc[2888] * x0;
-                        a0_11 += wc[3176] * x0;
-                        a0_12 += wc[3464] * x0;
-                        a0_13 += wc[3752] * x0;
-                        a0_14 += wc[4040] * x0;
-                        a0_15 += wc[4328] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
+                        const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                        const cg_v d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + ox*128, a0_0);
-                VSTORE(yb + ox*128 + 25088, a0_1);
-                VSTORE(yb + ox*128 + 50176, a0_2);
-                VSTORE(yb + ox*128 + 75264, a0_3);
-                VSTORE(yb + ox*128 + 100352, a0_4);
-                VSTORE(yb + ox*128 + 125440, a0_5);
-                VSTORE(yb + ox*128 + 150528, a0_6);
-                VSTORE(yb + ox*128 + 175616, a0_7);
-                VSTORE(yb + ox*128 + 200704, a0_8);
-                VSTORE(yb + ox*128 + 225792, a0_9);
-                VSTORE(yb + ox*128 + 250880, a0_10);
-                VSTORE(yb + ox*128 + 275968, a0_11);
-                VSTORE(yb + ox*128 + 301056, a0_12);
-                VSTORE(yb + ox*128 + 326144, a0_13);
-                VSTORE(yb + ox*128 + 351232, a0_14);
-                VSTORE(yb + ox*128 + 376320, a0_15);
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
+                        }
+                    }
+                }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    const float *restrict xc = xg + ci*25088;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 1536 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[291] * x0;
-                        a0_2 += wc[579] * x0;
-                        a0_3 += wc[867] * x0;
-                        a0_4 += wc[1155] * x0;
-                        a0_5 += wc[1443] * x0;
-                        a0_6 += wc[1731] * x0;
-                        a0_7 += wc[2019] * x0;
-                        a0_8 += wc[2307] * x0;
-                        a0_9 += wc[2595] * x0;
-                        a0_10 += wc[2883] * x0;
-                        a0_11 += wc[3171] * x0;
-                        a0_12 += wc[3459] * x0;
-                        a0_13 += wc[3747] * x0;
-                        a0_14 += wc[4035] * x0;
-                        a0_15 += wc[4323] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1664 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[292] * x0;
-                        a0_2 += wc[580] * x0;
-                        a0_3 += wc[868] * x0;
-                        a0_4 += wc[1156] * x0;
-                        a0_5 += wc[1444] * x0;
-                        a0_6 += wc[1732] * x0;
-                        a0_7 += wc[2020] * x0;
-                        a0_8 += wc[2308] * x0;
-                        a0_9 += wc[2596] * x0;
-                        a0_10 += wc[2884] * x0;
-                        a0_11 += wc[3172] * x0;
-                        a0_12 += wc[3460] * x0;
-                        a0_13 += wc[3748] * x0;
-                        a0_14 += wc[4036] * x0;
-                        a0_15 += wc[4324] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 3328 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[294] * x0;
-                        a0_2 += wc[582] * x0;
-                        a0_3 += wc[870] * x0;
-                        a0_4 += wc[1158] * x0;
-                        a0_5 += wc[1446] * x0;
-                        a0_6 += wc[1734] * x0;
-                        a0_7 += wc[2022] * x0;
-                        a0_8 += wc[2310] * x0;
-                        a0_9 += wc[2598] * x0;
-                        a0_10 += wc[2886] * x0;
-                        a0_11 += wc[3174] * x0;
-                        a0_12 += wc[3462] * x0;
-                        a0_13 += wc[3750] * x0;
-                        a0_14 += wc[4038] * x0;
-                        a0_15 += wc[4326] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 3456 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[295] * x0;
-                        a0_2 += wc[583] * x0;
-                        a0_3 += wc[871] * x0;
-                        a0_4 += wc[1159] * x0;
-                        a0_5 += wc[1447] * x0;
-                        a0_6 += wc[1735] * x0;
-                        a0_7 += wc[2023] * x0;
-                        a0_8 += wc[2311] * x0;
-                        a0_9 += wc[2599] * x0;
-                        a0_10 += wc[2887] * x0;
-                        a0_11 += wc[3175] * x0;
-                        a0_12 += wc[3463] * x0;
-                        a0_13 += wc[3751] * x0;
-                        a0_14 += wc[4039] * x0;
-                        a0_15 += wc[4327] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584));
+                        const cg_v d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504));
+                        const cg_v d32 = VLOAD(xc + (xo + 5632));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 1664, a0_0);
-                VSTORE(yb + 26752, a0_1);
-                VSTORE(yb + 51840, a0_2);
-                VSTORE(yb + 76928, a0_3);
-                VSTORE(yb + 102016, a0_4);
-                VSTORE(yb + 127104, a0_5);
-                VSTORE(yb + 152192, a0_6);
-                VSTORE(yb + 177280, a0_7);
-                VSTORE(yb + 202368, a0_8);
-                VSTORE(yb + 227456, a0_9);
-                VSTORE(yb + 252544, a0_10);
-                VSTORE(yb + 277632, a0_11);
-                VSTORE(yb + 302720, a0_12);
-                VSTORE(yb + 327808, a0_13);
-                VSTORE(yb + 352896, a0_14);
-                VSTORE(yb + 377984, a0_15);
-            }
-            /* rows 1..12, cols 0..0: 6 of 9 taps */
-            for (int oy = 1; oy < 13; oy++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 32; ci++) {
-                        const float *restrict xc = xg + ci*25088;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 - 1792 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[289] * x0;
-                            a0_2 += wc[577] * x0;
-                            a0_3 += wc[865] * x0;
-                            a0_4 += wc[1153] * x0;
-                            a0_5 += wc[1441] * x0;
-                            a0_6 += wc[1729] * x0;
-                            a0_7 += wc[2017] * x0;
-                            a0_8 += wc[2305] * x0;
-                            a0_9 += wc[2593] * x0;
-                            a0_10 += wc[2881] * x0;
-                            a0_11 += wc[3169] * x0;
-                            a0_12 += wc[3457] * x0;
-                            a0_13 += wc[3745] * x0;
-                            a0_14 += wc[4033] * x0;
-                            a0_15 += wc[4321] * x0;
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 - 1664 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[290] * x0;
-                            a0_2 += wc[578] * x0;
-                            a0_3 += wc[866] * x0;
-                            a0_4 += wc[1154] * x0;
-                            a0_5 += wc[1442] * x0;
-                            a0_6 += wc[1730] * x0;
-                            a0_7 += wc[2018] * x0;
-                            a0_8 += wc[2306] * x0;
-                            a0_9 += wc[2594] * x0;
-                            a0_10 += wc[2882] * x0;
-                            a0_11 += wc[3170] * x0;
-                            a0_12 += wc[3458] * x0;
-                            a0_13 += wc[3746] * x0;
-                            a0_14 += wc[4034] * x0;
-                            a0_15 += wc[4322] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[292] * x0;
-                            a0_2 += wc[580] * x0;
-                            a0_3 += wc[868] * x0;
-                            a0_4 += wc[1156] * x0;
-                            a0_5 += wc[1444] * x0;
-                            a0_6 += wc[1732] * x0;
-                            a0_7 += wc[2020] * x0;
-                            a0_8 += wc[2308] * x0;
-                            a0_9 += wc[2596] * x0;
-                            a0_10 += wc[2884] * x0;
-                            a0_11 += wc[3172] * x0;
-                            a0_12 += wc[3460] * x0;
-                            a0_13 += wc[3748] * x0;
-                            a0_14 += wc[4036] * x0;
-                            a0_15 += wc[4324] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 128 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[293] * x0;
-                            a0_2 += wc[581] * x0;
-                            a0_3 += wc[869] * x0;
-                            a0_4 += wc[1157] * x0;
-                            a0_5 += wc[1445] * x0;
-                            a0_6 += wc[1733] * x0;
-                            a0_7 += wc[2021] * x0;
-                            a0_8 += wc[2309] * x0;
-                            a0_9 += wc[2597] * x0;
-                            a0_10 += wc[2885] * x0;
-                            a0_11 += wc[3173] * x0;
-                            a0_12 += wc[3461] * x0;
-                            a0_13 += wc[3749] * x0;
-                            a0_14 += wc[4037] * x0;
-                            a0_15 += wc[4325] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 1792 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[295] * x0;
-                            a0_2 += wc[583] * x0;
-                            a0_3 += wc[871] * x0;
-                            a0_4 += wc[1159] * x0;
-                            a0_5 += wc[1447] * x0;
-                            a0_6 += wc[1735] * x0;
-                            a0_7 += wc[2023] * x0;
-                            a0_8 += wc[2311] * x0;
-                            a0_9 += wc[2599] * x0;
-                            a0_10 += wc[2887] * x0;
-                            a0_11 += wc[3175] * x0;
-                            a0_12 += wc[3463] * x0;
-                            a0_13 += wc[3751] * x0;
-                            a0_14 += wc[4039] * x0;
-                            a0_15 += wc[4327] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 1920 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[296] * x0;
-                            a0_2 += wc[584] * x0;
-                            a0_3 += wc[872] * x0;
-                            a0_4 += wc[1160] * x0;
-                            a0_5 += wc[1448] * x0;
-                            a0_6 += wc[1736] * x0;
-                            a0_7 += wc[2024] * x0;
-                            a0_8 += wc[2312] * x0;
-                            a0_9 += wc[2600] * x0;
-                            a0_10 += wc[2888] * x0;
-                            a0_11 += wc[3176] * x0;
-                            a0_12 += wc[3464] * x0;
-                            a0_13 += wc[3752] * x0;
-                            a0_14 += wc[4040] * x0;
-                            a0_15 += wc[4328] * x0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
                         }
                     }
-                    VSTORE(yb + oy*1792, a0_0);
-                    VSTORE(yb + oy*1792 + 25088, a0_1);
-                    VSTORE(yb + oy*1792 + 50176, a0_2);
-                    VSTORE(yb + oy*1792 + 75264, a0_3);
-                    VSTORE(yb + oy*1792 + 100352, a0_4);
-                    VSTORE(yb + oy*1792 + 125440, a0_5);
-                    VSTORE(yb + oy*1792 + 150528, a0_6);
-                    VSTORE(yb + oy*1792 + 175616, a0_7);
-                    VSTORE(yb + oy*1792 + 200704, a0_8);
-                    VSTORE(yb + oy*1792 + 225792, a0_9);
-                    VSTORE(yb + oy*1792 + 250880, a0_10);
-                    VSTORE(yb + oy*1792 + 275968, a0_11);
-                    VSTORE(yb + oy*1792 + 301056, a0_12);
-                    VSTORE(yb + oy*1792 + 326144, a0_13);
-                    VSTORE(yb + oy*1792 + 351232, a0_14);
-                    VSTORE(yb + oy*1792 + 376320, a0_15);
                 }
             }
-            /* rows 1..12, cols 1..12: every tap */
-            for (int oy = 1; oy < 13; oy++) {
-                for (int ox = 1; ox < 13; ox++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 32; ci++) {
-                        const float *restrict xc = xg + ci*25088;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*128 - 1920 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[288] * x0;
-                            a0_2 += wc[576] * x0;
-                            a0_3 += wc[864] * x0;
-                            a0_4 += wc[1152] * x0;
-                            a0_5 += wc[1440] * x0;
-                            a0_6 += wc[1728] * x0;
-                            a0_7 += wc[2016] * x0;
-                            a0_8 += wc[2304] * x0;
-                            a0_9 += wc[2592] * x0;
-                            a0_10 += wc[2880] * x0;
-                            a0_11 += wc[3168] * x0;
-                            a0_12 += wc[3456] * x0;
-                            a0_13 += wc[3744] * x0;
-                            a0_14 += wc[4032] * x0;
-                            a0_15 += wc[4320] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*128 - 1792 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[289] * x0;
-                            a0_2 += wc[577] * x0;
-                            a0_3 += wc[865] * x0;
-                            a0_4 += wc[1153] * x0;
-                            a0_5 += wc[1441] * x0;
-                            a0_6 += wc[1729] * x0;
-                            a0_7 += wc[2017] * x0;
-                            a0_8 += wc[2305] * x0;
-                            a0_9 += wc[2593] * x0;
-                            a0_10 += wc[2881] * x0;
-                            a0_11 += wc[3169] * x0;
-                            a0_12 += wc[3457] * x0;
-                            a0_13 += wc[3745] * x0;
-                            a0_14 += wc[4033] * x0;
-                            a0_15 += wc[4321] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*128 - 1664 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[290] * x0;
-                            a0_2 += wc[578] * x0;
-                            a0_3 += wc[866] * x0;
-                            a0_4 += wc[1154] * x0;
-                            a0_5 += wc[1442] * x0;
-                            a0_6 += wc[1730] * x0;
-                            a0_7 += wc[2018] * x0;
-                            a0_8 += wc[2306] * x0;
-                            a0_9 += wc[2594] * x0;
-                            a0_10 += wc[2882] * x0;
-                            a0_11 += wc[3170] * x0;
-                            a0_12 += wc[3458] * x0;
-                            a0_13 += wc[3746] * x0;
-                            a0_14 += wc[4034] * x0;
-                            a0_15 += wc[4322] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*128 - 128 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[291] * x0;
-                            a0_2 += wc[579] * x0;
-                            a0_3 += wc[867] * x0;
-                            a0_4 += wc[1155] * x0;
-                            a0_5 += wc[1443] * x0;
-                            a0_6 += wc[1731] * x0;
-                            a0_7 += wc[2019] * x0;
-                            a0_8 += wc[2307] * x0;
-                            a0_9 += wc[2595] * x0;
-                            a0_10 += wc[2883] * x0;
-                            a0_11 += wc[3171] * x0;
-                            a0_12 += wc[3459] * x0;
-                            a0_13 += wc[3747] * x0;
-                            a0_14 += wc[4035] * x0;
-                            a0_15 += wc[4323] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*128 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[292] * x0;
-                            a0_2 += wc[580] * x0;
-                            a0_3 += wc[868] * x0;
-                            a0_4 += wc[1156] * x0;
-                            a0_5 += wc[1444] * x0;
-                            a0_6 += wc[1732] * x0;
-                            a0_7 += wc[2020] * x0;
-                            a0_8 += wc[2308] * x0;
-                            a0_9 += wc[2596] * x0;
-                            a0_10 += wc[2884] * x0;
-                            a0_11 += wc[3172] * x0;
-                            a0_12 += wc[3460] * x0;
-                            a0_13 += wc[3748] * x0;
-                            a0_14 += wc[4036] * x0;
-                            a0_15 += wc[4324] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*128 + 128 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[293] * x0;
-                            a0_2 += wc[581] * x0;
-                            a0_3 += wc[869] * x0;
-                            a0_4 += wc[1157] * x0;
-                            a0_5 += wc[1445] * x0;
-                            a0_6 += wc[1733] * x0;
-                            a0_7 += wc[2021] * x0;
-                            a0_8 += wc[2309] * x0;
-                            a0_9 += wc[2597] * x0;
-                            a0_10 += wc[2885] * x0;
-                            a0_11 += wc[3173] * x0;
-                            a0_12 += wc[3461] * x0;
-                            a0_13 += wc[3749] * x0;
-                            a0_14 += wc[4037] * x0;
-                            a0_15 += wc[4325] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*128 + 1664 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[294] * x0;
-                            a0_2 += wc[582] * x0;
-                            a0_3 += wc[870] * x0;
-                            a0_4 += wc[1158] * x0;
-                            a0_5 += wc[1446] * x0;
-                            a0_6 += wc[1734] * x0;
-                            a0_7 += wc[2022] * x0;
-                            a0_8 += wc[2310] * x0;
-                            a0_9 += wc[2598] * x0;
-                            a0_10 += wc[2886] * x0;
-                            a0_11 += wc[3174] * x0;
-                            a0_12 += wc[3462] * x0;
-                            a0_13 += wc[3750] * x0;
-                            a0_14 += wc[4038] * x0;
-                            a0_15 += wc[4326] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*128 + 1792 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[295] * x0;
-                            a0_2 += wc[583] * x0;
-                            a0_3 += wc[871] * x0;
-                            a0_4 += wc[1159] * x0;
-                            a0_5 += wc[1447] * x0;
-                            a0_6 += wc[1735] * x0;
-                            a0_7 += wc[2023] * x0;
-                            a0_8 += wc[2311] * x0;
-                            a0_9 += wc[2599] * x0;
-                            a0_10 += wc[2887] * x0;
-                            a0_11 += wc[3175] * x0;
-                            a0_12 += wc[3463] * x0;
-                            a0_13 += wc[3751] * x0;
-                            a0_14 += wc[4039] * x0;
-                            a0_15 += wc[4327] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*128 + 1920 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[296] * x0;
-                            a0_2 += wc[584] * x0;
-                            a0_3 += wc[872] * x0;
-                            a0_4 += wc[1160] * x0;
-                            a0_5 += wc[1448] * x0;
-                            a0_6 += wc[1736] * x0;
-                            a0_7 += wc[2024] * x0;
-                            a0_8 += wc[2312] * x0;
-                            a0_9 += wc[2600] * x0;
-                            a0_10 += wc[2888] * x0;
-                            a0_11 += wc[3176] * x0;
-                            a0_12 += wc[3464] * x0;
-                            a0_13 += wc[3752] * x0;
-                            a0_14 += wc[4040] * x0;
-                            a0_15 += wc[4328] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*1792 + ox*128, a0_0);
-                    VSTORE(yb + oy*1792 + ox*128 + 25088, a0_1);
-                    VSTORE(yb + oy*1792 + ox*128 + 50176, a0_2);
-                    VSTORE(yb + oy*1792 + ox*128 + 75264, a0_3);
-                    VSTORE(yb + oy*1792 + ox*128 + 100352, a0_4);
-                    VSTORE(yb + oy*1792 + ox*128 + 125440, a0_5);
-                    VSTORE(yb + oy*1792 + ox*128 + 150528, a0_6);
-                    VSTORE(yb + oy*1792 + ox*128 + 175616, a0_7);
-                    VSTORE(yb + oy*1792 + ox*128 + 200704, a0_8);
-                    VSTORE(yb + oy*1792 + ox*128 + 225792, a0_9);
-                    VSTORE(yb + oy*1792 + ox*128 + 250880, a0_10);
-                    VSTORE(yb + oy*1792 + ox*128 + 275968, a0_11);
-                    VSTORE(yb + oy*1792 + ox*128 + 301056, a0_12);
-                    VSTORE(yb + oy*1792 + ox*128 + 326144, a0_13);
-                    VSTORE(yb + oy*1792 + ox*128 + 351232, a0_14);
-                    VSTORE(yb + oy*1792 + ox*128 + 376320, a0_15);
-                }
-            }
-            /* rows 1..12, cols 13..13: 6 of 9 taps */
-            for (int oy = 1; oy < 13; oy++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 32; ci++) {
-                        const float *restrict xc = xg + ci*25088;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 - 256 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[288] * x0;
-                            a0_2 += wc[576] * x0;
-                            a0_3 += wc[864] * x0;
-                            a0_4 += wc[1152] * x0;
-                            a0_5 += wc[1440] * x0;
-                            a0_6 += wc[1728] * x0;
-                            a0_7 += wc[2016] * x0;
-                            a0_8 += wc[2304] * x0;
-                            a0_9 += wc[2592] * x0;
-                            a0_10 += wc[2880] * x0;
-                            a0_11 += wc[3168] * x0;
-                            a0_12 += wc[3456] * x0;
-                            a0_13 += wc[3744] * x0;
-                            a0_14 += wc[4032] * x0;
-                            a0_15 += wc[4320] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 - 128 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[289] * x0;
-                            a0_2 += wc[577] * x0;
-                            a0_3 += wc[865] * x0;
-                            a0_4 += wc[1153] * x0;
-                            a0_5 += wc[1441] * x0;
-                            a0_6 += wc[1729] * x0;
-                            a0_7 += wc[2017] * x0;
-                            a0_8 += wc[2305] * x0;
-                            a0_9 += wc[2593] * x0;
-                            a0_10 += wc[2881] * x0;
-                            a0_11 += wc[3169] * x0;
-                            a0_12 += wc[3457] * x0;
-                            a0_13 += wc[3745] * x0;
-                            a0_14 += wc[4033] * x0;
-                            a0_15 += wc[4321] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 1536 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[291] * x0;
-                            a0_2 += wc[579] * x0;
-                            a0_3 += wc[867] * x0;
-                            a0_4 += wc[1155] * x0;
-                            a0_5 += wc[1443] * x0;
-                            a0_6 += wc[1731] * x0;
-                            a0_7 += wc[2019] * x0;
-                            a0_8 += wc[2307] * x0;
-                            a0_9 += wc[2595] * x0;
-                            a0_10 += wc[2883] * x0;
-                            a0_11 += wc[3171] * x0;
-                            a0_12 += wc[3459] * x0;
-                            a0_13 += wc[3747] * x0;
-                            a0_14 += wc[4035] * x0;
-                            a0_15 += wc[4323] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 1664 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[292] * x0;
-                            a0_2 += wc[580] * x0;
-                            a0_3 += wc[868] * x0;
-                            a0_4 += wc[1156] * x0;
-                            a0_5 += wc[1444] * x0;
-                            a0_6 += wc[1732] * x0;
-                            a0_7 += wc[2020] * x0;
-                            a0_8 += wc[2308] * x0;
-                            a0_9 += wc[2596] * x0;
-                            a0_10 += wc[2884] * x0;
-                            a0_11 += wc[3172] * x0;
-                            a0_12 += wc[3460] * x0;
-                            a0_13 += wc[3748] * x0;
-                            a0_14 += wc[4036] * x0;
-                            a0_15 += wc[4324] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 3328 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[294] * x0;
-                            a0_2 += wc[582] * x0;
-                            a0_3 += wc[870] * x0;
-                            a0_4 += wc[1158] * x0;
-                            a0_5 += wc[1446] * x0;
-                            a0_6 += wc[1734] * x0;
-                            a0_7 += wc[2022] * x0;
-                            a0_8 += wc[2310] * x0;
-                            a0_9 += wc[2598] * x0;
-                            a0_10 += wc[2886] * x0;
-                            a0_11 += wc[3174] * x0;
-                            a0_12 += wc[3462] * x0;
-                            a0_13 += wc[3750] * x0;
-                            a0_14 += wc[4038] * x0;
-                            a0_15 += wc[4326] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + 3456 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[295] * x0;
-                            a0_2 += wc[583] * x0;
-                            a0_3 += wc[871] * x0;
-                            a0_4 += wc[1159] * x0;
-                            a0_5 += wc[1447] * x0;
-                            a0_6 += wc[1735] * x0;
-                            a0_7 += wc[2023] * x0;
-                            a0_8 += wc[2311] * x0;
-                            a0_9 += wc[2599] * x0;
-                            a0_10 += wc[2887] * x0;
-                            a0_11 += wc[3175] * x0;
-                            a0_12 += wc[3463] * x0;
-                            a0_13 += wc[3751] * x0;
-                            a0_14 += wc[4039] * x0;
-                            a0_15 += wc[4327] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*1792 + 1664, a0_0);
-                    VSTORE(yb + oy*1792 + 26752, a0_1);
-                    VSTORE(yb + oy*1792 + 51840, a0_2);
-                    VSTORE(yb + oy*1792 + 76928, a0_3);
-                    VSTORE(yb + oy*1792 + 102016, a0_4);
-                    VSTORE(yb + oy*1792 + 127104, a0_5);
-                    VSTORE(yb + oy*1792 + 152192, a0_6);
-                    VSTORE(yb + oy*1792 + 177280, a0_7);
-                    VSTORE(yb + oy*1792 + 202368, a0_8);
-                    VSTORE(yb + oy*1792 + 227456, a0_9);
-                    VSTORE(yb + oy*1792 + 252544, a0_10);
-                    VSTORE(yb + oy*1792 + 277632, a0_11);
-                    VSTORE(yb + oy*1792 + 302720, a0_12);
-                    VSTORE(yb + oy*1792 + 327808, a0_13);
-                    VSTORE(yb + oy*1792 + 352896, a0_14);
-                    VSTORE(yb + oy*1792 + 377984, a0_15);
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+        }
+    }
+    /* tile rows 1..5: input rows all inside */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 1; ty < 6; ty++) {
+            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    const float *restrict xc = xg + ci*25088;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 21504 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[289] * x0;
-                        a0_2 += wc[577] * x0;
-                        a0_3 += wc[865] * x0;
-                        a0_4 += wc[1153] * x0;
-                        a0_5 += wc[1441] * x0;
-                        a0_6 += wc[1729] * x0;
-                        a0_7 += wc[2017] * x0;
-                        a0_8 += wc[2305] * x0;
-                        a0_9 += wc[2593] * x0;
-                        a0_10 += wc[2881] * x0;
-                        a0_11 += wc[3169] * x0;
-                        a0_12 += wc[3457] * x0;
-                        a0_13 += wc[3745] * x0;
-                        a0_14 += wc[4033] * x0;
-                        a0_15 += wc[4321] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 21632 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[290] * x0;
-                        a0_2 += wc[578] * x0;
-                        a0_3 += wc[866] * x0;
-                        a0_4 += wc[1154] * x0;
-                        a0_5 += wc[1442] * x0;
-                        a0_6 += wc[1730] * x0;
-                        a0_7 += wc[2018] * x0;
-                        a0_8 += wc[2306] * x0;
-                        a0_9 += wc[2594] * x0;
-                        a0_10 += wc[2882] * x0;
-                        a0_11 += wc[3170] * x0;
-                        a0_12 += wc[3458] * x0;
-                        a0_13 += wc[3746] * x0;
-                        a0_14 += wc[4034] * x0;
-                        a0_15 += wc[4322] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 23296 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[292] * x0;
-                        a0_2 += wc[580] * x0;
-                        a0_3 += wc[868] * x0;
-                        a0_4 += wc[1156] * x0;
-                        a0_5 += wc[1444] * x0;
-                        a0_6 += wc[1732] * x0;
-                        a0_7 += wc[2020] * x0;
-                        a0_8 += wc[2308] * x0;
-                        a0_9 += wc[2596] * x0;
-                        a0_10 += wc[2884] * x0;
-                        a0_11 += wc[3172] * x0;
-                        a0_12 += wc[3460] * x0;
-                        a0_13 += wc[3748] * x0;
-                        a0_14 += wc[4036] * x0;
-                        a0_15 += wc[4324] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 23424 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[293] * x0;
-                        a0_2 += wc[581] * x0;
-                        a0_3 += wc[869] * x0;
-                        a0_4 += wc[1157] * x0;
-                        a0_5 += wc[1445] * x0;
-                        a0_6 += wc[1733] * x0;
-                        a0_7 += wc[2021] * x0;
-                        a0_8 += wc[2309] * x0;
-                        a0_9 += wc[2597] * x0;
-                        a0_10 += wc[2885] * x0;
-                        a0_11 += wc[3173] * x0;
-                        a0_12 += wc[3461] * x0;
-                        a0_13 += wc[3749] * x0;
-                        a0_14 += wc[4037] * x0;
-                        a0_15 += wc[4325] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
+                        const cg_v d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
+                        const cg_v d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 23296, a0_0);
-                VSTORE(yb + 48384, a0_1);
-                VSTORE(yb + 73472, a0_2);
-                VSTORE(yb + 98560, a0_3);
-                VSTORE(yb + 123648, a0_4);
-                VSTORE(yb + 148736, a0_5);
-                VSTORE(yb + 173824, a0_6);
-                VSTORE(yb + 198912, a0_7);
-                VSTORE(yb + 224000, a0_8);
-                VSTORE(yb + 249088, a0_9);
-                VSTORE(yb + 274176, a0_10);
-                VSTORE(yb + 299264, a0_11);
-                VSTORE(yb + 324352, a0_12);
-                VSTORE(yb + 349440, a0_13);
-                VSTORE(yb + 374528, a0_14);
-                VSTORE(yb + 399616, a0_15);
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
+                        }
+                    }
+                }
             }
-            /* rows 13..13, cols 1..12: 6 of 9 taps */
-            for (int ox = 1; ox < 13; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    const float *restrict xc = xg + ci*25088;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 21376 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[288] * x0;
-                        a0_2 += wc[576] * x0;
-                        a0_3 += wc[864] * x0;
-                        a0_4 += wc[1152] * x0;
-                        a0_5 += wc[1440] * x0;
-                        a0_6 += wc[1728] * x0;
-                        a0_7 += wc[2016] * x0;
-                        a0_8 += wc[2304] * x0;
-                        a0_9 += wc[2592] * x0;
-                        a0_10 += wc[2880] * x0;
-                        a0_11 += wc[3168] * x0;
-                        a0_12 += wc[3456] * x0;
-                        a0_13 += wc[3744] * x0;
-                        a0_14 += wc[4032] * x0;
-                        a0_15 += wc[4320] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 21504 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[289] * x0;
-                        a0_2 += wc[577] * x0;
-                        a0_3 += wc[865] * x0;
-                        a0_4 += wc[1153] * x0;
-                        a0_5 += wc[1441] * x0;
-                        a0_6 += wc[1729] * x0;
-                        a0_7 += wc[2017] * x0;
-                        a0_8 += wc[2305] * x0;
-                        a0_9 += wc[2593] * x0;
-                        a0_10 += wc[2881] * x0;
-                        a0_11 += wc[3169] * x0;
-                        a0_12 += wc[3457] * x0;
-                        a0_13 += wc[3745] * x0;
-                        a0_14 += wc[4033] * x0;
-                        a0_15 += wc[4321] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 21632 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[290] * x0;
-                        a0_2 += wc[578] * x0;
-                        a0_3 += wc[866] * x0;
-                        a0_4 += wc[1154] * x0;
-                        a0_5 += wc[1442] * x0;
-                        a0_6 += wc[1730] * x0;
-                        a0_7 += wc[2018] * x0;
-                        a0_8 += wc[2306] * x0;
-                        a0_9 += wc[2594] * x0;
-                        a0_10 += wc[2882] * x0;
-                        a0_11 += wc[3170] * x0;
-                        a0_12 += wc[3458] * x0;
-                        a0_13 += wc[3746] * x0;
-                        a0_14 += wc[4034] * x0;
-                        a0_15 += wc[4322] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 23168 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[291] * x0;
-                        a0_2 += wc[579] * x0;
-                        a0_3 += wc[867] * x0;
-                        a0_4 += wc[1155] * x0;
-                        a0_5 += wc[1443] * x0;
-                        a0_6 += wc[1731] * x0;
-                        a0_7 += wc[2019] * x0;
-                        a0_8 += wc[2307] * x0;
-                        a0_9 += wc[2595] * x0;
-                        a0_10 += wc[2883] * x0;
-                        a0_11 += wc[3171] * x0;
-                        a0_12 += wc[3459] * x0;
-                        a0_13 += wc[3747] * x0;
-                        a0_14 += wc[4035] * x0;
-                        a0_15 += wc[4323] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 23296 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[292] * x0;
-                        a0_2 += wc[580] * x0;
-                        a0_3 += wc[868] * x0;
-                        a0_4 += wc[1156] * x0;
-                        a0_5 += wc[1444] * x0;
-                        a0_6 += wc[1732] * x0;
-                        a0_7 += wc[2020] * x0;
-                        a0_8 += wc[2308] * x0;
-                        a0_9 += wc[2596] * x0;
-                        a0_10 += wc[2884] * x0;
-                        a0_11 += wc[3172] * x0;
-                        a0_12 += wc[3460] * x0;
-                        a0_13 += wc[3748] * x0;
-                        a0_14 += wc[4036] * x0;
-                        a0_15 += wc[4324] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 23424 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[293] * x0;
-                        a0_2 += wc[581] * x0;
-                        a0_3 += wc[869] * x0;
-                        a0_4 += wc[1157] * x0;
-                        a0_5 += wc[1445] * x0;
-                        a0_6 += wc[1733] * x0;
-                        a0_7 += wc[2021] * x0;
-                        a0_8 += wc[2309] * x0;
-                        a0_9 += wc[2597] * x0;
-                        a0_10 += wc[2885] * x0;
-                        a0_11 += wc[3173] * x0;
-                        a0_12 += wc[3461] * x0;
-                        a0_13 += wc[3749] * x0;
-                        a0_14 += wc[4037] * x0;
-                        a0_15 += wc[4325] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
+                        const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                        const cg_v d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + ox*128 + 23296, a0_0);
-                VSTORE(yb + ox*128 + 48384, a0_1);
-                VSTORE(yb + ox*128 + 73472, a0_2);
-                VSTORE(yb + ox*128 + 98560, a0_3);
-                VSTORE(yb + ox*128 + 123648, a0_4);
-                VSTORE(yb + ox*128 + 148736, a0_5);
-                VSTORE(yb + ox*128 + 173824, a0_6);
-                VSTORE(yb + ox*128 + 198912, a0_7);
-                VSTORE(yb + ox*128 + 224000, a0_8);
-                VSTORE(yb + ox*128 + 249088, a0_9);
-                VSTORE(yb + ox*128 + 274176, a0_10);
-                VSTORE(yb + ox*128 + 299264, a0_11);
-                VSTORE(yb + ox*128 + 324352, a0_12);
-                VSTORE(yb + ox*128 + 349440, a0_13);
-                VSTORE(yb + ox*128 + 374528, a0_14);
-                VSTORE(yb + ox*128 + 399616, a0_15);
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
+                        }
+                    }
+                }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    const float *restrict xc = xg + ci*25088;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 23040 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[288] * x0;
-                        a0_2 += wc[576] * x0;
-                        a0_3 += wc[864] * x0;
-                        a0_4 += wc[1152] * x0;
-                        a0_5 += wc[1440] * x0;
-                        a0_6 += wc[1728] * x0;
-                        a0_7 += wc[2016] * x0;
-                        a0_8 += wc[2304] * x0;
-                        a0_9 += wc[2592] * x0;
-                        a0_10 += wc[2880] * x0;
-                        a0_11 += wc[3168] * x0;
-                        a0_12 += wc[3456] * x0;
-                        a0_13 += wc[3744] * x0;
-                        a0_14 += wc[4032] * x0;
-                        a0_15 += wc[4320] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 23168 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[289] * x0;
-                        a0_2 += wc[577] * x0;
-                        a0_3 += wc[865] * x0;
-                        a0_4 += wc[1153] * x0;
-                        a0_5 += wc[1441] * x0;
-                        a0_6 += wc[1729] * x0;
-                        a0_7 += wc[2017] * x0;
-                        a0_8 += wc[2305] * x0;
-                        a0_9 += wc[2593] * x0;
-                        a0_10 += wc[2881] * x0;
-                        a0_11 += wc[3169] * x0;
-                        a0_12 += wc[3457] * x0;
-                        a0_13 += wc[3745] * x0;
-                        a0_14 += wc[4033] * x0;
-                        a0_15 += wc[4321] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 24832 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[291] * x0;
-                        a0_2 += wc[579] * x0;
-                        a0_3 += wc[867] * x0;
-                        a0_4 += wc[1155] * x0;
-                        a0_5 += wc[1443] * x0;
-                        a0_6 += wc[1731] * x0;
-                        a0_7 += wc[2019] * x0;
-                        a0_8 += wc[2307] * x0;
-                        a0_9 += wc[2595] * x0;
-                        a0_10 += wc[2883] * x0;
-                        a0_11 += wc[3171] * x0;
-                        a0_12 += wc[3459] * x0;
-                        a0_13 += wc[3747] * x0;
-                        a0_14 += wc[4035] * x0;
-                        a0_15 += wc[4323] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 24960 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[292] * x0;
-                        a0_2 += wc[580] * x0;
-                        a0_3 += wc[868] * x0;
-                        a0_4 += wc[1156] * x0;
-                        a0_5 += wc[1444] * x0;
-                        a0_6 += wc[1732] * x0;
-                        a0_7 += wc[2020] * x0;
-                        a0_8 += wc[2308] * x0;
-                        a0_9 += wc[2596] * x0;
-                        a0_10 += wc[2884] * x0;
-                        a0_11 += wc[3172] * x0;
-                        a0_12 += wc[3460] * x0;
-                        a0_13 += wc[3748] * x0;
-                        a0_14 += wc[4036] * x0;
-                        a0_15 += wc[4324] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
+                        const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712));
+                        const cg_v d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 24960, a0_0);
-                VSTORE(yb + 50048, a0_1);
-                VSTORE(yb + 75136, a0_2);
-                VSTORE(yb + 100224, a0_3);
-                VSTORE(yb + 125312, a0_4);
-                VSTORE(yb + 150400, a0_5);
-                VSTORE(yb + 175488, a0_6);
-                VSTORE(yb + 200576, a0_7);
-                VSTORE(yb + 225664, a0_8);
-                VSTORE(yb + 250752, a0_9);
-                VSTORE(yb + 275840, a0_10);
-                VSTORE(yb + 300928, a0_11);
-                VSTORE(yb + 326016, a0_12);
-                VSTORE(yb + 351104, a0_13);
-                VSTORE(yb + 376192, a0_14);
-                VSTORE(yb + 401280, a0_15);
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /* tile rows 6..6: input rows zeros at 3 */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 6; ty < 7; ty++) {
+            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
+                        const cg_v d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
+                        const cg_v d23 = VLOAD(xc + (xo + 3968));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
+                        }
+                    }
+                }
+            }
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
+                        const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
+                        }
+                    }
+                }
+            }
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
+                        const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712));
+                        const cg_v d22 = VLOAD(xc + (xo + 3840));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
+                        }
+                    }
+                }
             }
         }
     }
@@ -9033,1300 +6394,638 @@ static void l27_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l27_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
+    for (int co = 0; co < 32; co++) {
+        for (int ci = 0; ci < 32; ci++) {
+            const float g0 = P[ci * 288 + co * 9 + 8], g1 = P[ci * 288 + co * 9 + 7], g2 = P[ci * 288 + co * 9 + 6], g3 = P[ci * 288 + co * 9 + 5], g4 = P[ci * 288 + co * 9 + 4], g5 = P[ci * 288 + co * 9 + 3], g6 = P[ci * 288 + co * 9 + 2], g7 = P[ci * 288 + co * 9 + 1], g8 = P[ci * 288 + co * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 32 + co;
+            u[0] = t00; u[1024] = 0.5f * (t00 + t01 + t02); u[2048] = 0.5f * (t00 - t01 + t02); u[3072] = t02;
+            u[4096] = t10; u[5120] = 0.5f * (t10 + t11 + t12); u[6144] = 0.5f * (t10 - t11 + t12); u[7168] = t12;
+            u[8192] = t20; u[9216] = 0.5f * (t20 + t21 + t22); u[10240] = 0.5f * (t20 - t21 + t22); u[11264] = t22;
+            u[12288] = t30; u[13312] = 0.5f * (t30 + t31 + t32); u[14336] = 0.5f * (t30 - t31 + t32); u[15360] = t32;
+        }
+    }
+    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int cib = 0; cib < 2; cib++) {
-            float *restrict dxb = dx + cib*401408 + v0 * 16;
-            const float *restrict xb = x + cib*401408 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 32; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*288;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1920 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1792 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 128 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 0; ty < 1; ty++) {
+            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712));
+                        const cg_v d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
+                        const cg_v d33 = VLOAD(xc + (xo + 5760));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
-                VSTORE(dxb + 25088, vdrelu(VLOAD(xb + 25088), a0_1));
-                VSTORE(dxb + 50176, vdrelu(VLOAD(xb + 50176), a0_2));
-                VSTORE(dxb + 75264, vdrelu(VLOAD(xb + 75264), a0_3));
-                VSTORE(dxb + 100352, vdrelu(VLOAD(xb + 100352), a0_4));
-                VSTORE(dxb + 125440, vdrelu(VLOAD(xb + 125440), a0_5));
-                VSTORE(dxb + 150528, vdrelu(VLOAD(xb + 150528), a0_6));
-                VSTORE(dxb + 175616, vdrelu(VLOAD(xb + 175616), a0_7));
-                VSTORE(dxb + 200704, vdrelu(VLOAD(xb + 200704), a0_8));
-                VSTORE(dxb + 225792, vdrelu(VLOAD(xb + 225792), a0_9));
-                VSTORE(dxb + 250880, vdrelu(VLOAD(xb + 250880), a0_10));
-                VSTORE(dxb + 275968, vdrelu(VLOAD(xb + 275968), a0_11));
-                VSTORE(dxb + 301056, vdrelu(VLOAD(xb + 301056), a0_12));
-                VSTORE(dxb + 326144, vdrelu(VLOAD(xb + 326144), a0_13));
-                VSTORE(dxb + 351232, vdrelu(VLOAD(xb + 351232), a0_14));
-                VSTORE(dxb + 376320, vdrelu(VLOAD(xb + 376320), a0_15));
-            }
-            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..12): 6 taps */
-            for (int tx = 1; tx < 13; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 32; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*288;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 1920 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 1792 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 1664 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 128 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 - 128 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*128, vdrelu(VLOAD(xb + tx*128), a0_0));
-                VSTORE(dxb + tx*128 + 25088, vdrelu(VLOAD(xb + tx*128 + 25088), a0_1));
-                VSTORE(dxb + tx*128 + 50176, vdrelu(VLOAD(xb + tx*128 + 50176), a0_2));
-                VSTORE(dxb + tx*128 + 75264, vdrelu(VLOAD(xb + tx*128 + 75264), a0_3));
-                VSTORE(dxb + tx*128 + 100352, vdrelu(VLOAD(xb + tx*128 + 100352), a0_4));
-                VSTORE(dxb + tx*128 + 125440, vdrelu(VLOAD(xb + tx*128 + 125440), a0_5));
-                VSTORE(dxb + tx*128 + 150528, vdrelu(VLOAD(xb + tx*128 + 150528), a0_6));
-                VSTORE(dxb + tx*128 + 175616, vdrelu(VLOAD(xb + tx*128 + 175616), a0_7));
-                VSTORE(dxb + tx*128 + 200704, vdrelu(VLOAD(xb + tx*128 + 200704), a0_8));
-                VSTORE(dxb + tx*128 + 225792, vdrelu(VLOAD(xb + tx*128 + 225792), a0_9));
-                VSTORE(dxb + tx*128 + 250880, vdrelu(VLOAD(xb + tx*128 + 250880), a0_10));
-                VSTORE(dxb + tx*128 + 275968, vdrelu(VLOAD(xb + tx*128 + 275968), a0_11));
-                VSTORE(dxb + tx*128 + 301056, vdrelu(VLOAD(xb + tx*128 + 301056), a0_12));
-                VSTORE(dxb + tx*128 + 326144, vdrelu(VLOAD(xb + tx*128 + 326144), a0_13));
-                VSTORE(dxb + tx*128 + 351232, vdrelu(VLOAD(xb + tx*128 + 351232), a0_14));
-                VSTORE(dxb + tx*128 + 376320, vdrelu(VLOAD(xb + tx*128 + 376320), a0_15));
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 32; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*288;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 3456 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 3328 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1664 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1536 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 1664, vdrelu(VLOAD(xb + 1664), a0_0));
-                VSTORE(dxb + 26752, vdrelu(VLOAD(xb + 26752), a0_1));
-                VSTORE(dxb + 51840, vdrelu(VLOAD(xb + 51840), a0_2));
-                VSTORE(dxb + 76928, vdrelu(VLOAD(xb + 76928), a0_3));
-                VSTORE(dxb + 102016, vdrelu(VLOAD(xb + 102016), a0_4));
-                VSTORE(dxb + 127104, vdrelu(VLOAD(xb + 127104), a0_5));
-                VSTORE(dxb + 152192, vdrelu(VLOAD(xb + 152192), a0_6));
-                VSTORE(dxb + 177280, vdrelu(VLOAD(xb + 177280), a0_7));
-                VSTORE(dxb + 202368, vdrelu(VLOAD(xb + 202368), a0_8));
-                VSTORE(dxb + 227456, vdrelu(VLOAD(xb + 227456), a0_9));
-                VSTORE(dxb + 252544, vdrelu(VLOAD(xb + 252544), a0_10));
-                VSTORE(dxb + 277632, vdrelu(VLOAD(xb + 277632), a0_11));
-                VSTORE(dxb + 302720, vdrelu(VLOAD(xb + 302720), a0_12));
-                VSTORE(dxb + 327808, vdrelu(VLOAD(xb + 327808), a0_13));
-                VSTORE(dxb + 352896, vdrelu(VLOAD(xb + 352896), a0_14));
-                VSTORE(dxb + 377984, vdrelu(VLOAD(xb + 377984), a0_15));
-            }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=0..0): 6 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 32; co++) {
-                        const float *restrict dyc = dyg + co*25088;
-                        const float *restrict wc = wg + co*288;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1920 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1792 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 128 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 1664 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 1792 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
                         }
                     }
-                    VSTORE(dxb + ty*1792, vdrelu(VLOAD(xb + ty*1792), a0_0));
-                    VSTORE(dxb + ty*1792 + 25088, vdrelu(VLOAD(xb + ty*1792 + 25088), a0_1));
-                    VSTORE(dxb + ty*1792 + 50176, vdrelu(VLOAD(xb + ty*1792 + 50176), a0_2));
-                    VSTORE(dxb + ty*1792 + 75264, vdrelu(VLOAD(xb + ty*1792 + 75264), a0_3));
-                    VSTORE(dxb + ty*1792 + 100352, vdrelu(VLOAD(xb + ty*1792 + 100352), a0_4));
-                    VSTORE(dxb + ty*1792 + 125440, vdrelu(VLOAD(xb + ty*1792 + 125440), a0_5));
-                    VSTORE(dxb + ty*1792 + 150528, vdrelu(VLOAD(xb + ty*1792 + 150528), a0_6));
-                    VSTORE(dxb + ty*1792 + 175616, vdrelu(VLOAD(xb + ty*1792 + 175616), a0_7));
-                    VSTORE(dxb + ty*1792 + 200704, vdrelu(VLOAD(xb + ty*1792 + 200704), a0_8));
-                    VSTORE(dxb + ty*1792 + 225792, vdrelu(VLOAD(xb + ty*1792 + 225792), a0_9));
-                    VSTORE(dxb + ty*1792 + 250880, vdrelu(VLOAD(xb + ty*1792 + 250880), a0_10));
-                    VSTORE(dxb + ty*1792 + 275968, vdrelu(VLOAD(xb + ty*1792 + 275968), a0_11));
-                    VSTORE(dxb + ty*1792 + 301056, vdrelu(VLOAD(xb + ty*1792 + 301056), a0_12));
-                    VSTORE(dxb + ty*1792 + 326144, vdrelu(VLOAD(xb + ty*1792 + 326144), a0_13));
-                    VSTORE(dxb + ty*1792 + 351232, vdrelu(VLOAD(xb + ty*1792 + 351232), a0_14));
-                    VSTORE(dxb + ty*1792 + 376320, vdrelu(VLOAD(xb + ty*1792 + 376320), a0_15));
                 }
             }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=1..12): 9 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                for (int tx = 1; tx < 13; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 32; co++) {
-                        const float *restrict dyc = dyg + co*25088;
-                        const float *restrict wc = wg + co*288;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 1920 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
+                        const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                        const cg_v d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 1792 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 1664 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 128 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 - 128 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 - 1664 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 - 1792 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 - 1920 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
                         }
                     }
-                    VSTORE(dxb + ty*1792 + tx*128, vdrelu(VLOAD(xb + ty*1792 + tx*128), a0_0));
-                    VSTORE(dxb + ty*1792 + tx*128 + 25088, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 25088), a0_1));
-                    VSTORE(dxb + ty*1792 + tx*128 + 50176, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 50176), a0_2));
-                    VSTORE(dxb + ty*1792 + tx*128 + 75264, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 75264), a0_3));
-                    VSTORE(dxb + ty*1792 + tx*128 + 100352, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 100352), a0_4));
-                    VSTORE(dxb + ty*1792 + tx*128 + 125440, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 125440), a0_5));
-                    VSTORE(dxb + ty*1792 + tx*128 + 150528, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 150528), a0_6));
-                    VSTORE(dxb + ty*1792 + tx*128 + 175616, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 175616), a0_7));
-                    VSTORE(dxb + ty*1792 + tx*128 + 200704, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 200704), a0_8));
-                    VSTORE(dxb + ty*1792 + tx*128 + 225792, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 225792), a0_9));
-                    VSTORE(dxb + ty*1792 + tx*128 + 250880, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 250880), a0_10));
-                    VSTORE(dxb + ty*1792 + tx*128 + 275968, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 275968), a0_11));
-                    VSTORE(dxb + ty*1792 + tx*128 + 301056, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 301056), a0_12));
-                    VSTORE(dxb + ty*1792 + tx*128 + 326144, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 326144), a0_13));
-                    VSTORE(dxb + ty*1792 + tx*128 + 351232, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 351232), a0_14));
-                    VSTORE(dxb + ty*1792 + tx*128 + 376320, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 376320), a0_15));
                 }
             }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=13..13): 6 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 32; co++) {
-                        const float *restrict dyc = dyg + co*25088;
-                        const float *restrict wc = wg + co*288;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 3456 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584));
+                        const cg_v d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504));
+                        const cg_v d32 = VLOAD(xc + (xo + 5632));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 3328 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1664 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1536 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 128 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 256 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
                         }
                     }
-                    VSTORE(dxb + ty*1792 + 1664, vdrelu(VLOAD(xb + ty*1792 + 1664), a0_0));
-                    VSTORE(dxb + ty*1792 + 26752, vdrelu(VLOAD(xb + ty*1792 + 26752), a0_1));
-                    VSTORE(dxb + ty*1792 + 51840, vdrelu(VLOAD(xb + ty*1792 + 51840), a0_2));
-                    VSTORE(dxb + ty*1792 + 76928, vdrelu(VLOAD(xb + ty*1792 + 76928), a0_3));
-                    VSTORE(dxb + ty*1792 + 102016, vdrelu(VLOAD(xb + ty*1792 + 102016), a0_4));
-                    VSTORE(dxb + ty*1792 + 127104, vdrelu(VLOAD(xb + ty*1792 + 127104), a0_5));
-                    VSTORE(dxb + ty*1792 + 152192, vdrelu(VLOAD(xb + ty*1792 + 152192), a0_6));
-                    VSTORE(dxb + ty*1792 + 177280, vdrelu(VLOAD(xb + ty*1792 + 177280), a0_7));
-                    VSTORE(dxb + ty*1792 + 202368, vdrelu(VLOAD(xb + ty*1792 + 202368), a0_8));
-                    VSTORE(dxb + ty*1792 + 227456, vdrelu(VLOAD(xb + ty*1792 + 227456), a0_9));
-                    VSTORE(dxb + ty*1792 + 252544, vdrelu(VLOAD(xb + ty*1792 + 252544), a0_10));
-                    VSTORE(dxb + ty*1792 + 277632, vdrelu(VLOAD(xb + ty*1792 + 277632), a0_11));
-                    VSTORE(dxb + ty*1792 + 302720, vdrelu(VLOAD(xb + ty*1792 + 302720), a0_12));
-                    VSTORE(dxb + ty*1792 + 327808, vdrelu(VLOAD(xb + ty*1792 + 327808), a0_13));
-                    VSTORE(dxb + ty*1792 + 352896, vdrelu(VLOAD(xb + ty*1792 + 352896), a0_14));
-                    VSTORE(dxb + ty*1792 + 377984, vdrelu(VLOAD(xb + ty*1792 + 377984), a0_15));
                 }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 32; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*288;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 23424 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 23296 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 21632 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 21504 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
+        }
+    }
+    /* tile rows 1..5: input rows all inside */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 1; ty < 6; ty++) {
+            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
+                        const cg_v d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
+                        const cg_v d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 23296, vdrelu(VLOAD(xb + 23296), a0_0));
-                VSTORE(dxb + 48384, vdrelu(VLOAD(xb + 48384), a0_1));
-                VSTORE(dxb + 73472, vdrelu(VLOAD(xb + 73472), a0_2));
-                VSTORE(dxb + 98560, vdrelu(VLOAD(xb + 98560), a0_3));
-                VSTORE(dxb + 123648, vdrelu(VLOAD(xb + 123648), a0_4));
-                VSTORE(dxb + 148736, vdrelu(VLOAD(xb + 148736), a0_5));
-                VSTORE(dxb + 173824, vdrelu(VLOAD(xb + 173824), a0_6));
-                VSTORE(dxb + 198912, vdrelu(VLOAD(xb + 198912), a0_7));
-                VSTORE(dxb + 224000, vdrelu(VLOAD(xb + 224000), a0_8));
-                VSTORE(dxb + 249088, vdrelu(VLOAD(xb + 249088), a0_9));
-                VSTORE(dxb + 274176, vdrelu(VLOAD(xb + 274176), a0_10));
-                VSTORE(dxb + 299264, vdrelu(VLOAD(xb + 299264), a0_11));
-                VSTORE(dxb + 324352, vdrelu(VLOAD(xb + 324352), a0_12));
-                VSTORE(dxb + 349440, vdrelu(VLOAD(xb + 349440), a0_13));
-                VSTORE(dxb + 374528, vdrelu(VLOAD(xb + 374528), a0_14));
-                VSTORE(dxb + 399616, vdrelu(VLOAD(xb + 399616), a0_15));
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
+                        }
+                    }
+                }
             }
-            /* inputs rows 0+1*t (t=13..13), cols 0+1*t (t=1..12): 6 taps */
-            for (int tx = 1; tx < 13; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 32; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*288;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 23424 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 23296 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 23168 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 21632 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 21504 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 21376 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
+                        const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                        const cg_v d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + tx*128 + 23296, vdrelu(VLOAD(xb + tx*128 + 23296), a0_0));
-                VSTORE(dxb + tx*128 + 48384, vdrelu(VLOAD(xb + tx*128 + 48384), a0_1));
-                VSTORE(dxb + tx*128 + 73472, vdrelu(VLOAD(xb + tx*128 + 73472), a0_2));
-                VSTORE(dxb + tx*128 + 98560, vdrelu(VLOAD(xb + tx*128 + 98560), a0_3));
-                VSTORE(dxb + tx*128 + 123648, vdrelu(VLOAD(xb + tx*128 + 123648), a0_4));
-                VSTORE(dxb + tx*128 + 148736, vdrelu(VLOAD(xb + tx*128 + 148736), a0_5));
-                VSTORE(dxb + tx*128 + 173824, vdrelu(VLOAD(xb + tx*128 + 173824), a0_6));
-                VSTORE(dxb + tx*128 + 198912, vdrelu(VLOAD(xb + tx*128 + 198912), a0_7));
-                VSTORE(dxb + tx*128 + 224000, vdrelu(VLOAD(xb + tx*128 + 224000), a0_8));
-                VSTORE(dxb + tx*128 + 249088, vdrelu(VLOAD(xb + tx*128 + 249088), a0_9));
-                VSTORE(dxb + tx*128 + 274176, vdrelu(VLOAD(xb + tx*128 + 274176), a0_10));
-                VSTORE(dxb + tx*128 + 299264, vdrelu(VLOAD(xb + tx*128 + 299264), a0_11));
-                VSTORE(dxb + tx*128 + 324352, vdrelu(VLOAD(xb + tx*128 + 324352), a0_12));
-                VSTORE(dxb + tx*128 + 349440, vdrelu(VLOAD(xb + tx*128 + 349440), a0_13));
-                VSTORE(dxb + tx*128 + 374528, vdrelu(VLOAD(xb + tx*128 + 374528), a0_14));
-                VSTORE(dxb + tx*128 + 399616, vdrelu(VLOAD(xb + tx*128 + 399616), a0_15));
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
+                        }
+                    }
+                }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 32; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*288;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 24960 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 24832 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 23168 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 23040 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
+                        const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712));
+                        const cg_v d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 24960, vdrelu(VLOAD(xb + 24960), a0_0));
-                VSTORE(dxb + 50048, vdrelu(VLOAD(xb + 50048), a0_1));
-                VSTORE(dxb + 75136, vdrelu(VLOAD(xb + 75136), a0_2));
-                VSTORE(dxb + 100224, vdrelu(VLOAD(xb + 100224), a0_3));
-                VSTORE(dxb + 125312, vdrelu(VLOAD(xb + 125312), a0_4));
-                VSTORE(dxb + 150400, vdrelu(VLOAD(xb + 150400), a0_5));
-                VSTORE(dxb + 175488, vdrelu(VLOAD(xb + 175488), a0_6));
-                VSTORE(dxb + 200576, vdrelu(VLOAD(xb + 200576), a0_7));
-                VSTORE(dxb + 225664, vdrelu(VLOAD(xb + 225664), a0_8));
-                VSTORE(dxb + 250752, vdrelu(VLOAD(xb + 250752), a0_9));
-                VSTORE(dxb + 275840, vdrelu(VLOAD(xb + 275840), a0_10));
-                VSTORE(dxb + 300928, vdrelu(VLOAD(xb + 300928), a0_11));
-                VSTORE(dxb + 326016, vdrelu(VLOAD(xb + 326016), a0_12));
-                VSTORE(dxb + 351104, vdrelu(VLOAD(xb + 351104), a0_13));
-                VSTORE(dxb + 376192, vdrelu(VLOAD(xb + 376192), a0_14));
-                VSTORE(dxb + 401280, vdrelu(VLOAD(xb + 401280), a0_15));
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /* tile rows 6..6: input rows zeros at 3 */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 6; ty < 7; ty++) {
+            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
+                        const cg_v d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
+                        const cg_v d23 = VLOAD(xc + (xo + 3968));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
+                        }
+                    }
+                }
+            }
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
+                        const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
+                        }
+                    }
+                }
+            }
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
+                        const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712));
+                        const cg_v d22 = VLOAD(xc + (xo + 3840));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
+                        }
+                    }
+                }
             }
         }
     }
@@ -10746,1304 +7445,643 @@ static void l32_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 33: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:42:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
 /* l33_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l33_conv2d_backward: the code of l27_conv2d_backward */
 
-static void l33_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
+    for (int co = 0; co < 32; co++) {
+        for (int ci = 0; ci < 32; ci++) {
+            const float g0 = P[ci * 288 + co * 9 + 8], g1 = P[ci * 288 + co * 9 + 7], g2 = P[ci * 288 + co * 9 + 6], g3 = P[ci * 288 + co * 9 + 5], g4 = P[ci * 288 + co * 9 + 4], g5 = P[ci * 288 + co * 9 + 3], g6 = P[ci * 288 + co * 9 + 2], g7 = P[ci * 288 + co * 9 + 1], g8 = P[ci * 288 + co * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 32 + co;
+            u[0] = t00; u[1024] = 0.5f * (t00 + t01 + t02); u[2048] = 0.5f * (t00 - t01 + t02); u[3072] = t02;
+            u[4096] = t10; u[5120] = 0.5f * (t10 + t11 + t12); u[6144] = 0.5f * (t10 - t11 + t12); u[7168] = t12;
+            u[8192] = t20; u[9216] = 0.5f * (t20 + t21 + t22); u[10240] = 0.5f * (t20 - t21 + t22); u[11264] = t22;
+            u[12288] = t30; u[13312] = 0.5f * (t30 + t31 + t32); u[14336] = 0.5f * (t30 - t31 + t32); u[15360] = t32;
+        }
+    }
+    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int cib = 0; cib < 2; cib++) {
-            float *restrict dxb = dx + cib*401408 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 32; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*288;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1920 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1792 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 128 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 0; ty < 1; ty++) {
+            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712));
+                        const cg_v d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
+                        const cg_v d33 = VLOAD(xc + (xo + 5760));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 25088, a0_1);
-                VSTORE(dxb + 50176, a0_2);
-                VSTORE(dxb + 75264, a0_3);
-                VSTORE(dxb + 100352, a0_4);
-                VSTORE(dxb + 125440, a0_5);
-                VSTORE(dxb + 150528, a0_6);
-                VSTORE(dxb + 175616, a0_7);
-                VSTORE(dxb + 200704, a0_8);
-                VSTORE(dxb + 225792, a0_9);
-                VSTORE(dxb + 250880, a0_10);
-                VSTORE(dxb + 275968, a0_11);
-                VSTORE(dxb + 301056, a0_12);
-                VSTORE(dxb + 326144, a0_13);
-                VSTORE(dxb + 351232, a0_14);
-                VSTORE(dxb + 376320, a0_15);
-            }
-            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..12): 6 taps */
-            for (int tx = 1; tx < 13; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 32; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*288;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 1920 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 1792 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 1664 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 128 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 - 128 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*128, a0_0);
-                VSTORE(dxb + tx*128 + 25088, a0_1);
-                VSTORE(dxb + tx*128 + 50176, a0_2);
-                VSTORE(dxb + tx*128 + 75264, a0_3);
-                VSTORE(dxb + tx*128 + 100352, a0_4);
-                VSTORE(dxb + tx*128 + 125440, a0_5);
-                VSTORE(dxb + tx*128 + 150528, a0_6);
-                VSTORE(dxb + tx*128 + 175616, a0_7);
-                VSTORE(dxb + tx*128 + 200704, a0_8);
-                VSTORE(dxb + tx*128 + 225792, a0_9);
-                VSTORE(dxb + tx*128 + 250880, a0_10);
-                VSTORE(dxb + tx*128 + 275968, a0_11);
-                VSTORE(dxb + tx*128 + 301056, a0_12);
-                VSTORE(dxb + tx*128 + 326144, a0_13);
-                VSTORE(dxb + tx*128 + 351232, a0_14);
-                VSTORE(dxb + tx*128 + 376320, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 32; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*288;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 3456 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 3328 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1664 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1536 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 1664, a0_0);
-                VSTORE(dxb + 26752, a0_1);
-                VSTORE(dxb + 51840, a0_2);
-                VSTORE(dxb + 76928, a0_3);
-                VSTORE(dxb + 102016, a0_4);
-                VSTORE(dxb + 127104, a0_5);
-                VSTORE(dxb + 152192, a0_6);
-                VSTORE(dxb + 177280, a0_7);
-                VSTORE(dxb + 202368, a0_8);
-                VSTORE(dxb + 227456, a0_9);
-                VSTORE(dxb + 252544, a0_10);
-                VSTORE(dxb + 277632, a0_11);
-                VSTORE(dxb + 302720, a0_12);
-                VSTORE(dxb + 327808, a0_13);
-                VSTORE(dxb + 352896, a0_14);
-                VSTORE(dxb + 377984, a0_15);
-            }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=0..0): 6 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 32; co++) {
-                        const float *restrict dyc = dyg + co*25088;
-                        const float *restrict wc = wg + co*288;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1920 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1792 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 128 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 1664 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 1792 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 1792, y10);
+                            VSTORE(dx + o + 1920, y11);
                         }
                     }
-                    VSTORE(dxb + ty*1792, a0_0);
-                    VSTORE(dxb + ty*1792 + 25088, a0_1);
-                    VSTORE(dxb + ty*1792 + 50176, a0_2);
-                    VSTORE(dxb + ty*1792 + 75264, a0_3);
-                    VSTORE(dxb + ty*1792 + 100352, a0_4);
-                    VSTORE(dxb + ty*1792 + 125440, a0_5);
-                    VSTORE(dxb + ty*1792 + 150528, a0_6);
-                    VSTORE(dxb + ty*1792 + 175616, a0_7);
-                    VSTORE(dxb + ty*1792 + 200704, a0_8);
-                    VSTORE(dxb + ty*1792 + 225792, a0_9);
-                    VSTORE(dxb + ty*1792 + 250880, a0_10);
-                    VSTORE(dxb + ty*1792 + 275968, a0_11);
-                    VSTORE(dxb + ty*1792 + 301056, a0_12);
-                    VSTORE(dxb + ty*1792 + 326144, a0_13);
-                    VSTORE(dxb + ty*1792 + 351232, a0_14);
-                    VSTORE(dxb + ty*1792 + 376320, a0_15);
                 }
             }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=1..12): 9 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                for (int tx = 1; tx < 13; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 32; co++) {
-                        const float *restrict dyc = dyg + co*25088;
-                        const float *restrict wc = wg + co*288;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 1920 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
+                        const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                        const cg_v d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 1792 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 1664 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 128 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 - 128 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 - 1664 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 - 1792 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 - 1920 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 1792, y10);
+                            VSTORE(dx + o + 1920, y11);
                         }
                     }
-                    VSTORE(dxb + ty*1792 + tx*128, a0_0);
-                    VSTORE(dxb + ty*1792 + tx*128 + 25088, a0_1);
-                    VSTORE(dxb + ty*1792 + tx*128 + 50176, a0_2);
-                    VSTORE(dxb + ty*1792 + tx*128 + 75264, a0_3);
-                    VSTORE(dxb + ty*1792 + tx*128 + 100352, a0_4);
-                    VSTORE(dxb + ty*1792 + tx*128 + 125440, a0_5);
-                    VSTORE(dxb + ty*1792 + tx*128 + 150528, a0_6);
-                    VSTORE(dxb + ty*1792 + tx*128 + 175616, a0_7);
-                    VSTORE(dxb + ty*1792 + tx*128 + 200704, a0_8);
-                    VSTORE(dxb + ty*1792 + tx*128 + 225792, a0_9);
-                    VSTORE(dxb + ty*1792 + tx*128 + 250880, a0_10);
-                    VSTORE(dxb + ty*1792 + tx*128 + 275968, a0_11);
-                    VSTORE(dxb + ty*1792 + tx*128 + 301056, a0_12);
-                    VSTORE(dxb + ty*1792 + tx*128 + 326144, a0_13);
-                    VSTORE(dxb + ty*1792 + tx*128 + 351232, a0_14);
-                    VSTORE(dxb + ty*1792 + tx*128 + 376320, a0_15);
                 }
             }
-            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=13..13): 6 taps */
-            for (int ty = 1; ty < 13; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 32; co++) {
-                        const float *restrict dyc = dyg + co*25088;
-                        const float *restrict wc = wg + co*288;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 3456 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584));
+                        const cg_v d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504));
+                        const cg_v d32 = VLOAD(xc + (xo + 5632));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 3328 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1664 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1536 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 128 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*1792 - 256 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 1792, y10);
+                            VSTORE(dx + o + 1920, y11);
                         }
                     }
-                    VSTORE(dxb + ty*1792 + 1664, a0_0);
-                    VSTORE(dxb + ty*1792 + 26752, a0_1);
-                    VSTORE(dxb + ty*1792 + 51840, a0_2);
-                    VSTORE(dxb + ty*1792 + 76928, a0_3);
-                    VSTORE(dxb + ty*1792 + 102016, a0_4);
-                    VSTORE(dxb + ty*1792 + 127104, a0_5);
-                    VSTORE(dxb + ty*1792 + 152192, a0_6);
-                    VSTORE(dxb + ty*1792 + 177280, a0_7);
-                    VSTORE(dxb + ty*1792 + 202368, a0_8);
-                    VSTORE(dxb + ty*1792 + 227456, a0_9);
-                    VSTORE(dxb + ty*1792 + 252544, a0_10);
-                    VSTORE(dxb + ty*1792 + 277632, a0_11);
-                    VSTORE(dxb + ty*1792 + 302720, a0_12);
-                    VSTORE(dxb + ty*1792 + 327808, a0_13);
-                    VSTORE(dxb + ty*1792 + 352896, a0_14);
-                    VSTORE(dxb + ty*1792 + 377984, a0_15);
                 }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 32; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*288;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 23424 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 23296 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 21632 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 21504 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
+        }
+    }
+    /* tile rows 1..5: input rows all inside */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 1; ty < 6; ty++) {
+            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
+                        const cg_v d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
+                        const cg_v d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 23296, a0_0);
-                VSTORE(dxb + 48384, a0_1);
-                VSTORE(dxb + 73472, a0_2);
-                VSTORE(dxb + 98560, a0_3);
-                VSTORE(dxb + 123648, a0_4);
-                VSTORE(dxb + 148736, a0_5);
-                VSTORE(dxb + 173824, a0_6);
-                VSTORE(dxb + 198912, a0_7);
-                VSTORE(dxb + 224000, a0_8);
-                VSTORE(dxb + 249088, a0_9);
-                VSTORE(dxb + 274176, a0_10);
-                VSTORE(dxb + 299264, a0_11);
-                VSTORE(dxb + 324352, a0_12);
-                VSTORE(dxb + 349440, a0_13);
-                VSTORE(dxb + 374528, a0_14);
-                VSTORE(dxb + 399616, a0_15);
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 1792, y10);
+                            VSTORE(dx + o + 1920, y11);
+                        }
+                    }
+                }
             }
-            /* inputs rows 0+1*t (t=13..13), cols 0+1*t (t=1..12): 6 taps */
-            for (int tx = 1; tx < 13; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 32; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*288;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 23424 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 23296 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 23168 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 21632 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 21504 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 21376 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
+                        const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                        const cg_v d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632)), d33 = VLOAD(xc + (xo + 5760));
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + tx*128 + 23296, a0_0);
-                VSTORE(dxb + tx*128 + 48384, a0_1);
-                VSTORE(dxb + tx*128 + 73472, a0_2);
-                VSTORE(dxb + tx*128 + 98560, a0_3);
-                VSTORE(dxb + tx*128 + 123648, a0_4);
-                VSTORE(dxb + tx*128 + 148736, a0_5);
-                VSTORE(dxb + tx*128 + 173824, a0_6);
-                VSTORE(dxb + tx*128 + 198912, a0_7);
-                VSTORE(dxb + tx*128 + 224000, a0_8);
-                VSTORE(dxb + tx*128 + 249088, a0_9);
-                VSTORE(dxb + tx*128 + 274176, a0_10);
-                VSTORE(dxb + tx*128 + 299264, a0_11);
-                VSTORE(dxb + tx*128 + 324352, a0_12);
-                VSTORE(dxb + tx*128 + 349440, a0_13);
-                VSTORE(dxb + tx*128 + 374528, a0_14);
-                VSTORE(dxb + tx*128 + 399616, a0_15);
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 1792, y10);
+                            VSTORE(dx + o + 1920, y11);
+                        }
+                    }
+                }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 32; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*288;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 24960 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 24832 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 23168 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 23040 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
+                        const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712));
+                        const cg_v d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 24960, a0_0);
-                VSTORE(dxb + 50048, a0_1);
-                VSTORE(dxb + 75136, a0_2);
-                VSTORE(dxb + 100224, a0_3);
-                VSTORE(dxb + 125312, a0_4);
-                VSTORE(dxb + 150400, a0_5);
-                VSTORE(dxb + 175488, a0_6);
-                VSTORE(dxb + 200576, a0_7);
-                VSTORE(dxb + 225664, a0_8);
-                VSTORE(dxb + 250752, a0_9);
-                VSTORE(dxb + 275840, a0_10);
-                VSTORE(dxb + 300928, a0_11);
-                VSTORE(dxb + 326016, a0_12);
-                VSTORE(dxb + 351104, a0_13);
-                VSTORE(dxb + 376192, a0_14);
-                VSTORE(dxb + 401280, a0_15);
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 1792, y10);
+                            VSTORE(dx + o + 1920, y11);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /* tile rows 6..6: input rows zeros at 3 */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 6; ty < 7; ty++) {
+            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
+                        const cg_v d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
+                        const cg_v d23 = VLOAD(xc + (xo + 3968));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 1792, y10);
+                            VSTORE(dx + o + 1920, y11);
+                        }
+                    }
+                }
+            }
+            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
+                        const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
+                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 1792, y10);
+                            VSTORE(dx + o + 1920, y11);
+                        }
+                    }
+                }
+            }
+            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 32; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
+                        const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712));
+                        const cg_v d22 = VLOAD(xc + (xo + 3840));
+                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 32; ci++) {
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
+                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 1792, y10);
+                            VSTORE(dx + o + 1920, y11);
+                        }
+                    }
+                }
             }
         }
     }
@@ -12062,7 +8100,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l35_relu_backward: none, layer 36 masks its dx stores with the relu's derivative */
 
 /* layer 36: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:45:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
 /* l36_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l36_conv2d_backward: the code of l27_conv2d_backward */
@@ -12088,7 +8126,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l39_relu_backward: the code of l32_relu_backward */
 
 /* layer 40: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:49:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
 /* l40_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l40_conv2d_backward: the code of l27_conv2d_backward */
@@ -12108,7 +8146,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l42_relu_backward: none, layer 43 masks its dx stores with the relu's derivative */
 
 /* layer 43: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:52:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
 /* l43_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l43_conv2d_backward: the code of l27_conv2d_backward */
@@ -18328,143 +14366,154 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
 #define A01     1705984 /* output of layer 1 (batchnorm), [16x28x28][lanes] */
 #define S01     39447808 /* scratch of layer 1 (batchnorm) */
 #define A03     3311616 /* output of layer 3 (conv2d), [16x28x28][lanes] */
+#define S03     39447840 /* scratch of layer 3 (conv2d) */
 #define A04     4917248 /* output of layer 4 (batchnorm), [16x28x28][lanes] */
-#define S04     39447840 /* scratch of layer 4 (batchnorm) */
+#define S04     39451936 /* scratch of layer 4 (batchnorm) */
 #define A06     6522880 /* output of layer 6 (conv2d), [16x28x28][lanes] */
+#define S06     39451968 /* scratch of layer 6 (conv2d) */
 #define A07     8128512 /* output of layer 7 (batchnorm), [16x28x28][lanes] */
-#define S07     39447872 /* scratch of layer 7 (batchnorm) */
+#define S07     39456064 /* scratch of layer 7 (batchnorm) */
 #define A10     9734144 /* output of layer 10 (conv2d), [16x28x28][lanes] */
+#define S10     39456096 /* scratch of layer 10 (conv2d) */
 #define A11     11339776 /* output of layer 11 (batchnorm), [16x28x28][lanes] */
-#define S11     39447904 /* scratch of layer 11 (batchnorm) */
+#define S11     39460192 /* scratch of layer 11 (batchnorm) */
 #define A13     12945408 /* output of layer 13 (conv2d), [16x28x28][lanes] */
+#define S13     39460224 /* scratch of layer 13 (conv2d) */
 #define A14     14551040 /* output of layer 14 (batchnorm), [16x28x28][lanes] */
-#define S14     39447936 /* scratch of layer 14 (batchnorm) */
+#define S14     39464320 /* scratch of layer 14 (batchnorm) */
 #define A17     16156672 /* output of layer 17 (conv2d), [16x28x28][lanes] */
+#define S17     39464352 /* scratch of layer 17 (conv2d) */
 #define A18     17762304 /* output of layer 18 (batchnorm), [16x28x28][lanes] */
-#define S18     39447968 /* scratch of layer 18 (batchnorm) */
+#define S18     39468448 /* scratch of layer 18 (batchnorm) */
 #define A20     19367936 /* output of layer 20 (conv2d), [16x28x28][lanes] */
+#define S20     39468480 /* scratch of layer 20 (conv2d) */
 #define A21     20973568 /* output of layer 21 (batchnorm), [16x28x28][lanes] */
-#define S21     39448000 /* scratch of layer 21 (batchnorm) */
+#define S21     39472576 /* scratch of layer 21 (batchnorm) */
 #define A24     22579200 /* output of layer 24 (conv2d), [32x14x14][lanes] */
 #define A25     23382016 /* output of layer 25 (batchnorm), [32x14x14][lanes] */
-#define S25     39448032 /* scratch of layer 25 (batchnorm) */
+#define S25     39472608 /* scratch of layer 25 (batchnorm) */
 #define A27     24184832 /* output of layer 27 (conv2d), [32x14x14][lanes] */
+#define S27     39472672 /* scratch of layer 27 (conv2d) */
 #define A28     24987648 /* output of layer 28 (batchnorm), [32x14x14][lanes] */
-#define S28     39448096 /* scratch of layer 28 (batchnorm) */
+#define S28     39489056 /* scratch of layer 28 (batchnorm) */
 #define A29     25790464 /* output of layer 29 (conv2d), [32x14x14][lanes] */
 #define A30     26593280 /* output of layer 30 (batchnorm), [32x14x14][lanes] */
-#define S30     39448160 /* scratch of layer 30 (batchnorm) */
+#define S30     39489120 /* scratch of layer 30 (batchnorm) */
 #define A33     27396096 /* output of layer 33 (conv2d), [32x14x14][lanes] */
+#define S33     39489184 /* scratch of layer 33 (conv2d) */
 #define A34     28198912 /* output of layer 34 (batchnorm), [32x14x14][lanes] */
-#define S34     39448224 /* scratch of layer 34 (batchnorm) */
+#define S34     39505568 /* scratch of layer 34 (batchnorm) */
 #define A36     29001728 /* output of layer 36 (conv2d), [32x14x14][lanes] */
+#define S36     39505632 /* scratch of layer 36 (conv2d) */
 #define A37     29804544 /* output of layer 37 (batchnorm), [32x14x14][lanes] */
-#define S37     39448288 /* scratch of layer 37 (batchnorm) */
+#define S37     39522016 /* scratch of layer 37 (batchnorm) */
 #define A40     30607360 /* output of layer 40 (conv2d), [32x14x14][lanes] */
+#define S40     39522080 /* scratch of layer 40 (conv2d) */
 #define A41     31410176 /* output of layer 41 (batchnorm), [32x14x14][lanes] */
-#define S41     39448352 /* scratch of layer 41 (batchnorm) */
+#define S41     39538464 /* scratch of layer 41 (batchnorm) */
 #define A43     32212992 /* output of layer 43 (conv2d), [32x14x14][lanes] */
+#define S43     39538528 /* scratch of layer 43 (conv2d) */
 #define A44     33015808 /* output of layer 44 (batchnorm), [32x14x14][lanes] */
-#define S44     39448416 /* scratch of layer 44 (batchnorm) */
+#define S44     39554912 /* scratch of layer 44 (batchnorm) */
 #define A47     33818624 /* output of layer 47 (conv2d), [64x7x7][lanes] */
 #define A48     34220032 /* output of layer 48 (batchnorm), [64x7x7][lanes] */
-#define S48     39448480 /* scratch of layer 48 (batchnorm) */
+#define S48     39554976 /* scratch of layer 48 (batchnorm) */
 #define A50     34621440 /* output of layer 50 (conv2d), [64x7x7][lanes] */
 #define A51     35022848 /* output of layer 51 (batchnorm), [64x7x7][lanes] */
-#define S51     39448608 /* scratch of layer 51 (batchnorm) */
+#define S51     39555104 /* scratch of layer 51 (batchnorm) */
 #define A52     35424256 /* output of layer 52 (conv2d), [64x7x7][lanes] */
 #define A53     35825664 /* output of layer 53 (batchnorm), [64x7x7][lanes] */
-#define S53     39448736 /* scratch of layer 53 (batchnorm) */
+#define S53     39555232 /* scratch of layer 53 (batchnorm) */
 #define A56     36227072 /* output of layer 56 (conv2d), [64x7x7][lanes] */
 #define A57     36628480 /* output of layer 57 (batchnorm), [64x7x7][lanes] */
-#define S57     39448864 /* scratch of layer 57 (batchnorm) */
+#define S57     39555360 /* scratch of layer 57 (batchnorm) */
 #define A59     37029888 /* output of layer 59 (conv2d), [64x7x7][lanes] */
 #define A60     37431296 /* output of layer 60 (batchnorm), [64x7x7][lanes] */
-#define S60     39448992 /* scratch of layer 60 (batchnorm) */
+#define S60     39555488 /* scratch of layer 60 (batchnorm) */
 #define A63     37832704 /* output of layer 63 (conv2d), [64x7x7][lanes] */
 #define A64     38234112 /* output of layer 64 (batchnorm), [64x7x7][lanes] */
-#define S64     39449120 /* scratch of layer 64 (batchnorm) */
+#define S64     39555616 /* scratch of layer 64 (batchnorm) */
 #define A66     38635520 /* output of layer 66 (conv2d), [64x7x7][lanes] */
 #define A67     39036928 /* output of layer 67 (batchnorm), [64x7x7][lanes] */
-#define S67     39449248 /* scratch of layer 67 (batchnorm) */
+#define S67     39555744 /* scratch of layer 67 (batchnorm) */
 #define A70     39438336 /* output of layer 70 (global_avgpool), [64x1x1][lanes] */
 #define A72     39446528 /* output of layer 72 (dense), [10][lanes] */
-#define S72     39449376 /* scratch of layer 72 (dense) */
-#define OUT     39459616 /* the output, [N][10] */
-#define DOUT    39460896 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  39462176 /* dLoss/dOutput, [10][lanes] */
-#define D71     39864864 /* gradient arena: dLoss/d(layer 71 output) */
-#define D69     39463456 /* gradient arena: dLoss/d(layer 69 output) */
-#define D68     39864864 /* gradient arena: dLoss/d(layer 68 output) */
-#define D67     39463456 /* gradient arena: dLoss/d(layer 67 output) */
-#define D62     40266272 /* gradient arena: dLoss/d(layer 62 output) */
-#define D66     39864864 /* gradient arena: dLoss/d(layer 66 output) */
-#define D65     39463456 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
-#define D63     39864864 /* gradient arena: dLoss/d(layer 63 output) */
-#define T63_1   39463456 /* gradient arena: a gradient summed into its tensor's */
-#define D61     39463456 /* gradient arena: dLoss/d(layer 61 output) */
-#define D60     39864864 /* gradient arena: dLoss/d(layer 60 output) */
-#define D55     40266272 /* gradient arena: dLoss/d(layer 55 output) */
-#define D59     39463456 /* gradient arena: dLoss/d(layer 59 output) */
-#define D58     39864864 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
-#define D56     39463456 /* gradient arena: dLoss/d(layer 56 output) */
-#define T56_1   39864864 /* gradient arena: a gradient summed into its tensor's */
-#define D54     39463456 /* gradient arena: dLoss/d(layer 54 output) */
-#define D51     40266272 /* gradient arena: dLoss/d(layer 51 output) */
-#define D53     39864864 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     40667680 /* gradient arena: dLoss/d(layer 52 output) */
-#define D46     39463456 /* gradient arena: dLoss/d(layer 46 output) */
-#define D50     40667680 /* gradient arena: dLoss/d(layer 50 output) */
-#define D49     40266272 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
-#define D47     41069088 /* gradient arena: dLoss/d(layer 47 output) */
-#define T47_1   40266272 /* gradient arena: a gradient summed into its tensor's */
-#define D45     40266272 /* gradient arena: dLoss/d(layer 45 output) */
-#define D44     39463456 /* gradient arena: dLoss/d(layer 44 output) */
-#define D39     41069088 /* gradient arena: dLoss/d(layer 39 output) */
-#define D43     40266272 /* gradient arena: dLoss/d(layer 43 output) */
-#define D42     39463456 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
-#define D40     40266272 /* gradient arena: dLoss/d(layer 40 output) */
-#define T40_1   39463456 /* gradient arena: a gradient summed into its tensor's */
-#define D38     39463456 /* gradient arena: dLoss/d(layer 38 output) */
-#define D37     40266272 /* gradient arena: dLoss/d(layer 37 output) */
-#define D32     41069088 /* gradient arena: dLoss/d(layer 32 output) */
-#define D36     39463456 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     40266272 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
-#define D33     39463456 /* gradient arena: dLoss/d(layer 33 output) */
-#define T33_1   40266272 /* gradient arena: a gradient summed into its tensor's */
-#define D31     39463456 /* gradient arena: dLoss/d(layer 31 output) */
-#define D28     41069088 /* gradient arena: dLoss/d(layer 28 output) */
-#define D30     40266272 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     41871904 /* gradient arena: dLoss/d(layer 29 output) */
-#define D23     39463456 /* gradient arena: dLoss/d(layer 23 output) */
-#define D27     41871904 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     41069088 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
-#define D24     42674720 /* gradient arena: dLoss/d(layer 24 output) */
-#define T24_1   41069088 /* gradient arena: a gradient summed into its tensor's */
-#define D22     41069088 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     39463456 /* gradient arena: dLoss/d(layer 21 output) */
-#define D16     42674720 /* gradient arena: dLoss/d(layer 16 output) */
-#define D20     41069088 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     39463456 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
-#define D17     41069088 /* gradient arena: dLoss/d(layer 17 output) */
-#define T17_1   39463456 /* gradient arena: a gradient summed into its tensor's */
-#define D15     39463456 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     41069088 /* gradient arena: dLoss/d(layer 14 output) */
-#define D09     42674720 /* gradient arena: dLoss/d(layer 9 output) */
-#define D13     39463456 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     41069088 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
-#define D10     39463456 /* gradient arena: dLoss/d(layer 10 output) */
-#define T10_1   41069088 /* gradient arena: a gradient summed into its tensor's */
-#define D08     39463456 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     41069088 /* gradient arena: dLoss/d(layer 7 output) */
-#define D02     42674720 /* gradient arena: dLoss/d(layer 2 output) */
-#define D06     39463456 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     41069088 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
-#define D03     39463456 /* gradient arena: dLoss/d(layer 3 output) */
-#define T03_1   41069088 /* gradient arena: a gradient summed into its tensor's */
-#define D01     39463456 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     41069088 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     39463456 /* gradient arena: dLoss/dInput */
+#define S72     39555872 /* scratch of layer 72 (dense) */
+#define OUT     39566112 /* the output, [N][10] */
+#define DOUT    39567392 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  39568672 /* dLoss/dOutput, [10][lanes] */
+#define D71     39971360 /* gradient arena: dLoss/d(layer 71 output) */
+#define D69     39569952 /* gradient arena: dLoss/d(layer 69 output) */
+#define D68     39971360 /* gradient arena: dLoss/d(layer 68 output) */
+#define D67     39569952 /* gradient arena: dLoss/d(layer 67 output) */
+#define D62     40372768 /* gradient arena: dLoss/d(layer 62 output) */
+#define D66     39971360 /* gradient arena: dLoss/d(layer 66 output) */
+#define D65     39569952 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
+#define D63     39971360 /* gradient arena: dLoss/d(layer 63 output) */
+#define T63_1   39569952 /* gradient arena: a gradient summed into its tensor's */
+#define D61     39569952 /* gradient arena: dLoss/d(layer 61 output) */
+#define D60     39971360 /* gradient arena: dLoss/d(layer 60 output) */
+#define D55     40372768 /* gradient arena: dLoss/d(layer 55 output) */
+#define D59     39569952 /* gradient arena: dLoss/d(layer 59 output) */
+#define D58     39971360 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
+#define D56     39569952 /* gradient arena: dLoss/d(layer 56 output) */
+#define T56_1   39971360 /* gradient arena: a gradient summed into its tensor's */
+#define D54     39569952 /* gradient arena: dLoss/d(layer 54 output) */
+#define D51     40372768 /* gradient arena: dLoss/d(layer 51 output) */
+#define D53     39971360 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     40774176 /* gradient arena: dLoss/d(layer 52 output) */
+#define D46     39569952 /* gradient arena: dLoss/d(layer 46 output) */
+#define D50     40774176 /* gradient arena: dLoss/d(layer 50 output) */
+#define D49     40372768 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
+#define D47     41175584 /* gradient arena: dLoss/d(layer 47 output) */
+#define T47_1   40372768 /* gradient arena: a gradient summed into its tensor's */
+#define D45     40372768 /* gradient arena: dLoss/d(layer 45 output) */
+#define D44     39569952 /* gradient arena: dLoss/d(layer 44 output) */
+#define D39     41175584 /* gradient arena: dLoss/d(layer 39 output) */
+#define D43     40372768 /* gradient arena: dLoss/d(layer 43 output) */
+#define D42     39569952 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
+#define D40     40372768 /* gradient arena: dLoss/d(layer 40 output) */
+#define T40_1   39569952 /* gradient arena: a gradient summed into its tensor's */
+#define D38     39569952 /* gradient arena: dLoss/d(layer 38 output) */
+#define D37     40372768 /* gradient arena: dLoss/d(layer 37 output) */
+#define D32     41175584 /* gradient arena: dLoss/d(layer 32 output) */
+#define D36     39569952 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     40372768 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     39569952 /* gradient arena: dLoss/d(layer 33 output) */
+#define T33_1   40372768 /* gradient arena: a gradient summed into its tensor's */
+#define D31     39569952 /* gradient arena: dLoss/d(layer 31 output) */
+#define D28     41175584 /* gradient arena: dLoss/d(layer 28 output) */
+#define D30     40372768 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     41978400 /* gradient arena: dLoss/d(layer 29 output) */
+#define D23     39569952 /* gradient arena: dLoss/d(layer 23 output) */
+#define D27     41978400 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     41175584 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
+#define D24     42781216 /* gradient arena: dLoss/d(layer 24 output) */
+#define T24_1   41175584 /* gradient arena: a gradient summed into its tensor's */
+#define D22     41175584 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     39569952 /* gradient arena: dLoss/d(layer 21 output) */
+#define D16     42781216 /* gradient arena: dLoss/d(layer 16 output) */
+#define D20     41175584 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     39569952 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
+#define D17     41175584 /* gradient arena: dLoss/d(layer 17 output) */
+#define T17_1   39569952 /* gradient arena: a gradient summed into its tensor's */
+#define D15     39569952 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     41175584 /* gradient arena: dLoss/d(layer 14 output) */
+#define D09     42781216 /* gradient arena: dLoss/d(layer 9 output) */
+#define D13     39569952 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     41175584 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
+#define D10     39569952 /* gradient arena: dLoss/d(layer 10 output) */
+#define T10_1   41175584 /* gradient arena: a gradient summed into its tensor's */
+#define D08     39569952 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     41175584 /* gradient arena: dLoss/d(layer 7 output) */
+#define D02     42781216 /* gradient arena: dLoss/d(layer 2 output) */
+#define D06     39569952 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     41175584 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
+#define D03     39569952 /* gradient arena: dLoss/d(layer 3 output) */
+#define T03_1   41175584 /* gradient arena: a gradient summed into its tensor's */
+#define D01     39569952 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     41175584 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     39569952 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 128 samples; activations stay in ws for backward. */
 void resnet20_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -18473,28 +14522,28 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l00_conv2d_forward(params, ws + XIN, ws + A00);
     l01_batchnorm_forward(params + 144, buffers, ws + S01, ws + A00, ws + A01, nb, training);
     /* layer 2: relu fused into layer 1's stores */
-    l03_conv2d_forward(params + 176, ws + A01, ws + A03);
+    l03_conv2d_forward(params + 176, ws + S03, ws + A01, ws + A03);
     l01_batchnorm_forward(params + 2480, buffers + 33, ws + S04, ws + A03, ws + A04, nb, training);
     /* layer 5: relu fused into layer 4's stores */
-    l03_conv2d_forward(params + 2512, ws + A04, ws + A06);
+    l03_conv2d_forward(params + 2512, ws + S06, ws + A04, ws + A06);
     l07_batchnorm_forward(params + 4816, buffers + 66, ws + S07, ws + A06, ws + A07, nb, training);
     /* (in place: layer 8's add writes over its input 1) */
     l08_add_forward(ws + A01, ws + A07);
     /* (in place: layer 9's relu writes over its input) */
     l09_relu_forward(ws + A07);
-    l03_conv2d_forward(params + 4848, ws + A07, ws + A10);
+    l03_conv2d_forward(params + 4848, ws + S10, ws + A07, ws + A10);
     l01_batchnorm_forward(params + 7152, buffers + 99, ws + S11, ws + A10, ws + A11, nb, training);
     /* layer 12: relu fused into layer 11's stores */
-    l03_conv2d_forward(params + 7184, ws + A11, ws + A13);
+    l03_conv2d_forward(params + 7184, ws + S13, ws + A11, ws + A13);
     l07_batchnorm_forward(params + 9488, buffers + 132, ws + S14, ws + A13, ws + A14, nb, training);
     /* (in place: layer 15's add writes over its input 1) */
     l08_add_forward(ws + A07, ws + A14);
     /* (in place: layer 16's relu writes over its input) */
     l09_relu_forward(ws + A14);
-    l03_conv2d_forward(params + 9520, ws + A14, ws + A17);
+    l03_conv2d_forward(params + 9520, ws + S17, ws + A14, ws + A17);
     l01_batchnorm_forward(params + 11824, buffers + 165, ws + S18, ws + A17, ws + A18, nb, training);
     /* layer 19: relu fused into layer 18's stores */
-    l03_conv2d_forward(params + 11856, ws + A18, ws + A20);
+    l03_conv2d_forward(params + 11856, ws + S20, ws + A18, ws + A20);
     l07_batchnorm_forward(params + 14160, buffers + 198, ws + S21, ws + A20, ws + A21, nb, training);
     /* (in place: layer 22's add writes over its input 1) */
     l08_add_forward(ws + A14, ws + A21);
@@ -18503,7 +14552,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l24_conv2d_forward(params + 14192, ws + A21, ws + A24);
     l25_batchnorm_forward(params + 18800, buffers + 231, ws + S25, ws + A24, ws + A25, nb, training);
     /* layer 26: relu fused into layer 25's stores */
-    l27_conv2d_forward(params + 18864, ws + A25, ws + A27);
+    l27_conv2d_forward(params + 18864, ws + S27, ws + A25, ws + A27);
     l28_batchnorm_forward(params + 28080, buffers + 296, ws + S28, ws + A27, ws + A28, nb, training);
     l29_conv2d_forward(params + 28144, ws + A21, ws + A29);
     l28_batchnorm_forward(params + 28656, buffers + 361, ws + S30, ws + A29, ws + A30, nb, training);
@@ -18511,19 +14560,19 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l31_add_forward(ws + A30, ws + A28);
     /* (in place: layer 32's relu writes over its input) */
     l32_relu_forward(ws + A28);
-    l27_conv2d_forward(params + 28720, ws + A28, ws + A33);
+    l27_conv2d_forward(params + 28720, ws + S33, ws + A28, ws + A33);
     l25_batchnorm_forward(params + 37936, buffers + 426, ws + S34, ws + A33, ws + A34, nb, training);
     /* layer 35: relu fused into layer 34's stores */
-    l27_conv2d_forward(params + 38000, ws + A34, ws + A36);
+    l27_conv2d_forward(params + 38000, ws + S36, ws + A34, ws + A36);
     l28_batchnorm_forward(params + 47216, buffers + 491, ws + S37, ws + A36, ws + A37, nb, training);
     /* (in place: layer 38's add writes over its input 1) */
     l31_add_forward(ws + A28, ws + A37);
     /* (in place: layer 39's relu writes over its input) */
     l32_relu_forward(ws + A37);
-    l27_conv2d_forward(params + 47280, ws + A37, ws + A40);
+    l27_conv2d_forward(params + 47280, ws + S40, ws + A37, ws + A40);
     l25_batchnorm_forward(params + 56496, buffers + 556, ws + S41, ws + A40, ws + A41, nb, training);
     /* layer 42: relu fused into layer 41's stores */
-    l27_conv2d_forward(params + 56560, ws + A41, ws + A43);
+    l27_conv2d_forward(params + 56560, ws + S43, ws + A41, ws + A43);
     l28_batchnorm_forward(params + 65776, buffers + 621, ws + S44, ws + A43, ws + A44, nb, training);
     /* (in place: layer 45's add writes over its input 1) */
     l31_add_forward(ws + A37, ws + A44);
@@ -18564,7 +14613,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     cg_from_lanes(ws + A72, ws + OUT, nb, 10, 128);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (39460896); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (39567392); grads accumulate. */
 void resnet20_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 128);
@@ -18610,21 +14659,21 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l31_add_backward(ws + D45, ws + D44, ws + D39);
     l25_batchnorm_backward(params + 65776, grads + 65776, ws + S44, ws + A43, ws + D44, ws + D43, nb);
     l27_conv2d_backward(grads + 56560, ws + A41, ws + D43);
-    l27_conv2d_backward_dx(params + 56560, ws + A41, ws + D43, ws + D42);
+    l27_conv2d_backward_dx(params + 56560, ws + S43, ws + A41, ws + D43, ws + D42);
     /* layer 42: relu's backward is in layer 43's dx stores */
     l25_batchnorm_backward(params + 56496, grads + 56496, ws + S41, ws + A40, ws + D42, ws + D40, nb);
     l27_conv2d_backward(grads + 47280, ws + A37, ws + D40);
-    l33_conv2d_backward_dx(params + 47280, ws + D40, ws + T40_1);
+    l33_conv2d_backward_dx(params + 47280, ws + S40, ws + D40, ws + T40_1);
     for (size_t i = 0; i < 802816; i++) (ws + D39)[i] += (ws + T40_1)[i]; /* a tensor read again: gradients add */
     l32_relu_backward(ws + A37, ws + D39, ws + D38);
     l31_add_backward(ws + D38, ws + D37, ws + D32);
     l25_batchnorm_backward(params + 47216, grads + 47216, ws + S37, ws + A36, ws + D37, ws + D36, nb);
     l27_conv2d_backward(grads + 38000, ws + A34, ws + D36);
-    l27_conv2d_backward_dx(params + 38000, ws + A34, ws + D36, ws + D35);
+    l27_conv2d_backward_dx(params + 38000, ws + S36, ws + A34, ws + D36, ws + D35);
     /* layer 35: relu's backward is in layer 36's dx stores */
     l25_batchnorm_backward(params + 37936, grads + 37936, ws + S34, ws + A33, ws + D35, ws + D33, nb);
     l27_conv2d_backward(grads + 28720, ws + A28, ws + D33);
-    l33_conv2d_backward_dx(params + 28720, ws + D33, ws + T33_1);
+    l33_conv2d_backward_dx(params + 28720, ws + S33, ws + D33, ws + T33_1);
     for (size_t i = 0; i < 802816; i++) (ws + D32)[i] += (ws + T33_1)[i]; /* a tensor read again: gradients add */
     l32_relu_backward(ws + A28, ws + D32, ws + D31);
     l31_add_backward(ws + D31, ws + D28, ws + D30);
@@ -18633,7 +14682,7 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l29_conv2d_backward_dx(params + 28144, ws + D29, ws + D23);
     l25_batchnorm_backward(params + 28080, grads + 28080, ws + S28, ws + A27, ws + D28, ws + D27, nb);
     l27_conv2d_backward(grads + 18864, ws + A25, ws + D27);
-    l27_conv2d_backward_dx(params + 18864, ws + A25, ws + D27, ws + D26);
+    l27_conv2d_backward_dx(params + 18864, ws + S27, ws + A25, ws + D27, ws + D26);
     /* layer 26: relu's backward is in layer 27's dx stores */
     l25_batchnorm_backward(params + 18800, grads + 18800, ws + S25, ws + A24, ws + D26, ws + D24, nb);
     l24_conv2d_backward(grads + 14192, ws + A21, ws + D24);
@@ -18643,31 +14692,31 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l08_add_backward(ws + D22, ws + D21, ws + D16);
     l01_batchnorm_backward(params + 14160, grads + 14160, ws + S21, ws + A20, ws + D21, ws + D20, nb);
     l03_conv2d_backward(grads + 11856, ws + A18, ws + D20);
-    l06_conv2d_backward_dx(params + 11856, ws + A18, ws + D20, ws + D19);
+    l06_conv2d_backward_dx(params + 11856, ws + S20, ws + A18, ws + D20, ws + D19);
     /* layer 19: relu's backward is in layer 20's dx stores */
     l01_batchnorm_backward(params + 11824, grads + 11824, ws + S18, ws + A17, ws + D19, ws + D17, nb);
     l03_conv2d_backward(grads + 9520, ws + A14, ws + D17);
-    l03_conv2d_backward_dx(params + 9520, ws + D17, ws + T17_1);
+    l03_conv2d_backward_dx(params + 9520, ws + S17, ws + D17, ws + T17_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D16)[i] += (ws + T17_1)[i]; /* a tensor read again: gradients add */
     l02_relu_backward(ws + A14, ws + D16, ws + D15);
     l08_add_backward(ws + D15, ws + D14, ws + D09);
     l01_batchnorm_backward(params + 9488, grads + 9488, ws + S14, ws + A13, ws + D14, ws + D13, nb);
     l03_conv2d_backward(grads + 7184, ws + A11, ws + D13);
-    l06_conv2d_backward_dx(params + 7184, ws + A11, ws + D13, ws + D12);
+    l06_conv2d_backward_dx(params + 7184, ws + S13, ws + A11, ws + D13, ws + D12);
     /* layer 12: relu's backward is in layer 13's dx stores */
     l01_batchnorm_backward(params + 7152, grads + 7152, ws + S11, ws + A10, ws + D12, ws + D10, nb);
     l03_conv2d_backward(grads + 4848, ws + A07, ws + D10);
-    l03_conv2d_backward_dx(params + 4848, ws + D10, ws + T10_1);
+    l03_conv2d_backward_dx(params + 4848, ws + S10, ws + D10, ws + T10_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D09)[i] += (ws + T10_1)[i]; /* a tensor read again: gradients add */
     l02_relu_backward(ws + A07, ws + D09, ws + D08);
     l08_add_backward(ws + D08, ws + D07, ws + D02);
     l01_batchnorm_backward(params + 4816, grads + 4816, ws + S07, ws + A06, ws + D07, ws + D06, nb);
     l03_conv2d_backward(grads + 2512, ws + A04, ws + D06);
-    l06_conv2d_backward_dx(params + 2512, ws + A04, ws + D06, ws + D05);
+    l06_conv2d_backward_dx(params + 2512, ws + S06, ws + A04, ws + D06, ws + D05);
     /* layer 5: relu's backward is in layer 6's dx stores */
     l01_batchnorm_backward(params + 2480, grads + 2480, ws + S04, ws + A03, ws + D05, ws + D03, nb);
     l03_conv2d_backward(grads + 176, ws + A01, ws + D03);
-    l03_conv2d_backward_dx(params + 176, ws + D03, ws + T03_1);
+    l03_conv2d_backward_dx(params + 176, ws + S03, ws + D03, ws + T03_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D02)[i] += (ws + T03_1)[i]; /* a tensor read again: gradients add */
     l02_relu_backward(ws + A01, ws + D02, ws + D01);
     l01_batchnorm_backward(params + 144, grads + 144, ws + S01, ws + A00, ws + D01, ws + D00, nb);
@@ -18900,7 +14949,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 3311616, .lanes = 128, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 3, .name = "layer1_0_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 3, .name = "layer1_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -18913,7 +14962,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 6522880, .lanes = 128, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -18930,7 +14979,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 9734144, .lanes = 128, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 11, .name = "layer1_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 11, .name = "layer1_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -18943,7 +14992,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 12945408, .lanes = 128, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -18960,7 +15009,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 16156672, .lanes = 128, .line = 26, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 19, .name = "layer1_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 19, .name = "layer1_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -18973,7 +15022,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 19367936, .lanes = 128, .line = 29, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -19003,7 +15052,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 24184832, .lanes = 128, .line = 36, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -19029,7 +15078,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 27396096, .lanes = 128, .line = 42, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -19042,7 +15091,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29001728, .lanes = 128, .line = 45, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -19059,7 +15108,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 30607360, .lanes = 128, .line = 49, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -19072,7 +15121,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 32212992, .lanes = 128, .line = 52, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},

@@ -188,10 +188,10 @@ function M.candidates(L, T)
           fwd = c[2].fwd, dw = c[2].dw, dx = {form = "lanes", tile = dxt, apart = true, pad = "w"}})
       end
     end
-    -- Winograd F(2x2, 3x3) for the forward and dx, dW direct (conv_wino.lua): the
-    -- tuner's to choose (its border tiles are picked by a test per tile)
+    -- Winograd F(2x2, 3x3) for the forward and dx, dW direct (conv_wino.lua): first
+    -- for layers of channels and outputs enough to amortize its transforms
     if wino.ok(L) then
-      table.insert(c, {name = "lanes+wino", layout = "lanes", fwd = {form = "wino", tile = wino.tile(L, T, L.cout)},
+      table.insert(c, wino.preferred(L) and 1 or #c + 1, {name = "lanes+wino", layout = "lanes", fwd = {form = "wino", tile = wino.tile(L, T, L.cout)},
         dw = {form = "lanes", tile = t.dw}, dx = {form = "wino", tile = wino.tile(L, T, L.cin), apart = true}})
     end
     return c

@@ -64,36 +64,45 @@ function M.tile(L, T, nco)
   return {TC = ld(nco, math.max(1, T.acc * 2 // 3 // TB)), TB = TB}
 end
 
--- Tiles along one axis in classes: runs of consecutive tiles whose 4 inputs are inside
--- or outside the input alike, {lo, hi, valid[1..4]} (tile t reads 2t - pad .. 2t - pad + 3).
-local function classes(T, I, pad)
+-- The heuristic's first choice: channels enough on both sides to amortize the
+-- transforms, and outputs of 8x8 or more (a 7x7 output computes 8x8).
+function M.preferred(L)
+  local g = L.geom
+  return M.ok(L) and L.cin >= 8 and L.cout >= 8 and g.h.O >= 8 and g.w.O >= 8
+end
+
+-- Tiles along one axis in classes: runs of consecutive tiles whose 4 inputs lie inside
+-- or outside the input alike and whose second output is stored alike (an odd extent's
+-- last tile stores one), {lo, hi, v = valid[1..4], two = second output stored}; tile t
+-- reads inputs 2t - pad .. 2t - pad + 3 and writes outputs 2t, 2t + 1.
+local function classes(T, I, pad, O)
   local out = {}
   for t = 0, T - 1 do
     local v = {}
     for i = 0, 3 do local r = 2 * t - pad + i; v[i + 1] = r >= 0 and r < I end
+    local two = 2 * t + 1 < O
     local last = out[#out]
-    if last and last.v[1] == v[1] and last.v[2] == v[2] and last.v[3] == v[3] and last.v[4] == v[4] then
+    if last and last.two == two and last.v[1] == v[1] and last.v[2] == v[2] and last.v[3] == v[3] and last.v[4] == v[4] then
       last.hi = t
     else
-      out[#out + 1] = {lo = t, hi = t, v = v}
+      out[#out + 1] = {lo = t, hi = t, v = v, two = two}
     end
   end
   return out
 end
 
--- One branch per class of the loop variable var (the tests are per tile, the loads
--- inside each branch unconditional); body(valid) emits the branch.
-local function dispatch(C, var, cls, body)
-  if #cls == 1 then return body(cls[1].v) end
-  for k, c in ipairs(cls) do
-    if k == 1 then C:open("if (%s <= %d) {", var, c.hi)
-    elseif k < #cls then C:close(string.format("} else if (%s <= %d) {", var, c.hi)); C.ind = C.ind + 1
-    else C:close("} else {"); C.ind = C.ind + 1 end
-    body(c.v)
-  end
-  C:close()
-end
-
+-- Emit one pass. a = {
+--   src, nci, dst, nco: input planes [nci][I][R], output planes [nco][O][R]
+--   geo:   pass_geom
+--   wt(co, ci, k): the C expression of the kernel tap k (0..8, row-major) of
+--          output channel co, input channel ci of this pass
+--   store(off, v): the C statement storing vector variable v at dst + off
+--   bias(co): the C expression of output channel co's bias, or nil
+--   tile:  {TC, TB}
+-- }
+-- One loop nest per class of tile rows, and in it one tx loop per class of tile
+-- columns: which loads are zeros and which outputs are stored is known at generation
+-- time, and the code has no test.
 function M.emit(C, L, R, V, a)
   local geo, TC, TB = a.geo, a.tile.TC, a.tile.TB
   local NV = R // V
@@ -121,103 +130,130 @@ function M.emit(C, L, R, V, a)
   for i = 1, #u, 4 do C:line(table.concat(u, " ", i, i + 3)) end
   C:close()
   C:close()
-  if L.parallel then C:line("CG_PARALLEL_FOR2") end
-  C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
-  C:open("for (int ty = 0; ty < %d; ty++) {", geo.T[1])
-  C:line("cg_v vb[%d]; /* [16][%d][TB]: B^T d B of each input channel */", 16 * nci * TB, nci)
-  C:line("cg_v mb[%d]; /* [16][TC][TB]: the products summed over the input channels */", 16 * TC * TB)
-  C:open("for (int tx = 0; tx < %d; tx++) {", geo.T[2])
-  -- input transform: the 4x4 block of tile (ty, tx) starts at input (2ty - lo, 2tx - lo);
-  -- rows and columns outside the input are zeros, known per class of tiles
-  local rc, cc = classes(geo.T[1], geo.I[1], geo.lo[1]), classes(geo.T[2], geo.I[2], geo.lo[2])
-  C:line("const long xo = ((long)(2 * ty - %d) * %d + 2 * tx - %d) * %d + v0 * %d; /* the block's first input, maybe outside */",
-    geo.lo[1], Iw, geo.lo[2], R, V)
-  dispatch(C, "ty", rc, function(rv)
-    dispatch(C, "tx", cc, function(cv)
-      C:open("for (int ci = 0; ci < %d; ci++) {", nci)
-      C:line("const float *restrict xc = %s + (size_t)ci * %d;", a.src, Ih * Iw * R)
-      for bb = 0, TB - 1 do
-        C:open("{")
-        local ld, zero = {}, {}
-        for i = 0, 3 do
-          for j = 0, 3 do
-            if rv[i + 1] and cv[j + 1] then
-              ld[#ld + 1] = string.format("d%d%d = VLOAD(xc + (xo + %d))", i, j, (i * Iw + j) * R + bb * V)
-            else
-              zero[#zero + 1] = string.format("d%d%d = vsplat(0.0f)", i, j)
-            end
-          end
-        end
-        if #ld > 0 then C:line("const cg_v %s;", table.concat(ld, ", ")) end
-        if #zero > 0 then C:line("const cg_v %s; /* outside the input */", table.concat(zero, ", ")) end
-        -- s = B^T d (rows), then v = s B (columns)
-        for j = 0, 3 do
-          C:line("const cg_v s0%d = d0%d - d2%d, s1%d = d1%d + d2%d, s2%d = d2%d - d1%d, s3%d = d1%d - d3%d;",
-            j, j, j, j, j, j, j, j, j, j, j, j)
-        end
-        for i = 0, 3 do
-          local at = function(j) return string.format("vb[(%d * %d + ci) * %d + %d]", i * 4 + j, nci, TB, bb) end
-          C:line("%s = s%d0 - s%d2; %s = s%d1 + s%d2; %s = s%d2 - s%d1; %s = s%d1 - s%d3;",
-            at(0), i, i, at(1), i, i, at(2), i, i, at(3), i, i)
-        end
-        C:close()
-      end
+  local rcs = classes(geo.T[1], Ih, geo.lo[1], Oh)
+  local ccs = classes(geo.T[2], Iw, geo.lo[2], Ow)
+  for _, rc in ipairs(rcs) do
+    C:line("/* tile rows %d..%d: input rows %s */", rc.lo, rc.hi, M.describe(rc))
+    if L.parallel then C:line("CG_PARALLEL_FOR2") end
+    C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
+    C:open("for (int ty = %d; ty < %d; ty++) {", rc.lo, rc.hi + 1)
+    C:line("cg_v vb[%d]; /* [16][%d][TB]: B^T d B of each input channel */", 16 * nci * TB, nci)
+    C:line("cg_v mb[%d]; /* [16][TC][TB]: the products summed over the input channels */", 16 * TC * TB)
+    for _, cc in ipairs(ccs) do
+      C:open("for (int tx = %d; tx < %d; tx++) { /* input columns %s */", cc.lo, cc.hi + 1, M.describe(cc))
+      M.tile_body(C, a, R, V, rc, cc)
       C:close()
-    end)
-  end)
-  -- products: per block of TC output channels and position, a TC x TB register tile
-  C:open("for (int cb = 0; cb < %d; cb++) {", nco // TC)
-  for p = 0, 15 do
-    C:open("{")
-    for t = 0, TC - 1 do
-      local z = {}
-      for b = 0, TB - 1 do z[#z + 1] = string.format("a%d_%d = vsplat(0.0f)", t, b) end
-      C:line("cg_v %s;", table.concat(z, ", "))
-    end
-    C:open("for (int ci = 0; ci < %d; ci++) {", nci)
-    C:line("const float *restrict u = U + (size_t)(%d + ci) * %d + cb * %d;", p * nci, nco, TC)
-    local ld = {}
-    for b = 0, TB - 1 do ld[#ld + 1] = string.format("e%d = vb[(%d + ci) * %d + %d]", b, p * nci, TB, b) end
-    C:line("const cg_v %s;", table.concat(ld, ", "))
-    for t = 0, TC - 1 do
-      local f = {}
-      for b = 0, TB - 1 do f[#f + 1] = string.format("a%d_%d += u[%d] * e%d;", t, b, t, b) end
-      C:line(table.concat(f, " "))
     end
     C:close()
-    for t = 0, TC - 1 do
-      local s = {}
-      for b = 0, TB - 1 do s[#s + 1] = string.format("mb[%d] = a%d_%d;", (p * TC + t) * TB + b, t, b) end
-      C:line(table.concat(s, " "))
-    end
     C:close()
   end
-  -- output transform: Y = A^T m A, 2x2 outputs (the last row or column of an odd
-  -- extent falls outside and is not stored)
-  local oddh, oddw = Oh % 2 == 1, Ow % 2 == 1
+end
+
+-- "all inside", or which of the block's 4 rows (columns) are zeros
+function M.describe(c)
+  local z = {}
+  for i = 1, 4 do if not c.v[i] then z[#z + 1] = tostring(i - 1) end end
+  local s = #z == 0 and "all inside" or ("zeros at " .. table.concat(z, ", "))
+  if not c.two then s = s .. ", one output" end
+  return s
+end
+
+-- One tile (ty, tx) of row class rc and column class cc: input transform, the 16
+-- products, output transform.
+function M.tile_body(C, a, R, V, rc, cc)
+  local geo, TC, TB = a.geo, a.tile.TC, a.tile.TB
+  local nci, nco = a.nci, a.nco
+  local Ih, Iw = geo.I[1], geo.I[2]
+  local Oh, Ow = geo.O[1], geo.O[2]
+  -- input transform: the 4x4 block of tile (ty, tx) starts at input (2ty - lo, 2tx - lo)
+  C:line("const long xo = ((long)(2 * ty - %d) * %d + 2 * tx - %d) * %d + v0 * %d; /* the block's first input, maybe outside */",
+    geo.lo[1], Iw, geo.lo[2], R, V)
+  C:open("for (int ci = 0; ci < %d; ci++) {", nci)
+  C:open("for (int bb = 0; bb < %d; bb++) {", TB)
+  C:line("const float *restrict xc = %s + (size_t)ci * %d + bb * %d;", a.src, Ih * Iw * R, V)
+  local ld, zero = {}, {}
+  for i = 0, 3 do
+    for j = 0, 3 do
+      if rc.v[i + 1] and cc.v[j + 1] then
+        ld[#ld + 1] = string.format("d%d%d = VLOAD(xc + (xo + %d))", i, j, (i * Iw + j) * R)
+      else
+        zero[#zero + 1] = string.format("d%d%d = vsplat(0.0f)", i, j)
+      end
+    end
+  end
+  for k = 1, #ld, 4 do C:line("const cg_v %s;", table.concat(ld, ", ", k, math.min(#ld, k + 3))) end
+  if #zero > 0 then C:line("const cg_v %s; /* outside the input */", table.concat(zero, ", ")) end
+  -- s = B^T d (rows), then v = s B (columns)
+  for j = 0, 3 do
+    C:line("const cg_v s0%d = d0%d - d2%d, s1%d = d1%d + d2%d, s2%d = d2%d - d1%d, s3%d = d1%d - d3%d;",
+      j, j, j, j, j, j, j, j, j, j, j, j)
+  end
+  for i = 0, 3 do
+    local at = function(j) return string.format("vb[(%d * %d + ci) * %d + bb]", i * 4 + j, nci, TB) end
+    C:line("%s = s%d0 - s%d2; %s = s%d1 + s%d2; %s = s%d2 - s%d1; %s = s%d1 - s%d3;",
+      at(0), i, i, at(1), i, i, at(2), i, i, at(3), i, i)
+  end
+  C:close()
+  C:close()
+  -- products: per block of TC output channels and position p, a TC x TB register tile
+  C:open("for (int cb = 0; cb < %d; cb++) {", nco // TC)
+  C:open("for (int p = 0; p < 16; p++) {")
+  for t = 0, TC - 1 do
+    local z = {}
+    for b = 0, TB - 1 do z[#z + 1] = string.format("a%d_%d = vsplat(0.0f)", t, b) end
+    C:line("cg_v %s;", table.concat(z, ", "))
+  end
+  C:open("for (int ci = 0; ci < %d; ci++) {", nci)
+  C:line("const float *restrict u = U + (size_t)(p * %d + ci) * %d + cb * %d;", nci, nco, TC)
+  local le = {}
+  for b = 0, TB - 1 do le[#le + 1] = string.format("e%d = vb[(p * %d + ci) * %d + %d]", b, nci, TB, b) end
+  C:line("const cg_v %s;", table.concat(le, ", "))
+  for t = 0, TC - 1 do
+    local f = {}
+    for b = 0, TB - 1 do f[#f + 1] = string.format("a%d_%d += u[%d] * e%d;", t, b, t, b) end
+    C:line(table.concat(f, " "))
+  end
+  C:close()
+  for t = 0, TC - 1 do
+    local s = {}
+    for b = 0, TB - 1 do s[#s + 1] = string.format("mb[(p * %d + %d) * %d + %d] = a%d_%d;", TC, t, TB, b, t, b) end
+    C:line(table.concat(s, " "))
+  end
+  C:close()
+  -- output transform: Y = A^T m A, 2x2 outputs (one row or column of them in the
+  -- class of an odd extent's last tile)
   C:open("for (int t = 0; t < %d; t++) {", TC)
   C:open("for (int b = 0; b < %d; b++) {", TB)
   local m = function(i, j) return string.format("mb[(%d * %d + t) * %d + b]", i * 4 + j, TC, TB) end
   for j = 0, 3 do
-    C:line("const cg_v r0%d = %s + %s + %s, r1%d = %s - %s - %s;", j, m(0, j), m(1, j), m(2, j), j, m(1, j), m(2, j), m(3, j))
+    if rc.two then
+      C:line("const cg_v r0%d = %s + %s + %s, r1%d = %s - %s - %s;", j, m(0, j), m(1, j), m(2, j), j, m(1, j), m(2, j), m(3, j))
+    else
+      C:line("const cg_v r0%d = %s + %s + %s;", j, m(0, j), m(1, j), m(2, j))
+    end
   end
-  C:line("cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;")
+  local ys = {}
+  for i = 0, 1 do
+    for j = 0, 1 do
+      if (i == 0 or rc.two) and (j == 0 or cc.two) then ys[#ys + 1] = {i, j} end
+    end
+  end
+  local def, add = {}, {}
+  for _, y in ipairs(ys) do
+    local i, j = y[1], y[2]
+    def[#def + 1] = j == 0 and string.format("y%d%d = r%d0 + r%d1 + r%d2", i, j, i, i, i)
+      or string.format("y%d%d = r%d1 - r%d2 - r%d3", i, j, i, i, i)
+    add[#add + 1] = string.format("y%d%d += bv;", i, j)
+  end
+  C:line("cg_v %s;", table.concat(def, ", "))
   if a.bias then
-    C:line("{ const cg_v bv = vsplat(%s); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }", a.bias(string.format("cb * %d + t", TC)))
+    C:line("{ const cg_v bv = vsplat(%s); %s }", a.bias(string.format("cb * %d + t", TC)), table.concat(add, " "))
   end
   C:line("const size_t o = ((size_t)((cb * %d + t) * %d + 2 * ty) * %d + 2 * tx) * %d + (v0 + b) * %d;", TC, Oh, Ow, R, V)
-  local function st(i, j)
-    local s = a.store(string.format("o + %d", (i * Ow + j) * R), string.format("y%d%d", i, j))
-    local cond = {}
-    if i == 1 and oddh then cond[#cond + 1] = string.format("2 * ty + 1 < %d", Oh) end
-    if j == 1 and oddw then cond[#cond + 1] = string.format("2 * tx + 1 < %d", Ow) end
-    if #cond > 0 then s = string.format("if (%s) %s", table.concat(cond, " && "), s) end
-    C:line(s)
+  for _, y in ipairs(ys) do
+    local i, j = y[1], y[2]
+    C:line(a.store(string.format("o + %d", (i * Ow + j) * R), string.format("y%d%d", i, j)))
   end
-  st(0, 0); st(0, 1); st(1, 0); st(1, 1)
-  C:close()
-  C:close()
-  C:close()
   C:close()
   C:close()
   C:close()
