@@ -225,7 +225,9 @@ function M.tile_body(C, a, R, V, rc, cc)
   C:open("for (int t = 0; t < %d; t++) {", TC)
   C:open("for (int b = 0; b < %d; b++) {", TB)
   local m = function(i, j) return string.format("mb[(%d * %d + t) * %d + b]", i * 4 + j, TC, TB) end
-  for j = 0, 3 do
+  -- r = A^T m: row 1 only when the class stores a second output row, column 3 (read by
+  -- the second output column alone) only when it stores a second column
+  for j = 0, cc.two and 3 or 2 do
     if rc.two then
       C:line("const cg_v r0%d = %s + %s + %s, r1%d = %s - %s - %s;", j, m(0, j), m(1, j), m(2, j), j, m(1, j), m(2, j), m(3, j))
     else
