@@ -23,9 +23,13 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 #ifdef _OPENMP
 #define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
 #define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(static)")
+#define CG_PARALLEL_SECTIONS _Pragma("omp parallel sections")
+#define CG_SECTION _Pragma("omp section")
 #else
 #define CG_PARALLEL_FOR
 #define CG_PARALLEL_FOR2
+#define CG_PARALLEL_SECTIONS
+#define CG_SECTION
 #endif
 typedef int cg_vi __attribute__((vector_size(64)));
 #define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))

@@ -93,9 +93,13 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 #ifdef _OPENMP
 #define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
 #define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(static)")
+#define CG_PARALLEL_SECTIONS _Pragma("omp parallel sections")
+#define CG_SECTION _Pragma("omp section")
 #else
 #define CG_PARALLEL_FOR
 #define CG_PARALLEL_FOR2
+#define CG_PARALLEL_SECTIONS
+#define CG_SECTION
 #endif
 typedef int cg_vi __attribute__((vector_size(64)));
 #define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))
@@ -1921,7 +1925,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 3: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:12:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
 static void l03_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
@@ -2559,115 +2563,1078 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l03_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l03_conv2d_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     float *restrict gw = G;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
-        const float *restrict dyb = dy + cb*200704;
-        for (int ci = 0; ci < 16; ci++) {
-            const float *restrict xc = x + ci*100352;
-            float *restrict gwc = gw + cb*288 + ci*9;
-            { /* every tap */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-                for (int v = 0; v < 8; v++) {
-                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 100352 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 128 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 3584 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 3712 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
-                }
-                /* rows 0..0, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    for (int v = 0; v < 8; v++) {
-                        cg_v d0 = VLOAD(dyb + ox*128 + v * 16), d1 = VLOAD(dyb + ox*128 + 100352 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + ox*128 - 128 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 128 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 3456 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 3584 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 3712 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+    float *restrict Mw = S; /* [16][16][16]: sum over tiles and samples of Z (.) V */
+    CG_PARALLEL_SECTIONS
+    {
+        CG_SECTION
+        { /* transform row 0: M[0..3] */
+            float *restrict Mi = Mw + 0;
+            for (int k = 0; k < 1024; k++) Mi[k] = 0.0f;
+            cg_v xt[896]; /* [4][16][14 tiles x 1]: row 0 of B^T d B */
+            cg_v dt[896]; /* [4][16][14 tiles x 1]: row 0 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = -VLOAD(xc + (xo + 7296)), s2 = -VLOAD(xc + (xo + 7424)), s3 = -VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
                     }
-                }
-                for (int v = 0; v < 8; v++) {
-                    cg_v d0 = VLOAD(dyb + 3456 + v * 16), d1 = VLOAD(dyb + 103808 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 3328 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 3456 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 6912 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 7040 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                }
-                /* rows 1..26, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    for (int v = 0; v < 8; v++) {
-                        cg_v d0 = VLOAD(dyb + oy*3584 + v * 16), d1 = VLOAD(dyb + oy*3584 + 100352 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + oy*3584 - 3584 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*3584 - 3456 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*3584 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*3584 + 128 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*3584 + 3584 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*3584 + 3712 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = -VLOAD(xc + (xo + 7168)), s1 = -VLOAD(xc + (xo + 7296)), s2 = -VLOAD(xc + (xo + 7424)), s3 = -VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
                     }
-                }
-                /* rows 1..26, cols 1..26: every tap */
-                for (int oy = 1; oy < 27; oy++) {
-                    for (int ox = 1; ox < 27; ox++) {
-                        for (int v = 0; v < 8; v++) {
-                            cg_v d0 = VLOAD(dyb + oy*3584 + ox*128 + v * 16), d1 = VLOAD(dyb + oy*3584 + ox*128 + 100352 + v * 16); VKEEP(d0); VKEEP(d1);
-                            { cg_v xv = VLOAD(xc + oy*3584 + ox*128 - 3712 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*3584 + ox*128 - 3584 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*3584 + ox*128 - 3456 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*3584 + ox*128 - 128 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*3584 + ox*128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*3584 + ox*128 + 128 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*3584 + ox*128 + 3456 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*3584 + ox*128 + 3584 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*3584 + ox*128 + 3712 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = -VLOAD(xc + (xo + 7168)), s1 = -VLOAD(xc + (xo + 7296)), s2 = -VLOAD(xc + (xo + 7424)), s3 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 4; cob++) {
+                            for (int cib = 0; cib < 4; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
+                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
+                                for (int k = 0; k < 14; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
+                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
+                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                            }
                         }
                     }
                 }
-                /* rows 1..26, cols 27..27: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    for (int v = 0; v < 8; v++) {
-                        cg_v d0 = VLOAD(dyb + oy*3584 + 3456 + v * 16), d1 = VLOAD(dyb + oy*3584 + 103808 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + oy*3584 - 256 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*3584 - 128 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*3584 + 3328 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*3584 + 3456 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*3584 + 6912 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*3584 + 7040 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                    }
-                }
-                for (int v = 0; v < 8; v++) {
-                    cg_v d0 = VLOAD(dyb + 96768 + v * 16), d1 = VLOAD(dyb + 197120 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 93184 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 93312 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 96768 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 96896 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                }
-                /* rows 27..27, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    for (int v = 0; v < 8; v++) {
-                        cg_v d0 = VLOAD(dyb + ox*128 + 96768 + v * 16), d1 = VLOAD(dyb + ox*128 + 197120 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + ox*128 + 93056 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 93184 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 93312 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 96640 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 96768 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 96896 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                    }
-                }
-                for (int v = 0; v < 8; v++) {
-                    cg_v d0 = VLOAD(dyb + 100224 + v * 16), d1 = VLOAD(dyb + 200576 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 96512 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 96640 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 100096 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 100224 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
-                gwc[144] += vsum(a1_0); gwc[145] += vsum(a1_1); gwc[146] += vsum(a1_2); gwc[147] += vsum(a1_3); gwc[148] += vsum(a1_4); gwc[149] += vsum(a1_5); gwc[150] += vsum(a1_6); gwc[151] += vsum(a1_7); gwc[152] += vsum(a1_8);
             }
+            for (int ty = 1; ty < 13; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s3 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 4; cob++) {
+                            for (int cib = 0; cib < 4; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
+                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
+                                for (int k = 0; k < 14; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
+                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
+                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 13; ty < 14; ty++) { /* input rows zeros at 3 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s3 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 4; cob++) {
+                            for (int cib = 0; cib < 4; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
+                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
+                                for (int k = 0; k < 14; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
+                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
+                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        CG_SECTION
+        { /* transform row 1: M[4..7] */
+            float *restrict Mi = Mw + 1024;
+            for (int k = 0; k < 1024; k++) Mi[k] = 0.0f;
+            cg_v xt[896]; /* [4][16][14 tiles x 1]: row 1 of B^T d B */
+            cg_v dt[896]; /* [4][16][14 tiles x 1]: row 1 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 4; cob++) {
+                            for (int cib = 0; cib < 4; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
+                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
+                                for (int k = 0; k < 14; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
+                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
+                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 1; ty < 13; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 4; cob++) {
+                            for (int cib = 0; cib < 4; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
+                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
+                                for (int k = 0; k < 14; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
+                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
+                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 13; ty < 14; ty++) { /* input rows zeros at 3 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 4; cob++) {
+                            for (int cib = 0; cib < 4; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
+                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
+                                for (int k = 0; k < 14; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
+                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
+                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        CG_SECTION
+        { /* transform row 2: M[8..11] */
+            float *restrict Mi = Mw + 2048;
+            for (int k = 0; k < 1024; k++) Mi[k] = 0.0f;
+            cg_v xt[896]; /* [4][16][14 tiles x 1]: row 2 of B^T d B */
+            cg_v dt[896]; /* [4][16][14 tiles x 1]: row 2 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 4; cob++) {
+                            for (int cib = 0; cib < 4; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
+                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
+                                for (int k = 0; k < 14; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
+                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
+                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 1; ty < 13; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 4; cob++) {
+                            for (int cib = 0; cib < 4; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
+                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
+                                for (int k = 0; k < 14; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
+                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
+                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 13; ty < 14; ty++) { /* input rows zeros at 3 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 4; cob++) {
+                            for (int cib = 0; cib < 4; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
+                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
+                                for (int k = 0; k < 14; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
+                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
+                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        CG_SECTION
+        { /* transform row 3: M[12..15] */
+            float *restrict Mi = Mw + 3072;
+            for (int k = 0; k < 1024; k++) Mi[k] = 0.0f;
+            cg_v xt[896]; /* [4][16][14 tiles x 1]: row 3 of B^T d B */
+            cg_v dt[896]; /* [4][16][14 tiles x 1]: row 3 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 11136));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 10752)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 11136));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 10752)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s3 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 4; cob++) {
+                            for (int cib = 0; cib < 4; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
+                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
+                                for (int k = 0; k < 14; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
+                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
+                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 1; ty < 13; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 11136));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 10752)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 11136));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 10752)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s3 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 4; cob++) {
+                            for (int cib = 0; cib < 4; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
+                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
+                                for (int k = 0; k < 14; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
+                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
+                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 13; ty < 14; ty++) { /* input rows zeros at 3 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 16; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 16; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 4; cob++) {
+                            for (int cib = 0; cib < 4; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
+                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
+                                for (int k = 0; k < 14; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
+                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
+                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    CG_PARALLEL_FOR
+    for (int co = 0; co < 16; co++) {
+        for (int ci = 0; ci < 16; ci++) {
+            const float *restrict m = Mw + co * 16 + ci;
+            const float m00 = m[0], m01 = m[256], m02 = m[512], m03 = -m[768];
+            const float m10 = m[1024], m11 = m[1280], m12 = m[1536], m13 = -m[1792];
+            const float m20 = m[2048], m21 = m[2304], m22 = m[2560], m23 = -m[2816];
+            const float m30 = -m[3072], m31 = -m[3328], m32 = -m[3584], m33 = m[3840];
+            const float r00 = m00 + 0.5f * (m10 + m20), r10 = 0.5f * (m10 - m20), r20 = 0.5f * (m10 + m20) + m30;
+            const float r01 = m01 + 0.5f * (m11 + m21), r11 = 0.5f * (m11 - m21), r21 = 0.5f * (m11 + m21) + m31;
+            const float r02 = m02 + 0.5f * (m12 + m22), r12 = 0.5f * (m12 - m22), r22 = 0.5f * (m12 + m22) + m32;
+            const float r03 = m03 + 0.5f * (m13 + m23), r13 = 0.5f * (m13 - m23), r23 = 0.5f * (m13 + m23) + m33;
+            float *restrict gwc = gw + co * 144 + ci * 9;
+            gwc[0] += r00 + 0.5f * (r01 + r02); gwc[1] += 0.5f * (r01 - r02); gwc[2] += 0.5f * (r01 + r02) + r03;
+            gwc[3] += r10 + 0.5f * (r11 + r12); gwc[4] += 0.5f * (r11 - r12); gwc[5] += 0.5f * (r11 + r12) + r13;
+            gwc[6] += r20 + 0.5f * (r21 + r22); gwc[7] += 0.5f * (r21 - r22); gwc[8] += 0.5f * (r21 + r22) + r23;
         }
     }
 }
@@ -3322,7 +4289,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l05_relu_backward: none, layer 6 masks its dx stores with the relu's derivative */
 
 /* layer 6: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:15:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
 /* l06_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l06_conv2d_backward: the code of l03_conv2d_backward */
@@ -4056,7 +5023,7 @@ static void l09_relu_forward(float *restrict y)
 /* l09_relu_backward: the code of l02_relu_backward */
 
 /* layer 10: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:19:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
 /* l10_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l10_conv2d_backward: the code of l03_conv2d_backward */
@@ -4076,7 +5043,7 @@ static void l09_relu_forward(float *restrict y)
 /* l12_relu_backward: none, layer 13 masks its dx stores with the relu's derivative */
 
 /* layer 13: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:22:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
 /* l13_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l13_conv2d_backward: the code of l03_conv2d_backward */
@@ -4102,7 +5069,7 @@ static void l09_relu_forward(float *restrict y)
 /* l16_relu_backward: the code of l02_relu_backward */
 
 /* layer 17: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:26:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
 /* l17_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l17_conv2d_backward: the code of l03_conv2d_backward */
@@ -4122,7 +5089,7 @@ static void l09_relu_forward(float *restrict y)
 /* l19_relu_backward: none, layer 20 masks its dx stores with the relu's derivative */
 
 /* layer 20: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:29:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
 /* l20_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l20_conv2d_backward: the code of l03_conv2d_backward */
@@ -5643,7 +6610,7 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l26_relu_backward: none, layer 27 masks its dx stores with the relu's derivative */
 
 /* layer 27: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:36:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
 static void l27_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
@@ -6281,115 +7248,1078 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l27_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l27_conv2d_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     float *restrict gw = G;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 16; cb++) {
-        const float *restrict dyb = dy + cb*50176;
-        for (int ci = 0; ci < 32; ci++) {
-            const float *restrict xc = x + ci*25088;
-            float *restrict gwc = gw + cb*576 + ci*9;
-            { /* every tap */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-                for (int v = 0; v < 8; v++) {
-                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 25088 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 128 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 1792 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 1920 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
-                }
-                /* rows 0..0, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    for (int v = 0; v < 8; v++) {
-                        cg_v d0 = VLOAD(dyb + ox*128 + v * 16), d1 = VLOAD(dyb + ox*128 + 25088 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + ox*128 - 128 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 128 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 1664 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 1792 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 1920 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+    float *restrict Mw = S; /* [16][32][32]: sum over tiles and samples of Z (.) V */
+    CG_PARALLEL_SECTIONS
+    {
+        CG_SECTION
+        { /* transform row 0: M[0..3] */
+            float *restrict Mi = Mw + 0;
+            for (int k = 0; k < 4096; k++) Mi[k] = 0.0f;
+            cg_v xt[896]; /* [4][32][7 tiles x 1]: row 0 of B^T d B */
+            cg_v dt[896]; /* [4][32][7 tiles x 1]: row 0 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = -VLOAD(xc + (xo + 3712)), s2 = -VLOAD(xc + (xo + 3840)), s3 = -VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
                     }
-                }
-                for (int v = 0; v < 8; v++) {
-                    cg_v d0 = VLOAD(dyb + 1664 + v * 16), d1 = VLOAD(dyb + 26752 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 1536 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 1664 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 3328 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 3456 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                }
-                /* rows 1..12, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int v = 0; v < 8; v++) {
-                        cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 25088 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + oy*1792 - 1792 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*1792 - 1664 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*1792 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*1792 + 128 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*1792 + 1792 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*1792 + 1920 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = -VLOAD(xc + (xo + 3584)), s1 = -VLOAD(xc + (xo + 3712)), s2 = -VLOAD(xc + (xo + 3840)), s3 = -VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
                     }
-                }
-                /* rows 1..12, cols 1..12: every tap */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int ox = 1; ox < 13; ox++) {
-                        for (int v = 0; v < 8; v++) {
-                            cg_v d0 = VLOAD(dyb + oy*1792 + ox*128 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*128 + 25088 + v * 16); VKEEP(d0); VKEEP(d1);
-                            { cg_v xv = VLOAD(xc + oy*1792 + ox*128 - 1920 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*1792 + ox*128 - 1792 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*1792 + ox*128 - 1664 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*1792 + ox*128 - 128 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*1792 + ox*128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*1792 + ox*128 + 128 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*1792 + ox*128 + 1664 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*1792 + ox*128 + 1792 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*1792 + ox*128 + 1920 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = -VLOAD(xc + (xo + 3584)), s1 = -VLOAD(xc + (xo + 3712)), s2 = -VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
+                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
+                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                            }
                         }
                     }
                 }
-                /* rows 1..12, cols 13..13: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int v = 0; v < 8; v++) {
-                        cg_v d0 = VLOAD(dyb + oy*1792 + 1664 + v * 16), d1 = VLOAD(dyb + oy*1792 + 26752 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + oy*1792 - 256 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*1792 - 128 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*1792 + 1536 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*1792 + 1664 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*1792 + 3328 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*1792 + 3456 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                    }
-                }
-                for (int v = 0; v < 8; v++) {
-                    cg_v d0 = VLOAD(dyb + 23296 + v * 16), d1 = VLOAD(dyb + 48384 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 21504 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 21632 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 23296 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 23424 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                }
-                /* rows 13..13, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    for (int v = 0; v < 8; v++) {
-                        cg_v d0 = VLOAD(dyb + ox*128 + 23296 + v * 16), d1 = VLOAD(dyb + ox*128 + 48384 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + ox*128 + 21376 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 21504 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 21632 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 23168 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 23296 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 23424 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                    }
-                }
-                for (int v = 0; v < 8; v++) {
-                    cg_v d0 = VLOAD(dyb + 24960 + v * 16), d1 = VLOAD(dyb + 50048 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 23040 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 23168 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 24832 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 24960 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
-                gwc[288] += vsum(a1_0); gwc[289] += vsum(a1_1); gwc[290] += vsum(a1_2); gwc[291] += vsum(a1_3); gwc[292] += vsum(a1_4); gwc[293] += vsum(a1_5); gwc[294] += vsum(a1_6); gwc[295] += vsum(a1_7); gwc[296] += vsum(a1_8);
             }
+            for (int ty = 1; ty < 6; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
+                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
+                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 6; ty < 7; ty++) { /* input rows zeros at 3 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
+                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
+                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        CG_SECTION
+        { /* transform row 1: M[4..7] */
+            float *restrict Mi = Mw + 4096;
+            for (int k = 0; k < 4096; k++) Mi[k] = 0.0f;
+            cg_v xt[896]; /* [4][32][7 tiles x 1]: row 1 of B^T d B */
+            cg_v dt[896]; /* [4][32][7 tiles x 1]: row 1 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
+                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
+                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 1; ty < 6; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
+                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
+                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 6; ty < 7; ty++) { /* input rows zeros at 3 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
+                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
+                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        CG_SECTION
+        { /* transform row 2: M[8..11] */
+            float *restrict Mi = Mw + 8192;
+            for (int k = 0; k < 4096; k++) Mi[k] = 0.0f;
+            cg_v xt[896]; /* [4][32][7 tiles x 1]: row 2 of B^T d B */
+            cg_v dt[896]; /* [4][32][7 tiles x 1]: row 2 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
+                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
+                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 1; ty < 6; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
+                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
+                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 6; ty < 7; ty++) { /* input rows zeros at 3 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
+                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
+                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        CG_SECTION
+        { /* transform row 3: M[12..15] */
+            float *restrict Mi = Mw + 12288;
+            for (int k = 0; k < 4096; k++) Mi[k] = 0.0f;
+            cg_v xt[896]; /* [4][32][7 tiles x 1]: row 3 of B^T d B */
+            cg_v dt[896]; /* [4][32][7 tiles x 1]: row 3 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s3 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
+                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
+                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 1; ty < 6; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s3 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
+                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
+                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 6; ty < 7; ty++) { /* input rows zeros at 3 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 32; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 2048)), s3 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 32; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
+                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
+                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    CG_PARALLEL_FOR
+    for (int co = 0; co < 32; co++) {
+        for (int ci = 0; ci < 32; ci++) {
+            const float *restrict m = Mw + co * 32 + ci;
+            const float m00 = m[0], m01 = m[1024], m02 = m[2048], m03 = -m[3072];
+            const float m10 = m[4096], m11 = m[5120], m12 = m[6144], m13 = -m[7168];
+            const float m20 = m[8192], m21 = m[9216], m22 = m[10240], m23 = -m[11264];
+            const float m30 = -m[12288], m31 = -m[13312], m32 = -m[14336], m33 = m[15360];
+            const float r00 = m00 + 0.5f * (m10 + m20), r10 = 0.5f * (m10 - m20), r20 = 0.5f * (m10 + m20) + m30;
+            const float r01 = m01 + 0.5f * (m11 + m21), r11 = 0.5f * (m11 - m21), r21 = 0.5f * (m11 + m21) + m31;
+            const float r02 = m02 + 0.5f * (m12 + m22), r12 = 0.5f * (m12 - m22), r22 = 0.5f * (m12 + m22) + m32;
+            const float r03 = m03 + 0.5f * (m13 + m23), r13 = 0.5f * (m13 - m23), r23 = 0.5f * (m13 + m23) + m33;
+            float *restrict gwc = gw + co * 288 + ci * 9;
+            gwc[0] += r00 + 0.5f * (r01 + r02); gwc[1] += 0.5f * (r01 - r02); gwc[2] += 0.5f * (r01 + r02) + r03;
+            gwc[3] += r10 + 0.5f * (r11 + r12); gwc[4] += 0.5f * (r11 - r12); gwc[5] += 0.5f * (r11 + r12) + r13;
+            gwc[6] += r20 + 0.5f * (r21 + r22); gwc[7] += 0.5f * (r21 - r22); gwc[8] += 0.5f * (r21 + r22) + r23;
         }
     }
 }
@@ -7445,7 +9375,7 @@ static void l32_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 33: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:42:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
 /* l33_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l33_conv2d_backward: the code of l27_conv2d_backward */
@@ -8100,7 +10030,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l35_relu_backward: none, layer 36 masks its dx stores with the relu's derivative */
 
 /* layer 36: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:45:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
 /* l36_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l36_conv2d_backward: the code of l27_conv2d_backward */
@@ -8126,7 +10056,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l39_relu_backward: the code of l32_relu_backward */
 
 /* layer 40: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:49:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
 /* l40_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l40_conv2d_backward: the code of l27_conv2d_backward */
@@ -8146,7 +10076,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l42_relu_backward: none, layer 43 masks its dx stores with the relu's derivative */
 
 /* layer 43: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:52:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
 /* l43_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l43_conv2d_backward: the code of l27_conv2d_backward */
@@ -14658,21 +16588,21 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l32_relu_backward(ws + A44, ws + D46, ws + D45);
     l31_add_backward(ws + D45, ws + D44, ws + D39);
     l25_batchnorm_backward(params + 65776, grads + 65776, ws + S44, ws + A43, ws + D44, ws + D43, nb);
-    l27_conv2d_backward(grads + 56560, ws + A41, ws + D43);
+    l27_conv2d_backward(grads + 56560, ws + S43, ws + A41, ws + D43);
     l27_conv2d_backward_dx(params + 56560, ws + S43, ws + A41, ws + D43, ws + D42);
     /* layer 42: relu's backward is in layer 43's dx stores */
     l25_batchnorm_backward(params + 56496, grads + 56496, ws + S41, ws + A40, ws + D42, ws + D40, nb);
-    l27_conv2d_backward(grads + 47280, ws + A37, ws + D40);
+    l27_conv2d_backward(grads + 47280, ws + S40, ws + A37, ws + D40);
     l33_conv2d_backward_dx(params + 47280, ws + S40, ws + D40, ws + T40_1);
     for (size_t i = 0; i < 802816; i++) (ws + D39)[i] += (ws + T40_1)[i]; /* a tensor read again: gradients add */
     l32_relu_backward(ws + A37, ws + D39, ws + D38);
     l31_add_backward(ws + D38, ws + D37, ws + D32);
     l25_batchnorm_backward(params + 47216, grads + 47216, ws + S37, ws + A36, ws + D37, ws + D36, nb);
-    l27_conv2d_backward(grads + 38000, ws + A34, ws + D36);
+    l27_conv2d_backward(grads + 38000, ws + S36, ws + A34, ws + D36);
     l27_conv2d_backward_dx(params + 38000, ws + S36, ws + A34, ws + D36, ws + D35);
     /* layer 35: relu's backward is in layer 36's dx stores */
     l25_batchnorm_backward(params + 37936, grads + 37936, ws + S34, ws + A33, ws + D35, ws + D33, nb);
-    l27_conv2d_backward(grads + 28720, ws + A28, ws + D33);
+    l27_conv2d_backward(grads + 28720, ws + S33, ws + A28, ws + D33);
     l33_conv2d_backward_dx(params + 28720, ws + S33, ws + D33, ws + T33_1);
     for (size_t i = 0; i < 802816; i++) (ws + D32)[i] += (ws + T33_1)[i]; /* a tensor read again: gradients add */
     l32_relu_backward(ws + A28, ws + D32, ws + D31);
@@ -14681,7 +16611,7 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l29_conv2d_backward(grads + 28144, ws + A21, ws + D29);
     l29_conv2d_backward_dx(params + 28144, ws + D29, ws + D23);
     l25_batchnorm_backward(params + 28080, grads + 28080, ws + S28, ws + A27, ws + D28, ws + D27, nb);
-    l27_conv2d_backward(grads + 18864, ws + A25, ws + D27);
+    l27_conv2d_backward(grads + 18864, ws + S27, ws + A25, ws + D27);
     l27_conv2d_backward_dx(params + 18864, ws + S27, ws + A25, ws + D27, ws + D26);
     /* layer 26: relu's backward is in layer 27's dx stores */
     l25_batchnorm_backward(params + 18800, grads + 18800, ws + S25, ws + A24, ws + D26, ws + D24, nb);
@@ -14691,31 +16621,31 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l02_relu_backward(ws + A21, ws + D23, ws + D22);
     l08_add_backward(ws + D22, ws + D21, ws + D16);
     l01_batchnorm_backward(params + 14160, grads + 14160, ws + S21, ws + A20, ws + D21, ws + D20, nb);
-    l03_conv2d_backward(grads + 11856, ws + A18, ws + D20);
+    l03_conv2d_backward(grads + 11856, ws + S20, ws + A18, ws + D20);
     l06_conv2d_backward_dx(params + 11856, ws + S20, ws + A18, ws + D20, ws + D19);
     /* layer 19: relu's backward is in layer 20's dx stores */
     l01_batchnorm_backward(params + 11824, grads + 11824, ws + S18, ws + A17, ws + D19, ws + D17, nb);
-    l03_conv2d_backward(grads + 9520, ws + A14, ws + D17);
+    l03_conv2d_backward(grads + 9520, ws + S17, ws + A14, ws + D17);
     l03_conv2d_backward_dx(params + 9520, ws + S17, ws + D17, ws + T17_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D16)[i] += (ws + T17_1)[i]; /* a tensor read again: gradients add */
     l02_relu_backward(ws + A14, ws + D16, ws + D15);
     l08_add_backward(ws + D15, ws + D14, ws + D09);
     l01_batchnorm_backward(params + 9488, grads + 9488, ws + S14, ws + A13, ws + D14, ws + D13, nb);
-    l03_conv2d_backward(grads + 7184, ws + A11, ws + D13);
+    l03_conv2d_backward(grads + 7184, ws + S13, ws + A11, ws + D13);
     l06_conv2d_backward_dx(params + 7184, ws + S13, ws + A11, ws + D13, ws + D12);
     /* layer 12: relu's backward is in layer 13's dx stores */
     l01_batchnorm_backward(params + 7152, grads + 7152, ws + S11, ws + A10, ws + D12, ws + D10, nb);
-    l03_conv2d_backward(grads + 4848, ws + A07, ws + D10);
+    l03_conv2d_backward(grads + 4848, ws + S10, ws + A07, ws + D10);
     l03_conv2d_backward_dx(params + 4848, ws + S10, ws + D10, ws + T10_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D09)[i] += (ws + T10_1)[i]; /* a tensor read again: gradients add */
     l02_relu_backward(ws + A07, ws + D09, ws + D08);
     l08_add_backward(ws + D08, ws + D07, ws + D02);
     l01_batchnorm_backward(params + 4816, grads + 4816, ws + S07, ws + A06, ws + D07, ws + D06, nb);
-    l03_conv2d_backward(grads + 2512, ws + A04, ws + D06);
+    l03_conv2d_backward(grads + 2512, ws + S06, ws + A04, ws + D06);
     l06_conv2d_backward_dx(params + 2512, ws + S06, ws + A04, ws + D06, ws + D05);
     /* layer 5: relu's backward is in layer 6's dx stores */
     l01_batchnorm_backward(params + 2480, grads + 2480, ws + S04, ws + A03, ws + D05, ws + D03, nb);
-    l03_conv2d_backward(grads + 176, ws + A01, ws + D03);
+    l03_conv2d_backward(grads + 176, ws + S03, ws + A01, ws + D03);
     l03_conv2d_backward_dx(params + 176, ws + S03, ws + D03, ws + T03_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D02)[i] += (ws + T03_1)[i]; /* a tensor read again: gradients add */
     l02_relu_backward(ws + A01, ws + D02, ws + D01);
@@ -14949,7 +16879,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 3311616, .lanes = 128, .line = 12, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 3, .name = "layer1_0_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 3, .name = "layer1_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -14962,7 +16892,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 6522880, .lanes = 128, .line = 15, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -14979,7 +16909,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 9734144, .lanes = 128, .line = 19, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 11, .name = "layer1_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 11, .name = "layer1_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -14992,7 +16922,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 12945408, .lanes = 128, .line = 22, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15009,7 +16939,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 16156672, .lanes = 128, .line = 26, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 19, .name = "layer1_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 19, .name = "layer1_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15022,7 +16952,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 19367936, .lanes = 128, .line = 29, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15052,7 +16982,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 24184832, .lanes = 128, .line = 36, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -15078,7 +17008,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 27396096, .lanes = 128, .line = 42, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -15091,7 +17021,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29001728, .lanes = 128, .line = 45, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -15108,7 +17038,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 30607360, .lanes = 128, .line = 49, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -15121,7 +17051,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 32212992, .lanes = 128, .line = 52, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},

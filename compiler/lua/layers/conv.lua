@@ -188,11 +188,14 @@ function M.candidates(L, T)
           fwd = c[2].fwd, dw = c[2].dw, dx = {form = "lanes", tile = dxt, apart = true, pad = "w"}})
       end
     end
-    -- Winograd F(2x2, 3x3) for the forward and dx, dW direct (conv_wino.lua): first
+    -- Winograd F(2x2, 3x3) for the forward, dx and dW (conv_wino.lua; dW direct when
+    -- its buffers would not fit a thread's stack comfortably): first
     -- for layers of channels and outputs enough to amortize its transforms
     if wino.ok(L) then
+      local dwt = wino.dw_tile(L, T)
       table.insert(c, wino.preferred(L) and 1 or #c + 1, {name = "lanes+wino", layout = "lanes", fwd = {form = "wino", tile = wino.tile(L, T, L.cout)},
-        dw = {form = "lanes", tile = t.dw}, dx = {form = "wino", tile = wino.tile(L, T, L.cin), apart = true}})
+        dw = dwt and {form = "wino", tile = dwt} or {form = "lanes", tile = t.dw},
+        dx = {form = "wino", tile = wino.tile(L, T, L.cin), apart = true}})
     end
     return c
   end
@@ -822,6 +825,18 @@ function M.backward_dx_lanes(L, C, ctx)
   return used
 end
 
+-- the bias's gradient: dy summed over positions and lanes
+local function bias_grad_lanes(L, C, d, R, V)
+  if not L.opt.bias then return end
+  C:line("float *restrict gb = %s;", L.t_grad.bias)
+  util.par(C, L)
+  C:open("for (int co = 0; co < %d; co++) {", L.cout)
+  C:line("cg_v s = vsplat(0.0f);")
+  C:line("for (int i = 0; i < %d; i++) s += VLOAD(dy + (size_t)co * %d + i * %d);", d.OHW * (R // V), d.OHW * R, V)
+  C:line("gb[co] += vsum(s);")
+  C:close()
+end
+
 -- dW: for each input channel and kernel row, TCW output channels x KW taps of lane
 -- vectors accumulate over every output position and lane, then reduce across lanes.
 function M.backward_lanes(L, C, ctx)
@@ -838,14 +853,10 @@ function M.backward_lanes(L, C, ctx)
     geo, xsrc, IHW = pl.gx, string.format("(S + %d)", pl.xp), pl.gx.h.I * pl.gx.w.I
   end
   C:line("float *restrict gw = %s;", L.t_grad.weight)
-  if L.opt.bias then
-    C:line("float *restrict gb = %s;", L.t_grad.bias)
-    util.par(C, L)
-    C:open("for (int co = 0; co < %d; co++) {", L.cout)
-    C:line("cg_v s = vsplat(0.0f);")
-    C:line("for (int i = 0; i < %d; i++) s += VLOAD(dy + (size_t)co * %d + i * %d);", d.OHW * NV, d.OHW * R, V)
-    C:line("gb[co] += vsum(s);")
-    C:close()
+  bias_grad_lanes(L, C, d, R, V)
+  if L.sched.dw.form == "wino" then
+    wino.emit_dw(C, L, R, V, {gw = "gw"})
+    return {"G", "S", "x", "dy"}
   end
   -- every tap of the kernel at once when it fits (TCW output channels x KH*KW taps):
   -- one pass over dy per input channel, the input plane (L1-sized) read by every tap;

@@ -17,7 +17,7 @@
 --
 -- dx of such a layer is the same computation on dy: a stride-1 correlation of dy with
 -- the kernel flipped and its channels swapped, padded by 2 - pad. So one emitter
--- serves both passes; dW stays in the direct lanes form.
+-- serves both passes; dW has its own (emit_dw, below).
 --
 -- The input (x or dy) is read where it is: the tiles fall in classes along each axis by
 -- which of their 4 input rows (columns) lie in the padding, and each class has its own
@@ -257,6 +257,204 @@ function M.tile_body(C, a, R, V, rc, cc)
     C:line(a.store(string.format("o + %d", (i * Ow + j) * R), string.format("y%d%d", i, j)))
   end
   C:close()
+  C:close()
+  C:close()
+end
+
+---------------------------------------------------------------------------
+-- dW. The forward of one tile is Y = A^T [U (.) V] A with U = G g G^T, so the
+-- gradient of its kernel is
+--
+--   dg = G^T [ Z (.) V ] G,   Z = A dY A^T,   V = B^T d B (the forward's)
+--
+-- summed over the tiles and the batch; G^T . G is linear, so the sums run on the
+-- 16 positions first, M[p][co][ci] = sum Z[p][co] V[p][ci] (16 multiply-adds per
+-- channel pair and 2x2 outputs instead of 36), and dg = G^T M G once a call.
+-- The rows i of the transform are independent (M's rows 4i .. 4i + 3 need B^T's row
+-- i of d and A's row i of dY): one parallel section each, no reduction between
+-- threads. A section transforms a tile row at a time (all its tiles, TB lane vectors)
+-- into stack buffers, then for each position a register tile of TCO x TCI channel
+-- pairs sums the products over tiles and lanes, reduced across lanes into M.
+-- A's last row is (0, -1): its sign is taken out of Z and put back in G^T M G.
+---------------------------------------------------------------------------
+
+-- The dW tile: TCO x TCI channel pairs (accumulators, TCO + TCI loads for them), TB
+-- lane vectors a chunk so the
+-- two buffers take up to 192 KB; nil if even one lane vector takes more than 256 KB.
+function M.dw_tile(L, T)
+  local ld = require("util").largest_divisor
+  local g = L.geom
+  local Tx = (g.w.O + 1) // 2
+  local NV = L.lanes_R // L.vec
+  local bytes = function(tb) return 4 * (L.cin + L.cout) * Tx * tb * L.vec * 4 end
+  if bytes(1) > 256 * 1024 then return nil end
+  local TB = 1
+  for tb = NV, 1, -1 do
+    if NV % tb == 0 and bytes(tb) <= 192 * 1024 then TB = tb; break end
+  end
+  local best = {TCO = 1, TCI = 1}
+  for tco = 1, math.min(L.cout, T.acc) do
+    if L.cout % tco == 0 then
+      local tci = ld(L.cin, T.acc // tco)
+      -- the most accumulators, then the fewest loads for them
+      if tco * tci > best.TCO * best.TCI or (tco * tci == best.TCO * best.TCI and tco + tci < best.TCO + best.TCI) then
+        best = {TCO = tco, TCI = tci}
+      end
+    end
+  end
+  return {TCO = best.TCO, TCI = best.TCI, TB = TB}
+end
+
+-- B^T's row i: (row a, row b, sign) with s = d[a] + sign * d[b]
+local BT = {{0, 2, -1}, {1, 2, 1}, {2, 1, -1}, {1, 3, -1}}
+-- A's row i (sign of row 3 taken out): the dY rows it adds, {row, sign}
+local AR = {{{0, 1}}, {{0, 1}, {1, 1}}, {{0, 1}, {1, -1}}, {{1, 1}}}
+
+-- the C expression of a combination of named vectors ("0" if none present)
+local function combo(terms)
+  local s = ""
+  for _, t in ipairs(terms) do
+    local v, sg = t[1], t[2]
+    if v then
+      if s == "" then s = sg < 0 and ("-" .. v) or v else s = s .. (sg < 0 and " - " or " + ") .. v end
+    end
+  end
+  return s == "" and "vsplat(0.0f)" or s
+end
+
+function M.emit_dw(C, L, R, V, a)
+  local geo, tile = M.fwd_geom(L), L.sched.dw.tile
+  local TCO, TCI, TB = tile.TCO, tile.TCI, tile.TB
+  local NV = R // V
+  local nci, nco = L.cin, L.cout
+  local Ih, Iw = geo.I[1], geo.I[2]
+  local Oh, Ow = geo.O[1], geo.O[2]
+  local Tx = geo.T[2]
+  local K = Tx * TB
+  local PC = nco * nci
+  local rcs = classes(geo.T[1], Ih, geo.lo[1], Oh)
+  local ccs = classes(Tx, Iw, geo.lo[2], Ow)
+  C:line("float *restrict Mw = S; /* [16][%d][%d]: sum over tiles and samples of Z (.) V */", nco, nci)
+  if L.parallel then C:line("CG_PARALLEL_SECTIONS") end
+  C:open("{")
+  for i = 0, 3 do
+    if L.parallel then C:line("CG_SECTION") end
+    C:open("{ /* transform row %d: M[%d..%d] */", i, 4 * i, 4 * i + 3)
+    C:line("float *restrict Mi = Mw + %d;", 4 * i * PC)
+    C:line("for (int k = 0; k < %d; k++) Mi[k] = 0.0f;", 4 * PC)
+    C:line("cg_v xt[%d]; /* [4][%d][%d tiles x %d]: row %d of B^T d B */", 4 * nci * K, nci, Tx, TB, i)
+    C:line("cg_v dt[%d]; /* [4][%d][%d tiles x %d]: row %d of A dY A^T */", 4 * nco * K, nco, Tx, TB, i)
+    local bt = BT[i + 1]
+    for _, rc in ipairs(rcs) do
+      C:open("for (int ty = %d; ty < %d; ty++) { /* input rows %s */", rc.lo, rc.hi + 1, M.describe(rc))
+      C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
+      for _, cc in ipairs(ccs) do
+        C:open("for (int tx = %d; tx < %d; tx++) { /* input columns %s */", cc.lo, cc.hi + 1, M.describe(cc))
+        -- which loads this class makes (none: the buffers get zeros)
+        local any_x, any_y = false, i ~= 3 or rc.two
+        for j = 0, 3 do any_x = any_x or (cc.v[j + 1] and (rc.v[bt[1] + 1] or rc.v[bt[2] + 1])) end
+        if any_x then
+          C:line("const long xo = ((long)(2 * ty - %d) * %d + 2 * tx - %d) * %d + v0 * %d;", geo.lo[1], Iw, geo.lo[2], R, V)
+        end
+        if any_y then C:line("const size_t yo = ((size_t)(2 * ty) * %d + 2 * tx) * %d + v0 * %d;", Ow, R, V) end
+        -- V's row i: s = d[a] + sign d[b] along the 4 columns, then s B
+        C:open("for (int ci = 0; ci < %d; ci++) {", nci)
+        C:open("for (int bb = 0; bb < %d; bb++) {", TB)
+        if any_x then C:line("const float *restrict xc = x + (size_t)ci * %d + bb * %d;", Ih * Iw * R, V) end
+        local sv = {}
+        for j = 0, 3 do
+          local terms = {}
+          for k, r in ipairs({bt[1], bt[2]}) do
+            local v = nil
+            if rc.v[r + 1] and cc.v[j + 1] then v = string.format("VLOAD(xc + (xo + %d))", (r * Iw + j) * R) end
+            terms[#terms + 1] = {v, k == 1 and 1 or bt[3]}
+          end
+          sv[#sv + 1] = string.format("s%d = %s", j, combo(terms))
+        end
+        C:line("const cg_v %s;", table.concat(sv, ", "))
+        local at = function(j) return string.format("xt[((%d * %d + ci) * %d + tx) * %d + bb]", j, nci, Tx, TB) end
+        C:line("%s = s0 - s2; %s = s1 + s2;", at(0), at(1))
+        C:line("%s = s2 - s1; %s = s1 - s3;", at(2), at(3))
+        C:close()
+        C:close()
+        -- Z's row i: z = A's row i of dY's 2 rows along the 2 columns, then z A^T
+        C:open("for (int co = 0; co < %d; co++) {", nco)
+        C:open("for (int bb = 0; bb < %d; bb++) {", TB)
+        if any_y then C:line("const float *restrict yc = dy + (size_t)co * %d + bb * %d;", Oh * Ow * R, V) end
+        local zv = {}
+        for j = 0, 1 do
+          local terms = {}
+          for _, t in ipairs(AR[i + 1]) do
+            local r = t[1]
+            local ok = (r == 0 or rc.two) and (j == 0 or cc.two)
+            terms[#terms + 1] = {ok and string.format("VLOAD(yc + (yo + %d))", (r * Ow + j) * R) or nil, t[2]}
+          end
+          zv[#zv + 1] = string.format("z%d = %s", j, combo(terms))
+        end
+        C:line("const cg_v %s;", table.concat(zv, ", "))
+        local dtat = function(j) return string.format("dt[((%d * %d + co) * %d + tx) * %d + bb]", j, nco, Tx, TB) end
+        C:line("%s = z0; %s = z0 + z1; %s = z0 - z1; %s = z1;", dtat(0), dtat(1), dtat(2), dtat(3))
+        C:close()
+        C:close()
+        C:close()
+      end
+      -- the products: per position, TCO x TCI channel pairs over the chunk's tiles and lanes
+      C:open("for (int j = 0; j < 4; j++) {")
+      C:open("for (int cob = 0; cob < %d; cob++) {", nco // TCO)
+      C:open("for (int cib = 0; cib < %d; cib++) {", nci // TCI)
+      for t = 0, TCO - 1 do
+        local z = {}
+        for u = 0, TCI - 1 do z[#z + 1] = string.format("a%d_%d = vsplat(0.0f)", t, u) end
+        C:line("cg_v %s;", table.concat(z, ", "))
+      end
+      C:line("const cg_v *restrict dp = dt + (size_t)(j * %d + cob * %d) * %d;", nco, TCO, K)
+      C:line("const cg_v *restrict xp = xt + (size_t)(j * %d + cib * %d) * %d;", nci, TCI, K)
+      C:open("for (int k = 0; k < %d; k++) {", K)
+      local le = {}
+      for t = 0, TCO - 1 do le[#le + 1] = string.format("e%d = dp[%d + k]", t, t * K) end
+      C:line("const cg_v %s;", table.concat(le, ", "))
+      for u = 0, TCI - 1 do
+        local f = {string.format("{ const cg_v f = xp[%d + k];", u * K)}
+        for t = 0, TCO - 1 do f[#f + 1] = string.format("a%d_%d += e%d * f;", t, u, t) end
+        f[#f + 1] = "}"
+        C:line(table.concat(f, " "))
+      end
+      C:close()
+      C:line("float *restrict mp = Mi + (size_t)j * %d + (cob * %d) * %d + cib * %d;", PC, TCO, nci, TCI)
+      for t = 0, TCO - 1 do
+        local s = {}
+        for u = 0, TCI - 1 do s[#s + 1] = string.format("mp[%d] += vsum(a%d_%d);", t * nci + u, t, u) end
+        C:line(table.concat(s, " "))
+      end
+      C:close()
+      C:close()
+      C:close()
+      C:close()
+      C:close()
+    end
+    C:close()
+  end
+  C:close()
+  -- dg = G^T M G, with the sign of A's last row on M's row 3 and column 3
+  if L.parallel then C:line("CG_PARALLEL_FOR") end
+  C:open("for (int co = 0; co < %d; co++) {", nco)
+  C:open("for (int ci = 0; ci < %d; ci++) {", nci)
+  C:line("const float *restrict m = Mw + co * %d + ci;", nci)
+  local mv = {}
+  for p = 0, 15 do
+    local sg = ((p // 4 == 3) ~= (p % 4 == 3)) and "-" or ""
+    mv[#mv + 1] = string.format("m%d%d = %sm[%d]", p // 4, p % 4, sg, p * PC)
+  end
+  for k = 1, 16, 4 do C:line("const float %s;", table.concat(mv, ", ", k, k + 3)) end
+  for b = 0, 3 do
+    C:line("const float r0%d = m0%d + 0.5f * (m1%d + m2%d), r1%d = 0.5f * (m1%d - m2%d), r2%d = 0.5f * (m1%d + m2%d) + m3%d;",
+      b, b, b, b, b, b, b, b, b, b, b)
+  end
+  C:line("float *restrict gwc = %s + co * %d + ci * 9;", a.gw, nci * 9)
+  for k = 0, 2 do
+    C:line("gwc[%d] += r%d0 + 0.5f * (r%d1 + r%d2); gwc[%d] += 0.5f * (r%d1 - r%d2); gwc[%d] += 0.5f * (r%d1 + r%d2) + r%d3;",
+      3 * k, k, k, k, 3 * k + 1, k, k, 3 * k + 2, k, k, k)
+  end
   C:close()
   C:close()
 end
