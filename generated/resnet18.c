@@ -9696,639 +9696,1300 @@ static void l35_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l36_relu_backward: none, layer 37 masks its dx stores with the relu's derivative */
 
 /* layer 37: conv2d 256x14x14 -> 256x14x14 (specs/resnet18.yaml:45:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
-static void l37_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
+static void l37_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
-    float *restrict U = S; /* [16][256][256]: G g G^T per channel pair */
-    for (int co = 0; co < 256; co++) {
-        for (int ci = 0; ci < 256; ci++) {
-            const float g0 = P[co * 2304 + ci * 9 + 0], g1 = P[co * 2304 + ci * 9 + 1], g2 = P[co * 2304 + ci * 9 + 2], g3 = P[co * 2304 + ci * 9 + 3], g4 = P[co * 2304 + ci * 9 + 4], g5 = P[co * 2304 + ci * 9 + 5], g6 = P[co * 2304 + ci * 9 + 6], g7 = P[co * 2304 + ci * 9 + 7], g8 = P[co * 2304 + ci * 9 + 8];
-            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
-            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
-            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
-            float *restrict u = U + ci * 256 + co;
-            u[0] = t00; u[65536] = 0.5f * (t00 + t01 + t02); u[131072] = 0.5f * (t00 - t01 + t02); u[196608] = t02;
-            u[262144] = t10; u[327680] = 0.5f * (t10 + t11 + t12); u[393216] = 0.5f * (t10 - t11 + t12); u[458752] = t12;
-            u[524288] = t20; u[589824] = 0.5f * (t20 + t21 + t22); u[655360] = 0.5f * (t20 - t21 + t22); u[720896] = t22;
-            u[786432] = t30; u[851968] = 0.5f * (t30 + t31 + t32); u[917504] = 0.5f * (t30 - t31 + t32); u[983040] = t32;
-        }
-    }
-    /* tile rows 0..0: input rows zeros at 0 */
+    const float *restrict w = P;
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 16; cb++) {
+            const float *restrict wb = w + cb*36864;
+            const float *restrict xg = x + 0 + v0 * 16;
+            float *restrict yb = y + cb*100352 + v0 * 16;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
                 for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928));
-                        const cg_v d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408));
-                        const cg_v d33 = VLOAD(xc + (xo + 1440));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
+                    const float *restrict xc = xg + ci*6272;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 0 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[2308] * x0;
+                        a0_2 += wc[4612] * x0;
+                        a0_3 += wc[6916] * x0;
+                        a0_4 += wc[9220] * x0;
+                        a0_5 += wc[11524] * x0;
+                        a0_6 += wc[13828] * x0;
+                        a0_7 += wc[16132] * x0;
+                        a0_8 += wc[18436] * x0;
+                        a0_9 += wc[20740] * x0;
+                        a0_10 += wc[23044] * x0;
+                        a0_11 += wc[25348] * x0;
+                        a0_12 += wc[27652] * x0;
+                        a0_13 += wc[29956] * x0;
+                        a0_14 += wc[32260] * x0;
+                        a0_15 += wc[34564] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 32 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[2309] * x0;
+                        a0_2 += wc[4613] * x0;
+                        a0_3 += wc[6917] * x0;
+                        a0_4 += wc[9221] * x0;
+                        a0_5 += wc[11525] * x0;
+                        a0_6 += wc[13829] * x0;
+                        a0_7 += wc[16133] * x0;
+                        a0_8 += wc[18437] * x0;
+                        a0_9 += wc[20741] * x0;
+                        a0_10 += wc[23045] * x0;
+                        a0_11 += wc[25349] * x0;
+                        a0_12 += wc[27653] * x0;
+                        a0_13 += wc[29957] * x0;
+                        a0_14 += wc[32261] * x0;
+                        a0_15 += wc[34565] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 448 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[2311] * x0;
+                        a0_2 += wc[4615] * x0;
+                        a0_3 += wc[6919] * x0;
+                        a0_4 += wc[9223] * x0;
+                        a0_5 += wc[11527] * x0;
+                        a0_6 += wc[13831] * x0;
+                        a0_7 += wc[16135] * x0;
+                        a0_8 += wc[18439] * x0;
+                        a0_9 += wc[20743] * x0;
+                        a0_10 += wc[23047] * x0;
+                        a0_11 += wc[25351] * x0;
+                        a0_12 += wc[27655] * x0;
+                        a0_13 += wc[29959] * x0;
+                        a0_14 += wc[32263] * x0;
+                        a0_15 += wc[34567] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 480 + 0);
+                        a0_0 += wc[8] * x0;
+                        a0_1 += wc[2312] * x0;
+                        a0_2 += wc[4616] * x0;
+                        a0_3 += wc[6920] * x0;
+                        a0_4 += wc[9224] * x0;
+                        a0_5 += wc[11528] * x0;
+                        a0_6 += wc[13832] * x0;
+                        a0_7 += wc[16136] * x0;
+                        a0_8 += wc[18440] * x0;
+                        a0_9 += wc[20744] * x0;
+                        a0_10 += wc[23048] * x0;
+                        a0_11 += wc[25352] * x0;
+                        a0_12 += wc[27656] * x0;
+                        a0_13 += wc[29960] * x0;
+                        a0_14 += wc[32264] * x0;
+                        a0_15 += wc[34568] * x0;
                     }
                 }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(yb + 0, a0_0);
+                VSTORE(yb + 6272, a0_1);
+                VSTORE(yb + 12544, a0_2);
+                VSTORE(yb + 18816, a0_3);
+                VSTORE(yb + 25088, a0_4);
+                VSTORE(yb + 31360, a0_5);
+                VSTORE(yb + 37632, a0_6);
+                VSTORE(yb + 43904, a0_7);
+                VSTORE(yb + 50176, a0_8);
+                VSTORE(yb + 56448, a0_9);
+                VSTORE(yb + 62720, a0_10);
+                VSTORE(yb + 68992, a0_11);
+                VSTORE(yb + 75264, a0_12);
+                VSTORE(yb + 81536, a0_13);
+                VSTORE(yb + 87808, a0_14);
+                VSTORE(yb + 94080, a0_15);
+            }
+            /* rows 0..0, cols 1..12: 6 of 9 taps */
+            for (int ox = 1; ox < 13; ox++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xc = xg + ci*6272;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 - 32 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[2307] * x0;
+                        a0_2 += wc[4611] * x0;
+                        a0_3 += wc[6915] * x0;
+                        a0_4 += wc[9219] * x0;
+                        a0_5 += wc[11523] * x0;
+                        a0_6 += wc[13827] * x0;
+                        a0_7 += wc[16131] * x0;
+                        a0_8 += wc[18435] * x0;
+                        a0_9 += wc[20739] * x0;
+                        a0_10 += wc[23043] * x0;
+                        a0_11 += wc[25347] * x0;
+                        a0_12 += wc[27651] * x0;
+                        a0_13 += wc[29955] * x0;
+                        a0_14 += wc[32259] * x0;
+                        a0_15 += wc[34563] * x0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, y00);
-                            VSTORE(y + o + 32, y01);
-                            VSTORE(y + o + 448, y10);
-                            VSTORE(y + o + 480, y11);
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[2308] * x0;
+                        a0_2 += wc[4612] * x0;
+                        a0_3 += wc[6916] * x0;
+                        a0_4 += wc[9220] * x0;
+                        a0_5 += wc[11524] * x0;
+                        a0_6 += wc[13828] * x0;
+                        a0_7 += wc[16132] * x0;
+                        a0_8 += wc[18436] * x0;
+                        a0_9 += wc[20740] * x0;
+                        a0_10 += wc[23044] * x0;
+                        a0_11 += wc[25348] * x0;
+                        a0_12 += wc[27652] * x0;
+                        a0_13 += wc[29956] * x0;
+                        a0_14 += wc[32260] * x0;
+                        a0_15 += wc[34564] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 32 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[2309] * x0;
+                        a0_2 += wc[4613] * x0;
+                        a0_3 += wc[6917] * x0;
+                        a0_4 += wc[9221] * x0;
+                        a0_5 += wc[11525] * x0;
+                        a0_6 += wc[13829] * x0;
+                        a0_7 += wc[16133] * x0;
+                        a0_8 += wc[18437] * x0;
+                        a0_9 += wc[20741] * x0;
+                        a0_10 += wc[23045] * x0;
+                        a0_11 += wc[25349] * x0;
+                        a0_12 += wc[27653] * x0;
+                        a0_13 += wc[29957] * x0;
+                        a0_14 += wc[32261] * x0;
+                        a0_15 += wc[34565] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 416 + 0);
+                        a0_0 += wc[6] * x0;
+                        a0_1 += wc[2310] * x0;
+                        a0_2 += wc[4614] * x0;
+                        a0_3 += wc[6918] * x0;
+                        a0_4 += wc[9222] * x0;
+                        a0_5 += wc[11526] * x0;
+                        a0_6 += wc[13830] * x0;
+                        a0_7 += wc[16134] * x0;
+                        a0_8 += wc[18438] * x0;
+                        a0_9 += wc[20742] * x0;
+                        a0_10 += wc[23046] * x0;
+                        a0_11 += wc[25350] * x0;
+                        a0_12 += wc[27654] * x0;
+                        a0_13 += wc[29958] * x0;
+                        a0_14 += wc[32262] * x0;
+                        a0_15 += wc[34566] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 448 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[2311] * x0;
+                        a0_2 += wc[4615] * x0;
+                        a0_3 += wc[6919] * x0;
+                        a0_4 += wc[9223] * x0;
+                        a0_5 += wc[11527] * x0;
+                        a0_6 += wc[13831] * x0;
+                        a0_7 += wc[16135] * x0;
+                        a0_8 += wc[18439] * x0;
+                        a0_9 += wc[20743] * x0;
+                        a0_10 += wc[23047] * x0;
+                        a0_11 += wc[25351] * x0;
+                        a0_12 += wc[27655] * x0;
+                        a0_13 += wc[29959] * x0;
+                        a0_14 += wc[32263] * x0;
+                        a0_15 += wc[34567] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 480 + 0);
+                        a0_0 += wc[8] * x0;
+                        a0_1 += wc[2312] * x0;
+                        a0_2 += wc[4616] * x0;
+                        a0_3 += wc[6920] * x0;
+                        a0_4 += wc[9224] * x0;
+                        a0_5 += wc[11528] * x0;
+                        a0_6 += wc[13832] * x0;
+                        a0_7 += wc[16136] * x0;
+                        a0_8 += wc[18440] * x0;
+                        a0_9 += wc[20744] * x0;
+                        a0_10 += wc[23048] * x0;
+                        a0_11 += wc[25352] * x0;
+                        a0_12 += wc[27656] * x0;
+                        a0_13 += wc[29960] * x0;
+                        a0_14 += wc[32264] * x0;
+                        a0_15 += wc[34568] * x0;
+                    }
+                }
+                VSTORE(yb + ox*32, a0_0);
+                VSTORE(yb + ox*32 + 6272, a0_1);
+                VSTORE(yb + ox*32 + 12544, a0_2);
+                VSTORE(yb + ox*32 + 18816, a0_3);
+                VSTORE(yb + ox*32 + 25088, a0_4);
+                VSTORE(yb + ox*32 + 31360, a0_5);
+                VSTORE(yb + ox*32 + 37632, a0_6);
+                VSTORE(yb + ox*32 + 43904, a0_7);
+                VSTORE(yb + ox*32 + 50176, a0_8);
+                VSTORE(yb + ox*32 + 56448, a0_9);
+                VSTORE(yb + ox*32 + 62720, a0_10);
+                VSTORE(yb + ox*32 + 68992, a0_11);
+                VSTORE(yb + ox*32 + 75264, a0_12);
+                VSTORE(yb + ox*32 + 81536, a0_13);
+                VSTORE(yb + ox*32 + 87808, a0_14);
+                VSTORE(yb + ox*32 + 94080, a0_15);
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xc = xg + ci*6272;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 384 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[2307] * x0;
+                        a0_2 += wc[4611] * x0;
+                        a0_3 += wc[6915] * x0;
+                        a0_4 += wc[9219] * x0;
+                        a0_5 += wc[11523] * x0;
+                        a0_6 += wc[13827] * x0;
+                        a0_7 += wc[16131] * x0;
+                        a0_8 += wc[18435] * x0;
+                        a0_9 += wc[20739] * x0;
+                        a0_10 += wc[23043] * x0;
+                        a0_11 += wc[25347] * x0;
+                        a0_12 += wc[27651] * x0;
+                        a0_13 += wc[29955] * x0;
+                        a0_14 += wc[32259] * x0;
+                        a0_15 += wc[34563] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 416 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[2308] * x0;
+                        a0_2 += wc[4612] * x0;
+                        a0_3 += wc[6916] * x0;
+                        a0_4 += wc[9220] * x0;
+                        a0_5 += wc[11524] * x0;
+                        a0_6 += wc[13828] * x0;
+                        a0_7 += wc[16132] * x0;
+                        a0_8 += wc[18436] * x0;
+                        a0_9 += wc[20740] * x0;
+                        a0_10 += wc[23044] * x0;
+                        a0_11 += wc[25348] * x0;
+                        a0_12 += wc[27652] * x0;
+                        a0_13 += wc[29956] * x0;
+                        a0_14 += wc[32260] * x0;
+                        a0_15 += wc[34564] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 832 + 0);
+                        a0_0 += wc[6] * x0;
+                        a0_1 += wc[2310] * x0;
+                        a0_2 += wc[4614] * x0;
+                        a0_3 += wc[6918] * x0;
+                        a0_4 += wc[9222] * x0;
+                        a0_5 += wc[11526] * x0;
+                        a0_6 += wc[13830] * x0;
+                        a0_7 += wc[16134] * x0;
+                        a0_8 += wc[18438] * x0;
+                        a0_9 += wc[20742] * x0;
+                        a0_10 += wc[23046] * x0;
+                        a0_11 += wc[25350] * x0;
+                        a0_12 += wc[27654] * x0;
+                        a0_13 += wc[29958] * x0;
+                        a0_14 += wc[32262] * x0;
+                        a0_15 += wc[34566] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 864 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[2311] * x0;
+                        a0_2 += wc[4615] * x0;
+                        a0_3 += wc[6919] * x0;
+                        a0_4 += wc[9223] * x0;
+                        a0_5 += wc[11527] * x0;
+                        a0_6 += wc[13831] * x0;
+                        a0_7 += wc[16135] * x0;
+                        a0_8 += wc[18439] * x0;
+                        a0_9 += wc[20743] * x0;
+                        a0_10 += wc[23047] * x0;
+                        a0_11 += wc[25351] * x0;
+                        a0_12 += wc[27655] * x0;
+                        a0_13 += wc[29959] * x0;
+                        a0_14 += wc[32263] * x0;
+                        a0_15 += wc[34567] * x0;
+                    }
+                }
+                VSTORE(yb + 416, a0_0);
+                VSTORE(yb + 6688, a0_1);
+                VSTORE(yb + 12960, a0_2);
+                VSTORE(yb + 19232, a0_3);
+                VSTORE(yb + 25504, a0_4);
+                VSTORE(yb + 31776, a0_5);
+                VSTORE(yb + 38048, a0_6);
+                VSTORE(yb + 44320, a0_7);
+                VSTORE(yb + 50592, a0_8);
+                VSTORE(yb + 56864, a0_9);
+                VSTORE(yb + 63136, a0_10);
+                VSTORE(yb + 69408, a0_11);
+                VSTORE(yb + 75680, a0_12);
+                VSTORE(yb + 81952, a0_13);
+                VSTORE(yb + 88224, a0_14);
+                VSTORE(yb + 94496, a0_15);
+            }
+            /* rows 1..12, cols 0..0: 6 of 9 taps */
+            for (int oy = 1; oy < 13; oy++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int ci = 0; ci < 256; ci++) {
+                        const float *restrict xc = xg + ci*6272;
+                        const float *restrict wc = wb + ci*9;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 - 448 + 0);
+                            a0_0 += wc[1] * x0;
+                            a0_1 += wc[2305] * x0;
+                            a0_2 += wc[4609] * x0;
+                            a0_3 += wc[6913] * x0;
+                            a0_4 += wc[9217] * x0;
+                            a0_5 += wc[11521] * x0;
+                            a0_6 += wc[13825] * x0;
+                            a0_7 += wc[16129] * x0;
+                            a0_8 += wc[18433] * x0;
+                            a0_9 += wc[20737] * x0;
+                            a0_10 += wc[23041] * x0;
+                            a0_11 += wc[25345] * x0;
+                            a0_12 += wc[27649] * x0;
+                            a0_13 += wc[29953] * x0;
+                            a0_14 += wc[32257] * x0;
+                            a0_15 += wc[34561] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 - 416 + 0);
+                            a0_0 += wc[2] * x0;
+                            a0_1 += wc[2306] * x0;
+                            a0_2 += wc[4610] * x0;
+                            a0_3 += wc[6914] * x0;
+                            a0_4 += wc[9218] * x0;
+                            a0_5 += wc[11522] * x0;
+                            a0_6 += wc[13826] * x0;
+                            a0_7 += wc[16130] * x0;
+                            a0_8 += wc[18434] * x0;
+                            a0_9 += wc[20738] * x0;
+                            a0_10 += wc[23042] * x0;
+                            a0_11 += wc[25346] * x0;
+                            a0_12 += wc[27650] * x0;
+                            a0_13 += wc[29954] * x0;
+                            a0_14 += wc[32258] * x0;
+                            a0_15 += wc[34562] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + 0);
+                            a0_0 += wc[4] * x0;
+                            a0_1 += wc[2308] * x0;
+                            a0_2 += wc[4612] * x0;
+                            a0_3 += wc[6916] * x0;
+                            a0_4 += wc[9220] * x0;
+                            a0_5 += wc[11524] * x0;
+                            a0_6 += wc[13828] * x0;
+                            a0_7 += wc[16132] * x0;
+                            a0_8 += wc[18436] * x0;
+                            a0_9 += wc[20740] * x0;
+                            a0_10 += wc[23044] * x0;
+                            a0_11 += wc[25348] * x0;
+                            a0_12 += wc[27652] * x0;
+                            a0_13 += wc[29956] * x0;
+                            a0_14 += wc[32260] * x0;
+                            a0_15 += wc[34564] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + 32 + 0);
+                            a0_0 += wc[5] * x0;
+                            a0_1 += wc[2309] * x0;
+                            a0_2 += wc[4613] * x0;
+                            a0_3 += wc[6917] * x0;
+                            a0_4 += wc[9221] * x0;
+                            a0_5 += wc[11525] * x0;
+                            a0_6 += wc[13829] * x0;
+                            a0_7 += wc[16133] * x0;
+                            a0_8 += wc[18437] * x0;
+                            a0_9 += wc[20741] * x0;
+                            a0_10 += wc[23045] * x0;
+                            a0_11 += wc[25349] * x0;
+                            a0_12 += wc[27653] * x0;
+                            a0_13 += wc[29957] * x0;
+                            a0_14 += wc[32261] * x0;
+                            a0_15 += wc[34565] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + 448 + 0);
+                            a0_0 += wc[7] * x0;
+                            a0_1 += wc[2311] * x0;
+                            a0_2 += wc[4615] * x0;
+                            a0_3 += wc[6919] * x0;
+                            a0_4 += wc[9223] * x0;
+                            a0_5 += wc[11527] * x0;
+                            a0_6 += wc[13831] * x0;
+                            a0_7 += wc[16135] * x0;
+                            a0_8 += wc[18439] * x0;
+                            a0_9 += wc[20743] * x0;
+                            a0_10 += wc[23047] * x0;
+                            a0_11 += wc[25351] * x0;
+                            a0_12 += wc[27655] * x0;
+                            a0_13 += wc[29959] * x0;
+                            a0_14 += wc[32263] * x0;
+                            a0_15 += wc[34567] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + 480 + 0);
+                            a0_0 += wc[8] * x0;
+                            a0_1 += wc[2312] * x0;
+                            a0_2 += wc[4616] * x0;
+                            a0_3 += wc[6920] * x0;
+                            a0_4 += wc[9224] * x0;
+                            a0_5 += wc[11528] * x0;
+                            a0_6 += wc[13832] * x0;
+                            a0_7 += wc[16136] * x0;
+                            a0_8 += wc[18440] * x0;
+                            a0_9 += wc[20744] * x0;
+                            a0_10 += wc[23048] * x0;
+                            a0_11 += wc[25352] * x0;
+                            a0_12 += wc[27656] * x0;
+                            a0_13 += wc[29960] * x0;
+                            a0_14 += wc[32264] * x0;
+                            a0_15 += wc[34568] * x0;
                         }
                     }
+                    VSTORE(yb + oy*448, a0_0);
+                    VSTORE(yb + oy*448 + 6272, a0_1);
+                    VSTORE(yb + oy*448 + 12544, a0_2);
+                    VSTORE(yb + oy*448 + 18816, a0_3);
+                    VSTORE(yb + oy*448 + 25088, a0_4);
+                    VSTORE(yb + oy*448 + 31360, a0_5);
+                    VSTORE(yb + oy*448 + 37632, a0_6);
+                    VSTORE(yb + oy*448 + 43904, a0_7);
+                    VSTORE(yb + oy*448 + 50176, a0_8);
+                    VSTORE(yb + oy*448 + 56448, a0_9);
+                    VSTORE(yb + oy*448 + 62720, a0_10);
+                    VSTORE(yb + oy*448 + 68992, a0_11);
+                    VSTORE(yb + oy*448 + 75264, a0_12);
+                    VSTORE(yb + oy*448 + 81536, a0_13);
+                    VSTORE(yb + oy*448 + 87808, a0_14);
+                    VSTORE(yb + oy*448 + 94080, a0_15);
                 }
             }
-            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544));
-                        const cg_v d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
-                        const cg_v d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* rows 1..12, cols 1..12: every tap */
+            for (int oy = 1; oy < 13; oy++) {
+                for (int ox = 1; ox < 13; ox++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int ci = 0; ci < 256; ci++) {
+                        const float *restrict xc = xg + ci*6272;
+                        const float *restrict wc = wb + ci*9;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 - 480 + 0);
+                            a0_0 += wc[0] * x0;
+                            a0_1 += wc[2304] * x0;
+                            a0_2 += wc[4608] * x0;
+                            a0_3 += wc[6912] * x0;
+                            a0_4 += wc[9216] * x0;
+                            a0_5 += wc[11520] * x0;
+                            a0_6 += wc[13824] * x0;
+                            a0_7 += wc[16128] * x0;
+                            a0_8 += wc[18432] * x0;
+                            a0_9 += wc[20736] * x0;
+                            a0_10 += wc[23040] * x0;
+                            a0_11 += wc[25344] * x0;
+                            a0_12 += wc[27648] * x0;
+                            a0_13 += wc[29952] * x0;
+                            a0_14 += wc[32256] * x0;
+                            a0_15 += wc[34560] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, y00);
-                            VSTORE(y + o + 32, y01);
-                            VSTORE(y + o + 448, y10);
-                            VSTORE(y + o + 480, y11);
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 - 448 + 0);
+                            a0_0 += wc[1] * x0;
+                            a0_1 += wc[2305] * x0;
+                            a0_2 += wc[4609] * x0;
+                            a0_3 += wc[6913] * x0;
+                            a0_4 += wc[9217] * x0;
+                            a0_5 += wc[11521] * x0;
+                            a0_6 += wc[13825] * x0;
+                            a0_7 += wc[16129] * x0;
+                            a0_8 += wc[18433] * x0;
+                            a0_9 += wc[20737] * x0;
+                            a0_10 += wc[23041] * x0;
+                            a0_11 += wc[25345] * x0;
+                            a0_12 += wc[27649] * x0;
+                            a0_13 += wc[29953] * x0;
+                            a0_14 += wc[32257] * x0;
+                            a0_15 += wc[34561] * x0;
                         }
-                    }
-                }
-            }
-            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896));
-                        const cg_v d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376));
-                        const cg_v d32 = VLOAD(xc + (xo + 1408));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 - 416 + 0);
+                            a0_0 += wc[2] * x0;
+                            a0_1 += wc[2306] * x0;
+                            a0_2 += wc[4610] * x0;
+                            a0_3 += wc[6914] * x0;
+                            a0_4 += wc[9218] * x0;
+                            a0_5 += wc[11522] * x0;
+                            a0_6 += wc[13826] * x0;
+                            a0_7 += wc[16130] * x0;
+                            a0_8 += wc[18434] * x0;
+                            a0_9 += wc[20738] * x0;
+                            a0_10 += wc[23042] * x0;
+                            a0_11 += wc[25346] * x0;
+                            a0_12 += wc[27650] * x0;
+                            a0_13 += wc[29954] * x0;
+                            a0_14 += wc[32258] * x0;
+                            a0_15 += wc[34562] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, y00);
-                            VSTORE(y + o + 32, y01);
-                            VSTORE(y + o + 448, y10);
-                            VSTORE(y + o + 480, y11);
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 - 32 + 0);
+                            a0_0 += wc[3] * x0;
+                            a0_1 += wc[2307] * x0;
+                            a0_2 += wc[4611] * x0;
+                            a0_3 += wc[6915] * x0;
+                            a0_4 += wc[9219] * x0;
+                            a0_5 += wc[11523] * x0;
+                            a0_6 += wc[13827] * x0;
+                            a0_7 += wc[16131] * x0;
+                            a0_8 += wc[18435] * x0;
+                            a0_9 += wc[20739] * x0;
+                            a0_10 += wc[23043] * x0;
+                            a0_11 += wc[25347] * x0;
+                            a0_12 += wc[27651] * x0;
+                            a0_13 += wc[29955] * x0;
+                            a0_14 += wc[32259] * x0;
+                            a0_15 += wc[34563] * x0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 1..5: input rows all inside */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 1; ty < 6; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 480));
-                        const cg_v d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960));
-                        const cg_v d23 = VLOAD(xc + (xo + 992)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 + 0);
+                            a0_0 += wc[4] * x0;
+                            a0_1 += wc[2308] * x0;
+                            a0_2 += wc[4612] * x0;
+                            a0_3 += wc[6916] * x0;
+                            a0_4 += wc[9220] * x0;
+                            a0_5 += wc[11524] * x0;
+                            a0_6 += wc[13828] * x0;
+                            a0_7 += wc[16132] * x0;
+                            a0_8 += wc[18436] * x0;
+                            a0_9 += wc[20740] * x0;
+                            a0_10 += wc[23044] * x0;
+                            a0_11 += wc[25348] * x0;
+                            a0_12 += wc[27652] * x0;
+                            a0_13 += wc[29956] * x0;
+                            a0_14 += wc[32260] * x0;
+                            a0_15 += wc[34564] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, y00);
-                            VSTORE(y + o + 32, y01);
-                            VSTORE(y + o + 448, y10);
-                            VSTORE(y + o + 480, y11);
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 + 32 + 0);
+                            a0_0 += wc[5] * x0;
+                            a0_1 += wc[2309] * x0;
+                            a0_2 += wc[4613] * x0;
+                            a0_3 += wc[6917] * x0;
+                            a0_4 += wc[9221] * x0;
+                            a0_5 += wc[11525] * x0;
+                            a0_6 += wc[13829] * x0;
+                            a0_7 += wc[16133] * x0;
+                            a0_8 += wc[18437] * x0;
+                            a0_9 += wc[20741] * x0;
+                            a0_10 += wc[23045] * x0;
+                            a0_11 += wc[25349] * x0;
+                            a0_12 += wc[27653] * x0;
+                            a0_13 += wc[29957] * x0;
+                            a0_14 += wc[32261] * x0;
+                            a0_15 += wc[34565] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 + 416 + 0);
+                            a0_0 += wc[6] * x0;
+                            a0_1 += wc[2310] * x0;
+                            a0_2 += wc[4614] * x0;
+                            a0_3 += wc[6918] * x0;
+                            a0_4 += wc[9222] * x0;
+                            a0_5 += wc[11526] * x0;
+                            a0_6 += wc[13830] * x0;
+                            a0_7 += wc[16134] * x0;
+                            a0_8 += wc[18438] * x0;
+                            a0_9 += wc[20742] * x0;
+                            a0_10 += wc[23046] * x0;
+                            a0_11 += wc[25350] * x0;
+                            a0_12 += wc[27654] * x0;
+                            a0_13 += wc[29958] * x0;
+                            a0_14 += wc[32262] * x0;
+                            a0_15 += wc[34566] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 + 448 + 0);
+                            a0_0 += wc[7] * x0;
+                            a0_1 += wc[2311] * x0;
+                            a0_2 += wc[4615] * x0;
+                            a0_3 += wc[6919] * x0;
+                            a0_4 += wc[9223] * x0;
+                            a0_5 += wc[11527] * x0;
+                            a0_6 += wc[13831] * x0;
+                            a0_7 += wc[16135] * x0;
+                            a0_8 += wc[18439] * x0;
+                            a0_9 += wc[20743] * x0;
+                            a0_10 += wc[23047] * x0;
+                            a0_11 += wc[25351] * x0;
+                            a0_12 += wc[27655] * x0;
+                            a0_13 += wc[29959] * x0;
+                            a0_14 += wc[32263] * x0;
+                            a0_15 += wc[34567] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + ox*32 + 480 + 0);
+                            a0_0 += wc[8] * x0;
+                            a0_1 += wc[2312] * x0;
+                            a0_2 += wc[4616] * x0;
+                            a0_3 += wc[6920] * x0;
+                            a0_4 += wc[9224] * x0;
+                            a0_5 += wc[11528] * x0;
+                            a0_6 += wc[13832] * x0;
+                            a0_7 += wc[16136] * x0;
+                            a0_8 += wc[18440] * x0;
+                            a0_9 += wc[20744] * x0;
+                            a0_10 += wc[23048] * x0;
+                            a0_11 += wc[25352] * x0;
+                            a0_12 += wc[27656] * x0;
+                            a0_13 += wc[29960] * x0;
+                            a0_14 += wc[32264] * x0;
+                            a0_15 += wc[34568] * x0;
                         }
                     }
-                }
-            }
-            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544));
-                        const cg_v d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
-                        const cg_v d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, y00);
-                            VSTORE(y + o + 32, y01);
-                            VSTORE(y + o + 448, y10);
-                            VSTORE(y + o + 480, y11);
-                        }
-                    }
+                    VSTORE(yb + oy*448 + ox*32, a0_0);
+                    VSTORE(yb + oy*448 + ox*32 + 6272, a0_1);
+                    VSTORE(yb + oy*448 + ox*32 + 12544, a0_2);
+                    VSTORE(yb + oy*448 + ox*32 + 18816, a0_3);
+                    VSTORE(yb + oy*448 + ox*32 + 25088, a0_4);
+                    VSTORE(yb + oy*448 + ox*32 + 31360, a0_5);
+                    VSTORE(yb + oy*448 + ox*32 + 37632, a0_6);
+                    VSTORE(yb + oy*448 + ox*32 + 43904, a0_7);
+                    VSTORE(yb + oy*448 + ox*32 + 50176, a0_8);
+                    VSTORE(yb + oy*448 + ox*32 + 56448, a0_9);
+                    VSTORE(yb + oy*448 + ox*32 + 62720, a0_10);
+                    VSTORE(yb + oy*448 + ox*32 + 68992, a0_11);
+                    VSTORE(yb + oy*448 + ox*32 + 75264, a0_12);
+                    VSTORE(yb + oy*448 + ox*32 + 81536, a0_13);
+                    VSTORE(yb + oy*448 + ox*32 + 87808, a0_14);
+                    VSTORE(yb + oy*448 + ox*32 + 94080, a0_15);
                 }
             }
-            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 448));
-                        const cg_v d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928));
-                        const cg_v d22 = VLOAD(xc + (xo + 960)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* rows 1..12, cols 13..13: 6 of 9 taps */
+            for (int oy = 1; oy < 13; oy++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int ci = 0; ci < 256; ci++) {
+                        const float *restrict xc = xg + ci*6272;
+                        const float *restrict wc = wb + ci*9;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 - 64 + 0);
+                            a0_0 += wc[0] * x0;
+                            a0_1 += wc[2304] * x0;
+                            a0_2 += wc[4608] * x0;
+                            a0_3 += wc[6912] * x0;
+                            a0_4 += wc[9216] * x0;
+                            a0_5 += wc[11520] * x0;
+                            a0_6 += wc[13824] * x0;
+                            a0_7 += wc[16128] * x0;
+                            a0_8 += wc[18432] * x0;
+                            a0_9 += wc[20736] * x0;
+                            a0_10 += wc[23040] * x0;
+                            a0_11 += wc[25344] * x0;
+                            a0_12 += wc[27648] * x0;
+                            a0_13 += wc[29952] * x0;
+                            a0_14 += wc[32256] * x0;
+                            a0_15 += wc[34560] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, y00);
-                            VSTORE(y + o + 32, y01);
-                            VSTORE(y + o + 448, y10);
-                            VSTORE(y + o + 480, y11);
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 - 32 + 0);
+                            a0_0 += wc[1] * x0;
+                            a0_1 += wc[2305] * x0;
+                            a0_2 += wc[4609] * x0;
+                            a0_3 += wc[6913] * x0;
+                            a0_4 += wc[9217] * x0;
+                            a0_5 += wc[11521] * x0;
+                            a0_6 += wc[13825] * x0;
+                            a0_7 += wc[16129] * x0;
+                            a0_8 += wc[18433] * x0;
+                            a0_9 += wc[20737] * x0;
+                            a0_10 += wc[23041] * x0;
+                            a0_11 += wc[25345] * x0;
+                            a0_12 += wc[27649] * x0;
+                            a0_13 += wc[29953] * x0;
+                            a0_14 += wc[32257] * x0;
+                            a0_15 += wc[34561] * x0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 6..6: input rows zeros at 3 */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 6; ty < 7; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 480));
-                        const cg_v d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960));
-                        const cg_v d23 = VLOAD(xc + (xo + 992));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + 384 + 0);
+                            a0_0 += wc[3] * x0;
+                            a0_1 += wc[2307] * x0;
+                            a0_2 += wc[4611] * x0;
+                            a0_3 += wc[6915] * x0;
+                            a0_4 += wc[9219] * x0;
+                            a0_5 += wc[11523] * x0;
+                            a0_6 += wc[13827] * x0;
+                            a0_7 += wc[16131] * x0;
+                            a0_8 += wc[18435] * x0;
+                            a0_9 += wc[20739] * x0;
+                            a0_10 += wc[23043] * x0;
+                            a0_11 += wc[25347] * x0;
+                            a0_12 += wc[27651] * x0;
+                            a0_13 += wc[29955] * x0;
+                            a0_14 += wc[32259] * x0;
+                            a0_15 += wc[34563] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, y00);
-                            VSTORE(y + o + 32, y01);
-                            VSTORE(y + o + 448, y10);
-                            VSTORE(y + o + 480, y11);
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + 416 + 0);
+                            a0_0 += wc[4] * x0;
+                            a0_1 += wc[2308] * x0;
+                            a0_2 += wc[4612] * x0;
+                            a0_3 += wc[6916] * x0;
+                            a0_4 += wc[9220] * x0;
+                            a0_5 += wc[11524] * x0;
+                            a0_6 += wc[13828] * x0;
+                            a0_7 += wc[16132] * x0;
+                            a0_8 += wc[18436] * x0;
+                            a0_9 += wc[20740] * x0;
+                            a0_10 += wc[23044] * x0;
+                            a0_11 += wc[25348] * x0;
+                            a0_12 += wc[27652] * x0;
+                            a0_13 += wc[29956] * x0;
+                            a0_14 += wc[32260] * x0;
+                            a0_15 += wc[34564] * x0;
                         }
-                    }
-                }
-            }
-            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544));
-                        const cg_v d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
-                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + 832 + 0);
+                            a0_0 += wc[6] * x0;
+                            a0_1 += wc[2310] * x0;
+                            a0_2 += wc[4614] * x0;
+                            a0_3 += wc[6918] * x0;
+                            a0_4 += wc[9222] * x0;
+                            a0_5 += wc[11526] * x0;
+                            a0_6 += wc[13830] * x0;
+                            a0_7 += wc[16134] * x0;
+                            a0_8 += wc[18438] * x0;
+                            a0_9 += wc[20742] * x0;
+                            a0_10 += wc[23046] * x0;
+                            a0_11 += wc[25350] * x0;
+                            a0_12 += wc[27654] * x0;
+                            a0_13 += wc[29958] * x0;
+                            a0_14 += wc[32262] * x0;
+                            a0_15 += wc[34566] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, y00);
-                            VSTORE(y + o + 32, y01);
-                            VSTORE(y + o + 448, y10);
-                            VSTORE(y + o + 480, y11);
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*448 + 864 + 0);
+                            a0_0 += wc[7] * x0;
+                            a0_1 += wc[2311] * x0;
+                            a0_2 += wc[4615] * x0;
+                            a0_3 += wc[6919] * x0;
+                            a0_4 += wc[9223] * x0;
+                            a0_5 += wc[11527] * x0;
+                            a0_6 += wc[13831] * x0;
+                            a0_7 += wc[16135] * x0;
+                            a0_8 += wc[18439] * x0;
+                            a0_9 += wc[20743] * x0;
+                            a0_10 += wc[23047] * x0;
+                            a0_11 += wc[25351] * x0;
+                            a0_12 += wc[27655] * x0;
+                            a0_13 += wc[29959] * x0;
+                            a0_14 += wc[32263] * x0;
+                            a0_15 += wc[34567] * x0;
                         }
                     }
+                    VSTORE(yb + oy*448 + 416, a0_0);
+                    VSTORE(yb + oy*448 + 6688, a0_1);
+                    VSTORE(yb + oy*448 + 12960, a0_2);
+                    VSTORE(yb + oy*448 + 19232, a0_3);
+                    VSTORE(yb + oy*448 + 25504, a0_4);
+                    VSTORE(yb + oy*448 + 31776, a0_5);
+                    VSTORE(yb + oy*448 + 38048, a0_6);
+                    VSTORE(yb + oy*448 + 44320, a0_7);
+                    VSTORE(yb + oy*448 + 50592, a0_8);
+                    VSTORE(yb + oy*448 + 56864, a0_9);
+                    VSTORE(yb + oy*448 + 63136, a0_10);
+                    VSTORE(yb + oy*448 + 69408, a0_11);
+                    VSTORE(yb + oy*448 + 75680, a0_12);
+                    VSTORE(yb + oy*448 + 81952, a0_13);
+                    VSTORE(yb + oy*448 + 88224, a0_14);
+                    VSTORE(yb + oy*448 + 94496, a0_15);
                 }
             }
-            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
                 for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 448));
-                        const cg_v d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928));
-                        const cg_v d22 = VLOAD(xc + (xo + 960));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
+                    const float *restrict xc = xg + ci*6272;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 5376 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[2305] * x0;
+                        a0_2 += wc[4609] * x0;
+                        a0_3 += wc[6913] * x0;
+                        a0_4 += wc[9217] * x0;
+                        a0_5 += wc[11521] * x0;
+                        a0_6 += wc[13825] * x0;
+                        a0_7 += wc[16129] * x0;
+                        a0_8 += wc[18433] * x0;
+                        a0_9 += wc[20737] * x0;
+                        a0_10 += wc[23041] * x0;
+                        a0_11 += wc[25345] * x0;
+                        a0_12 += wc[27649] * x0;
+                        a0_13 += wc[29953] * x0;
+                        a0_14 += wc[32257] * x0;
+                        a0_15 += wc[34561] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 5408 + 0);
+                        a0_0 += wc[2] * x0;
+                        a0_1 += wc[2306] * x0;
+                        a0_2 += wc[4610] * x0;
+                        a0_3 += wc[6914] * x0;
+                        a0_4 += wc[9218] * x0;
+                        a0_5 += wc[11522] * x0;
+                        a0_6 += wc[13826] * x0;
+                        a0_7 += wc[16130] * x0;
+                        a0_8 += wc[18434] * x0;
+                        a0_9 += wc[20738] * x0;
+                        a0_10 += wc[23042] * x0;
+                        a0_11 += wc[25346] * x0;
+                        a0_12 += wc[27650] * x0;
+                        a0_13 += wc[29954] * x0;
+                        a0_14 += wc[32258] * x0;
+                        a0_15 += wc[34562] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 5824 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[2308] * x0;
+                        a0_2 += wc[4612] * x0;
+                        a0_3 += wc[6916] * x0;
+                        a0_4 += wc[9220] * x0;
+                        a0_5 += wc[11524] * x0;
+                        a0_6 += wc[13828] * x0;
+                        a0_7 += wc[16132] * x0;
+                        a0_8 += wc[18436] * x0;
+                        a0_9 += wc[20740] * x0;
+                        a0_10 += wc[23044] * x0;
+                        a0_11 += wc[25348] * x0;
+                        a0_12 += wc[27652] * x0;
+                        a0_13 += wc[29956] * x0;
+                        a0_14 += wc[32260] * x0;
+                        a0_15 += wc[34564] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 5856 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[2309] * x0;
+                        a0_2 += wc[4613] * x0;
+                        a0_3 += wc[6917] * x0;
+                        a0_4 += wc[9221] * x0;
+                        a0_5 += wc[11525] * x0;
+                        a0_6 += wc[13829] * x0;
+                        a0_7 += wc[16133] * x0;
+                        a0_8 += wc[18437] * x0;
+                        a0_9 += wc[20741] * x0;
+                        a0_10 += wc[23045] * x0;
+                        a0_11 += wc[25349] * x0;
+                        a0_12 += wc[27653] * x0;
+                        a0_13 += wc[29957] * x0;
+                        a0_14 += wc[32261] * x0;
+                        a0_15 += wc[34565] * x0;
                     }
                 }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(yb + 5824, a0_0);
+                VSTORE(yb + 12096, a0_1);
+                VSTORE(yb + 18368, a0_2);
+                VSTORE(yb + 24640, a0_3);
+                VSTORE(yb + 30912, a0_4);
+                VSTORE(yb + 37184, a0_5);
+                VSTORE(yb + 43456, a0_6);
+                VSTORE(yb + 49728, a0_7);
+                VSTORE(yb + 56000, a0_8);
+                VSTORE(yb + 62272, a0_9);
+                VSTORE(yb + 68544, a0_10);
+                VSTORE(yb + 74816, a0_11);
+                VSTORE(yb + 81088, a0_12);
+                VSTORE(yb + 87360, a0_13);
+                VSTORE(yb + 93632, a0_14);
+                VSTORE(yb + 99904, a0_15);
+            }
+            /* rows 13..13, cols 1..12: 6 of 9 taps */
+            for (int ox = 1; ox < 13; ox++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xc = xg + ci*6272;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 5344 + 0);
+                        a0_0 += wc[0] * x0;
+                        a0_1 += wc[2304] * x0;
+                        a0_2 += wc[4608] * x0;
+                        a0_3 += wc[6912] * x0;
+                        a0_4 += wc[9216] * x0;
+                        a0_5 += wc[11520] * x0;
+                        a0_6 += wc[13824] * x0;
+                        a0_7 += wc[16128] * x0;
+                        a0_8 += wc[18432] * x0;
+                        a0_9 += wc[20736] * x0;
+                        a0_10 += wc[23040] * x0;
+                        a0_11 += wc[25344] * x0;
+                        a0_12 += wc[27648] * x0;
+                        a0_13 += wc[29952] * x0;
+                        a0_14 += wc[32256] * x0;
+                        a0_15 += wc[34560] * x0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, y00);
-                            VSTORE(y + o + 32, y01);
-                            VSTORE(y + o + 448, y10);
-                            VSTORE(y + o + 480, y11);
-                        }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 5376 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[2305] * x0;
+                        a0_2 += wc[4609] * x0;
+                        a0_3 += wc[6913] * x0;
+                        a0_4 += wc[9217] * x0;
+                        a0_5 += wc[11521] * x0;
+                        a0_6 += wc[13825] * x0;
+                        a0_7 += wc[16129] * x0;
+                        a0_8 += wc[18433] * x0;
+                        a0_9 += wc[20737] * x0;
+                        a0_10 += wc[23041] * x0;
+                        a0_11 += wc[25345] * x0;
+                        a0_12 += wc[27649] * x0;
+                        a0_13 += wc[29953] * x0;
+                        a0_14 += wc[32257] * x0;
+                        a0_15 += wc[34561] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 5408 + 0);
+                        a0_0 += wc[2] * x0;
+                        a0_1 += wc[2306] * x0;
+                        a0_2 += wc[4610] * x0;
+                        a0_3 += wc[6914] * x0;
+                        a0_4 += wc[9218] * x0;
+                        a0_5 += wc[11522] * x0;
+                        a0_6 += wc[13826] * x0;
+                        a0_7 += wc[16130] * x0;
+                        a0_8 += wc[18434] * x0;
+                        a0_9 += wc[20738] * x0;
+                        a0_10 += wc[23042] * x0;
+                        a0_11 += wc[25346] * x0;
+                        a0_12 += wc[27650] * x0;
+                        a0_13 += wc[29954] * x0;
+                        a0_14 += wc[32258] * x0;
+                        a0_15 += wc[34562] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 5792 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[2307] * x0;
+                        a0_2 += wc[4611] * x0;
+                        a0_3 += wc[6915] * x0;
+                        a0_4 += wc[9219] * x0;
+                        a0_5 += wc[11523] * x0;
+                        a0_6 += wc[13827] * x0;
+                        a0_7 += wc[16131] * x0;
+                        a0_8 += wc[18435] * x0;
+                        a0_9 += wc[20739] * x0;
+                        a0_10 += wc[23043] * x0;
+                        a0_11 += wc[25347] * x0;
+                        a0_12 += wc[27651] * x0;
+                        a0_13 += wc[29955] * x0;
+                        a0_14 += wc[32259] * x0;
+                        a0_15 += wc[34563] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 5824 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[2308] * x0;
+                        a0_2 += wc[4612] * x0;
+                        a0_3 += wc[6916] * x0;
+                        a0_4 += wc[9220] * x0;
+                        a0_5 += wc[11524] * x0;
+                        a0_6 += wc[13828] * x0;
+                        a0_7 += wc[16132] * x0;
+                        a0_8 += wc[18436] * x0;
+                        a0_9 += wc[20740] * x0;
+                        a0_10 += wc[23044] * x0;
+                        a0_11 += wc[25348] * x0;
+                        a0_12 += wc[27652] * x0;
+                        a0_13 += wc[29956] * x0;
+                        a0_14 += wc[32260] * x0;
+                        a0_15 += wc[34564] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 5856 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[2309] * x0;
+                        a0_2 += wc[4613] * x0;
+                        a0_3 += wc[6917] * x0;
+                        a0_4 += wc[9221] * x0;
+                        a0_5 += wc[11525] * x0;
+                        a0_6 += wc[13829] * x0;
+                        a0_7 += wc[16133] * x0;
+                        a0_8 += wc[18437] * x0;
+                        a0_9 += wc[20741] * x0;
+                        a0_10 += wc[23045] * x0;
+                        a0_11 += wc[25349] * x0;
+                        a0_12 += wc[27653] * x0;
+                        a0_13 += wc[29957] * x0;
+                        a0_14 += wc[32261] * x0;
+                        a0_15 += wc[34565] * x0;
                     }
                 }
+                VSTORE(yb + ox*32 + 5824, a0_0);
+                VSTORE(yb + ox*32 + 12096, a0_1);
+                VSTORE(yb + ox*32 + 18368, a0_2);
+                VSTORE(yb + ox*32 + 24640, a0_3);
+                VSTORE(yb + ox*32 + 30912, a0_4);
+                VSTORE(yb + ox*32 + 37184, a0_5);
+                VSTORE(yb + ox*32 + 43456, a0_6);
+                VSTORE(yb + ox*32 + 49728, a0_7);
+                VSTORE(yb + ox*32 + 56000, a0_8);
+                VSTORE(yb + ox*32 + 62272, a0_9);
+                VSTORE(yb + ox*32 + 68544, a0_10);
+                VSTORE(yb + ox*32 + 74816, a0_11);
+                VSTORE(yb + ox*32 + 81088, a0_12);
+                VSTORE(yb + ox*32 + 87360, a0_13);
+                VSTORE(yb + ox*32 + 93632, a0_14);
+                VSTORE(yb + ox*32 + 99904, a0_15);
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xc = xg + ci*6272;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 5760 + 0);
+                        a0_0 += wc[0] * x0;
+                        a0_1 += wc[2304] * x0;
+                        a0_2 += wc[4608] * x0;
+                        a0_3 += wc[6912] * x0;
+                        a0_4 += wc[9216] * x0;
+                        a0_5 += wc[11520] * x0;
+                        a0_6 += wc[13824] * x0;
+                        a0_7 += wc[16128] * x0;
+                        a0_8 += wc[18432] * x0;
+                        a0_9 += wc[20736] * x0;
+                        a0_10 += wc[23040] * x0;
+                        a0_11 += wc[25344] * x0;
+                        a0_12 += wc[27648] * x0;
+                        a0_13 += wc[29952] * x0;
+                        a0_14 += wc[32256] * x0;
+                        a0_15 += wc[34560] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 5792 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[2305] * x0;
+                        a0_2 += wc[4609] * x0;
+                        a0_3 += wc[6913] * x0;
+                        a0_4 += wc[9217] * x0;
+                        a0_5 += wc[11521] * x0;
+                        a0_6 += wc[13825] * x0;
+                        a0_7 += wc[16129] * x0;
+                        a0_8 += wc[18433] * x0;
+                        a0_9 += wc[20737] * x0;
+                        a0_10 += wc[23041] * x0;
+                        a0_11 += wc[25345] * x0;
+                        a0_12 += wc[27649] * x0;
+                        a0_13 += wc[29953] * x0;
+                        a0_14 += wc[32257] * x0;
+                        a0_15 += wc[34561] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 6208 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[2307] * x0;
+                        a0_2 += wc[4611] * x0;
+                        a0_3 += wc[6915] * x0;
+                        a0_4 += wc[9219] * x0;
+                        a0_5 += wc[11523] * x0;
+                        a0_6 += wc[13827] * x0;
+                        a0_7 += wc[16131] * x0;
+                        a0_8 += wc[18435] * x0;
+                        a0_9 += wc[20739] * x0;
+                        a0_10 += wc[23043] * x0;
+                        a0_11 += wc[25347] * x0;
+                        a0_12 += wc[27651] * x0;
+                        a0_13 += wc[29955] * x0;
+                        a0_14 += wc[32259] * x0;
+                        a0_15 += wc[34563] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 6240 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[2308] * x0;
+                        a0_2 += wc[4612] * x0;
+                        a0_3 += wc[6916] * x0;
+                        a0_4 += wc[9220] * x0;
+                        a0_5 += wc[11524] * x0;
+                        a0_6 += wc[13828] * x0;
+                        a0_7 += wc[16132] * x0;
+                        a0_8 += wc[18436] * x0;
+                        a0_9 += wc[20740] * x0;
+                        a0_10 += wc[23044] * x0;
+                        a0_11 += wc[25348] * x0;
+                        a0_12 += wc[27652] * x0;
+                        a0_13 += wc[29956] * x0;
+                        a0_14 += wc[32260] * x0;
+                        a0_15 += wc[34564] * x0;
+                    }
+                }
+                VSTORE(yb + 6240, a0_0);
+                VSTORE(yb + 12512, a0_1);
+                VSTORE(yb + 18784, a0_2);
+                VSTORE(yb + 25056, a0_3);
+                VSTORE(yb + 31328, a0_4);
+                VSTORE(yb + 37600, a0_5);
+                VSTORE(yb + 43872, a0_6);
+                VSTORE(yb + 50144, a0_7);
+                VSTORE(yb + 56416, a0_8);
+                VSTORE(yb + 62688, a0_9);
+                VSTORE(yb + 68960, a0_10);
+                VSTORE(yb + 75232, a0_11);
+                VSTORE(yb + 81504, a0_12);
+                VSTORE(yb + 87776, a0_13);
+                VSTORE(yb + 94048, a0_14);
+                VSTORE(yb + 100320, a0_15);
             }
         }
     }
@@ -10447,638 +11108,1300 @@ static void l37_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l37_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l37_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
-    float *restrict U = S; /* [16][256][256]: G g G^T per channel pair */
-    for (int co = 0; co < 256; co++) {
-        for (int ci = 0; ci < 256; ci++) {
-            const float g0 = P[ci * 2304 + co * 9 + 8], g1 = P[ci * 2304 + co * 9 + 7], g2 = P[ci * 2304 + co * 9 + 6], g3 = P[ci * 2304 + co * 9 + 5], g4 = P[ci * 2304 + co * 9 + 4], g5 = P[ci * 2304 + co * 9 + 3], g6 = P[ci * 2304 + co * 9 + 2], g7 = P[ci * 2304 + co * 9 + 1], g8 = P[ci * 2304 + co * 9 + 0];
-            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
-            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
-            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
-            float *restrict u = U + ci * 256 + co;
-            u[0] = t00; u[65536] = 0.5f * (t00 + t01 + t02); u[131072] = 0.5f * (t00 - t01 + t02); u[196608] = t02;
-            u[262144] = t10; u[327680] = 0.5f * (t10 + t11 + t12); u[393216] = 0.5f * (t10 - t11 + t12); u[458752] = t12;
-            u[524288] = t20; u[589824] = 0.5f * (t20 + t21 + t22); u[655360] = 0.5f * (t20 - t21 + t22); u[720896] = t22;
-            u[786432] = t30; u[851968] = 0.5f * (t30 + t31 + t32); u[917504] = 0.5f * (t30 - t31 + t32); u[983040] = t32;
-        }
-    }
-    /* tile rows 0..0: input rows zeros at 0 */
+    const float *restrict w = P;
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928));
-                        const cg_v d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408));
-                        const cg_v d33 = VLOAD(xc + (xo + 1440));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 16; cib++) {
+            float *restrict dxb = dx + cib*100352 + v0 * 16;
+            const float *restrict xb = x + cib*100352 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*144;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 480 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 448 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
                     }
                 }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+                VSTORE(dxb + 6272, vdrelu(VLOAD(xb + 6272), a0_1));
+                VSTORE(dxb + 12544, vdrelu(VLOAD(xb + 12544), a0_2));
+                VSTORE(dxb + 18816, vdrelu(VLOAD(xb + 18816), a0_3));
+                VSTORE(dxb + 25088, vdrelu(VLOAD(xb + 25088), a0_4));
+                VSTORE(dxb + 31360, vdrelu(VLOAD(xb + 31360), a0_5));
+                VSTORE(dxb + 37632, vdrelu(VLOAD(xb + 37632), a0_6));
+                VSTORE(dxb + 43904, vdrelu(VLOAD(xb + 43904), a0_7));
+                VSTORE(dxb + 50176, vdrelu(VLOAD(xb + 50176), a0_8));
+                VSTORE(dxb + 56448, vdrelu(VLOAD(xb + 56448), a0_9));
+                VSTORE(dxb + 62720, vdrelu(VLOAD(xb + 62720), a0_10));
+                VSTORE(dxb + 68992, vdrelu(VLOAD(xb + 68992), a0_11));
+                VSTORE(dxb + 75264, vdrelu(VLOAD(xb + 75264), a0_12));
+                VSTORE(dxb + 81536, vdrelu(VLOAD(xb + 81536), a0_13));
+                VSTORE(dxb + 87808, vdrelu(VLOAD(xb + 87808), a0_14));
+                VSTORE(dxb + 94080, vdrelu(VLOAD(xb + 94080), a0_15));
+            }
+            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..12): 6 taps */
+            for (int tx = 1; tx < 13; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 480 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 448, vdrelu(VLOAD(x + o + 448), y10));
-                            VSTORE(dx + o + 480, vdrelu(VLOAD(x + o + 480), y11));
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 448 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 416 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*32, vdrelu(VLOAD(xb + tx*32), a0_0));
+                VSTORE(dxb + tx*32 + 6272, vdrelu(VLOAD(xb + tx*32 + 6272), a0_1));
+                VSTORE(dxb + tx*32 + 12544, vdrelu(VLOAD(xb + tx*32 + 12544), a0_2));
+                VSTORE(dxb + tx*32 + 18816, vdrelu(VLOAD(xb + tx*32 + 18816), a0_3));
+                VSTORE(dxb + tx*32 + 25088, vdrelu(VLOAD(xb + tx*32 + 25088), a0_4));
+                VSTORE(dxb + tx*32 + 31360, vdrelu(VLOAD(xb + tx*32 + 31360), a0_5));
+                VSTORE(dxb + tx*32 + 37632, vdrelu(VLOAD(xb + tx*32 + 37632), a0_6));
+                VSTORE(dxb + tx*32 + 43904, vdrelu(VLOAD(xb + tx*32 + 43904), a0_7));
+                VSTORE(dxb + tx*32 + 50176, vdrelu(VLOAD(xb + tx*32 + 50176), a0_8));
+                VSTORE(dxb + tx*32 + 56448, vdrelu(VLOAD(xb + tx*32 + 56448), a0_9));
+                VSTORE(dxb + tx*32 + 62720, vdrelu(VLOAD(xb + tx*32 + 62720), a0_10));
+                VSTORE(dxb + tx*32 + 68992, vdrelu(VLOAD(xb + tx*32 + 68992), a0_11));
+                VSTORE(dxb + tx*32 + 75264, vdrelu(VLOAD(xb + tx*32 + 75264), a0_12));
+                VSTORE(dxb + tx*32 + 81536, vdrelu(VLOAD(xb + tx*32 + 81536), a0_13));
+                VSTORE(dxb + tx*32 + 87808, vdrelu(VLOAD(xb + tx*32 + 87808), a0_14));
+                VSTORE(dxb + tx*32 + 94080, vdrelu(VLOAD(xb + tx*32 + 94080), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 864 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 832 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 416 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 384 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + 416, vdrelu(VLOAD(xb + 416), a0_0));
+                VSTORE(dxb + 6688, vdrelu(VLOAD(xb + 6688), a0_1));
+                VSTORE(dxb + 12960, vdrelu(VLOAD(xb + 12960), a0_2));
+                VSTORE(dxb + 19232, vdrelu(VLOAD(xb + 19232), a0_3));
+                VSTORE(dxb + 25504, vdrelu(VLOAD(xb + 25504), a0_4));
+                VSTORE(dxb + 31776, vdrelu(VLOAD(xb + 31776), a0_5));
+                VSTORE(dxb + 38048, vdrelu(VLOAD(xb + 38048), a0_6));
+                VSTORE(dxb + 44320, vdrelu(VLOAD(xb + 44320), a0_7));
+                VSTORE(dxb + 50592, vdrelu(VLOAD(xb + 50592), a0_8));
+                VSTORE(dxb + 56864, vdrelu(VLOAD(xb + 56864), a0_9));
+                VSTORE(dxb + 63136, vdrelu(VLOAD(xb + 63136), a0_10));
+                VSTORE(dxb + 69408, vdrelu(VLOAD(xb + 69408), a0_11));
+                VSTORE(dxb + 75680, vdrelu(VLOAD(xb + 75680), a0_12));
+                VSTORE(dxb + 81952, vdrelu(VLOAD(xb + 81952), a0_13));
+                VSTORE(dxb + 88224, vdrelu(VLOAD(xb + 88224), a0_14));
+                VSTORE(dxb + 94496, vdrelu(VLOAD(xb + 94496), a0_15));
+            }
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=0..0): 6 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*2304;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 480 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 448 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 - 416 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 - 448 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
                         }
                     }
+                    VSTORE(dxb + ty*448, vdrelu(VLOAD(xb + ty*448), a0_0));
+                    VSTORE(dxb + ty*448 + 6272, vdrelu(VLOAD(xb + ty*448 + 6272), a0_1));
+                    VSTORE(dxb + ty*448 + 12544, vdrelu(VLOAD(xb + ty*448 + 12544), a0_2));
+                    VSTORE(dxb + ty*448 + 18816, vdrelu(VLOAD(xb + ty*448 + 18816), a0_3));
+                    VSTORE(dxb + ty*448 + 25088, vdrelu(VLOAD(xb + ty*448 + 25088), a0_4));
+                    VSTORE(dxb + ty*448 + 31360, vdrelu(VLOAD(xb + ty*448 + 31360), a0_5));
+                    VSTORE(dxb + ty*448 + 37632, vdrelu(VLOAD(xb + ty*448 + 37632), a0_6));
+                    VSTORE(dxb + ty*448 + 43904, vdrelu(VLOAD(xb + ty*448 + 43904), a0_7));
+                    VSTORE(dxb + ty*448 + 50176, vdrelu(VLOAD(xb + ty*448 + 50176), a0_8));
+                    VSTORE(dxb + ty*448 + 56448, vdrelu(VLOAD(xb + ty*448 + 56448), a0_9));
+                    VSTORE(dxb + ty*448 + 62720, vdrelu(VLOAD(xb + ty*448 + 62720), a0_10));
+                    VSTORE(dxb + ty*448 + 68992, vdrelu(VLOAD(xb + ty*448 + 68992), a0_11));
+                    VSTORE(dxb + ty*448 + 75264, vdrelu(VLOAD(xb + ty*448 + 75264), a0_12));
+                    VSTORE(dxb + ty*448 + 81536, vdrelu(VLOAD(xb + ty*448 + 81536), a0_13));
+                    VSTORE(dxb + ty*448 + 87808, vdrelu(VLOAD(xb + ty*448 + 87808), a0_14));
+                    VSTORE(dxb + ty*448 + 94080, vdrelu(VLOAD(xb + ty*448 + 94080), a0_15));
                 }
             }
-            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544));
-                        const cg_v d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
-                        const cg_v d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=1..12): 9 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                for (int tx = 1; tx < 13; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*2304;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 480 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 448, vdrelu(VLOAD(x + o + 448), y10));
-                            VSTORE(dx + o + 480, vdrelu(VLOAD(x + o + 480), y11));
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 448 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
                         }
-                    }
-                }
-            }
-            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896));
-                        const cg_v d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376));
-                        const cg_v d32 = VLOAD(xc + (xo + 1408));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 416 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 448, vdrelu(VLOAD(x + o + 448), y10));
-                            VSTORE(dx + o + 480, vdrelu(VLOAD(x + o + 480), y11));
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 1..5: input rows all inside */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 1; ty < 6; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 480));
-                        const cg_v d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960));
-                        const cg_v d23 = VLOAD(xc + (xo + 992)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 448, vdrelu(VLOAD(x + o + 448), y10));
-                            VSTORE(dx + o + 480, vdrelu(VLOAD(x + o + 480), y11));
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 32 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 416 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 448 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 480 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
                         }
                     }
-                }
-            }
-            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544));
-                        const cg_v d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
-                        const cg_v d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 448, vdrelu(VLOAD(x + o + 448), y10));
-                            VSTORE(dx + o + 480, vdrelu(VLOAD(x + o + 480), y11));
-                        }
-                    }
+                    VSTORE(dxb + ty*448 + tx*32, vdrelu(VLOAD(xb + ty*448 + tx*32), a0_0));
+                    VSTORE(dxb + ty*448 + tx*32 + 6272, vdrelu(VLOAD(xb + ty*448 + tx*32 + 6272), a0_1));
+                    VSTORE(dxb + ty*448 + tx*32 + 12544, vdrelu(VLOAD(xb + ty*448 + tx*32 + 12544), a0_2));
+                    VSTORE(dxb + ty*448 + tx*32 + 18816, vdrelu(VLOAD(xb + ty*448 + tx*32 + 18816), a0_3));
+                    VSTORE(dxb + ty*448 + tx*32 + 25088, vdrelu(VLOAD(xb + ty*448 + tx*32 + 25088), a0_4));
+                    VSTORE(dxb + ty*448 + tx*32 + 31360, vdrelu(VLOAD(xb + ty*448 + tx*32 + 31360), a0_5));
+                    VSTORE(dxb + ty*448 + tx*32 + 37632, vdrelu(VLOAD(xb + ty*448 + tx*32 + 37632), a0_6));
+                    VSTORE(dxb + ty*448 + tx*32 + 43904, vdrelu(VLOAD(xb + ty*448 + tx*32 + 43904), a0_7));
+                    VSTORE(dxb + ty*448 + tx*32 + 50176, vdrelu(VLOAD(xb + ty*448 + tx*32 + 50176), a0_8));
+                    VSTORE(dxb + ty*448 + tx*32 + 56448, vdrelu(VLOAD(xb + ty*448 + tx*32 + 56448), a0_9));
+                    VSTORE(dxb + ty*448 + tx*32 + 62720, vdrelu(VLOAD(xb + ty*448 + tx*32 + 62720), a0_10));
+                    VSTORE(dxb + ty*448 + tx*32 + 68992, vdrelu(VLOAD(xb + ty*448 + tx*32 + 68992), a0_11));
+                    VSTORE(dxb + ty*448 + tx*32 + 75264, vdrelu(VLOAD(xb + ty*448 + tx*32 + 75264), a0_12));
+                    VSTORE(dxb + ty*448 + tx*32 + 81536, vdrelu(VLOAD(xb + ty*448 + tx*32 + 81536), a0_13));
+                    VSTORE(dxb + ty*448 + tx*32 + 87808, vdrelu(VLOAD(xb + ty*448 + tx*32 + 87808), a0_14));
+                    VSTORE(dxb + ty*448 + tx*32 + 94080, vdrelu(VLOAD(xb + ty*448 + tx*32 + 94080), a0_15));
                 }
             }
-            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 448));
-                        const cg_v d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928));
-                        const cg_v d22 = VLOAD(xc + (xo + 960)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=13..13): 6 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*2304;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 864 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 448, vdrelu(VLOAD(x + o + 448), y10));
-                            VSTORE(dx + o + 480, vdrelu(VLOAD(x + o + 480), y11));
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 832 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 6..6: input rows zeros at 3 */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 6; ty < 7; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 480));
-                        const cg_v d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960));
-                        const cg_v d23 = VLOAD(xc + (xo + 992));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 416 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 448, vdrelu(VLOAD(x + o + 448), y10));
-                            VSTORE(dx + o + 480, vdrelu(VLOAD(x + o + 480), y11));
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 384 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
                         }
-                    }
-                }
-            }
-            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544));
-                        const cg_v d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
-                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 - 32 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 448, vdrelu(VLOAD(x + o + 448), y10));
-                            VSTORE(dx + o + 480, vdrelu(VLOAD(x + o + 480), y11));
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 - 64 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
                         }
                     }
+                    VSTORE(dxb + ty*448 + 416, vdrelu(VLOAD(xb + ty*448 + 416), a0_0));
+                    VSTORE(dxb + ty*448 + 6688, vdrelu(VLOAD(xb + ty*448 + 6688), a0_1));
+                    VSTORE(dxb + ty*448 + 12960, vdrelu(VLOAD(xb + ty*448 + 12960), a0_2));
+                    VSTORE(dxb + ty*448 + 19232, vdrelu(VLOAD(xb + ty*448 + 19232), a0_3));
+                    VSTORE(dxb + ty*448 + 25504, vdrelu(VLOAD(xb + ty*448 + 25504), a0_4));
+                    VSTORE(dxb + ty*448 + 31776, vdrelu(VLOAD(xb + ty*448 + 31776), a0_5));
+                    VSTORE(dxb + ty*448 + 38048, vdrelu(VLOAD(xb + ty*448 + 38048), a0_6));
+                    VSTORE(dxb + ty*448 + 44320, vdrelu(VLOAD(xb + ty*448 + 44320), a0_7));
+                    VSTORE(dxb + ty*448 + 50592, vdrelu(VLOAD(xb + ty*448 + 50592), a0_8));
+                    VSTORE(dxb + ty*448 + 56864, vdrelu(VLOAD(xb + ty*448 + 56864), a0_9));
+                    VSTORE(dxb + ty*448 + 63136, vdrelu(VLOAD(xb + ty*448 + 63136), a0_10));
+                    VSTORE(dxb + ty*448 + 69408, vdrelu(VLOAD(xb + ty*448 + 69408), a0_11));
+                    VSTORE(dxb + ty*448 + 75680, vdrelu(VLOAD(xb + ty*448 + 75680), a0_12));
+                    VSTORE(dxb + ty*448 + 81952, vdrelu(VLOAD(xb + ty*448 + 81952), a0_13));
+                    VSTORE(dxb + ty*448 + 88224, vdrelu(VLOAD(xb + ty*448 + 88224), a0_14));
+                    VSTORE(dxb + ty*448 + 94496, vdrelu(VLOAD(xb + ty*448 + 94496), a0_15));
                 }
             }
-            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 448));
-                        const cg_v d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928));
-                        const cg_v d22 = VLOAD(xc + (xo + 960));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5856 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5824 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5408 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5376 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
                     }
                 }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(dxb + 5824, vdrelu(VLOAD(xb + 5824), a0_0));
+                VSTORE(dxb + 12096, vdrelu(VLOAD(xb + 12096), a0_1));
+                VSTORE(dxb + 18368, vdrelu(VLOAD(xb + 18368), a0_2));
+                VSTORE(dxb + 24640, vdrelu(VLOAD(xb + 24640), a0_3));
+                VSTORE(dxb + 30912, vdrelu(VLOAD(xb + 30912), a0_4));
+                VSTORE(dxb + 37184, vdrelu(VLOAD(xb + 37184), a0_5));
+                VSTORE(dxb + 43456, vdrelu(VLOAD(xb + 43456), a0_6));
+                VSTORE(dxb + 49728, vdrelu(VLOAD(xb + 49728), a0_7));
+                VSTORE(dxb + 56000, vdrelu(VLOAD(xb + 56000), a0_8));
+                VSTORE(dxb + 62272, vdrelu(VLOAD(xb + 62272), a0_9));
+                VSTORE(dxb + 68544, vdrelu(VLOAD(xb + 68544), a0_10));
+                VSTORE(dxb + 74816, vdrelu(VLOAD(xb + 74816), a0_11));
+                VSTORE(dxb + 81088, vdrelu(VLOAD(xb + 81088), a0_12));
+                VSTORE(dxb + 87360, vdrelu(VLOAD(xb + 87360), a0_13));
+                VSTORE(dxb + 93632, vdrelu(VLOAD(xb + 93632), a0_14));
+                VSTORE(dxb + 99904, vdrelu(VLOAD(xb + 99904), a0_15));
+            }
+            /* inputs rows 0+1*t (t=13..13), cols 0+1*t (t=1..12): 6 taps */
+            for (int tx = 1; tx < 13; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5856 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 448, vdrelu(VLOAD(x + o + 448), y10));
-                            VSTORE(dx + o + 480, vdrelu(VLOAD(x + o + 480), y11));
-                        }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5824 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5792 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5408 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5376 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5344 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
                     }
                 }
+                VSTORE(dxb + tx*32 + 5824, vdrelu(VLOAD(xb + tx*32 + 5824), a0_0));
+                VSTORE(dxb + tx*32 + 12096, vdrelu(VLOAD(xb + tx*32 + 12096), a0_1));
+                VSTORE(dxb + tx*32 + 18368, vdrelu(VLOAD(xb + tx*32 + 18368), a0_2));
+                VSTORE(dxb + tx*32 + 24640, vdrelu(VLOAD(xb + tx*32 + 24640), a0_3));
+                VSTORE(dxb + tx*32 + 30912, vdrelu(VLOAD(xb + tx*32 + 30912), a0_4));
+                VSTORE(dxb + tx*32 + 37184, vdrelu(VLOAD(xb + tx*32 + 37184), a0_5));
+                VSTORE(dxb + tx*32 + 43456, vdrelu(VLOAD(xb + tx*32 + 43456), a0_6));
+                VSTORE(dxb + tx*32 + 49728, vdrelu(VLOAD(xb + tx*32 + 49728), a0_7));
+                VSTORE(dxb + tx*32 + 56000, vdrelu(VLOAD(xb + tx*32 + 56000), a0_8));
+                VSTORE(dxb + tx*32 + 62272, vdrelu(VLOAD(xb + tx*32 + 62272), a0_9));
+                VSTORE(dxb + tx*32 + 68544, vdrelu(VLOAD(xb + tx*32 + 68544), a0_10));
+                VSTORE(dxb + tx*32 + 74816, vdrelu(VLOAD(xb + tx*32 + 74816), a0_11));
+                VSTORE(dxb + tx*32 + 81088, vdrelu(VLOAD(xb + tx*32 + 81088), a0_12));
+                VSTORE(dxb + tx*32 + 87360, vdrelu(VLOAD(xb + tx*32 + 87360), a0_13));
+                VSTORE(dxb + tx*32 + 93632, vdrelu(VLOAD(xb + tx*32 + 93632), a0_14));
+                VSTORE(dxb + tx*32 + 99904, vdrelu(VLOAD(xb + tx*32 + 99904), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 6240 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 6208 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5792 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5760 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + 6240, vdrelu(VLOAD(xb + 6240), a0_0));
+                VSTORE(dxb + 12512, vdrelu(VLOAD(xb + 12512), a0_1));
+                VSTORE(dxb + 18784, vdrelu(VLOAD(xb + 18784), a0_2));
+                VSTORE(dxb + 25056, vdrelu(VLOAD(xb + 25056), a0_3));
+                VSTORE(dxb + 31328, vdrelu(VLOAD(xb + 31328), a0_4));
+                VSTORE(dxb + 37600, vdrelu(VLOAD(xb + 37600), a0_5));
+                VSTORE(dxb + 43872, vdrelu(VLOAD(xb + 43872), a0_6));
+                VSTORE(dxb + 50144, vdrelu(VLOAD(xb + 50144), a0_7));
+                VSTORE(dxb + 56416, vdrelu(VLOAD(xb + 56416), a0_8));
+                VSTORE(dxb + 62688, vdrelu(VLOAD(xb + 62688), a0_9));
+                VSTORE(dxb + 68960, vdrelu(VLOAD(xb + 68960), a0_10));
+                VSTORE(dxb + 75232, vdrelu(VLOAD(xb + 75232), a0_11));
+                VSTORE(dxb + 81504, vdrelu(VLOAD(xb + 81504), a0_12));
+                VSTORE(dxb + 87776, vdrelu(VLOAD(xb + 87776), a0_13));
+                VSTORE(dxb + 94048, vdrelu(VLOAD(xb + 94048), a0_14));
+                VSTORE(dxb + 100320, vdrelu(VLOAD(xb + 100320), a0_15));
             }
         }
     }
@@ -11506,643 +12829,1304 @@ static void l42_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 43: conv2d 256x14x14 -> 256x14x14 (specs/resnet18.yaml:51:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 /* l43_conv2d_forward: the code of l37_conv2d_forward */
 
 /* l43_conv2d_backward: the code of l37_conv2d_backward */
 
-static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
+static void l43_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
-    float *restrict U = S; /* [16][256][256]: G g G^T per channel pair */
-    for (int co = 0; co < 256; co++) {
-        for (int ci = 0; ci < 256; ci++) {
-            const float g0 = P[ci * 2304 + co * 9 + 8], g1 = P[ci * 2304 + co * 9 + 7], g2 = P[ci * 2304 + co * 9 + 6], g3 = P[ci * 2304 + co * 9 + 5], g4 = P[ci * 2304 + co * 9 + 4], g5 = P[ci * 2304 + co * 9 + 3], g6 = P[ci * 2304 + co * 9 + 2], g7 = P[ci * 2304 + co * 9 + 1], g8 = P[ci * 2304 + co * 9 + 0];
-            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
-            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
-            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
-            float *restrict u = U + ci * 256 + co;
-            u[0] = t00; u[65536] = 0.5f * (t00 + t01 + t02); u[131072] = 0.5f * (t00 - t01 + t02); u[196608] = t02;
-            u[262144] = t10; u[327680] = 0.5f * (t10 + t11 + t12); u[393216] = 0.5f * (t10 - t11 + t12); u[458752] = t12;
-            u[524288] = t20; u[589824] = 0.5f * (t20 + t21 + t22); u[655360] = 0.5f * (t20 - t21 + t22); u[720896] = t22;
-            u[786432] = t30; u[851968] = 0.5f * (t30 + t31 + t32); u[917504] = 0.5f * (t30 - t31 + t32); u[983040] = t32;
-        }
-    }
-    /* tile rows 0..0: input rows zeros at 0 */
+    const float *restrict w = P;
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928));
-                        const cg_v d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408));
-                        const cg_v d33 = VLOAD(xc + (xo + 1440));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 16; cib++) {
+            float *restrict dxb = dx + cib*100352 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*144;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 480 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 448 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
                     }
                 }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(dxb + 0, a0_0);
+                VSTORE(dxb + 6272, a0_1);
+                VSTORE(dxb + 12544, a0_2);
+                VSTORE(dxb + 18816, a0_3);
+                VSTORE(dxb + 25088, a0_4);
+                VSTORE(dxb + 31360, a0_5);
+                VSTORE(dxb + 37632, a0_6);
+                VSTORE(dxb + 43904, a0_7);
+                VSTORE(dxb + 50176, a0_8);
+                VSTORE(dxb + 56448, a0_9);
+                VSTORE(dxb + 62720, a0_10);
+                VSTORE(dxb + 68992, a0_11);
+                VSTORE(dxb + 75264, a0_12);
+                VSTORE(dxb + 81536, a0_13);
+                VSTORE(dxb + 87808, a0_14);
+                VSTORE(dxb + 94080, a0_15);
+            }
+            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..12): 6 taps */
+            for (int tx = 1; tx < 13; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 480 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 448, y10);
-                            VSTORE(dx + o + 480, y11);
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 448 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 416 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*32, a0_0);
+                VSTORE(dxb + tx*32 + 6272, a0_1);
+                VSTORE(dxb + tx*32 + 12544, a0_2);
+                VSTORE(dxb + tx*32 + 18816, a0_3);
+                VSTORE(dxb + tx*32 + 25088, a0_4);
+                VSTORE(dxb + tx*32 + 31360, a0_5);
+                VSTORE(dxb + tx*32 + 37632, a0_6);
+                VSTORE(dxb + tx*32 + 43904, a0_7);
+                VSTORE(dxb + tx*32 + 50176, a0_8);
+                VSTORE(dxb + tx*32 + 56448, a0_9);
+                VSTORE(dxb + tx*32 + 62720, a0_10);
+                VSTORE(dxb + tx*32 + 68992, a0_11);
+                VSTORE(dxb + tx*32 + 75264, a0_12);
+                VSTORE(dxb + tx*32 + 81536, a0_13);
+                VSTORE(dxb + tx*32 + 87808, a0_14);
+                VSTORE(dxb + tx*32 + 94080, a0_15);
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 864 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 832 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 416 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 384 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + 416, a0_0);
+                VSTORE(dxb + 6688, a0_1);
+                VSTORE(dxb + 12960, a0_2);
+                VSTORE(dxb + 19232, a0_3);
+                VSTORE(dxb + 25504, a0_4);
+                VSTORE(dxb + 31776, a0_5);
+                VSTORE(dxb + 38048, a0_6);
+                VSTORE(dxb + 44320, a0_7);
+                VSTORE(dxb + 50592, a0_8);
+                VSTORE(dxb + 56864, a0_9);
+                VSTORE(dxb + 63136, a0_10);
+                VSTORE(dxb + 69408, a0_11);
+                VSTORE(dxb + 75680, a0_12);
+                VSTORE(dxb + 81952, a0_13);
+                VSTORE(dxb + 88224, a0_14);
+                VSTORE(dxb + 94496, a0_15);
+            }
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=0..0): 6 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*2304;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 480 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 448 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 - 416 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 - 448 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
                         }
                     }
+                    VSTORE(dxb + ty*448, a0_0);
+                    VSTORE(dxb + ty*448 + 6272, a0_1);
+                    VSTORE(dxb + ty*448 + 12544, a0_2);
+                    VSTORE(dxb + ty*448 + 18816, a0_3);
+                    VSTORE(dxb + ty*448 + 25088, a0_4);
+                    VSTORE(dxb + ty*448 + 31360, a0_5);
+                    VSTORE(dxb + ty*448 + 37632, a0_6);
+                    VSTORE(dxb + ty*448 + 43904, a0_7);
+                    VSTORE(dxb + ty*448 + 50176, a0_8);
+                    VSTORE(dxb + ty*448 + 56448, a0_9);
+                    VSTORE(dxb + ty*448 + 62720, a0_10);
+                    VSTORE(dxb + ty*448 + 68992, a0_11);
+                    VSTORE(dxb + ty*448 + 75264, a0_12);
+                    VSTORE(dxb + ty*448 + 81536, a0_13);
+                    VSTORE(dxb + ty*448 + 87808, a0_14);
+                    VSTORE(dxb + ty*448 + 94080, a0_15);
                 }
             }
-            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544));
-                        const cg_v d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
-                        const cg_v d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=1..12): 9 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                for (int tx = 1; tx < 13; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*2304;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 480 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 448, y10);
-                            VSTORE(dx + o + 480, y11);
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 448 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
                         }
-                    }
-                }
-            }
-            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896));
-                        const cg_v d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376));
-                        const cg_v d32 = VLOAD(xc + (xo + 1408));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 416 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 448, y10);
-                            VSTORE(dx + o + 480, y11);
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 1..5: input rows all inside */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 1; ty < 6; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 480));
-                        const cg_v d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960));
-                        const cg_v d23 = VLOAD(xc + (xo + 992)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 448, y10);
-                            VSTORE(dx + o + 480, y11);
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 32 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 416 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 448 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 480 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
                         }
                     }
-                }
-            }
-            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544));
-                        const cg_v d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
-                        const cg_v d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408)), d33 = VLOAD(xc + (xo + 1440));
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 448, y10);
-                            VSTORE(dx + o + 480, y11);
-                        }
-                    }
+                    VSTORE(dxb + ty*448 + tx*32, a0_0);
+                    VSTORE(dxb + ty*448 + tx*32 + 6272, a0_1);
+                    VSTORE(dxb + ty*448 + tx*32 + 12544, a0_2);
+                    VSTORE(dxb + ty*448 + tx*32 + 18816, a0_3);
+                    VSTORE(dxb + ty*448 + tx*32 + 25088, a0_4);
+                    VSTORE(dxb + ty*448 + tx*32 + 31360, a0_5);
+                    VSTORE(dxb + ty*448 + tx*32 + 37632, a0_6);
+                    VSTORE(dxb + ty*448 + tx*32 + 43904, a0_7);
+                    VSTORE(dxb + ty*448 + tx*32 + 50176, a0_8);
+                    VSTORE(dxb + ty*448 + tx*32 + 56448, a0_9);
+                    VSTORE(dxb + ty*448 + tx*32 + 62720, a0_10);
+                    VSTORE(dxb + ty*448 + tx*32 + 68992, a0_11);
+                    VSTORE(dxb + ty*448 + tx*32 + 75264, a0_12);
+                    VSTORE(dxb + ty*448 + tx*32 + 81536, a0_13);
+                    VSTORE(dxb + ty*448 + tx*32 + 87808, a0_14);
+                    VSTORE(dxb + ty*448 + tx*32 + 94080, a0_15);
                 }
             }
-            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 448));
-                        const cg_v d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928));
-                        const cg_v d22 = VLOAD(xc + (xo + 960)), d30 = VLOAD(xc + (xo + 1344)), d31 = VLOAD(xc + (xo + 1376)), d32 = VLOAD(xc + (xo + 1408));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=13..13): 6 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*2304;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 864 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 448, y10);
-                            VSTORE(dx + o + 480, y11);
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 832 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 6..6: input rows zeros at 3 */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 6; ty < 7; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 480));
-                        const cg_v d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960));
-                        const cg_v d23 = VLOAD(xc + (xo + 992));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 416 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 448, y10);
-                            VSTORE(dx + o + 480, y11);
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 384 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
                         }
-                    }
-                }
-            }
-            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 448)), d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d13 = VLOAD(xc + (xo + 544));
-                        const cg_v d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928)), d22 = VLOAD(xc + (xo + 960)), d23 = VLOAD(xc + (xo + 992));
-                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 - 32 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 448, y10);
-                            VSTORE(dx + o + 480, y11);
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 - 64 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
                         }
                     }
+                    VSTORE(dxb + ty*448 + 416, a0_0);
+                    VSTORE(dxb + ty*448 + 6688, a0_1);
+                    VSTORE(dxb + ty*448 + 12960, a0_2);
+                    VSTORE(dxb + ty*448 + 19232, a0_3);
+                    VSTORE(dxb + ty*448 + 25504, a0_4);
+                    VSTORE(dxb + ty*448 + 31776, a0_5);
+                    VSTORE(dxb + ty*448 + 38048, a0_6);
+                    VSTORE(dxb + ty*448 + 44320, a0_7);
+                    VSTORE(dxb + ty*448 + 50592, a0_8);
+                    VSTORE(dxb + ty*448 + 56864, a0_9);
+                    VSTORE(dxb + ty*448 + 63136, a0_10);
+                    VSTORE(dxb + ty*448 + 69408, a0_11);
+                    VSTORE(dxb + ty*448 + 75680, a0_12);
+                    VSTORE(dxb + ty*448 + 81952, a0_13);
+                    VSTORE(dxb + ty*448 + 88224, a0_14);
+                    VSTORE(dxb + ty*448 + 94496, a0_15);
                 }
             }
-            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 448));
-                        const cg_v d11 = VLOAD(xc + (xo + 480)), d12 = VLOAD(xc + (xo + 512)), d20 = VLOAD(xc + (xo + 896)), d21 = VLOAD(xc + (xo + 928));
-                        const cg_v d22 = VLOAD(xc + (xo + 960));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5856 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5824 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5408 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5376 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
                     }
                 }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(dxb + 5824, a0_0);
+                VSTORE(dxb + 12096, a0_1);
+                VSTORE(dxb + 18368, a0_2);
+                VSTORE(dxb + 24640, a0_3);
+                VSTORE(dxb + 30912, a0_4);
+                VSTORE(dxb + 37184, a0_5);
+                VSTORE(dxb + 43456, a0_6);
+                VSTORE(dxb + 49728, a0_7);
+                VSTORE(dxb + 56000, a0_8);
+                VSTORE(dxb + 62272, a0_9);
+                VSTORE(dxb + 68544, a0_10);
+                VSTORE(dxb + 74816, a0_11);
+                VSTORE(dxb + 81088, a0_12);
+                VSTORE(dxb + 87360, a0_13);
+                VSTORE(dxb + 93632, a0_14);
+                VSTORE(dxb + 99904, a0_15);
+            }
+            /* inputs rows 0+1*t (t=13..13), cols 0+1*t (t=1..12): 6 taps */
+            for (int tx = 1; tx < 13; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5856 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 448, y10);
-                            VSTORE(dx + o + 480, y11);
-                        }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5824 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5792 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5408 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5376 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5344 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
                     }
                 }
+                VSTORE(dxb + tx*32 + 5824, a0_0);
+                VSTORE(dxb + tx*32 + 12096, a0_1);
+                VSTORE(dxb + tx*32 + 18368, a0_2);
+                VSTORE(dxb + tx*32 + 24640, a0_3);
+                VSTORE(dxb + tx*32 + 30912, a0_4);
+                VSTORE(dxb + tx*32 + 37184, a0_5);
+                VSTORE(dxb + tx*32 + 43456, a0_6);
+                VSTORE(dxb + tx*32 + 49728, a0_7);
+                VSTORE(dxb + tx*32 + 56000, a0_8);
+                VSTORE(dxb + tx*32 + 62272, a0_9);
+                VSTORE(dxb + tx*32 + 68544, a0_10);
+                VSTORE(dxb + tx*32 + 74816, a0_11);
+                VSTORE(dxb + tx*32 + 81088, a0_12);
+                VSTORE(dxb + tx*32 + 87360, a0_13);
+                VSTORE(dxb + tx*32 + 93632, a0_14);
+                VSTORE(dxb + tx*32 + 99904, a0_15);
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 6240 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 6208 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5792 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5760 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + 6240, a0_0);
+                VSTORE(dxb + 12512, a0_1);
+                VSTORE(dxb + 18784, a0_2);
+                VSTORE(dxb + 25056, a0_3);
+                VSTORE(dxb + 31328, a0_4);
+                VSTORE(dxb + 37600, a0_5);
+                VSTORE(dxb + 43872, a0_6);
+                VSTORE(dxb + 50144, a0_7);
+                VSTORE(dxb + 56416, a0_8);
+                VSTORE(dxb + 62688, a0_9);
+                VSTORE(dxb + 68960, a0_10);
+                VSTORE(dxb + 75232, a0_11);
+                VSTORE(dxb + 81504, a0_12);
+                VSTORE(dxb + 87776, a0_13);
+                VSTORE(dxb + 94048, a0_14);
+                VSTORE(dxb + 100320, a0_15);
             }
         }
     }
@@ -12161,7 +14145,7 @@ static void l43_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l45_relu_backward: none, layer 46 masks its dx stores with the relu's derivative */
 
 /* layer 46: conv2d 256x14x14 -> 256x14x14 (specs/resnet18.yaml:54:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l46_conv2d_forward: the code of l37_conv2d_forward */
 
 /* l46_conv2d_backward: the code of l37_conv2d_backward */
@@ -18417,108 +20401,105 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
 #define A35     147718144 /* output of layer 35 (batchnorm), [256x14x14][lanes] */
 #define S35     203932160 /* scratch of layer 35 (batchnorm) */
 #define A37     149323776 /* output of layer 37 (conv2d), [256x14x14][lanes] */
-#define S37     203932672 /* scratch of layer 37 (conv2d) */
 #define A38     150929408 /* output of layer 38 (batchnorm), [256x14x14][lanes] */
-#define S38     204981248 /* scratch of layer 38 (batchnorm) */
+#define S38     203932672 /* scratch of layer 38 (batchnorm) */
 #define A39     152535040 /* output of layer 39 (conv2d), [256x14x14][lanes] */
 #define A40     154140672 /* output of layer 40 (batchnorm), [256x14x14][lanes] */
-#define S40     204981760 /* scratch of layer 40 (batchnorm) */
+#define S40     203933184 /* scratch of layer 40 (batchnorm) */
 #define A43     155746304 /* output of layer 43 (conv2d), [256x14x14][lanes] */
-#define S43     204982272 /* scratch of layer 43 (conv2d) */
 #define A44     157351936 /* output of layer 44 (batchnorm), [256x14x14][lanes] */
-#define S44     206030848 /* scratch of layer 44 (batchnorm) */
+#define S44     203933696 /* scratch of layer 44 (batchnorm) */
 #define A46     158957568 /* output of layer 46 (conv2d), [256x14x14][lanes] */
-#define S46     206031360 /* scratch of layer 46 (conv2d) */
 #define A47     160563200 /* output of layer 47 (batchnorm), [256x14x14][lanes] */
-#define S47     207079936 /* scratch of layer 47 (batchnorm) */
+#define S47     203934208 /* scratch of layer 47 (batchnorm) */
 #define A50     162168832 /* output of layer 50 (conv2d), [512x7x7][lanes] */
 #define A51     162971648 /* output of layer 51 (batchnorm), [512x7x7][lanes] */
-#define S51     207080448 /* scratch of layer 51 (batchnorm) */
+#define S51     203934720 /* scratch of layer 51 (batchnorm) */
 #define A53     163774464 /* output of layer 53 (conv2d), [512x7x7][lanes] */
 #define A54     164577280 /* output of layer 54 (batchnorm), [512x7x7][lanes] */
-#define S54     207081472 /* scratch of layer 54 (batchnorm) */
+#define S54     203935744 /* scratch of layer 54 (batchnorm) */
 #define A55     165380096 /* output of layer 55 (conv2d), [512x7x7][lanes] */
 #define A56     166182912 /* output of layer 56 (batchnorm), [512x7x7][lanes] */
-#define S56     207082496 /* scratch of layer 56 (batchnorm) */
+#define S56     203936768 /* scratch of layer 56 (batchnorm) */
 #define A59     166985728 /* output of layer 59 (conv2d), [512x7x7][lanes] */
 #define A60     167788544 /* output of layer 60 (batchnorm), [512x7x7][lanes] */
-#define S60     207083520 /* scratch of layer 60 (batchnorm) */
+#define S60     203937792 /* scratch of layer 60 (batchnorm) */
 #define A62     168591360 /* output of layer 62 (conv2d), [512x7x7][lanes] */
 #define A63     169394176 /* output of layer 63 (batchnorm), [512x7x7][lanes] */
-#define S63     207084544 /* scratch of layer 63 (batchnorm) */
+#define S63     203938816 /* scratch of layer 63 (batchnorm) */
 #define A66     170196992 /* output of layer 66 (global_avgpool), [512x1x1][lanes] */
 #define A68     170213376 /* output of layer 68 (dense), [1000][lanes] */
-#define S68     207085568 /* scratch of layer 68 (dense) */
-#define OUT     207102464 /* the output, [N][1000] */
-#define DOUT    207134464 /* dLoss/dOutput, [N][1000] */
-#define DOUT_L  207166464 /* dLoss/dOutput, [1000][lanes] */
-#define D67     208001280 /* gradient arena: dLoss/d(layer 67 output) */
-#define D65     207198464 /* gradient arena: dLoss/d(layer 65 output) */
-#define D64     208001280 /* gradient arena: dLoss/d(layer 64 output) */
-#define D63     207198464 /* gradient arena: dLoss/d(layer 63 output) */
-#define D58     208804096 /* gradient arena: dLoss/d(layer 58 output) */
-#define D62     208001280 /* gradient arena: dLoss/d(layer 62 output) */
-#define D61     207198464 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
-#define D59     208001280 /* gradient arena: dLoss/d(layer 59 output) */
-#define T59_1   207198464 /* gradient arena: a gradient summed into its tensor's */
-#define D57     207198464 /* gradient arena: dLoss/d(layer 57 output) */
-#define D54     208804096 /* gradient arena: dLoss/d(layer 54 output) */
-#define D56     208001280 /* gradient arena: dLoss/d(layer 56 output) */
-#define D55     209606912 /* gradient arena: dLoss/d(layer 55 output) */
-#define D49     207198464 /* gradient arena: dLoss/d(layer 49 output) */
-#define D53     209606912 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     208804096 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
-#define D50     210409728 /* gradient arena: dLoss/d(layer 50 output) */
-#define T50_1   208804096 /* gradient arena: a gradient summed into its tensor's */
-#define D48     208804096 /* gradient arena: dLoss/d(layer 48 output) */
-#define D47     207198464 /* gradient arena: dLoss/d(layer 47 output) */
-#define D42     210409728 /* gradient arena: dLoss/d(layer 42 output) */
-#define D46     208804096 /* gradient arena: dLoss/d(layer 46 output) */
-#define D45     207198464 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
-#define D43     208804096 /* gradient arena: dLoss/d(layer 43 output) */
-#define T43_1   207198464 /* gradient arena: a gradient summed into its tensor's */
-#define D41     207198464 /* gradient arena: dLoss/d(layer 41 output) */
-#define D38     210409728 /* gradient arena: dLoss/d(layer 38 output) */
-#define D40     208804096 /* gradient arena: dLoss/d(layer 40 output) */
-#define D39     212015360 /* gradient arena: dLoss/d(layer 39 output) */
-#define D33     207198464 /* gradient arena: dLoss/d(layer 33 output) */
-#define D37     212015360 /* gradient arena: dLoss/d(layer 37 output) */
-#define D36     210409728 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
-#define D34     213620992 /* gradient arena: dLoss/d(layer 34 output) */
-#define T34_1   210409728 /* gradient arena: a gradient summed into its tensor's */
-#define D32     210409728 /* gradient arena: dLoss/d(layer 32 output) */
-#define D31     207198464 /* gradient arena: dLoss/d(layer 31 output) */
-#define D26     213620992 /* gradient arena: dLoss/d(layer 26 output) */
-#define D30     210409728 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     207198464 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
-#define D27     210409728 /* gradient arena: dLoss/d(layer 27 output) */
-#define T27_1   207198464 /* gradient arena: a gradient summed into its tensor's */
-#define D25     207198464 /* gradient arena: dLoss/d(layer 25 output) */
-#define D22     213620992 /* gradient arena: dLoss/d(layer 22 output) */
-#define D24     210409728 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     216832256 /* gradient arena: dLoss/d(layer 23 output) */
-#define D17     207198464 /* gradient arena: dLoss/d(layer 17 output) */
-#define D21     216832256 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     213620992 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
-#define D18     220043520 /* gradient arena: dLoss/d(layer 18 output) */
-#define T18_1   213620992 /* gradient arena: a gradient summed into its tensor's */
-#define D16     213620992 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     207198464 /* gradient arena: dLoss/d(layer 15 output) */
-#define D10     220043520 /* gradient arena: dLoss/d(layer 10 output) */
-#define D14     213620992 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     207198464 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
-#define D11     213620992 /* gradient arena: dLoss/d(layer 11 output) */
-#define T11_1   207198464 /* gradient arena: a gradient summed into its tensor's */
-#define D09     207198464 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     213620992 /* gradient arena: dLoss/d(layer 8 output) */
-#define D03     232888576 /* gradient arena: dLoss/d(layer 3 output) */
-#define D07     207198464 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     213620992 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
-#define D04     207198464 /* gradient arena: dLoss/d(layer 4 output) */
-#define T04_1   213620992 /* gradient arena: a gradient summed into its tensor's */
-#define D02     207198464 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
-#define D00     232888576 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     207198464 /* gradient arena: dLoss/dInput */
+#define S68     203939840 /* scratch of layer 68 (dense) */
+#define OUT     203956736 /* the output, [N][1000] */
+#define DOUT    203988736 /* dLoss/dOutput, [N][1000] */
+#define DOUT_L  204020736 /* dLoss/dOutput, [1000][lanes] */
+#define D67     204855552 /* gradient arena: dLoss/d(layer 67 output) */
+#define D65     204052736 /* gradient arena: dLoss/d(layer 65 output) */
+#define D64     204855552 /* gradient arena: dLoss/d(layer 64 output) */
+#define D63     204052736 /* gradient arena: dLoss/d(layer 63 output) */
+#define D58     205658368 /* gradient arena: dLoss/d(layer 58 output) */
+#define D62     204855552 /* gradient arena: dLoss/d(layer 62 output) */
+#define D61     204052736 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
+#define D59     204855552 /* gradient arena: dLoss/d(layer 59 output) */
+#define T59_1   204052736 /* gradient arena: a gradient summed into its tensor's */
+#define D57     204052736 /* gradient arena: dLoss/d(layer 57 output) */
+#define D54     205658368 /* gradient arena: dLoss/d(layer 54 output) */
+#define D56     204855552 /* gradient arena: dLoss/d(layer 56 output) */
+#define D55     206461184 /* gradient arena: dLoss/d(layer 55 output) */
+#define D49     204052736 /* gradient arena: dLoss/d(layer 49 output) */
+#define D53     206461184 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     205658368 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
+#define D50     207264000 /* gradient arena: dLoss/d(layer 50 output) */
+#define T50_1   205658368 /* gradient arena: a gradient summed into its tensor's */
+#define D48     205658368 /* gradient arena: dLoss/d(layer 48 output) */
+#define D47     204052736 /* gradient arena: dLoss/d(layer 47 output) */
+#define D42     207264000 /* gradient arena: dLoss/d(layer 42 output) */
+#define D46     205658368 /* gradient arena: dLoss/d(layer 46 output) */
+#define D45     204052736 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
+#define D43     205658368 /* gradient arena: dLoss/d(layer 43 output) */
+#define T43_1   204052736 /* gradient arena: a gradient summed into its tensor's */
+#define D41     204052736 /* gradient arena: dLoss/d(layer 41 output) */
+#define D38     207264000 /* gradient arena: dLoss/d(layer 38 output) */
+#define D40     205658368 /* gradient arena: dLoss/d(layer 40 output) */
+#define D39     208869632 /* gradient arena: dLoss/d(layer 39 output) */
+#define D33     204052736 /* gradient arena: dLoss/d(layer 33 output) */
+#define D37     208869632 /* gradient arena: dLoss/d(layer 37 output) */
+#define D36     207264000 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
+#define D34     210475264 /* gradient arena: dLoss/d(layer 34 output) */
+#define T34_1   207264000 /* gradient arena: a gradient summed into its tensor's */
+#define D32     207264000 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     204052736 /* gradient arena: dLoss/d(layer 31 output) */
+#define D26     210475264 /* gradient arena: dLoss/d(layer 26 output) */
+#define D30     207264000 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     204052736 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     207264000 /* gradient arena: dLoss/d(layer 27 output) */
+#define T27_1   204052736 /* gradient arena: a gradient summed into its tensor's */
+#define D25     204052736 /* gradient arena: dLoss/d(layer 25 output) */
+#define D22     210475264 /* gradient arena: dLoss/d(layer 22 output) */
+#define D24     207264000 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     213686528 /* gradient arena: dLoss/d(layer 23 output) */
+#define D17     204052736 /* gradient arena: dLoss/d(layer 17 output) */
+#define D21     213686528 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     210475264 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
+#define D18     216897792 /* gradient arena: dLoss/d(layer 18 output) */
+#define T18_1   210475264 /* gradient arena: a gradient summed into its tensor's */
+#define D16     210475264 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     204052736 /* gradient arena: dLoss/d(layer 15 output) */
+#define D10     216897792 /* gradient arena: dLoss/d(layer 10 output) */
+#define D14     210475264 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     204052736 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
+#define D11     210475264 /* gradient arena: dLoss/d(layer 11 output) */
+#define T11_1   204052736 /* gradient arena: a gradient summed into its tensor's */
+#define D09     204052736 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     210475264 /* gradient arena: dLoss/d(layer 8 output) */
+#define D03     229742848 /* gradient arena: dLoss/d(layer 3 output) */
+#define D07     204052736 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     210475264 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     204052736 /* gradient arena: dLoss/d(layer 4 output) */
+#define T04_1   210475264 /* gradient arena: a gradient summed into its tensor's */
+#define D02     204052736 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
+#define D00     229742848 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     204052736 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void resnet18_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -18569,7 +20550,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l34_conv2d_forward(params + 683072, ws + A31, ws + A34);
     l35_batchnorm_forward(params + 977984, buffers + 1930, ws + S35, ws + A34, ws + A35, nb, training);
     /* layer 36: relu fused into layer 35's stores */
-    l37_conv2d_forward(params + 978496, ws + S37, ws + A35, ws + A37);
+    l37_conv2d_forward(params + 978496, ws + A35, ws + A37);
     l38_batchnorm_forward(params + 1568320, buffers + 2443, ws + S38, ws + A37, ws + A38, nb, training);
     l39_conv2d_forward(params + 1568832, ws + A31, ws + A39);
     l38_batchnorm_forward(params + 1601600, buffers + 2956, ws + S40, ws + A39, ws + A40, nb, training);
@@ -18577,10 +20558,10 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l41_add_forward(ws + A40, ws + A38);
     /* (in place: layer 42's relu writes over its input) */
     l42_relu_forward(ws + A38);
-    l37_conv2d_forward(params + 1602112, ws + S43, ws + A38, ws + A43);
+    l37_conv2d_forward(params + 1602112, ws + A38, ws + A43);
     l35_batchnorm_forward(params + 2191936, buffers + 3469, ws + S44, ws + A43, ws + A44, nb, training);
     /* layer 45: relu fused into layer 44's stores */
-    l37_conv2d_forward(params + 2192448, ws + S46, ws + A44, ws + A46);
+    l37_conv2d_forward(params + 2192448, ws + A44, ws + A46);
     l38_batchnorm_forward(params + 2782272, buffers + 3982, ws + S47, ws + A46, ws + A47, nb, training);
     /* (in place: layer 48's add writes over its input 1) */
     l41_add_forward(ws + A38, ws + A47);
@@ -18612,7 +20593,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     cg_from_lanes(ws + A68, ws + OUT, nb, 1000, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (207134464); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (203988736); grads accumulate. */
 void resnet18_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 1000, 32);
@@ -18648,11 +20629,11 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l41_add_backward(ws + D48, ws + D47, ws + D42);
     l35_batchnorm_backward(params + 2782272, grads + 2782272, ws + S47, ws + A46, ws + D47, ws + D46, nb);
     l37_conv2d_backward(grads + 2192448, ws + A44, ws + D46);
-    l37_conv2d_backward_dx(params + 2192448, ws + S46, ws + A44, ws + D46, ws + D45);
+    l37_conv2d_backward_dx(params + 2192448, ws + A44, ws + D46, ws + D45);
     /* layer 45: relu's backward is in layer 46's dx stores */
     l35_batchnorm_backward(params + 2191936, grads + 2191936, ws + S44, ws + A43, ws + D45, ws + D43, nb);
     l37_conv2d_backward(grads + 1602112, ws + A38, ws + D43);
-    l43_conv2d_backward_dx(params + 1602112, ws + S43, ws + D43, ws + T43_1);
+    l43_conv2d_backward_dx(params + 1602112, ws + D43, ws + T43_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D42)[i] += (ws + T43_1)[i]; /* a tensor read again: gradients add */
     l42_relu_backward(ws + A38, ws + D42, ws + D41);
     l41_add_backward(ws + D41, ws + D38, ws + D40);
@@ -18661,7 +20642,7 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l39_conv2d_backward_dx(params + 1568832, ws + D39, ws + D33);
     l35_batchnorm_backward(params + 1568320, grads + 1568320, ws + S38, ws + A37, ws + D38, ws + D37, nb);
     l37_conv2d_backward(grads + 978496, ws + A35, ws + D37);
-    l37_conv2d_backward_dx(params + 978496, ws + S37, ws + A35, ws + D37, ws + D36);
+    l37_conv2d_backward_dx(params + 978496, ws + A35, ws + D37, ws + D36);
     /* layer 36: relu's backward is in layer 37's dx stores */
     l35_batchnorm_backward(params + 977984, grads + 977984, ws + S35, ws + A34, ws + D36, ws + D34, nb);
     l34_conv2d_backward(grads + 683072, ws + A31, ws + D34);
@@ -19079,7 +21060,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 149323776, .lanes = 32, .line = 45, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 41, .name = "layer3_0_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 41, .name = "layer3_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
@@ -19105,7 +21086,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 155746304, .lanes = 32, .line = 51, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 48, .name = "layer3_1_conv1", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 48, .name = "layer3_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
@@ -19118,7 +21099,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 158957568, .lanes = 32, .line = 54, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 51, .name = "layer3_1_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 51, .name = "layer3_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},

@@ -11599,2712 +11599,2306 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l49_relu_backward: none, layer 50 masks its dx stores with the relu's derivative */
 
 /* layer 50: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:59:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
-static void l50_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
+static void l50_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    for (int co = 0; co < 64; co++) {
+        for (int ci = 0; ci < 64; ci++) {
+            const float g0 = P[co * 576 + ci * 9 + 0], g1 = P[co * 576 + ci * 9 + 1], g2 = P[co * 576 + ci * 9 + 2], g3 = P[co * 576 + ci * 9 + 3], g4 = P[co * 576 + ci * 9 + 4], g5 = P[co * 576 + ci * 9 + 5], g6 = P[co * 576 + ci * 9 + 6], g7 = P[co * 576 + ci * 9 + 7], g8 = P[co * 576 + ci * 9 + 8];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 64 + co;
+            u[0] = t00; u[4096] = 0.5f * (t00 + t01 + t02); u[8192] = 0.5f * (t00 - t01 + t02); u[12288] = t02;
+            u[16384] = t10; u[20480] = 0.5f * (t10 + t11 + t12); u[24576] = 0.5f * (t10 - t11 + t12); u[28672] = t12;
+            u[32768] = t20; u[36864] = 0.5f * (t20 + t21 + t22); u[40960] = 0.5f * (t20 - t21 + t22); u[45056] = t22;
+            u[49152] = t30; u[53248] = 0.5f * (t30 + t31 + t32); u[57344] = 0.5f * (t30 - t31 + t32); u[61440] = t32;
+        }
+    }
+    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int cb = 0; cb < 4; cb++) {
-            const float *restrict wb = w + cb*9216;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*100352 + v0 * 16;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 0; ty < 1; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*6272;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 128 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[581] * x0;
-                        a0_2 += wc[1157] * x0;
-                        a0_3 += wc[1733] * x0;
-                        a0_4 += wc[2309] * x0;
-                        a0_5 += wc[2885] * x0;
-                        a0_6 += wc[3461] * x0;
-                        a0_7 += wc[4037] * x0;
-                        a0_8 += wc[4613] * x0;
-                        a0_9 += wc[5189] * x0;
-                        a0_10 += wc[5765] * x0;
-                        a0_11 += wc[6341] * x0;
-                        a0_12 += wc[6917] * x0;
-                        a0_13 += wc[7493] * x0;
-                        a0_14 += wc[8069] * x0;
-                        a0_15 += wc[8645] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 896 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[583] * x0;
-                        a0_2 += wc[1159] * x0;
-                        a0_3 += wc[1735] * x0;
-                        a0_4 += wc[2311] * x0;
-                        a0_5 += wc[2887] * x0;
-                        a0_6 += wc[3463] * x0;
-                        a0_7 += wc[4039] * x0;
-                        a0_8 += wc[4615] * x0;
-                        a0_9 += wc[5191] * x0;
-                        a0_10 += wc[5767] * x0;
-                        a0_11 += wc[6343] * x0;
-                        a0_12 += wc[6919] * x0;
-                        a0_13 += wc[7495] * x0;
-                        a0_14 += wc[8071] * x0;
-                        a0_15 += wc[8647] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1024 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[584] * x0;
-                        a0_2 += wc[1160] * x0;
-                        a0_3 += wc[1736] * x0;
-                        a0_4 += wc[2312] * x0;
-                        a0_5 += wc[2888] * x0;
-                        a0_6 += wc[3464] * x0;
-                        a0_7 += wc[4040] * x0;
-                        a0_8 += wc[4616] * x0;
-                        a0_9 += wc[5192] * x0;
-                        a0_10 += wc[5768] * x0;
-                        a0_11 += wc[6344] * x0;
-                        a0_12 += wc[6920] * x0;
-                        a0_13 += wc[7496] * x0;
-                        a0_14 += wc[8072] * x0;
-                        a0_15 += wc[8648] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920));
+                        const cg_v d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944));
+                        const cg_v d33 = VLOAD(xc + (xo + 3072));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 6272, a0_1);
-                VSTORE(yb + 12544, a0_2);
-                VSTORE(yb + 18816, a0_3);
-                VSTORE(yb + 25088, a0_4);
-                VSTORE(yb + 31360, a0_5);
-                VSTORE(yb + 37632, a0_6);
-                VSTORE(yb + 43904, a0_7);
-                VSTORE(yb + 50176, a0_8);
-                VSTORE(yb + 56448, a0_9);
-                VSTORE(yb + 62720, a0_10);
-                VSTORE(yb + 68992, a0_11);
-                VSTORE(yb + 75264, a0_12);
-                VSTORE(yb + 81536, a0_13);
-                VSTORE(yb + 87808, a0_14);
-                VSTORE(yb + 94080, a0_15);
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 1024, y11);
+                        }
+                    }
+                }
             }
-            /* rows 0..0, cols 1..5: 6 of 9 taps */
-            for (int ox = 1; ox < 6; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*6272;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 - 128 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[579] * x0;
-                        a0_2 += wc[1155] * x0;
-                        a0_3 += wc[1731] * x0;
-                        a0_4 += wc[2307] * x0;
-                        a0_5 += wc[2883] * x0;
-                        a0_6 += wc[3459] * x0;
-                        a0_7 += wc[4035] * x0;
-                        a0_8 += wc[4611] * x0;
-                        a0_9 += wc[5187] * x0;
-                        a0_10 += wc[5763] * x0;
-                        a0_11 += wc[6339] * x0;
-                        a0_12 += wc[6915] * x0;
-                        a0_13 += wc[7491] * x0;
-                        a0_14 += wc[8067] * x0;
-                        a0_15 += wc[8643] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 128 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[581] * x0;
-                        a0_2 += wc[1157] * x0;
-                        a0_3 += wc[1733] * x0;
-                        a0_4 += wc[2309] * x0;
-                        a0_5 += wc[2885] * x0;
-                        a0_6 += wc[3461] * x0;
-                        a0_7 += wc[4037] * x0;
-                        a0_8 += wc[4613] * x0;
-                        a0_9 += wc[5189] * x0;
-                        a0_10 += wc[5765] * x0;
-                        a0_11 += wc[6341] * x0;
-                        a0_12 += wc[6917] * x0;
-                        a0_13 += wc[7493] * x0;
-                        a0_14 += wc[8069] * x0;
-                        a0_15 += wc[8645] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 768 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[582] * x0;
-                        a0_2 += wc[1158] * x0;
-                        a0_3 += wc[1734] * x0;
-                        a0_4 += wc[2310] * x0;
-                        a0_5 += wc[2886] * x0;
-                        a0_6 += wc[3462] * x0;
-                        a0_7 += wc[4038] * x0;
-                        a0_8 += wc[4614] * x0;
-                        a0_9 += wc[5190] * x0;
-                        a0_10 += wc[5766] * x0;
-                        a0_11 += wc[6342] * x0;
-                        a0_12 += wc[6918] * x0;
-                        a0_13 += wc[7494] * x0;
-                        a0_14 += wc[8070] * x0;
-                        a0_15 += wc[8646] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 896 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[583] * x0;
-                        a0_2 += wc[1159] * x0;
-                        a0_3 += wc[1735] * x0;
-                        a0_4 += wc[2311] * x0;
-                        a0_5 += wc[2887] * x0;
-                        a0_6 += wc[3463] * x0;
-                        a0_7 += wc[4039] * x0;
-                        a0_8 += wc[4615] * x0;
-                        a0_9 += wc[5191] * x0;
-                        a0_10 += wc[5767] * x0;
-                        a0_11 += wc[6343] * x0;
-                        a0_12 += wc[6919] * x0;
-                        a0_13 += wc[7495] * x0;
-                        a0_14 += wc[8071] * x0;
-                        a0_15 += wc[8647] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 1024 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[584] * x0;
-                        a0_2 += wc[1160] * x0;
-                        a0_3 += wc[1736] * x0;
-                        a0_4 += wc[2312] * x0;
-                        a0_5 += wc[2888] * x0;
-                        a0_6 += wc[3464] * x0;
-                        a0_7 += wc[4040] * x0;
-                        a0_8 += wc[4616] * x0;
-                        a0_9 += wc[5192] * x0;
-                        a0_10 += wc[5768] * x0;
-                        a0_11 += wc[6344] * x0;
-                        a0_12 += wc[6920] * x0;
-                        a0_13 += wc[7496] * x0;
-                        a0_14 += wc[8072] * x0;
-                        a0_15 += wc[8648] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176));
+                        const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944)), d33 = VLOAD(xc + (xo + 3072));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + ox*128, a0_0);
-                VSTORE(yb + ox*128 + 6272, a0_1);
-                VSTORE(yb + ox*128 + 12544, a0_2);
-                VSTORE(yb + ox*128 + 18816, a0_3);
-                VSTORE(yb + ox*128 + 25088, a0_4);
-                VSTORE(yb + ox*128 + 31360, a0_5);
-                VSTORE(yb + ox*128 + 37632, a0_6);
-                VSTORE(yb + ox*128 + 43904, a0_7);
-                VSTORE(yb + ox*128 + 50176, a0_8);
-                VSTORE(yb + ox*128 + 56448, a0_9);
-                VSTORE(yb + ox*128 + 62720, a0_10);
-                VSTORE(yb + ox*128 + 68992, a0_11);
-                VSTORE(yb + ox*128 + 75264, a0_12);
-                VSTORE(yb + ox*128 + 81536, a0_13);
-                VSTORE(yb + ox*128 + 87808, a0_14);
-                VSTORE(yb + ox*128 + 94080, a0_15);
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 1024, y11);
+                        }
+                    }
+                }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*6272;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 640 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[579] * x0;
-                        a0_2 += wc[1155] * x0;
-                        a0_3 += wc[1731] * x0;
-                        a0_4 += wc[2307] * x0;
-                        a0_5 += wc[2883] * x0;
-                        a0_6 += wc[3459] * x0;
-                        a0_7 += wc[4035] * x0;
-                        a0_8 += wc[4611] * x0;
-                        a0_9 += wc[5187] * x0;
-                        a0_10 += wc[5763] * x0;
-                        a0_11 += wc[6339] * x0;
-                        a0_12 += wc[6915] * x0;
-                        a0_13 += wc[7491] * x0;
-                        a0_14 += wc[8067] * x0;
-                        a0_15 += wc[8643] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 768 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1536 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[582] * x0;
-                        a0_2 += wc[1158] * x0;
-                        a0_3 += wc[1734] * x0;
-                        a0_4 += wc[2310] * x0;
-                        a0_5 += wc[2886] * x0;
-                        a0_6 += wc[3462] * x0;
-                        a0_7 += wc[4038] * x0;
-                        a0_8 += wc[4614] * x0;
-                        a0_9 += wc[5190] * x0;
-                        a0_10 += wc[5766] * x0;
-                        a0_11 += wc[6342] * x0;
-                        a0_12 += wc[6918] * x0;
-                        a0_13 += wc[7494] * x0;
-                        a0_14 += wc[8070] * x0;
-                        a0_15 += wc[8646] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1664 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[583] * x0;
-                        a0_2 += wc[1159] * x0;
-                        a0_3 += wc[1735] * x0;
-                        a0_4 += wc[2311] * x0;
-                        a0_5 += wc[2887] * x0;
-                        a0_6 += wc[3463] * x0;
-                        a0_7 += wc[4039] * x0;
-                        a0_8 += wc[4615] * x0;
-                        a0_9 += wc[5191] * x0;
-                        a0_10 += wc[5767] * x0;
-                        a0_11 += wc[6343] * x0;
-                        a0_12 += wc[6919] * x0;
-                        a0_13 += wc[7495] * x0;
-                        a0_14 += wc[8071] * x0;
-                        a0_15 += wc[8647] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920));
+                        const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d12 = vsplat(0.0f), d13 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 768, a0_0);
-                VSTORE(yb + 7040, a0_1);
-                VSTORE(yb + 13312, a0_2);
-                VSTORE(yb + 19584, a0_3);
-                VSTORE(yb + 25856, a0_4);
-                VSTORE(yb + 32128, a0_5);
-                VSTORE(yb + 38400, a0_6);
-                VSTORE(yb + 44672, a0_7);
-                VSTORE(yb + 50944, a0_8);
-                VSTORE(yb + 57216, a0_9);
-                VSTORE(yb + 63488, a0_10);
-                VSTORE(yb + 69760, a0_11);
-                VSTORE(yb + 76032, a0_12);
-                VSTORE(yb + 82304, a0_13);
-                VSTORE(yb + 88576, a0_14);
-                VSTORE(yb + 94848, a0_15);
-            }
-            /* rows 1..5, cols 0..0: 6 of 9 taps */
-            for (int oy = 1; oy < 6; oy++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xc = xg + ci*6272;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 - 896 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[577] * x0;
-                            a0_2 += wc[1153] * x0;
-                            a0_3 += wc[1729] * x0;
-                            a0_4 += wc[2305] * x0;
-                            a0_5 += wc[2881] * x0;
-                            a0_6 += wc[3457] * x0;
-                            a0_7 += wc[4033] * x0;
-                            a0_8 += wc[4609] * x0;
-                            a0_9 += wc[5185] * x0;
-                            a0_10 += wc[5761] * x0;
-                            a0_11 += wc[6337] * x0;
-                            a0_12 += wc[6913] * x0;
-                            a0_13 += wc[7489] * x0;
-                            a0_14 += wc[8065] * x0;
-                            a0_15 += wc[8641] * x0;
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 - 768 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[578] * x0;
-                            a0_2 += wc[1154] * x0;
-                            a0_3 += wc[1730] * x0;
-                            a0_4 += wc[2306] * x0;
-                            a0_5 += wc[2882] * x0;
-                            a0_6 += wc[3458] * x0;
-                            a0_7 += wc[4034] * x0;
-                            a0_8 += wc[4610] * x0;
-                            a0_9 += wc[5186] * x0;
-                            a0_10 += wc[5762] * x0;
-                            a0_11 += wc[6338] * x0;
-                            a0_12 += wc[6914] * x0;
-                            a0_13 += wc[7490] * x0;
-                            a0_14 += wc[8066] * x0;
-                            a0_15 += wc[8642] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[580] * x0;
-                            a0_2 += wc[1156] * x0;
-                            a0_3 += wc[1732] * x0;
-                            a0_4 += wc[2308] * x0;
-                            a0_5 += wc[2884] * x0;
-                            a0_6 += wc[3460] * x0;
-                            a0_7 += wc[4036] * x0;
-                            a0_8 += wc[4612] * x0;
-                            a0_9 += wc[5188] * x0;
-                            a0_10 += wc[5764] * x0;
-                            a0_11 += wc[6340] * x0;
-                            a0_12 += wc[6916] * x0;
-                            a0_13 += wc[7492] * x0;
-                            a0_14 += wc[8068] * x0;
-                            a0_15 += wc[8644] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 128 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[581] * x0;
-                            a0_2 += wc[1157] * x0;
-                            a0_3 += wc[1733] * x0;
-                            a0_4 += wc[2309] * x0;
-                            a0_5 += wc[2885] * x0;
-                            a0_6 += wc[3461] * x0;
-                            a0_7 += wc[4037] * x0;
-                            a0_8 += wc[4613] * x0;
-                            a0_9 += wc[5189] * x0;
-                            a0_10 += wc[5765] * x0;
-                            a0_11 += wc[6341] * x0;
-                            a0_12 += wc[6917] * x0;
-                            a0_13 += wc[7493] * x0;
-                            a0_14 += wc[8069] * x0;
-                            a0_15 += wc[8645] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 896 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[583] * x0;
-                            a0_2 += wc[1159] * x0;
-                            a0_3 += wc[1735] * x0;
-                            a0_4 += wc[2311] * x0;
-                            a0_5 += wc[2887] * x0;
-                            a0_6 += wc[3463] * x0;
-                            a0_7 += wc[4039] * x0;
-                            a0_8 += wc[4615] * x0;
-                            a0_9 += wc[5191] * x0;
-                            a0_10 += wc[5767] * x0;
-                            a0_11 += wc[6343] * x0;
-                            a0_12 += wc[6919] * x0;
-                            a0_13 += wc[7495] * x0;
-                            a0_14 += wc[8071] * x0;
-                            a0_15 += wc[8647] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 1024 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[584] * x0;
-                            a0_2 += wc[1160] * x0;
-                            a0_3 += wc[1736] * x0;
-                            a0_4 += wc[2312] * x0;
-                            a0_5 += wc[2888] * x0;
-                            a0_6 += wc[3464] * x0;
-                            a0_7 += wc[4040] * x0;
-                            a0_8 += wc[4616] * x0;
-                            a0_9 += wc[5192] * x0;
-                            a0_10 += wc[5768] * x0;
-                            a0_11 += wc[6344] * x0;
-                            a0_12 += wc[6920] * x0;
-                            a0_13 += wc[7496] * x0;
-                            a0_14 += wc[8072] * x0;
-                            a0_15 += wc[8648] * x0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 896, y10);
                         }
                     }
-                    VSTORE(yb + oy*896, a0_0);
-                    VSTORE(yb + oy*896 + 6272, a0_1);
-                    VSTORE(yb + oy*896 + 12544, a0_2);
-                    VSTORE(yb + oy*896 + 18816, a0_3);
-                    VSTORE(yb + oy*896 + 25088, a0_4);
-                    VSTORE(yb + oy*896 + 31360, a0_5);
-                    VSTORE(yb + oy*896 + 37632, a0_6);
-                    VSTORE(yb + oy*896 + 43904, a0_7);
-                    VSTORE(yb + oy*896 + 50176, a0_8);
-                    VSTORE(yb + oy*896 + 56448, a0_9);
-                    VSTORE(yb + oy*896 + 62720, a0_10);
-                    VSTORE(yb + oy*896 + 68992, a0_11);
-                    VSTORE(yb + oy*896 + 75264, a0_12);
-                    VSTORE(yb + oy*896 + 81536, a0_13);
-                    VSTORE(yb + oy*896 + 87808, a0_14);
-                    VSTORE(yb + oy*896 + 94080, a0_15);
                 }
             }
-            /* rows 1..5, cols 1..5: every tap */
-            for (int oy = 1; oy < 6; oy++) {
-                for (int ox = 1; ox < 6; ox++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xc = xg + ci*6272;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*128 - 1024 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[576] * x0;
-                            a0_2 += wc[1152] * x0;
-                            a0_3 += wc[1728] * x0;
-                            a0_4 += wc[2304] * x0;
-                            a0_5 += wc[2880] * x0;
-                            a0_6 += wc[3456] * x0;
-                            a0_7 += wc[4032] * x0;
-                            a0_8 += wc[4608] * x0;
-                            a0_9 += wc[5184] * x0;
-                            a0_10 += wc[5760] * x0;
-                            a0_11 += wc[6336] * x0;
-                            a0_12 += wc[6912] * x0;
-                            a0_13 += wc[7488] * x0;
-                            a0_14 += wc[8064] * x0;
-                            a0_15 += wc[8640] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*128 - 896 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[577] * x0;
-                            a0_2 += wc[1153] * x0;
-                            a0_3 += wc[1729] * x0;
-                            a0_4 += wc[2305] * x0;
-                            a0_5 += wc[2881] * x0;
-                            a0_6 += wc[3457] * x0;
-                            a0_7 += wc[4033] * x0;
-                            a0_8 += wc[4609] * x0;
-                            a0_9 += wc[5185] * x0;
-                            a0_10 += wc[5761] * x0;
-                            a0_11 += wc[6337] * x0;
-                            a0_12 += wc[6913] * x0;
-                            a0_13 += wc[7489] * x0;
-                            a0_14 += wc[8065] * x0;
-                            a0_15 += wc[8641] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*128 - 768 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[578] * x0;
-                            a0_2 += wc[1154] * x0;
-                            a0_3 += wc[1730] * x0;
-                            a0_4 += wc[2306] * x0;
-                            a0_5 += wc[2882] * x0;
-                            a0_6 += wc[3458] * x0;
-                            a0_7 += wc[4034] * x0;
-                            a0_8 += wc[4610] * x0;
-                            a0_9 += wc[5186] * x0;
-                            a0_10 += wc[5762] * x0;
-                            a0_11 += wc[6338] * x0;
-                            a0_12 += wc[6914] * x0;
-                            a0_13 += wc[7490] * x0;
-                            a0_14 += wc[8066] * x0;
-                            a0_15 += wc[8642] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*128 - 128 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[579] * x0;
-                            a0_2 += wc[1155] * x0;
-                            a0_3 += wc[1731] * x0;
-                            a0_4 += wc[2307] * x0;
-                            a0_5 += wc[2883] * x0;
-                            a0_6 += wc[3459] * x0;
-                            a0_7 += wc[4035] * x0;
-                            a0_8 += wc[4611] * x0;
-                            a0_9 += wc[5187] * x0;
-                            a0_10 += wc[5763] * x0;
-                            a0_11 += wc[6339] * x0;
-                            a0_12 += wc[6915] * x0;
-                            a0_13 += wc[7491] * x0;
-                            a0_14 += wc[8067] * x0;
-                            a0_15 += wc[8643] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*128 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[580] * x0;
-                            a0_2 += wc[1156] * x0;
-                            a0_3 += wc[1732] * x0;
-                            a0_4 += wc[2308] * x0;
-                            a0_5 += wc[2884] * x0;
-                            a0_6 += wc[3460] * x0;
-                            a0_7 += wc[4036] * x0;
-                            a0_8 += wc[4612] * x0;
-                            a0_9 += wc[5188] * x0;
-                            a0_10 += wc[5764] * x0;
-                            a0_11 += wc[6340] * x0;
-                            a0_12 += wc[6916] * x0;
-                            a0_13 += wc[7492] * x0;
-                            a0_14 += wc[8068] * x0;
-                            a0_15 += wc[8644] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*128 + 128 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[581] * x0;
-                            a0_2 += wc[1157] * x0;
-                            a0_3 += wc[1733] * x0;
-                            a0_4 += wc[2309] * x0;
-                            a0_5 += wc[2885] * x0;
-                            a0_6 += wc[3461] * x0;
-                            a0_7 += wc[4037] * x0;
-                            a0_8 += wc[4613] * x0;
-                            a0_9 += wc[5189] * x0;
-                            a0_10 += wc[5765] * x0;
-                            a0_11 += wc[6341] * x0;
-                            a0_12 += wc[6917] * x0;
-                            a0_13 += wc[7493] * x0;
-                            a0_14 += wc[8069] * x0;
-                            a0_15 += wc[8645] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*128 + 768 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[582] * x0;
-                            a0_2 += wc[1158] * x0;
-                            a0_3 += wc[1734] * x0;
-                            a0_4 += wc[2310] * x0;
-                            a0_5 += wc[2886] * x0;
-                            a0_6 += wc[3462] * x0;
-                            a0_7 += wc[4038] * x0;
-                            a0_8 += wc[4614] * x0;
-                            a0_9 += wc[5190] * x0;
-                            a0_10 += wc[5766] * x0;
-                            a0_11 += wc[6342] * x0;
-                            a0_12 += wc[6918] * x0;
-                            a0_13 += wc[7494] * x0;
-                            a0_14 += wc[8070] * x0;
-                            a0_15 += wc[8646] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*128 + 896 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[583] * x0;
-                            a0_2 += wc[1159] * x0;
-                            a0_3 += wc[1735] * x0;
-                            a0_4 += wc[2311] * x0;
-                            a0_5 += wc[2887] * x0;
-                            a0_6 += wc[3463] * x0;
-                            a0_7 += wc[4039] * x0;
-                            a0_8 += wc[4615] * x0;
-                            a0_9 += wc[5191] * x0;
-                            a0_10 += wc[5767] * x0;
-                            a0_11 += wc[6343] * x0;
-                            a0_12 += wc[6919] * x0;
-                            a0_13 += wc[7495] * x0;
-                            a0_14 += wc[8071] * x0;
-                            a0_15 += wc[8647] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*128 + 1024 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[584] * x0;
-                            a0_2 += wc[1160] * x0;
-                            a0_3 += wc[1736] * x0;
-                            a0_4 += wc[2312] * x0;
-                            a0_5 += wc[2888] * x0;
-                            a0_6 += wc[3464] * x0;
-                            a0_7 += wc[4040] * x0;
-                            a0_8 += wc[4616] * x0;
-                            a0_9 += wc[5192] * x0;
-                            a0_10 += wc[5768] * x0;
-                            a0_11 += wc[6344] * x0;
-                            a0_12 += wc[6920] * x0;
-                            a0_13 += wc[7496] * x0;
-                            a0_14 += wc[8072] * x0;
-                            a0_15 += wc[8648] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*896 + ox*128, a0_0);
-                    VSTORE(yb + oy*896 + ox*128 + 6272, a0_1);
-                    VSTORE(yb + oy*896 + ox*128 + 12544, a0_2);
-                    VSTORE(yb + oy*896 + ox*128 + 18816, a0_3);
-                    VSTORE(yb + oy*896 + ox*128 + 25088, a0_4);
-                    VSTORE(yb + oy*896 + ox*128 + 31360, a0_5);
-                    VSTORE(yb + oy*896 + ox*128 + 37632, a0_6);
-                    VSTORE(yb + oy*896 + ox*128 + 43904, a0_7);
-                    VSTORE(yb + oy*896 + ox*128 + 50176, a0_8);
-                    VSTORE(yb + oy*896 + ox*128 + 56448, a0_9);
-                    VSTORE(yb + oy*896 + ox*128 + 62720, a0_10);
-                    VSTORE(yb + oy*896 + ox*128 + 68992, a0_11);
-                    VSTORE(yb + oy*896 + ox*128 + 75264, a0_12);
-                    VSTORE(yb + oy*896 + ox*128 + 81536, a0_13);
-                    VSTORE(yb + oy*896 + ox*128 + 87808, a0_14);
-                    VSTORE(yb + oy*896 + ox*128 + 94080, a0_15);
-                }
-            }
-            /* rows 1..5, cols 6..6: 6 of 9 taps */
-            for (int oy = 1; oy < 6; oy++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xc = xg + ci*6272;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 - 256 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[576] * x0;
-                            a0_2 += wc[1152] * x0;
-                            a0_3 += wc[1728] * x0;
-                            a0_4 += wc[2304] * x0;
-                            a0_5 += wc[2880] * x0;
-                            a0_6 += wc[3456] * x0;
-                            a0_7 += wc[4032] * x0;
-                            a0_8 += wc[4608] * x0;
-                            a0_9 += wc[5184] * x0;
-                            a0_10 += wc[5760] * x0;
-                            a0_11 += wc[6336] * x0;
-                            a0_12 += wc[6912] * x0;
-                            a0_13 += wc[7488] * x0;
-                            a0_14 += wc[8064] * x0;
-                            a0_15 += wc[8640] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 - 128 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[577] * x0;
-                            a0_2 += wc[1153] * x0;
-                            a0_3 += wc[1729] * x0;
-                            a0_4 += wc[2305] * x0;
-                            a0_5 += wc[2881] * x0;
-                            a0_6 += wc[3457] * x0;
-                            a0_7 += wc[4033] * x0;
-                            a0_8 += wc[4609] * x0;
-                            a0_9 += wc[5185] * x0;
-                            a0_10 += wc[5761] * x0;
-                            a0_11 += wc[6337] * x0;
-                            a0_12 += wc[6913] * x0;
-                            a0_13 += wc[7489] * x0;
-                            a0_14 += wc[8065] * x0;
-                            a0_15 += wc[8641] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 640 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[579] * x0;
-                            a0_2 += wc[1155] * x0;
-                            a0_3 += wc[1731] * x0;
-                            a0_4 += wc[2307] * x0;
-                            a0_5 += wc[2883] * x0;
-                            a0_6 += wc[3459] * x0;
-                            a0_7 += wc[4035] * x0;
-                            a0_8 += wc[4611] * x0;
-                            a0_9 += wc[5187] * x0;
-                            a0_10 += wc[5763] * x0;
-                            a0_11 += wc[6339] * x0;
-                            a0_12 += wc[6915] * x0;
-                            a0_13 += wc[7491] * x0;
-                            a0_14 += wc[8067] * x0;
-                            a0_15 += wc[8643] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 768 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[580] * x0;
-                            a0_2 += wc[1156] * x0;
-                            a0_3 += wc[1732] * x0;
-                            a0_4 += wc[2308] * x0;
-                            a0_5 += wc[2884] * x0;
-                            a0_6 += wc[3460] * x0;
-                            a0_7 += wc[4036] * x0;
-                            a0_8 += wc[4612] * x0;
-                            a0_9 += wc[5188] * x0;
-                            a0_10 += wc[5764] * x0;
-                            a0_11 += wc[6340] * x0;
-                            a0_12 += wc[6916] * x0;
-                            a0_13 += wc[7492] * x0;
-                            a0_14 += wc[8068] * x0;
-                            a0_15 += wc[8644] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 1536 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[582] * x0;
-                            a0_2 += wc[1158] * x0;
-                            a0_3 += wc[1734] * x0;
-                            a0_4 += wc[2310] * x0;
-                            a0_5 += wc[2886] * x0;
-                            a0_6 += wc[3462] * x0;
-                            a0_7 += wc[4038] * x0;
-                            a0_8 += wc[4614] * x0;
-                            a0_9 += wc[5190] * x0;
-                            a0_10 += wc[5766] * x0;
-                            a0_11 += wc[6342] * x0;
-                            a0_12 += wc[6918] * x0;
-                            a0_13 += wc[7494] * x0;
-                            a0_14 += wc[8070] * x0;
-                            a0_15 += wc[8646] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + 1664 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[583] * x0;
-                            a0_2 += wc[1159] * x0;
-                            a0_3 += wc[1735] * x0;
-                            a0_4 += wc[2311] * x0;
-                            a0_5 += wc[2887] * x0;
-                            a0_6 += wc[3463] * x0;
-                            a0_7 += wc[4039] * x0;
-                            a0_8 += wc[4615] * x0;
-                            a0_9 += wc[5191] * x0;
-                            a0_10 += wc[5767] * x0;
-                            a0_11 += wc[6343] * x0;
-                            a0_12 += wc[6919] * x0;
-                            a0_13 += wc[7495] * x0;
-                            a0_14 += wc[8071] * x0;
-                            a0_15 += wc[8647] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*896 + 768, a0_0);
-                    VSTORE(yb + oy*896 + 7040, a0_1);
-                    VSTORE(yb + oy*896 + 13312, a0_2);
-                    VSTORE(yb + oy*896 + 19584, a0_3);
-                    VSTORE(yb + oy*896 + 25856, a0_4);
-                    VSTORE(yb + oy*896 + 32128, a0_5);
-                    VSTORE(yb + oy*896 + 38400, a0_6);
-                    VSTORE(yb + oy*896 + 44672, a0_7);
-                    VSTORE(yb + oy*896 + 50944, a0_8);
-                    VSTORE(yb + oy*896 + 57216, a0_9);
-                    VSTORE(yb + oy*896 + 63488, a0_10);
-                    VSTORE(yb + oy*896 + 69760, a0_11);
-                    VSTORE(yb + oy*896 + 76032, a0_12);
-                    VSTORE(yb + oy*896 + 82304, a0_13);
-                    VSTORE(yb + oy*896 + 88576, a0_14);
-                    VSTORE(yb + oy*896 + 94848, a0_15);
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+        }
+    }
+    /* tile rows 1..2: input rows all inside */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 1; ty < 3; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*6272;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 4480 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[577] * x0;
-                        a0_2 += wc[1153] * x0;
-                        a0_3 += wc[1729] * x0;
-                        a0_4 += wc[2305] * x0;
-                        a0_5 += wc[2881] * x0;
-                        a0_6 += wc[3457] * x0;
-                        a0_7 += wc[4033] * x0;
-                        a0_8 += wc[4609] * x0;
-                        a0_9 += wc[5185] * x0;
-                        a0_10 += wc[5761] * x0;
-                        a0_11 += wc[6337] * x0;
-                        a0_12 += wc[6913] * x0;
-                        a0_13 += wc[7489] * x0;
-                        a0_14 += wc[8065] * x0;
-                        a0_15 += wc[8641] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 4608 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[578] * x0;
-                        a0_2 += wc[1154] * x0;
-                        a0_3 += wc[1730] * x0;
-                        a0_4 += wc[2306] * x0;
-                        a0_5 += wc[2882] * x0;
-                        a0_6 += wc[3458] * x0;
-                        a0_7 += wc[4034] * x0;
-                        a0_8 += wc[4610] * x0;
-                        a0_9 += wc[5186] * x0;
-                        a0_10 += wc[5762] * x0;
-                        a0_11 += wc[6338] * x0;
-                        a0_12 += wc[6914] * x0;
-                        a0_13 += wc[7490] * x0;
-                        a0_14 += wc[8066] * x0;
-                        a0_15 += wc[8642] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 5376 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 5504 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[581] * x0;
-                        a0_2 += wc[1157] * x0;
-                        a0_3 += wc[1733] * x0;
-                        a0_4 += wc[2309] * x0;
-                        a0_5 += wc[2885] * x0;
-                        a0_6 += wc[3461] * x0;
-                        a0_7 += wc[4037] * x0;
-                        a0_8 += wc[4613] * x0;
-                        a0_9 += wc[5189] * x0;
-                        a0_10 += wc[5765] * x0;
-                        a0_11 += wc[6341] * x0;
-                        a0_12 += wc[6917] * x0;
-                        a0_13 += wc[7493] * x0;
-                        a0_14 += wc[8069] * x0;
-                        a0_15 += wc[8645] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
+                        const cg_v d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048));
+                        const cg_v d23 = VLOAD(xc + (xo + 2176)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944)), d33 = VLOAD(xc + (xo + 3072));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 5376, a0_0);
-                VSTORE(yb + 11648, a0_1);
-                VSTORE(yb + 17920, a0_2);
-                VSTORE(yb + 24192, a0_3);
-                VSTORE(yb + 30464, a0_4);
-                VSTORE(yb + 36736, a0_5);
-                VSTORE(yb + 43008, a0_6);
-                VSTORE(yb + 49280, a0_7);
-                VSTORE(yb + 55552, a0_8);
-                VSTORE(yb + 61824, a0_9);
-                VSTORE(yb + 68096, a0_10);
-                VSTORE(yb + 74368, a0_11);
-                VSTORE(yb + 80640, a0_12);
-                VSTORE(yb + 86912, a0_13);
-                VSTORE(yb + 93184, a0_14);
-                VSTORE(yb + 99456, a0_15);
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 1024, y11);
+                        }
+                    }
+                }
             }
-            /* rows 6..6, cols 1..5: 6 of 9 taps */
-            for (int ox = 1; ox < 6; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*6272;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 4352 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[576] * x0;
-                        a0_2 += wc[1152] * x0;
-                        a0_3 += wc[1728] * x0;
-                        a0_4 += wc[2304] * x0;
-                        a0_5 += wc[2880] * x0;
-                        a0_6 += wc[3456] * x0;
-                        a0_7 += wc[4032] * x0;
-                        a0_8 += wc[4608] * x0;
-                        a0_9 += wc[5184] * x0;
-                        a0_10 += wc[5760] * x0;
-                        a0_11 += wc[6336] * x0;
-                        a0_12 += wc[6912] * x0;
-                        a0_13 += wc[7488] * x0;
-                        a0_14 += wc[8064] * x0;
-                        a0_15 += wc[8640] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 4480 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[577] * x0;
-                        a0_2 += wc[1153] * x0;
-                        a0_3 += wc[1729] * x0;
-                        a0_4 += wc[2305] * x0;
-                        a0_5 += wc[2881] * x0;
-                        a0_6 += wc[3457] * x0;
-                        a0_7 += wc[4033] * x0;
-                        a0_8 += wc[4609] * x0;
-                        a0_9 += wc[5185] * x0;
-                        a0_10 += wc[5761] * x0;
-                        a0_11 += wc[6337] * x0;
-                        a0_12 += wc[6913] * x0;
-                        a0_13 += wc[7489] * x0;
-                        a0_14 += wc[8065] * x0;
-                        a0_15 += wc[8641] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 4608 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[578] * x0;
-                        a0_2 += wc[1154] * x0;
-                        a0_3 += wc[1730] * x0;
-                        a0_4 += wc[2306] * x0;
-                        a0_5 += wc[2882] * x0;
-                        a0_6 += wc[3458] * x0;
-                        a0_7 += wc[4034] * x0;
-                        a0_8 += wc[4610] * x0;
-                        a0_9 += wc[5186] * x0;
-                        a0_10 += wc[5762] * x0;
-                        a0_11 += wc[6338] * x0;
-                        a0_12 += wc[6914] * x0;
-                        a0_13 += wc[7490] * x0;
-                        a0_14 += wc[8066] * x0;
-                        a0_15 += wc[8642] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 5248 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[579] * x0;
-                        a0_2 += wc[1155] * x0;
-                        a0_3 += wc[1731] * x0;
-                        a0_4 += wc[2307] * x0;
-                        a0_5 += wc[2883] * x0;
-                        a0_6 += wc[3459] * x0;
-                        a0_7 += wc[4035] * x0;
-                        a0_8 += wc[4611] * x0;
-                        a0_9 += wc[5187] * x0;
-                        a0_10 += wc[5763] * x0;
-                        a0_11 += wc[6339] * x0;
-                        a0_12 += wc[6915] * x0;
-                        a0_13 += wc[7491] * x0;
-                        a0_14 += wc[8067] * x0;
-                        a0_15 += wc[8643] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 5376 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*128 + 5504 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[581] * x0;
-                        a0_2 += wc[1157] * x0;
-                        a0_3 += wc[1733] * x0;
-                        a0_4 += wc[2309] * x0;
-                        a0_5 += wc[2885] * x0;
-                        a0_6 += wc[3461] * x0;
-                        a0_7 += wc[4037] * x0;
-                        a0_8 += wc[4613] * x0;
-                        a0_9 += wc[5189] * x0;
-                        a0_10 += wc[5765] * x0;
-                        a0_11 += wc[6341] * x0;
-                        a0_12 += wc[6917] * x0;
-                        a0_13 += wc[7493] * x0;
-                        a0_14 += wc[8069] * x0;
-                        a0_15 += wc[8645] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176));
+                        const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944)), d33 = VLOAD(xc + (xo + 3072));
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + ox*128 + 5376, a0_0);
-                VSTORE(yb + ox*128 + 11648, a0_1);
-                VSTORE(yb + ox*128 + 17920, a0_2);
-                VSTORE(yb + ox*128 + 24192, a0_3);
-                VSTORE(yb + ox*128 + 30464, a0_4);
-                VSTORE(yb + ox*128 + 36736, a0_5);
-                VSTORE(yb + ox*128 + 43008, a0_6);
-                VSTORE(yb + ox*128 + 49280, a0_7);
-                VSTORE(yb + ox*128 + 55552, a0_8);
-                VSTORE(yb + ox*128 + 61824, a0_9);
-                VSTORE(yb + ox*128 + 68096, a0_10);
-                VSTORE(yb + ox*128 + 74368, a0_11);
-                VSTORE(yb + ox*128 + 80640, a0_12);
-                VSTORE(yb + ox*128 + 86912, a0_13);
-                VSTORE(yb + ox*128 + 93184, a0_14);
-                VSTORE(yb + ox*128 + 99456, a0_15);
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 1024, y11);
+                        }
+                    }
+                }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
+            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xc = xg + ci*6272;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 5120 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[576] * x0;
-                        a0_2 += wc[1152] * x0;
-                        a0_3 += wc[1728] * x0;
-                        a0_4 += wc[2304] * x0;
-                        a0_5 += wc[2880] * x0;
-                        a0_6 += wc[3456] * x0;
-                        a0_7 += wc[4032] * x0;
-                        a0_8 += wc[4608] * x0;
-                        a0_9 += wc[5184] * x0;
-                        a0_10 += wc[5760] * x0;
-                        a0_11 += wc[6336] * x0;
-                        a0_12 += wc[6912] * x0;
-                        a0_13 += wc[7488] * x0;
-                        a0_14 += wc[8064] * x0;
-                        a0_15 += wc[8640] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 5248 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[577] * x0;
-                        a0_2 += wc[1153] * x0;
-                        a0_3 += wc[1729] * x0;
-                        a0_4 += wc[2305] * x0;
-                        a0_5 += wc[2881] * x0;
-                        a0_6 += wc[3457] * x0;
-                        a0_7 += wc[4033] * x0;
-                        a0_8 += wc[4609] * x0;
-                        a0_9 += wc[5185] * x0;
-                        a0_10 += wc[5761] * x0;
-                        a0_11 += wc[6337] * x0;
-                        a0_12 += wc[6913] * x0;
-                        a0_13 += wc[7489] * x0;
-                        a0_14 += wc[8065] * x0;
-                        a0_15 += wc[8641] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 6016 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[579] * x0;
-                        a0_2 += wc[1155] * x0;
-                        a0_3 += wc[1731] * x0;
-                        a0_4 += wc[2307] * x0;
-                        a0_5 += wc[2883] * x0;
-                        a0_6 += wc[3459] * x0;
-                        a0_7 += wc[4035] * x0;
-                        a0_8 += wc[4611] * x0;
-                        a0_9 += wc[5187] * x0;
-                        a0_10 += wc[5763] * x0;
-                        a0_11 += wc[6339] * x0;
-                        a0_12 += wc[6915] * x0;
-                        a0_13 += wc[7491] * x0;
-                        a0_14 += wc[8067] * x0;
-                        a0_15 += wc[8643] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 6144 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[580] * x0;
-                        a0_2 += wc[1156] * x0;
-                        a0_3 += wc[1732] * x0;
-                        a0_4 += wc[2308] * x0;
-                        a0_5 += wc[2884] * x0;
-                        a0_6 += wc[3460] * x0;
-                        a0_7 += wc[4036] * x0;
-                        a0_8 += wc[4612] * x0;
-                        a0_9 += wc[5188] * x0;
-                        a0_10 += wc[5764] * x0;
-                        a0_11 += wc[6340] * x0;
-                        a0_12 += wc[6916] * x0;
-                        a0_13 += wc[7492] * x0;
-                        a0_14 += wc[8068] * x0;
-                        a0_15 += wc[8644] * x0;
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816));
+                        const cg_v d02 = vsplat(0.0f), d03 = vsplat(0.0f), d12 = vsplat(0.0f), d13 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(yb + 6144, a0_0);
-                VSTORE(yb + 12416, a0_1);
-                VSTORE(yb + 18688, a0_2);
-                VSTORE(yb + 24960, a0_3);
-                VSTORE(yb + 31232, a0_4);
-                VSTORE(yb + 37504, a0_5);
-                VSTORE(yb + 43776, a0_6);
-                VSTORE(yb + 50048, a0_7);
-                VSTORE(yb + 56320, a0_8);
-                VSTORE(yb + 62592, a0_9);
-                VSTORE(yb + 68864, a0_10);
-                VSTORE(yb + 75136, a0_11);
-                VSTORE(yb + 81408, a0_12);
-                VSTORE(yb + 87680, a0_13);
-                VSTORE(yb + 93952, a0_14);
-                VSTORE(yb + 100224, a0_15);
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 896, y10);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /* tile rows 3..3: input rows zeros at 2, 3, one output */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 3; ty < 4; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
+                        const cg_v d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d21 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                        }
+                    }
+                }
+            }
+            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
+                        const cg_v d20 = vsplat(0.0f), d21 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                        }
+                    }
+                }
+            }
+            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
+                        const cg_v d02 = vsplat(0.0f), d03 = vsplat(0.0f), d12 = vsplat(0.0f), d13 = vsplat(0.0f), d20 = vsplat(0.0f), d21 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                        }
+                    }
+                }
             }
         }
     }
 }
 
-static void l50_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l50_conv2d_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     float *restrict gw = G;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        const float *restrict dyb = dy + cb*12544;
-        for (int ci = 0; ci < 64; ci++) {
-            const float *restrict xc = x + ci*6272;
-            float *restrict gwc = gw + cb*1152 + ci*9;
-            { /* every tap */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-                for (int v = 0; v < 8; v++) {
-                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 6272 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 128 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 896 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 1024 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
-                }
-                /* rows 0..0, cols 1..5: 6 of 9 taps */
-                for (int ox = 1; ox < 6; ox++) {
-                    for (int v = 0; v < 8; v++) {
-                        cg_v d0 = VLOAD(dyb + ox*128 + v * 16), d1 = VLOAD(dyb + ox*128 + 6272 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + ox*128 - 128 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 128 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 768 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 896 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 1024 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+    float *restrict Mw = S; /* [16][64][64]: sum over tiles and samples of Z (.) V */
+    CG_PARALLEL_SECTIONS
+    {
+        CG_SECTION
+        { /* transform row 0: M[0..3] */
+            float *restrict Mi = Mw + 0;
+            for (int k = 0; k < 16384; k++) Mi[k] = 0.0f;
+            cg_v xt[1024]; /* [4][64][4 tiles x 1]: row 0 of B^T d B */
+            cg_v dt[1024]; /* [4][64][4 tiles x 1]: row 0 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = -VLOAD(xc + (xo + 1920)), s2 = -VLOAD(xc + (xo + 2048)), s3 = -VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
                     }
-                }
-                for (int v = 0; v < 8; v++) {
-                    cg_v d0 = VLOAD(dyb + 768 + v * 16), d1 = VLOAD(dyb + 7040 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 640 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 768 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 1536 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 1664 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                }
-                /* rows 1..5, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 6; oy++) {
-                    for (int v = 0; v < 8; v++) {
-                        cg_v d0 = VLOAD(dyb + oy*896 + v * 16), d1 = VLOAD(dyb + oy*896 + 6272 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + oy*896 - 896 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*896 - 768 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*896 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*896 + 128 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*896 + 896 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*896 + 1024 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = -VLOAD(xc + (xo + 1792)), s1 = -VLOAD(xc + (xo + 1920)), s2 = -VLOAD(xc + (xo + 2048)), s3 = -VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
                     }
-                }
-                /* rows 1..5, cols 1..5: every tap */
-                for (int oy = 1; oy < 6; oy++) {
-                    for (int ox = 1; ox < 6; ox++) {
-                        for (int v = 0; v < 8; v++) {
-                            cg_v d0 = VLOAD(dyb + oy*896 + ox*128 + v * 16), d1 = VLOAD(dyb + oy*896 + ox*128 + 6272 + v * 16); VKEEP(d0); VKEEP(d1);
-                            { cg_v xv = VLOAD(xc + oy*896 + ox*128 - 1024 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*896 + ox*128 - 896 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*896 + ox*128 - 768 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*896 + ox*128 - 128 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*896 + ox*128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*896 + ox*128 + 128 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*896 + ox*128 + 768 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*896 + ox*128 + 896 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*896 + ox*128 + 1024 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = -VLOAD(xc + (xo + 1792)), s1 = -VLOAD(xc + (xo + 1920)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
+                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
+                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                            }
                         }
                     }
                 }
-                /* rows 1..5, cols 6..6: 6 of 9 taps */
-                for (int oy = 1; oy < 6; oy++) {
-                    for (int v = 0; v < 8; v++) {
-                        cg_v d0 = VLOAD(dyb + oy*896 + 768 + v * 16), d1 = VLOAD(dyb + oy*896 + 7040 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + oy*896 - 256 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*896 - 128 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*896 + 640 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*896 + 768 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*896 + 1536 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*896 + 1664 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                    }
-                }
-                for (int v = 0; v < 8; v++) {
-                    cg_v d0 = VLOAD(dyb + 5376 + v * 16), d1 = VLOAD(dyb + 11648 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 4480 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 4608 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 5376 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 5504 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                }
-                /* rows 6..6, cols 1..5: 6 of 9 taps */
-                for (int ox = 1; ox < 6; ox++) {
-                    for (int v = 0; v < 8; v++) {
-                        cg_v d0 = VLOAD(dyb + ox*128 + 5376 + v * 16), d1 = VLOAD(dyb + ox*128 + 11648 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + ox*128 + 4352 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 4480 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 4608 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 5248 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 5376 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*128 + 5504 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                    }
-                }
-                for (int v = 0; v < 8; v++) {
-                    cg_v d0 = VLOAD(dyb + 6144 + v * 16), d1 = VLOAD(dyb + 12416 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 5120 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 5248 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 6016 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 6144 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
-                gwc[576] += vsum(a1_0); gwc[577] += vsum(a1_1); gwc[578] += vsum(a1_2); gwc[579] += vsum(a1_3); gwc[580] += vsum(a1_4); gwc[581] += vsum(a1_5); gwc[582] += vsum(a1_6); gwc[583] += vsum(a1_7); gwc[584] += vsum(a1_8);
             }
+            for (int ty = 1; ty < 3; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 1920)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
+                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
+                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 3; ty < 4; ty++) { /* input rows zeros at 2, 3, one output */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 128)), s2 = VLOAD(xc + (xo + 256)), s3 = VLOAD(xc + (xo + 384));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 0)), s1 = VLOAD(xc + (xo + 128)), s2 = VLOAD(xc + (xo + 256)), s3 = VLOAD(xc + (xo + 384));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 0)), s1 = VLOAD(xc + (xo + 128)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
+                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
+                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        CG_SECTION
+        { /* transform row 1: M[4..7] */
+            float *restrict Mi = Mw + 16384;
+            for (int k = 0; k < 16384; k++) Mi[k] = 0.0f;
+            cg_v xt[1024]; /* [4][64][4 tiles x 1]: row 1 of B^T d B */
+            cg_v dt[1024]; /* [4][64][4 tiles x 1]: row 1 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
+                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
+                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 1; ty < 3; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
+                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
+                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 3; ty < 4; ty++) { /* input rows zeros at 2, 3, one output */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1024)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
+                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
+                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        CG_SECTION
+        { /* transform row 2: M[8..11] */
+            float *restrict Mi = Mw + 32768;
+            for (int k = 0; k < 16384; k++) Mi[k] = 0.0f;
+            cg_v xt[1024]; /* [4][64][4 tiles x 1]: row 2 of B^T d B */
+            cg_v dt[1024]; /* [4][64][4 tiles x 1]: row 2 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
+                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
+                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 1; ty < 3; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
+                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
+                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 3; ty < 4; ty++) { /* input rows zeros at 2, 3, one output */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = -VLOAD(xc + (xo + 1024)), s2 = -VLOAD(xc + (xo + 1152)), s3 = -VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = -VLOAD(xc + (xo + 896)), s1 = -VLOAD(xc + (xo + 1024)), s2 = -VLOAD(xc + (xo + 1152)), s3 = -VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = -VLOAD(xc + (xo + 896)), s1 = -VLOAD(xc + (xo + 1024)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
+                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
+                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        CG_SECTION
+        { /* transform row 3: M[12..15] */
+            float *restrict Mi = Mw + 49152;
+            for (int k = 0; k < 16384; k++) Mi[k] = 0.0f;
+            cg_v xt[1024]; /* [4][64][4 tiles x 1]: row 3 of B^T d B */
+            cg_v dt[1024]; /* [4][64][4 tiles x 1]: row 3 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s2 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s3 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s1 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s2 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s3 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s1 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 896)), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
+                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
+                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 1; ty < 3; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s2 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s3 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s1 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s2 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s3 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s1 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
+                                const cg_v z0 = VLOAD(yc + (yo + 896)), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
+                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
+                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 3; ty < 4; ty++) { /* input rows zeros at 2, 3, one output */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const cg_v z0 = vsplat(0.0f), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const cg_v z0 = vsplat(0.0f), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
+                        for (int ci = 0; ci < 64; ci++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
+                                const cg_v s0 = VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1024)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                            }
+                        }
+                        for (int co = 0; co < 64; co++) {
+                            for (int bb = 0; bb < 1; bb++) {
+                                const cg_v z0 = vsplat(0.0f), z1 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
+                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
+                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
+                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    CG_PARALLEL_FOR
+    for (int co = 0; co < 64; co++) {
+        for (int ci = 0; ci < 64; ci++) {
+            const float *restrict m = Mw + co * 64 + ci;
+            const float m00 = m[0], m01 = m[4096], m02 = m[8192], m03 = -m[12288];
+            const float m10 = m[16384], m11 = m[20480], m12 = m[24576], m13 = -m[28672];
+            const float m20 = m[32768], m21 = m[36864], m22 = m[40960], m23 = -m[45056];
+            const float m30 = -m[49152], m31 = -m[53248], m32 = -m[57344], m33 = m[61440];
+            const float r00 = m00 + 0.5f * (m10 + m20), r10 = 0.5f * (m10 - m20), r20 = 0.5f * (m10 + m20) + m30;
+            const float r01 = m01 + 0.5f * (m11 + m21), r11 = 0.5f * (m11 - m21), r21 = 0.5f * (m11 + m21) + m31;
+            const float r02 = m02 + 0.5f * (m12 + m22), r12 = 0.5f * (m12 - m22), r22 = 0.5f * (m12 + m22) + m32;
+            const float r03 = m03 + 0.5f * (m13 + m23), r13 = 0.5f * (m13 - m23), r23 = 0.5f * (m13 + m23) + m33;
+            float *restrict gwc = gw + co * 576 + ci * 9;
+            gwc[0] += r00 + 0.5f * (r01 + r02); gwc[1] += 0.5f * (r01 - r02); gwc[2] += 0.5f * (r01 + r02) + r03;
+            gwc[3] += r10 + 0.5f * (r11 + r12); gwc[4] += 0.5f * (r11 - r12); gwc[5] += 0.5f * (r11 + r12) + r13;
+            gwc[6] += r20 + 0.5f * (r21 + r22); gwc[7] += 0.5f * (r21 - r22); gwc[8] += 0.5f * (r21 + r22) + r23;
         }
     }
 }
 
-static void l50_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    for (int co = 0; co < 64; co++) {
+        for (int ci = 0; ci < 64; ci++) {
+            const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 64 + co;
+            u[0] = t00; u[4096] = 0.5f * (t00 + t01 + t02); u[8192] = 0.5f * (t00 - t01 + t02); u[12288] = t02;
+            u[16384] = t10; u[20480] = 0.5f * (t10 + t11 + t12); u[24576] = 0.5f * (t10 - t11 + t12); u[28672] = t12;
+            u[32768] = t20; u[36864] = 0.5f * (t20 + t21 + t22); u[40960] = 0.5f * (t20 - t21 + t22); u[45056] = t22;
+            u[49152] = t30; u[53248] = 0.5f * (t30 + t31 + t32); u[57344] = 0.5f * (t30 - t31 + t32); u[61440] = t32;
+        }
+    }
+    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int cib = 0; cib < 4; cib++) {
-            float *restrict dxb = dx + cib*100352 + v0 * 16;
-            const float *restrict xb = x + cib*100352 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1024 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 896 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 128 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 0; ty < 1; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920));
+                        const cg_v d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944));
+                        const cg_v d33 = VLOAD(xc + (xo + 3072));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
-                VSTORE(dxb + 6272, vdrelu(VLOAD(xb + 6272), a0_1));
-                VSTORE(dxb + 12544, vdrelu(VLOAD(xb + 12544), a0_2));
-                VSTORE(dxb + 18816, vdrelu(VLOAD(xb + 18816), a0_3));
-                VSTORE(dxb + 25088, vdrelu(VLOAD(xb + 25088), a0_4));
-                VSTORE(dxb + 31360, vdrelu(VLOAD(xb + 31360), a0_5));
-                VSTORE(dxb + 37632, vdrelu(VLOAD(xb + 37632), a0_6));
-                VSTORE(dxb + 43904, vdrelu(VLOAD(xb + 43904), a0_7));
-                VSTORE(dxb + 50176, vdrelu(VLOAD(xb + 50176), a0_8));
-                VSTORE(dxb + 56448, vdrelu(VLOAD(xb + 56448), a0_9));
-                VSTORE(dxb + 62720, vdrelu(VLOAD(xb + 62720), a0_10));
-                VSTORE(dxb + 68992, vdrelu(VLOAD(xb + 68992), a0_11));
-                VSTORE(dxb + 75264, vdrelu(VLOAD(xb + 75264), a0_12));
-                VSTORE(dxb + 81536, vdrelu(VLOAD(xb + 81536), a0_13));
-                VSTORE(dxb + 87808, vdrelu(VLOAD(xb + 87808), a0_14));
-                VSTORE(dxb + 94080, vdrelu(VLOAD(xb + 94080), a0_15));
-            }
-            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..5): 6 taps */
-            for (int tx = 1; tx < 6; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 1024 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 896 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 768 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 128 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 - 128 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*128, vdrelu(VLOAD(xb + tx*128), a0_0));
-                VSTORE(dxb + tx*128 + 6272, vdrelu(VLOAD(xb + tx*128 + 6272), a0_1));
-                VSTORE(dxb + tx*128 + 12544, vdrelu(VLOAD(xb + tx*128 + 12544), a0_2));
-                VSTORE(dxb + tx*128 + 18816, vdrelu(VLOAD(xb + tx*128 + 18816), a0_3));
-                VSTORE(dxb + tx*128 + 25088, vdrelu(VLOAD(xb + tx*128 + 25088), a0_4));
-                VSTORE(dxb + tx*128 + 31360, vdrelu(VLOAD(xb + tx*128 + 31360), a0_5));
-                VSTORE(dxb + tx*128 + 37632, vdrelu(VLOAD(xb + tx*128 + 37632), a0_6));
-                VSTORE(dxb + tx*128 + 43904, vdrelu(VLOAD(xb + tx*128 + 43904), a0_7));
-                VSTORE(dxb + tx*128 + 50176, vdrelu(VLOAD(xb + tx*128 + 50176), a0_8));
-                VSTORE(dxb + tx*128 + 56448, vdrelu(VLOAD(xb + tx*128 + 56448), a0_9));
-                VSTORE(dxb + tx*128 + 62720, vdrelu(VLOAD(xb + tx*128 + 62720), a0_10));
-                VSTORE(dxb + tx*128 + 68992, vdrelu(VLOAD(xb + tx*128 + 68992), a0_11));
-                VSTORE(dxb + tx*128 + 75264, vdrelu(VLOAD(xb + tx*128 + 75264), a0_12));
-                VSTORE(dxb + tx*128 + 81536, vdrelu(VLOAD(xb + tx*128 + 81536), a0_13));
-                VSTORE(dxb + tx*128 + 87808, vdrelu(VLOAD(xb + tx*128 + 87808), a0_14));
-                VSTORE(dxb + tx*128 + 94080, vdrelu(VLOAD(xb + tx*128 + 94080), a0_15));
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1664 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1536 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 768 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 640 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 768, vdrelu(VLOAD(xb + 768), a0_0));
-                VSTORE(dxb + 7040, vdrelu(VLOAD(xb + 7040), a0_1));
-                VSTORE(dxb + 13312, vdrelu(VLOAD(xb + 13312), a0_2));
-                VSTORE(dxb + 19584, vdrelu(VLOAD(xb + 19584), a0_3));
-                VSTORE(dxb + 25856, vdrelu(VLOAD(xb + 25856), a0_4));
-                VSTORE(dxb + 32128, vdrelu(VLOAD(xb + 32128), a0_5));
-                VSTORE(dxb + 38400, vdrelu(VLOAD(xb + 38400), a0_6));
-                VSTORE(dxb + 44672, vdrelu(VLOAD(xb + 44672), a0_7));
-                VSTORE(dxb + 50944, vdrelu(VLOAD(xb + 50944), a0_8));
-                VSTORE(dxb + 57216, vdrelu(VLOAD(xb + 57216), a0_9));
-                VSTORE(dxb + 63488, vdrelu(VLOAD(xb + 63488), a0_10));
-                VSTORE(dxb + 69760, vdrelu(VLOAD(xb + 69760), a0_11));
-                VSTORE(dxb + 76032, vdrelu(VLOAD(xb + 76032), a0_12));
-                VSTORE(dxb + 82304, vdrelu(VLOAD(xb + 82304), a0_13));
-                VSTORE(dxb + 88576, vdrelu(VLOAD(xb + 88576), a0_14));
-                VSTORE(dxb + 94848, vdrelu(VLOAD(xb + 94848), a0_15));
-            }
-            /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=0..0): 6 taps */
-            for (int ty = 1; ty < 6; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 1024 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 896 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 128 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 768 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 896 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y11));
                         }
                     }
-                    VSTORE(dxb + ty*896, vdrelu(VLOAD(xb + ty*896), a0_0));
-                    VSTORE(dxb + ty*896 + 6272, vdrelu(VLOAD(xb + ty*896 + 6272), a0_1));
-                    VSTORE(dxb + ty*896 + 12544, vdrelu(VLOAD(xb + ty*896 + 12544), a0_2));
-                    VSTORE(dxb + ty*896 + 18816, vdrelu(VLOAD(xb + ty*896 + 18816), a0_3));
-                    VSTORE(dxb + ty*896 + 25088, vdrelu(VLOAD(xb + ty*896 + 25088), a0_4));
-                    VSTORE(dxb + ty*896 + 31360, vdrelu(VLOAD(xb + ty*896 + 31360), a0_5));
-                    VSTORE(dxb + ty*896 + 37632, vdrelu(VLOAD(xb + ty*896 + 37632), a0_6));
-                    VSTORE(dxb + ty*896 + 43904, vdrelu(VLOAD(xb + ty*896 + 43904), a0_7));
-                    VSTORE(dxb + ty*896 + 50176, vdrelu(VLOAD(xb + ty*896 + 50176), a0_8));
-                    VSTORE(dxb + ty*896 + 56448, vdrelu(VLOAD(xb + ty*896 + 56448), a0_9));
-                    VSTORE(dxb + ty*896 + 62720, vdrelu(VLOAD(xb + ty*896 + 62720), a0_10));
-                    VSTORE(dxb + ty*896 + 68992, vdrelu(VLOAD(xb + ty*896 + 68992), a0_11));
-                    VSTORE(dxb + ty*896 + 75264, vdrelu(VLOAD(xb + ty*896 + 75264), a0_12));
-                    VSTORE(dxb + ty*896 + 81536, vdrelu(VLOAD(xb + ty*896 + 81536), a0_13));
-                    VSTORE(dxb + ty*896 + 87808, vdrelu(VLOAD(xb + ty*896 + 87808), a0_14));
-                    VSTORE(dxb + ty*896 + 94080, vdrelu(VLOAD(xb + ty*896 + 94080), a0_15));
                 }
             }
-            /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=1..5): 9 taps */
-            for (int ty = 1; ty < 6; ty++) {
-                for (int tx = 1; tx < 6; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 1024 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
+            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176));
+                        const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944)), d33 = VLOAD(xc + (xo + 3072));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 896 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 768 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 128 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 - 128 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 - 768 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 - 896 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 - 1024 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y11));
                         }
                     }
-                    VSTORE(dxb + ty*896 + tx*128, vdrelu(VLOAD(xb + ty*896 + tx*128), a0_0));
-                    VSTORE(dxb + ty*896 + tx*128 + 6272, vdrelu(VLOAD(xb + ty*896 + tx*128 + 6272), a0_1));
-                    VSTORE(dxb + ty*896 + tx*128 + 12544, vdrelu(VLOAD(xb + ty*896 + tx*128 + 12544), a0_2));
-                    VSTORE(dxb + ty*896 + tx*128 + 18816, vdrelu(VLOAD(xb + ty*896 + tx*128 + 18816), a0_3));
-                    VSTORE(dxb + ty*896 + tx*128 + 25088, vdrelu(VLOAD(xb + ty*896 + tx*128 + 25088), a0_4));
-                    VSTORE(dxb + ty*896 + tx*128 + 31360, vdrelu(VLOAD(xb + ty*896 + tx*128 + 31360), a0_5));
-                    VSTORE(dxb + ty*896 + tx*128 + 37632, vdrelu(VLOAD(xb + ty*896 + tx*128 + 37632), a0_6));
-                    VSTORE(dxb + ty*896 + tx*128 + 43904, vdrelu(VLOAD(xb + ty*896 + tx*128 + 43904), a0_7));
-                    VSTORE(dxb + ty*896 + tx*128 + 50176, vdrelu(VLOAD(xb + ty*896 + tx*128 + 50176), a0_8));
-                    VSTORE(dxb + ty*896 + tx*128 + 56448, vdrelu(VLOAD(xb + ty*896 + tx*128 + 56448), a0_9));
-                    VSTORE(dxb + ty*896 + tx*128 + 62720, vdrelu(VLOAD(xb + ty*896 + tx*128 + 62720), a0_10));
-                    VSTORE(dxb + ty*896 + tx*128 + 68992, vdrelu(VLOAD(xb + ty*896 + tx*128 + 68992), a0_11));
-                    VSTORE(dxb + ty*896 + tx*128 + 75264, vdrelu(VLOAD(xb + ty*896 + tx*128 + 75264), a0_12));
-                    VSTORE(dxb + ty*896 + tx*128 + 81536, vdrelu(VLOAD(xb + ty*896 + tx*128 + 81536), a0_13));
-                    VSTORE(dxb + ty*896 + tx*128 + 87808, vdrelu(VLOAD(xb + ty*896 + tx*128 + 87808), a0_14));
-                    VSTORE(dxb + ty*896 + tx*128 + 94080, vdrelu(VLOAD(xb + ty*896 + tx*128 + 94080), a0_15));
                 }
             }
-            /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=6..6): 6 taps */
-            for (int ty = 1; ty < 6; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 1664 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
+            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920));
+                        const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d12 = vsplat(0.0f), d13 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 1536 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 768 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 640 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 128 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 256 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
                         }
                     }
-                    VSTORE(dxb + ty*896 + 768, vdrelu(VLOAD(xb + ty*896 + 768), a0_0));
-                    VSTORE(dxb + ty*896 + 7040, vdrelu(VLOAD(xb + ty*896 + 7040), a0_1));
-                    VSTORE(dxb + ty*896 + 13312, vdrelu(VLOAD(xb + ty*896 + 13312), a0_2));
-                    VSTORE(dxb + ty*896 + 19584, vdrelu(VLOAD(xb + ty*896 + 19584), a0_3));
-                    VSTORE(dxb + ty*896 + 25856, vdrelu(VLOAD(xb + ty*896 + 25856), a0_4));
-                    VSTORE(dxb + ty*896 + 32128, vdrelu(VLOAD(xb + ty*896 + 32128), a0_5));
-                    VSTORE(dxb + ty*896 + 38400, vdrelu(VLOAD(xb + ty*896 + 38400), a0_6));
-                    VSTORE(dxb + ty*896 + 44672, vdrelu(VLOAD(xb + ty*896 + 44672), a0_7));
-                    VSTORE(dxb + ty*896 + 50944, vdrelu(VLOAD(xb + ty*896 + 50944), a0_8));
-                    VSTORE(dxb + ty*896 + 57216, vdrelu(VLOAD(xb + ty*896 + 57216), a0_9));
-                    VSTORE(dxb + ty*896 + 63488, vdrelu(VLOAD(xb + ty*896 + 63488), a0_10));
-                    VSTORE(dxb + ty*896 + 69760, vdrelu(VLOAD(xb + ty*896 + 69760), a0_11));
-                    VSTORE(dxb + ty*896 + 76032, vdrelu(VLOAD(xb + ty*896 + 76032), a0_12));
-                    VSTORE(dxb + ty*896 + 82304, vdrelu(VLOAD(xb + ty*896 + 82304), a0_13));
-                    VSTORE(dxb + ty*896 + 88576, vdrelu(VLOAD(xb + ty*896 + 88576), a0_14));
-                    VSTORE(dxb + ty*896 + 94848, vdrelu(VLOAD(xb + ty*896 + 94848), a0_15));
                 }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5504 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5376 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 4608 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 4480 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
+        }
+    }
+    /* tile rows 1..2: input rows all inside */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 1; ty < 3; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
+                        const cg_v d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048));
+                        const cg_v d23 = VLOAD(xc + (xo + 2176)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944)), d33 = VLOAD(xc + (xo + 3072));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 5376, vdrelu(VLOAD(xb + 5376), a0_0));
-                VSTORE(dxb + 11648, vdrelu(VLOAD(xb + 11648), a0_1));
-                VSTORE(dxb + 17920, vdrelu(VLOAD(xb + 17920), a0_2));
-                VSTORE(dxb + 24192, vdrelu(VLOAD(xb + 24192), a0_3));
-                VSTORE(dxb + 30464, vdrelu(VLOAD(xb + 30464), a0_4));
-                VSTORE(dxb + 36736, vdrelu(VLOAD(xb + 36736), a0_5));
-                VSTORE(dxb + 43008, vdrelu(VLOAD(xb + 43008), a0_6));
-                VSTORE(dxb + 49280, vdrelu(VLOAD(xb + 49280), a0_7));
-                VSTORE(dxb + 55552, vdrelu(VLOAD(xb + 55552), a0_8));
-                VSTORE(dxb + 61824, vdrelu(VLOAD(xb + 61824), a0_9));
-                VSTORE(dxb + 68096, vdrelu(VLOAD(xb + 68096), a0_10));
-                VSTORE(dxb + 74368, vdrelu(VLOAD(xb + 74368), a0_11));
-                VSTORE(dxb + 80640, vdrelu(VLOAD(xb + 80640), a0_12));
-                VSTORE(dxb + 86912, vdrelu(VLOAD(xb + 86912), a0_13));
-                VSTORE(dxb + 93184, vdrelu(VLOAD(xb + 93184), a0_14));
-                VSTORE(dxb + 99456, vdrelu(VLOAD(xb + 99456), a0_15));
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y11));
+                        }
+                    }
+                }
             }
-            /* inputs rows 0+1*t (t=6..6), cols 0+1*t (t=1..5): 6 taps */
-            for (int tx = 1; tx < 6; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 5504 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 5376 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 5248 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 4608 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 4480 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 4352 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176));
+                        const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944)), d33 = VLOAD(xc + (xo + 3072));
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + tx*128 + 5376, vdrelu(VLOAD(xb + tx*128 + 5376), a0_0));
-                VSTORE(dxb + tx*128 + 11648, vdrelu(VLOAD(xb + tx*128 + 11648), a0_1));
-                VSTORE(dxb + tx*128 + 17920, vdrelu(VLOAD(xb + tx*128 + 17920), a0_2));
-                VSTORE(dxb + tx*128 + 24192, vdrelu(VLOAD(xb + tx*128 + 24192), a0_3));
-                VSTORE(dxb + tx*128 + 30464, vdrelu(VLOAD(xb + tx*128 + 30464), a0_4));
-                VSTORE(dxb + tx*128 + 36736, vdrelu(VLOAD(xb + tx*128 + 36736), a0_5));
-                VSTORE(dxb + tx*128 + 43008, vdrelu(VLOAD(xb + tx*128 + 43008), a0_6));
-                VSTORE(dxb + tx*128 + 49280, vdrelu(VLOAD(xb + tx*128 + 49280), a0_7));
-                VSTORE(dxb + tx*128 + 55552, vdrelu(VLOAD(xb + tx*128 + 55552), a0_8));
-                VSTORE(dxb + tx*128 + 61824, vdrelu(VLOAD(xb + tx*128 + 61824), a0_9));
-                VSTORE(dxb + tx*128 + 68096, vdrelu(VLOAD(xb + tx*128 + 68096), a0_10));
-                VSTORE(dxb + tx*128 + 74368, vdrelu(VLOAD(xb + tx*128 + 74368), a0_11));
-                VSTORE(dxb + tx*128 + 80640, vdrelu(VLOAD(xb + tx*128 + 80640), a0_12));
-                VSTORE(dxb + tx*128 + 86912, vdrelu(VLOAD(xb + tx*128 + 86912), a0_13));
-                VSTORE(dxb + tx*128 + 93184, vdrelu(VLOAD(xb + tx*128 + 93184), a0_14));
-                VSTORE(dxb + tx*128 + 99456, vdrelu(VLOAD(xb + tx*128 + 99456), a0_15));
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y11));
+                        }
+                    }
+                }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 6144 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 6016 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5248 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5120 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816));
+                        const cg_v d02 = vsplat(0.0f), d03 = vsplat(0.0f), d12 = vsplat(0.0f), d13 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 6144, vdrelu(VLOAD(xb + 6144), a0_0));
-                VSTORE(dxb + 12416, vdrelu(VLOAD(xb + 12416), a0_1));
-                VSTORE(dxb + 18688, vdrelu(VLOAD(xb + 18688), a0_2));
-                VSTORE(dxb + 24960, vdrelu(VLOAD(xb + 24960), a0_3));
-                VSTORE(dxb + 31232, vdrelu(VLOAD(xb + 31232), a0_4));
-                VSTORE(dxb + 37504, vdrelu(VLOAD(xb + 37504), a0_5));
-                VSTORE(dxb + 43776, vdrelu(VLOAD(xb + 43776), a0_6));
-                VSTORE(dxb + 50048, vdrelu(VLOAD(xb + 50048), a0_7));
-                VSTORE(dxb + 56320, vdrelu(VLOAD(xb + 56320), a0_8));
-                VSTORE(dxb + 62592, vdrelu(VLOAD(xb + 62592), a0_9));
-                VSTORE(dxb + 68864, vdrelu(VLOAD(xb + 68864), a0_10));
-                VSTORE(dxb + 75136, vdrelu(VLOAD(xb + 75136), a0_11));
-                VSTORE(dxb + 81408, vdrelu(VLOAD(xb + 81408), a0_12));
-                VSTORE(dxb + 87680, vdrelu(VLOAD(xb + 87680), a0_13));
-                VSTORE(dxb + 93952, vdrelu(VLOAD(xb + 93952), a0_14));
-                VSTORE(dxb + 100224, vdrelu(VLOAD(xb + 100224), a0_15));
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /* tile rows 3..3: input rows zeros at 2, 3, one output */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 3; ty < 4; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
+                        const cg_v d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d21 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                        }
+                    }
+                }
+            }
+            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
+                        const cg_v d20 = vsplat(0.0f), d21 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                        }
+                    }
+                }
+            }
+            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
+                        const cg_v d02 = vsplat(0.0f), d03 = vsplat(0.0f), d12 = vsplat(0.0f), d13 = vsplat(0.0f), d20 = vsplat(0.0f), d21 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                        }
+                    }
+                }
             }
         }
     }
@@ -14726,1304 +14320,623 @@ static void l55_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 56: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:65:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
 /* l56_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l56_conv2d_backward: the code of l50_conv2d_backward */
 
-static void l56_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
-    const float *restrict w = P;
+    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    for (int co = 0; co < 64; co++) {
+        for (int ci = 0; ci < 64; ci++) {
+            const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            float *restrict u = U + ci * 64 + co;
+            u[0] = t00; u[4096] = 0.5f * (t00 + t01 + t02); u[8192] = 0.5f * (t00 - t01 + t02); u[12288] = t02;
+            u[16384] = t10; u[20480] = 0.5f * (t10 + t11 + t12); u[24576] = 0.5f * (t10 - t11 + t12); u[28672] = t12;
+            u[32768] = t20; u[36864] = 0.5f * (t20 + t21 + t22); u[40960] = 0.5f * (t20 - t21 + t22); u[45056] = t22;
+            u[49152] = t30; u[53248] = 0.5f * (t30 + t31 + t32); u[57344] = 0.5f * (t30 - t31 + t32); u[61440] = t32;
+        }
+    }
+    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int cib = 0; cib < 4; cib++) {
-            float *restrict dxb = dx + cib*100352 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1024 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 896 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 128 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 0; ty < 1; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920));
+                        const cg_v d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944));
+                        const cg_v d33 = VLOAD(xc + (xo + 3072));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 6272, a0_1);
-                VSTORE(dxb + 12544, a0_2);
-                VSTORE(dxb + 18816, a0_3);
-                VSTORE(dxb + 25088, a0_4);
-                VSTORE(dxb + 31360, a0_5);
-                VSTORE(dxb + 37632, a0_6);
-                VSTORE(dxb + 43904, a0_7);
-                VSTORE(dxb + 50176, a0_8);
-                VSTORE(dxb + 56448, a0_9);
-                VSTORE(dxb + 62720, a0_10);
-                VSTORE(dxb + 68992, a0_11);
-                VSTORE(dxb + 75264, a0_12);
-                VSTORE(dxb + 81536, a0_13);
-                VSTORE(dxb + 87808, a0_14);
-                VSTORE(dxb + 94080, a0_15);
-            }
-            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..5): 6 taps */
-            for (int tx = 1; tx < 6; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 1024 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 896 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 768 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 128 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 - 128 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*128, a0_0);
-                VSTORE(dxb + tx*128 + 6272, a0_1);
-                VSTORE(dxb + tx*128 + 12544, a0_2);
-                VSTORE(dxb + tx*128 + 18816, a0_3);
-                VSTORE(dxb + tx*128 + 25088, a0_4);
-                VSTORE(dxb + tx*128 + 31360, a0_5);
-                VSTORE(dxb + tx*128 + 37632, a0_6);
-                VSTORE(dxb + tx*128 + 43904, a0_7);
-                VSTORE(dxb + tx*128 + 50176, a0_8);
-                VSTORE(dxb + tx*128 + 56448, a0_9);
-                VSTORE(dxb + tx*128 + 62720, a0_10);
-                VSTORE(dxb + tx*128 + 68992, a0_11);
-                VSTORE(dxb + tx*128 + 75264, a0_12);
-                VSTORE(dxb + tx*128 + 81536, a0_13);
-                VSTORE(dxb + tx*128 + 87808, a0_14);
-                VSTORE(dxb + tx*128 + 94080, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1664 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1536 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 768 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 640 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 768, a0_0);
-                VSTORE(dxb + 7040, a0_1);
-                VSTORE(dxb + 13312, a0_2);
-                VSTORE(dxb + 19584, a0_3);
-                VSTORE(dxb + 25856, a0_4);
-                VSTORE(dxb + 32128, a0_5);
-                VSTORE(dxb + 38400, a0_6);
-                VSTORE(dxb + 44672, a0_7);
-                VSTORE(dxb + 50944, a0_8);
-                VSTORE(dxb + 57216, a0_9);
-                VSTORE(dxb + 63488, a0_10);
-                VSTORE(dxb + 69760, a0_11);
-                VSTORE(dxb + 76032, a0_12);
-                VSTORE(dxb + 82304, a0_13);
-                VSTORE(dxb + 88576, a0_14);
-                VSTORE(dxb + 94848, a0_15);
-            }
-            /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=0..0): 6 taps */
-            for (int ty = 1; ty < 6; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 1024 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 896 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 128 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 768 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 896 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 1024, y11);
                         }
                     }
-                    VSTORE(dxb + ty*896, a0_0);
-                    VSTORE(dxb + ty*896 + 6272, a0_1);
-                    VSTORE(dxb + ty*896 + 12544, a0_2);
-                    VSTORE(dxb + ty*896 + 18816, a0_3);
-                    VSTORE(dxb + ty*896 + 25088, a0_4);
-                    VSTORE(dxb + ty*896 + 31360, a0_5);
-                    VSTORE(dxb + ty*896 + 37632, a0_6);
-                    VSTORE(dxb + ty*896 + 43904, a0_7);
-                    VSTORE(dxb + ty*896 + 50176, a0_8);
-                    VSTORE(dxb + ty*896 + 56448, a0_9);
-                    VSTORE(dxb + ty*896 + 62720, a0_10);
-                    VSTORE(dxb + ty*896 + 68992, a0_11);
-                    VSTORE(dxb + ty*896 + 75264, a0_12);
-                    VSTORE(dxb + ty*896 + 81536, a0_13);
-                    VSTORE(dxb + ty*896 + 87808, a0_14);
-                    VSTORE(dxb + ty*896 + 94080, a0_15);
                 }
             }
-            /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=1..5): 9 taps */
-            for (int ty = 1; ty < 6; ty++) {
-                for (int tx = 1; tx < 6; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 1024 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
+            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176));
+                        const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944)), d33 = VLOAD(xc + (xo + 3072));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 896 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 768 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 128 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 - 128 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 - 768 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 - 896 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 - 1024 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 1024, y11);
                         }
                     }
-                    VSTORE(dxb + ty*896 + tx*128, a0_0);
-                    VSTORE(dxb + ty*896 + tx*128 + 6272, a0_1);
-                    VSTORE(dxb + ty*896 + tx*128 + 12544, a0_2);
-                    VSTORE(dxb + ty*896 + tx*128 + 18816, a0_3);
-                    VSTORE(dxb + ty*896 + tx*128 + 25088, a0_4);
-                    VSTORE(dxb + ty*896 + tx*128 + 31360, a0_5);
-                    VSTORE(dxb + ty*896 + tx*128 + 37632, a0_6);
-                    VSTORE(dxb + ty*896 + tx*128 + 43904, a0_7);
-                    VSTORE(dxb + ty*896 + tx*128 + 50176, a0_8);
-                    VSTORE(dxb + ty*896 + tx*128 + 56448, a0_9);
-                    VSTORE(dxb + ty*896 + tx*128 + 62720, a0_10);
-                    VSTORE(dxb + ty*896 + tx*128 + 68992, a0_11);
-                    VSTORE(dxb + ty*896 + tx*128 + 75264, a0_12);
-                    VSTORE(dxb + ty*896 + tx*128 + 81536, a0_13);
-                    VSTORE(dxb + ty*896 + tx*128 + 87808, a0_14);
-                    VSTORE(dxb + ty*896 + tx*128 + 94080, a0_15);
                 }
             }
-            /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=6..6): 6 taps */
-            for (int ty = 1; ty < 6; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*576;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 1664 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
+            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920));
+                        const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816));
+                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d12 = vsplat(0.0f), d13 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 1536 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 768 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + 640 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 128 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 - 256 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 896, y10);
                         }
                     }
-                    VSTORE(dxb + ty*896 + 768, a0_0);
-                    VSTORE(dxb + ty*896 + 7040, a0_1);
-                    VSTORE(dxb + ty*896 + 13312, a0_2);
-                    VSTORE(dxb + ty*896 + 19584, a0_3);
-                    VSTORE(dxb + ty*896 + 25856, a0_4);
-                    VSTORE(dxb + ty*896 + 32128, a0_5);
-                    VSTORE(dxb + ty*896 + 38400, a0_6);
-                    VSTORE(dxb + ty*896 + 44672, a0_7);
-                    VSTORE(dxb + ty*896 + 50944, a0_8);
-                    VSTORE(dxb + ty*896 + 57216, a0_9);
-                    VSTORE(dxb + ty*896 + 63488, a0_10);
-                    VSTORE(dxb + ty*896 + 69760, a0_11);
-                    VSTORE(dxb + ty*896 + 76032, a0_12);
-                    VSTORE(dxb + ty*896 + 82304, a0_13);
-                    VSTORE(dxb + ty*896 + 88576, a0_14);
-                    VSTORE(dxb + ty*896 + 94848, a0_15);
                 }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5504 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5376 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 4608 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 4480 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
+        }
+    }
+    /* tile rows 1..2: input rows all inside */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 1; ty < 3; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
+                        const cg_v d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048));
+                        const cg_v d23 = VLOAD(xc + (xo + 2176)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944)), d33 = VLOAD(xc + (xo + 3072));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 5376, a0_0);
-                VSTORE(dxb + 11648, a0_1);
-                VSTORE(dxb + 17920, a0_2);
-                VSTORE(dxb + 24192, a0_3);
-                VSTORE(dxb + 30464, a0_4);
-                VSTORE(dxb + 36736, a0_5);
-                VSTORE(dxb + 43008, a0_6);
-                VSTORE(dxb + 49280, a0_7);
-                VSTORE(dxb + 55552, a0_8);
-                VSTORE(dxb + 61824, a0_9);
-                VSTORE(dxb + 68096, a0_10);
-                VSTORE(dxb + 74368, a0_11);
-                VSTORE(dxb + 80640, a0_12);
-                VSTORE(dxb + 86912, a0_13);
-                VSTORE(dxb + 93184, a0_14);
-                VSTORE(dxb + 99456, a0_15);
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 1024, y11);
+                        }
+                    }
+                }
             }
-            /* inputs rows 0+1*t (t=6..6), cols 0+1*t (t=1..5): 6 taps */
-            for (int tx = 1; tx < 6; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 5504 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 5376 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 5248 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 4608 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 4480 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*128 + 4352 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176));
+                        const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944)), d33 = VLOAD(xc + (xo + 3072));
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + tx*128 + 5376, a0_0);
-                VSTORE(dxb + tx*128 + 11648, a0_1);
-                VSTORE(dxb + tx*128 + 17920, a0_2);
-                VSTORE(dxb + tx*128 + 24192, a0_3);
-                VSTORE(dxb + tx*128 + 30464, a0_4);
-                VSTORE(dxb + tx*128 + 36736, a0_5);
-                VSTORE(dxb + tx*128 + 43008, a0_6);
-                VSTORE(dxb + tx*128 + 49280, a0_7);
-                VSTORE(dxb + tx*128 + 55552, a0_8);
-                VSTORE(dxb + tx*128 + 61824, a0_9);
-                VSTORE(dxb + tx*128 + 68096, a0_10);
-                VSTORE(dxb + tx*128 + 74368, a0_11);
-                VSTORE(dxb + tx*128 + 80640, a0_12);
-                VSTORE(dxb + tx*128 + 86912, a0_13);
-                VSTORE(dxb + tx*128 + 93184, a0_14);
-                VSTORE(dxb + tx*128 + 99456, a0_15);
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 1024, y11);
+                        }
+                    }
+                }
             }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dyc = dyg + co*6272;
-                    const float *restrict wc = wg + co*576;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 6144 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 6016 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5248 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 5120 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
+            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
+                        const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816));
+                        const cg_v d02 = vsplat(0.0f), d03 = vsplat(0.0f), d12 = vsplat(0.0f), d13 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                VSTORE(dxb + 6144, a0_0);
-                VSTORE(dxb + 12416, a0_1);
-                VSTORE(dxb + 18688, a0_2);
-                VSTORE(dxb + 24960, a0_3);
-                VSTORE(dxb + 31232, a0_4);
-                VSTORE(dxb + 37504, a0_5);
-                VSTORE(dxb + 43776, a0_6);
-                VSTORE(dxb + 50048, a0_7);
-                VSTORE(dxb + 56320, a0_8);
-                VSTORE(dxb + 62592, a0_9);
-                VSTORE(dxb + 68864, a0_10);
-                VSTORE(dxb + 75136, a0_11);
-                VSTORE(dxb + 81408, a0_12);
-                VSTORE(dxb + 87680, a0_13);
-                VSTORE(dxb + 93952, a0_14);
-                VSTORE(dxb + 100224, a0_15);
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 896, y10);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /* tile rows 3..3: input rows zeros at 2, 3, one output */
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 2) {
+        for (int ty = 3; ty < 4; ty++) {
+            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
+                        const cg_v d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
+                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d21 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                        }
+                    }
+                }
+            }
+            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
+                        const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
+                        const cg_v d20 = vsplat(0.0f), d21 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 128, y01);
+                        }
+                    }
+                }
+            }
+            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
+                for (int ci = 0; ci < 64; ci++) {
+                    for (int bb = 0; bb < 2; bb++) {
+                        const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
+                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
+                        const cg_v d02 = vsplat(0.0f), d03 = vsplat(0.0f), d12 = vsplat(0.0f), d13 = vsplat(0.0f), d20 = vsplat(0.0f), d21 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                    }
+                }
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                        for (int ci = 0; ci < 64; ci++) {
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
+                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
+                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
+                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
+                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
+                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
+                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
+                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
+                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        }
+                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        for (int b = 0; b < 2; b++) {
+                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
+                            cg_v y00 = r00 + r01 + r02;
+                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                        }
+                    }
+                }
             }
         }
     }
@@ -16042,7 +14955,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l58_relu_backward: none, layer 59 masks its dx stores with the relu's derivative */
 
 /* layer 59: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:68:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
 /* l59_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l59_conv2d_backward: the code of l50_conv2d_backward */
@@ -16068,7 +14981,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l62_relu_backward: the code of l55_relu_backward */
 
 /* layer 63: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:72:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
 /* l63_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l63_conv2d_backward: the code of l50_conv2d_backward */
@@ -16088,7 +15001,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l65_relu_backward: none, layer 66 masks its dx stores with the relu's derivative */
 
 /* layer 66: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:75:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
 /* l66_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l66_conv2d_backward: the code of l50_conv2d_backward */
@@ -16349,101 +15262,106 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
 #define A48     34220032 /* output of layer 48 (batchnorm), [64x7x7][lanes] */
 #define S48     39554976 /* scratch of layer 48 (batchnorm) */
 #define A50     34621440 /* output of layer 50 (conv2d), [64x7x7][lanes] */
+#define S50     39555104 /* scratch of layer 50 (conv2d) */
 #define A51     35022848 /* output of layer 51 (batchnorm), [64x7x7][lanes] */
-#define S51     39555104 /* scratch of layer 51 (batchnorm) */
+#define S51     39620640 /* scratch of layer 51 (batchnorm) */
 #define A52     35424256 /* output of layer 52 (conv2d), [64x7x7][lanes] */
 #define A53     35825664 /* output of layer 53 (batchnorm), [64x7x7][lanes] */
-#define S53     39555232 /* scratch of layer 53 (batchnorm) */
+#define S53     39620768 /* scratch of layer 53 (batchnorm) */
 #define A56     36227072 /* output of layer 56 (conv2d), [64x7x7][lanes] */
+#define S56     39620896 /* scratch of layer 56 (conv2d) */
 #define A57     36628480 /* output of layer 57 (batchnorm), [64x7x7][lanes] */
-#define S57     39555360 /* scratch of layer 57 (batchnorm) */
+#define S57     39686432 /* scratch of layer 57 (batchnorm) */
 #define A59     37029888 /* output of layer 59 (conv2d), [64x7x7][lanes] */
+#define S59     39686560 /* scratch of layer 59 (conv2d) */
 #define A60     37431296 /* output of layer 60 (batchnorm), [64x7x7][lanes] */
-#define S60     39555488 /* scratch of layer 60 (batchnorm) */
+#define S60     39752096 /* scratch of layer 60 (batchnorm) */
 #define A63     37832704 /* output of layer 63 (conv2d), [64x7x7][lanes] */
+#define S63     39752224 /* scratch of layer 63 (conv2d) */
 #define A64     38234112 /* output of layer 64 (batchnorm), [64x7x7][lanes] */
-#define S64     39555616 /* scratch of layer 64 (batchnorm) */
+#define S64     39817760 /* scratch of layer 64 (batchnorm) */
 #define A66     38635520 /* output of layer 66 (conv2d), [64x7x7][lanes] */
+#define S66     39817888 /* scratch of layer 66 (conv2d) */
 #define A67     39036928 /* output of layer 67 (batchnorm), [64x7x7][lanes] */
-#define S67     39555744 /* scratch of layer 67 (batchnorm) */
+#define S67     39883424 /* scratch of layer 67 (batchnorm) */
 #define A70     39438336 /* output of layer 70 (global_avgpool), [64x1x1][lanes] */
 #define A72     39446528 /* output of layer 72 (dense), [10][lanes] */
-#define S72     39555872 /* scratch of layer 72 (dense) */
-#define OUT     39566112 /* the output, [N][10] */
-#define DOUT    39567392 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  39568672 /* dLoss/dOutput, [10][lanes] */
-#define D71     39971360 /* gradient arena: dLoss/d(layer 71 output) */
-#define D69     39569952 /* gradient arena: dLoss/d(layer 69 output) */
-#define D68     39971360 /* gradient arena: dLoss/d(layer 68 output) */
-#define D67     39569952 /* gradient arena: dLoss/d(layer 67 output) */
-#define D62     40372768 /* gradient arena: dLoss/d(layer 62 output) */
-#define D66     39971360 /* gradient arena: dLoss/d(layer 66 output) */
-#define D65     39569952 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
-#define D63     39971360 /* gradient arena: dLoss/d(layer 63 output) */
-#define T63_1   39569952 /* gradient arena: a gradient summed into its tensor's */
-#define D61     39569952 /* gradient arena: dLoss/d(layer 61 output) */
-#define D60     39971360 /* gradient arena: dLoss/d(layer 60 output) */
-#define D55     40372768 /* gradient arena: dLoss/d(layer 55 output) */
-#define D59     39569952 /* gradient arena: dLoss/d(layer 59 output) */
-#define D58     39971360 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
-#define D56     39569952 /* gradient arena: dLoss/d(layer 56 output) */
-#define T56_1   39971360 /* gradient arena: a gradient summed into its tensor's */
-#define D54     39569952 /* gradient arena: dLoss/d(layer 54 output) */
-#define D51     40372768 /* gradient arena: dLoss/d(layer 51 output) */
-#define D53     39971360 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     40774176 /* gradient arena: dLoss/d(layer 52 output) */
-#define D46     39569952 /* gradient arena: dLoss/d(layer 46 output) */
-#define D50     40774176 /* gradient arena: dLoss/d(layer 50 output) */
-#define D49     40372768 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
-#define D47     41175584 /* gradient arena: dLoss/d(layer 47 output) */
-#define T47_1   40372768 /* gradient arena: a gradient summed into its tensor's */
-#define D45     40372768 /* gradient arena: dLoss/d(layer 45 output) */
-#define D44     39569952 /* gradient arena: dLoss/d(layer 44 output) */
-#define D39     41175584 /* gradient arena: dLoss/d(layer 39 output) */
-#define D43     40372768 /* gradient arena: dLoss/d(layer 43 output) */
-#define D42     39569952 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
-#define D40     40372768 /* gradient arena: dLoss/d(layer 40 output) */
-#define T40_1   39569952 /* gradient arena: a gradient summed into its tensor's */
-#define D38     39569952 /* gradient arena: dLoss/d(layer 38 output) */
-#define D37     40372768 /* gradient arena: dLoss/d(layer 37 output) */
-#define D32     41175584 /* gradient arena: dLoss/d(layer 32 output) */
-#define D36     39569952 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     40372768 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
-#define D33     39569952 /* gradient arena: dLoss/d(layer 33 output) */
-#define T33_1   40372768 /* gradient arena: a gradient summed into its tensor's */
-#define D31     39569952 /* gradient arena: dLoss/d(layer 31 output) */
-#define D28     41175584 /* gradient arena: dLoss/d(layer 28 output) */
-#define D30     40372768 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     41978400 /* gradient arena: dLoss/d(layer 29 output) */
-#define D23     39569952 /* gradient arena: dLoss/d(layer 23 output) */
-#define D27     41978400 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     41175584 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
-#define D24     42781216 /* gradient arena: dLoss/d(layer 24 output) */
-#define T24_1   41175584 /* gradient arena: a gradient summed into its tensor's */
-#define D22     41175584 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     39569952 /* gradient arena: dLoss/d(layer 21 output) */
-#define D16     42781216 /* gradient arena: dLoss/d(layer 16 output) */
-#define D20     41175584 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     39569952 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
-#define D17     41175584 /* gradient arena: dLoss/d(layer 17 output) */
-#define T17_1   39569952 /* gradient arena: a gradient summed into its tensor's */
-#define D15     39569952 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     41175584 /* gradient arena: dLoss/d(layer 14 output) */
-#define D09     42781216 /* gradient arena: dLoss/d(layer 9 output) */
-#define D13     39569952 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     41175584 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
-#define D10     39569952 /* gradient arena: dLoss/d(layer 10 output) */
-#define T10_1   41175584 /* gradient arena: a gradient summed into its tensor's */
-#define D08     39569952 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     41175584 /* gradient arena: dLoss/d(layer 7 output) */
-#define D02     42781216 /* gradient arena: dLoss/d(layer 2 output) */
-#define D06     39569952 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     41175584 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
-#define D03     39569952 /* gradient arena: dLoss/d(layer 3 output) */
-#define T03_1   41175584 /* gradient arena: a gradient summed into its tensor's */
-#define D01     39569952 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     41175584 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     39569952 /* gradient arena: dLoss/dInput */
+#define S72     39883552 /* scratch of layer 72 (dense) */
+#define OUT     39893792 /* the output, [N][10] */
+#define DOUT    39895072 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  39896352 /* dLoss/dOutput, [10][lanes] */
+#define D71     40299040 /* gradient arena: dLoss/d(layer 71 output) */
+#define D69     39897632 /* gradient arena: dLoss/d(layer 69 output) */
+#define D68     40299040 /* gradient arena: dLoss/d(layer 68 output) */
+#define D67     39897632 /* gradient arena: dLoss/d(layer 67 output) */
+#define D62     40700448 /* gradient arena: dLoss/d(layer 62 output) */
+#define D66     40299040 /* gradient arena: dLoss/d(layer 66 output) */
+#define D65     39897632 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
+#define D63     40299040 /* gradient arena: dLoss/d(layer 63 output) */
+#define T63_1   39897632 /* gradient arena: a gradient summed into its tensor's */
+#define D61     39897632 /* gradient arena: dLoss/d(layer 61 output) */
+#define D60     40299040 /* gradient arena: dLoss/d(layer 60 output) */
+#define D55     40700448 /* gradient arena: dLoss/d(layer 55 output) */
+#define D59     39897632 /* gradient arena: dLoss/d(layer 59 output) */
+#define D58     40299040 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
+#define D56     39897632 /* gradient arena: dLoss/d(layer 56 output) */
+#define T56_1   40299040 /* gradient arena: a gradient summed into its tensor's */
+#define D54     39897632 /* gradient arena: dLoss/d(layer 54 output) */
+#define D51     40700448 /* gradient arena: dLoss/d(layer 51 output) */
+#define D53     40299040 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     41101856 /* gradient arena: dLoss/d(layer 52 output) */
+#define D46     39897632 /* gradient arena: dLoss/d(layer 46 output) */
+#define D50     41101856 /* gradient arena: dLoss/d(layer 50 output) */
+#define D49     40700448 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
+#define D47     41503264 /* gradient arena: dLoss/d(layer 47 output) */
+#define T47_1   40700448 /* gradient arena: a gradient summed into its tensor's */
+#define D45     40700448 /* gradient arena: dLoss/d(layer 45 output) */
+#define D44     39897632 /* gradient arena: dLoss/d(layer 44 output) */
+#define D39     41503264 /* gradient arena: dLoss/d(layer 39 output) */
+#define D43     40700448 /* gradient arena: dLoss/d(layer 43 output) */
+#define D42     39897632 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
+#define D40     40700448 /* gradient arena: dLoss/d(layer 40 output) */
+#define T40_1   39897632 /* gradient arena: a gradient summed into its tensor's */
+#define D38     39897632 /* gradient arena: dLoss/d(layer 38 output) */
+#define D37     40700448 /* gradient arena: dLoss/d(layer 37 output) */
+#define D32     41503264 /* gradient arena: dLoss/d(layer 32 output) */
+#define D36     39897632 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     40700448 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     39897632 /* gradient arena: dLoss/d(layer 33 output) */
+#define T33_1   40700448 /* gradient arena: a gradient summed into its tensor's */
+#define D31     39897632 /* gradient arena: dLoss/d(layer 31 output) */
+#define D28     41503264 /* gradient arena: dLoss/d(layer 28 output) */
+#define D30     40700448 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     42306080 /* gradient arena: dLoss/d(layer 29 output) */
+#define D23     39897632 /* gradient arena: dLoss/d(layer 23 output) */
+#define D27     42306080 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     41503264 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
+#define D24     43108896 /* gradient arena: dLoss/d(layer 24 output) */
+#define T24_1   41503264 /* gradient arena: a gradient summed into its tensor's */
+#define D22     41503264 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     39897632 /* gradient arena: dLoss/d(layer 21 output) */
+#define D16     43108896 /* gradient arena: dLoss/d(layer 16 output) */
+#define D20     41503264 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     39897632 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
+#define D17     41503264 /* gradient arena: dLoss/d(layer 17 output) */
+#define T17_1   39897632 /* gradient arena: a gradient summed into its tensor's */
+#define D15     39897632 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     41503264 /* gradient arena: dLoss/d(layer 14 output) */
+#define D09     43108896 /* gradient arena: dLoss/d(layer 9 output) */
+#define D13     39897632 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     41503264 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
+#define D10     39897632 /* gradient arena: dLoss/d(layer 10 output) */
+#define T10_1   41503264 /* gradient arena: a gradient summed into its tensor's */
+#define D08     39897632 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     41503264 /* gradient arena: dLoss/d(layer 7 output) */
+#define D02     43108896 /* gradient arena: dLoss/d(layer 2 output) */
+#define D06     39897632 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     41503264 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
+#define D03     39897632 /* gradient arena: dLoss/d(layer 3 output) */
+#define T03_1   41503264 /* gradient arena: a gradient summed into its tensor's */
+#define D01     39897632 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     41503264 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     39897632 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 128 samples; activations stay in ws for backward. */
 void resnet20_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -16511,7 +15429,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l47_conv2d_forward(params + 65840, ws + A44, ws + A47);
     l48_batchnorm_forward(params + 84272, buffers + 686, ws + S48, ws + A47, ws + A48, nb, training);
     /* layer 49: relu fused into layer 48's stores */
-    l50_conv2d_forward(params + 84400, ws + A48, ws + A50);
+    l50_conv2d_forward(params + 84400, ws + S50, ws + A48, ws + A50);
     l51_batchnorm_forward(params + 121264, buffers + 815, ws + S51, ws + A50, ws + A51, nb, training);
     l52_conv2d_forward(params + 121392, ws + A44, ws + A52);
     l51_batchnorm_forward(params + 123440, buffers + 944, ws + S53, ws + A52, ws + A53, nb, training);
@@ -16519,19 +15437,19 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l54_add_forward(ws + A53, ws + A51);
     /* (in place: layer 55's relu writes over its input) */
     l55_relu_forward(ws + A51);
-    l50_conv2d_forward(params + 123568, ws + A51, ws + A56);
+    l50_conv2d_forward(params + 123568, ws + S56, ws + A51, ws + A56);
     l48_batchnorm_forward(params + 160432, buffers + 1073, ws + S57, ws + A56, ws + A57, nb, training);
     /* layer 58: relu fused into layer 57's stores */
-    l50_conv2d_forward(params + 160560, ws + A57, ws + A59);
+    l50_conv2d_forward(params + 160560, ws + S59, ws + A57, ws + A59);
     l51_batchnorm_forward(params + 197424, buffers + 1202, ws + S60, ws + A59, ws + A60, nb, training);
     /* (in place: layer 61's add writes over its input 1) */
     l54_add_forward(ws + A51, ws + A60);
     /* (in place: layer 62's relu writes over its input) */
     l55_relu_forward(ws + A60);
-    l50_conv2d_forward(params + 197552, ws + A60, ws + A63);
+    l50_conv2d_forward(params + 197552, ws + S63, ws + A60, ws + A63);
     l48_batchnorm_forward(params + 234416, buffers + 1331, ws + S64, ws + A63, ws + A64, nb, training);
     /* layer 65: relu fused into layer 64's stores */
-    l50_conv2d_forward(params + 234544, ws + A64, ws + A66);
+    l50_conv2d_forward(params + 234544, ws + S66, ws + A64, ws + A66);
     l51_batchnorm_forward(params + 271408, buffers + 1460, ws + S67, ws + A66, ws + A67, nb, training);
     /* (in place: layer 68's add writes over its input 1) */
     l54_add_forward(ws + A60, ws + A67);
@@ -16543,7 +15461,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     cg_from_lanes(ws + A72, ws + OUT, nb, 10, 128);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (39567392); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (39895072); grads accumulate. */
 void resnet20_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 128);
@@ -16555,22 +15473,22 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l55_relu_backward(ws + A67, ws + D69, ws + D68);
     l54_add_backward(ws + D68, ws + D67, ws + D62);
     l48_batchnorm_backward(params + 271408, grads + 271408, ws + S67, ws + A66, ws + D67, ws + D66, nb);
-    l50_conv2d_backward(grads + 234544, ws + A64, ws + D66);
-    l50_conv2d_backward_dx(params + 234544, ws + A64, ws + D66, ws + D65);
+    l50_conv2d_backward(grads + 234544, ws + S66, ws + A64, ws + D66);
+    l50_conv2d_backward_dx(params + 234544, ws + S66, ws + A64, ws + D66, ws + D65);
     /* layer 65: relu's backward is in layer 66's dx stores */
     l48_batchnorm_backward(params + 234416, grads + 234416, ws + S64, ws + A63, ws + D65, ws + D63, nb);
-    l50_conv2d_backward(grads + 197552, ws + A60, ws + D63);
-    l56_conv2d_backward_dx(params + 197552, ws + D63, ws + T63_1);
+    l50_conv2d_backward(grads + 197552, ws + S63, ws + A60, ws + D63);
+    l56_conv2d_backward_dx(params + 197552, ws + S63, ws + D63, ws + T63_1);
     for (size_t i = 0; i < 401408; i++) (ws + D62)[i] += (ws + T63_1)[i]; /* a tensor read again: gradients add */
     l55_relu_backward(ws + A60, ws + D62, ws + D61);
     l54_add_backward(ws + D61, ws + D60, ws + D55);
     l48_batchnorm_backward(params + 197424, grads + 197424, ws + S60, ws + A59, ws + D60, ws + D59, nb);
-    l50_conv2d_backward(grads + 160560, ws + A57, ws + D59);
-    l50_conv2d_backward_dx(params + 160560, ws + A57, ws + D59, ws + D58);
+    l50_conv2d_backward(grads + 160560, ws + S59, ws + A57, ws + D59);
+    l50_conv2d_backward_dx(params + 160560, ws + S59, ws + A57, ws + D59, ws + D58);
     /* layer 58: relu's backward is in layer 59's dx stores */
     l48_batchnorm_backward(params + 160432, grads + 160432, ws + S57, ws + A56, ws + D58, ws + D56, nb);
-    l50_conv2d_backward(grads + 123568, ws + A51, ws + D56);
-    l56_conv2d_backward_dx(params + 123568, ws + D56, ws + T56_1);
+    l50_conv2d_backward(grads + 123568, ws + S56, ws + A51, ws + D56);
+    l56_conv2d_backward_dx(params + 123568, ws + S56, ws + D56, ws + T56_1);
     for (size_t i = 0; i < 401408; i++) (ws + D55)[i] += (ws + T56_1)[i]; /* a tensor read again: gradients add */
     l55_relu_backward(ws + A51, ws + D55, ws + D54);
     l54_add_backward(ws + D54, ws + D51, ws + D53);
@@ -16578,8 +15496,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l52_conv2d_backward(grads + 121392, ws + A44, ws + D52);
     l52_conv2d_backward_dx(params + 121392, ws + D52, ws + D46);
     l48_batchnorm_backward(params + 121264, grads + 121264, ws + S51, ws + A50, ws + D51, ws + D50, nb);
-    l50_conv2d_backward(grads + 84400, ws + A48, ws + D50);
-    l50_conv2d_backward_dx(params + 84400, ws + A48, ws + D50, ws + D49);
+    l50_conv2d_backward(grads + 84400, ws + S50, ws + A48, ws + D50);
+    l50_conv2d_backward_dx(params + 84400, ws + S50, ws + A48, ws + D50, ws + D49);
     /* layer 49: relu's backward is in layer 50's dx stores */
     l48_batchnorm_backward(params + 84272, grads + 84272, ws + S48, ws + A47, ws + D49, ws + D47, nb);
     l47_conv2d_backward(grads + 65840, ws + A44, ws + D47);
@@ -17081,7 +15999,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 34621440, .lanes = 128, .line = 59, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -17107,7 +16025,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 36227072, .lanes = 128, .line = 65, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -17120,7 +16038,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37029888, .lanes = 128, .line = 68, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -17137,7 +16055,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37832704, .lanes = 128, .line = 72, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -17150,7 +16068,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 38635520, .lanes = 128, .line = 75, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},

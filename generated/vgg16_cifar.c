@@ -6281,648 +6281,1301 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 10: conv2d 128x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:22:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8]+relu dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
-static void l10_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+static void l10_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [128x8x8][lanes], y [256x8x8][lanes] */
-    float *restrict U = S; /* [16][128][256]: G g G^T per channel pair */
-    for (int co = 0; co < 256; co++) {
-        for (int ci = 0; ci < 128; ci++) {
-            const float g0 = P[co * 1152 + ci * 9 + 0], g1 = P[co * 1152 + ci * 9 + 1], g2 = P[co * 1152 + ci * 9 + 2], g3 = P[co * 1152 + ci * 9 + 3], g4 = P[co * 1152 + ci * 9 + 4], g5 = P[co * 1152 + ci * 9 + 5], g6 = P[co * 1152 + ci * 9 + 6], g7 = P[co * 1152 + ci * 9 + 7], g8 = P[co * 1152 + ci * 9 + 8];
-            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
-            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
-            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
-            float *restrict u = U + ci * 256 + co;
-            u[0] = t00; u[32768] = 0.5f * (t00 + t01 + t02); u[65536] = 0.5f * (t00 - t01 + t02); u[98304] = t02;
-            u[131072] = t10; u[163840] = 0.5f * (t10 + t11 + t12); u[196608] = 0.5f * (t10 - t11 + t12); u[229376] = t12;
-            u[262144] = t20; u[294912] = 0.5f * (t20 + t21 + t22); u[327680] = 0.5f * (t20 - t21 + t22); u[360448] = t22;
-            u[393216] = t30; u[425984] = 0.5f * (t30 + t31 + t32); u[458752] = 0.5f * (t30 - t31 + t32); u[491520] = t32;
-        }
-    }
-    /* tile rows 0..0: input rows zeros at 0 */
+    const float *restrict w = P;
+    const float *restrict bias = P + 294912;
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 16; cb++) {
+            const float *restrict wb = w + cb*18432;
+            const float *restrict xg = x + 0 + v0 * 16;
+            float *restrict yb = y + cb*32768 + v0 * 16;
+            {
+                cg_v a0_0 = vsplat(bias[cb*16]);
+                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544));
-                        const cg_v d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
-                        const cg_v d33 = VLOAD(xc + (xo + 864));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                    const float *restrict xc = xg + ci*2048;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 0 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[1156] * x0;
+                        a0_2 += wc[2308] * x0;
+                        a0_3 += wc[3460] * x0;
+                        a0_4 += wc[4612] * x0;
+                        a0_5 += wc[5764] * x0;
+                        a0_6 += wc[6916] * x0;
+                        a0_7 += wc[8068] * x0;
+                        a0_8 += wc[9220] * x0;
+                        a0_9 += wc[10372] * x0;
+                        a0_10 += wc[11524] * x0;
+                        a0_11 += wc[12676] * x0;
+                        a0_12 += wc[13828] * x0;
+                        a0_13 += wc[14980] * x0;
+                        a0_14 += wc[16132] * x0;
+                        a0_15 += wc[17284] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 32 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[1157] * x0;
+                        a0_2 += wc[2309] * x0;
+                        a0_3 += wc[3461] * x0;
+                        a0_4 += wc[4613] * x0;
+                        a0_5 += wc[5765] * x0;
+                        a0_6 += wc[6917] * x0;
+                        a0_7 += wc[8069] * x0;
+                        a0_8 += wc[9221] * x0;
+                        a0_9 += wc[10373] * x0;
+                        a0_10 += wc[11525] * x0;
+                        a0_11 += wc[12677] * x0;
+                        a0_12 += wc[13829] * x0;
+                        a0_13 += wc[14981] * x0;
+                        a0_14 += wc[16133] * x0;
+                        a0_15 += wc[17285] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 256 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[1159] * x0;
+                        a0_2 += wc[2311] * x0;
+                        a0_3 += wc[3463] * x0;
+                        a0_4 += wc[4615] * x0;
+                        a0_5 += wc[5767] * x0;
+                        a0_6 += wc[6919] * x0;
+                        a0_7 += wc[8071] * x0;
+                        a0_8 += wc[9223] * x0;
+                        a0_9 += wc[10375] * x0;
+                        a0_10 += wc[11527] * x0;
+                        a0_11 += wc[12679] * x0;
+                        a0_12 += wc[13831] * x0;
+                        a0_13 += wc[14983] * x0;
+                        a0_14 += wc[16135] * x0;
+                        a0_15 += wc[17287] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 288 + 0);
+                        a0_0 += wc[8] * x0;
+                        a0_1 += wc[1160] * x0;
+                        a0_2 += wc[2312] * x0;
+                        a0_3 += wc[3464] * x0;
+                        a0_4 += wc[4616] * x0;
+                        a0_5 += wc[5768] * x0;
+                        a0_6 += wc[6920] * x0;
+                        a0_7 += wc[8072] * x0;
+                        a0_8 += wc[9224] * x0;
+                        a0_9 += wc[10376] * x0;
+                        a0_10 += wc[11528] * x0;
+                        a0_11 += wc[12680] * x0;
+                        a0_12 += wc[13832] * x0;
+                        a0_13 += wc[14984] * x0;
+                        a0_14 += wc[16136] * x0;
+                        a0_15 += wc[17288] * x0;
                     }
                 }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(yb + 0, vrelu(a0_0));
+                VSTORE(yb + 2048, vrelu(a0_1));
+                VSTORE(yb + 4096, vrelu(a0_2));
+                VSTORE(yb + 6144, vrelu(a0_3));
+                VSTORE(yb + 8192, vrelu(a0_4));
+                VSTORE(yb + 10240, vrelu(a0_5));
+                VSTORE(yb + 12288, vrelu(a0_6));
+                VSTORE(yb + 14336, vrelu(a0_7));
+                VSTORE(yb + 16384, vrelu(a0_8));
+                VSTORE(yb + 18432, vrelu(a0_9));
+                VSTORE(yb + 20480, vrelu(a0_10));
+                VSTORE(yb + 22528, vrelu(a0_11));
+                VSTORE(yb + 24576, vrelu(a0_12));
+                VSTORE(yb + 26624, vrelu(a0_13));
+                VSTORE(yb + 28672, vrelu(a0_14));
+                VSTORE(yb + 30720, vrelu(a0_15));
+            }
+            /* rows 0..0, cols 1..6: 6 of 9 taps */
+            for (int ox = 1; ox < 7; ox++) {
+                cg_v a0_0 = vsplat(bias[cb*16]);
+                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                for (int ci = 0; ci < 128; ci++) {
+                    const float *restrict xc = xg + ci*2048;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 - 32 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[1155] * x0;
+                        a0_2 += wc[2307] * x0;
+                        a0_3 += wc[3459] * x0;
+                        a0_4 += wc[4611] * x0;
+                        a0_5 += wc[5763] * x0;
+                        a0_6 += wc[6915] * x0;
+                        a0_7 += wc[8067] * x0;
+                        a0_8 += wc[9219] * x0;
+                        a0_9 += wc[10371] * x0;
+                        a0_10 += wc[11523] * x0;
+                        a0_11 += wc[12675] * x0;
+                        a0_12 += wc[13827] * x0;
+                        a0_13 += wc[14979] * x0;
+                        a0_14 += wc[16131] * x0;
+                        a0_15 += wc[17283] * x0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 294912)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[1156] * x0;
+                        a0_2 += wc[2308] * x0;
+                        a0_3 += wc[3460] * x0;
+                        a0_4 += wc[4612] * x0;
+                        a0_5 += wc[5764] * x0;
+                        a0_6 += wc[6916] * x0;
+                        a0_7 += wc[8068] * x0;
+                        a0_8 += wc[9220] * x0;
+                        a0_9 += wc[10372] * x0;
+                        a0_10 += wc[11524] * x0;
+                        a0_11 += wc[12676] * x0;
+                        a0_12 += wc[13828] * x0;
+                        a0_13 += wc[14980] * x0;
+                        a0_14 += wc[16132] * x0;
+                        a0_15 += wc[17284] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 32 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[1157] * x0;
+                        a0_2 += wc[2309] * x0;
+                        a0_3 += wc[3461] * x0;
+                        a0_4 += wc[4613] * x0;
+                        a0_5 += wc[5765] * x0;
+                        a0_6 += wc[6917] * x0;
+                        a0_7 += wc[8069] * x0;
+                        a0_8 += wc[9221] * x0;
+                        a0_9 += wc[10373] * x0;
+                        a0_10 += wc[11525] * x0;
+                        a0_11 += wc[12677] * x0;
+                        a0_12 += wc[13829] * x0;
+                        a0_13 += wc[14981] * x0;
+                        a0_14 += wc[16133] * x0;
+                        a0_15 += wc[17285] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 224 + 0);
+                        a0_0 += wc[6] * x0;
+                        a0_1 += wc[1158] * x0;
+                        a0_2 += wc[2310] * x0;
+                        a0_3 += wc[3462] * x0;
+                        a0_4 += wc[4614] * x0;
+                        a0_5 += wc[5766] * x0;
+                        a0_6 += wc[6918] * x0;
+                        a0_7 += wc[8070] * x0;
+                        a0_8 += wc[9222] * x0;
+                        a0_9 += wc[10374] * x0;
+                        a0_10 += wc[11526] * x0;
+                        a0_11 += wc[12678] * x0;
+                        a0_12 += wc[13830] * x0;
+                        a0_13 += wc[14982] * x0;
+                        a0_14 += wc[16134] * x0;
+                        a0_15 += wc[17286] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 256 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[1159] * x0;
+                        a0_2 += wc[2311] * x0;
+                        a0_3 += wc[3463] * x0;
+                        a0_4 += wc[4615] * x0;
+                        a0_5 += wc[5767] * x0;
+                        a0_6 += wc[6919] * x0;
+                        a0_7 += wc[8071] * x0;
+                        a0_8 += wc[9223] * x0;
+                        a0_9 += wc[10375] * x0;
+                        a0_10 += wc[11527] * x0;
+                        a0_11 += wc[12679] * x0;
+                        a0_12 += wc[13831] * x0;
+                        a0_13 += wc[14983] * x0;
+                        a0_14 += wc[16135] * x0;
+                        a0_15 += wc[17287] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 288 + 0);
+                        a0_0 += wc[8] * x0;
+                        a0_1 += wc[1160] * x0;
+                        a0_2 += wc[2312] * x0;
+                        a0_3 += wc[3464] * x0;
+                        a0_4 += wc[4616] * x0;
+                        a0_5 += wc[5768] * x0;
+                        a0_6 += wc[6920] * x0;
+                        a0_7 += wc[8072] * x0;
+                        a0_8 += wc[9224] * x0;
+                        a0_9 += wc[10376] * x0;
+                        a0_10 += wc[11528] * x0;
+                        a0_11 += wc[12680] * x0;
+                        a0_12 += wc[13832] * x0;
+                        a0_13 += wc[14984] * x0;
+                        a0_14 += wc[16136] * x0;
+                        a0_15 += wc[17288] * x0;
+                    }
+                }
+                VSTORE(yb + ox*32, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 2048, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 4096, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 6144, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 8192, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 10240, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 12288, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 14336, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 16384, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 18432, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 20480, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 22528, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 24576, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 26624, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 28672, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 30720, vrelu(a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(bias[cb*16]);
+                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                for (int ci = 0; ci < 128; ci++) {
+                    const float *restrict xc = xg + ci*2048;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 192 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[1155] * x0;
+                        a0_2 += wc[2307] * x0;
+                        a0_3 += wc[3459] * x0;
+                        a0_4 += wc[4611] * x0;
+                        a0_5 += wc[5763] * x0;
+                        a0_6 += wc[6915] * x0;
+                        a0_7 += wc[8067] * x0;
+                        a0_8 += wc[9219] * x0;
+                        a0_9 += wc[10371] * x0;
+                        a0_10 += wc[11523] * x0;
+                        a0_11 += wc[12675] * x0;
+                        a0_12 += wc[13827] * x0;
+                        a0_13 += wc[14979] * x0;
+                        a0_14 += wc[16131] * x0;
+                        a0_15 += wc[17283] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 224 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[1156] * x0;
+                        a0_2 += wc[2308] * x0;
+                        a0_3 += wc[3460] * x0;
+                        a0_4 += wc[4612] * x0;
+                        a0_5 += wc[5764] * x0;
+                        a0_6 += wc[6916] * x0;
+                        a0_7 += wc[8068] * x0;
+                        a0_8 += wc[9220] * x0;
+                        a0_9 += wc[10372] * x0;
+                        a0_10 += wc[11524] * x0;
+                        a0_11 += wc[12676] * x0;
+                        a0_12 += wc[13828] * x0;
+                        a0_13 += wc[14980] * x0;
+                        a0_14 += wc[16132] * x0;
+                        a0_15 += wc[17284] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 448 + 0);
+                        a0_0 += wc[6] * x0;
+                        a0_1 += wc[1158] * x0;
+                        a0_2 += wc[2310] * x0;
+                        a0_3 += wc[3462] * x0;
+                        a0_4 += wc[4614] * x0;
+                        a0_5 += wc[5766] * x0;
+                        a0_6 += wc[6918] * x0;
+                        a0_7 += wc[8070] * x0;
+                        a0_8 += wc[9222] * x0;
+                        a0_9 += wc[10374] * x0;
+                        a0_10 += wc[11526] * x0;
+                        a0_11 += wc[12678] * x0;
+                        a0_12 += wc[13830] * x0;
+                        a0_13 += wc[14982] * x0;
+                        a0_14 += wc[16134] * x0;
+                        a0_15 += wc[17286] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 480 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[1159] * x0;
+                        a0_2 += wc[2311] * x0;
+                        a0_3 += wc[3463] * x0;
+                        a0_4 += wc[4615] * x0;
+                        a0_5 += wc[5767] * x0;
+                        a0_6 += wc[6919] * x0;
+                        a0_7 += wc[8071] * x0;
+                        a0_8 += wc[9223] * x0;
+                        a0_9 += wc[10375] * x0;
+                        a0_10 += wc[11527] * x0;
+                        a0_11 += wc[12679] * x0;
+                        a0_12 += wc[13831] * x0;
+                        a0_13 += wc[14983] * x0;
+                        a0_14 += wc[16135] * x0;
+                        a0_15 += wc[17287] * x0;
+                    }
+                }
+                VSTORE(yb + 224, vrelu(a0_0));
+                VSTORE(yb + 2272, vrelu(a0_1));
+                VSTORE(yb + 4320, vrelu(a0_2));
+                VSTORE(yb + 6368, vrelu(a0_3));
+                VSTORE(yb + 8416, vrelu(a0_4));
+                VSTORE(yb + 10464, vrelu(a0_5));
+                VSTORE(yb + 12512, vrelu(a0_6));
+                VSTORE(yb + 14560, vrelu(a0_7));
+                VSTORE(yb + 16608, vrelu(a0_8));
+                VSTORE(yb + 18656, vrelu(a0_9));
+                VSTORE(yb + 20704, vrelu(a0_10));
+                VSTORE(yb + 22752, vrelu(a0_11));
+                VSTORE(yb + 24800, vrelu(a0_12));
+                VSTORE(yb + 26848, vrelu(a0_13));
+                VSTORE(yb + 28896, vrelu(a0_14));
+                VSTORE(yb + 30944, vrelu(a0_15));
+            }
+            /* rows 1..6, cols 0..0: 6 of 9 taps */
+            for (int oy = 1; oy < 7; oy++) {
+                {
+                    cg_v a0_0 = vsplat(bias[cb*16]);
+                    cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                    cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                    cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                    cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                    cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                    cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                    cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                    cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                    cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                    cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                    cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                    cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                    cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                    cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                    cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                    for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xc = xg + ci*2048;
+                        const float *restrict wc = wb + ci*9;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 - 256 + 0);
+                            a0_0 += wc[1] * x0;
+                            a0_1 += wc[1153] * x0;
+                            a0_2 += wc[2305] * x0;
+                            a0_3 += wc[3457] * x0;
+                            a0_4 += wc[4609] * x0;
+                            a0_5 += wc[5761] * x0;
+                            a0_6 += wc[6913] * x0;
+                            a0_7 += wc[8065] * x0;
+                            a0_8 += wc[9217] * x0;
+                            a0_9 += wc[10369] * x0;
+                            a0_10 += wc[11521] * x0;
+                            a0_11 += wc[12673] * x0;
+                            a0_12 += wc[13825] * x0;
+                            a0_13 += wc[14977] * x0;
+                            a0_14 += wc[16129] * x0;
+                            a0_15 += wc[17281] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 - 224 + 0);
+                            a0_0 += wc[2] * x0;
+                            a0_1 += wc[1154] * x0;
+                            a0_2 += wc[2306] * x0;
+                            a0_3 += wc[3458] * x0;
+                            a0_4 += wc[4610] * x0;
+                            a0_5 += wc[5762] * x0;
+                            a0_6 += wc[6914] * x0;
+                            a0_7 += wc[8066] * x0;
+                            a0_8 += wc[9218] * x0;
+                            a0_9 += wc[10370] * x0;
+                            a0_10 += wc[11522] * x0;
+                            a0_11 += wc[12674] * x0;
+                            a0_12 += wc[13826] * x0;
+                            a0_13 += wc[14978] * x0;
+                            a0_14 += wc[16130] * x0;
+                            a0_15 += wc[17282] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 0);
+                            a0_0 += wc[4] * x0;
+                            a0_1 += wc[1156] * x0;
+                            a0_2 += wc[2308] * x0;
+                            a0_3 += wc[3460] * x0;
+                            a0_4 += wc[4612] * x0;
+                            a0_5 += wc[5764] * x0;
+                            a0_6 += wc[6916] * x0;
+                            a0_7 += wc[8068] * x0;
+                            a0_8 += wc[9220] * x0;
+                            a0_9 += wc[10372] * x0;
+                            a0_10 += wc[11524] * x0;
+                            a0_11 += wc[12676] * x0;
+                            a0_12 += wc[13828] * x0;
+                            a0_13 += wc[14980] * x0;
+                            a0_14 += wc[16132] * x0;
+                            a0_15 += wc[17284] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 32 + 0);
+                            a0_0 += wc[5] * x0;
+                            a0_1 += wc[1157] * x0;
+                            a0_2 += wc[2309] * x0;
+                            a0_3 += wc[3461] * x0;
+                            a0_4 += wc[4613] * x0;
+                            a0_5 += wc[5765] * x0;
+                            a0_6 += wc[6917] * x0;
+                            a0_7 += wc[8069] * x0;
+                            a0_8 += wc[9221] * x0;
+                            a0_9 += wc[10373] * x0;
+                            a0_10 += wc[11525] * x0;
+                            a0_11 += wc[12677] * x0;
+                            a0_12 += wc[13829] * x0;
+                            a0_13 += wc[14981] * x0;
+                            a0_14 += wc[16133] * x0;
+                            a0_15 += wc[17285] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 256 + 0);
+                            a0_0 += wc[7] * x0;
+                            a0_1 += wc[1159] * x0;
+                            a0_2 += wc[2311] * x0;
+                            a0_3 += wc[3463] * x0;
+                            a0_4 += wc[4615] * x0;
+                            a0_5 += wc[5767] * x0;
+                            a0_6 += wc[6919] * x0;
+                            a0_7 += wc[8071] * x0;
+                            a0_8 += wc[9223] * x0;
+                            a0_9 += wc[10375] * x0;
+                            a0_10 += wc[11527] * x0;
+                            a0_11 += wc[12679] * x0;
+                            a0_12 += wc[13831] * x0;
+                            a0_13 += wc[14983] * x0;
+                            a0_14 += wc[16135] * x0;
+                            a0_15 += wc[17287] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 288 + 0);
+                            a0_0 += wc[8] * x0;
+                            a0_1 += wc[1160] * x0;
+                            a0_2 += wc[2312] * x0;
+                            a0_3 += wc[3464] * x0;
+                            a0_4 += wc[4616] * x0;
+                            a0_5 += wc[5768] * x0;
+                            a0_6 += wc[6920] * x0;
+                            a0_7 += wc[8072] * x0;
+                            a0_8 += wc[9224] * x0;
+                            a0_9 += wc[10376] * x0;
+                            a0_10 += wc[11528] * x0;
+                            a0_11 += wc[12680] * x0;
+                            a0_12 += wc[13832] * x0;
+                            a0_13 += wc[14984] * x0;
+                            a0_14 += wc[16136] * x0;
+                            a0_15 += wc[17288] * x0;
                         }
                     }
+                    VSTORE(yb + oy*256, vrelu(a0_0));
+                    VSTORE(yb + oy*256 + 2048, vrelu(a0_1));
+                    VSTORE(yb + oy*256 + 4096, vrelu(a0_2));
+                    VSTORE(yb + oy*256 + 6144, vrelu(a0_3));
+                    VSTORE(yb + oy*256 + 8192, vrelu(a0_4));
+                    VSTORE(yb + oy*256 + 10240, vrelu(a0_5));
+                    VSTORE(yb + oy*256 + 12288, vrelu(a0_6));
+                    VSTORE(yb + oy*256 + 14336, vrelu(a0_7));
+                    VSTORE(yb + oy*256 + 16384, vrelu(a0_8));
+                    VSTORE(yb + oy*256 + 18432, vrelu(a0_9));
+                    VSTORE(yb + oy*256 + 20480, vrelu(a0_10));
+                    VSTORE(yb + oy*256 + 22528, vrelu(a0_11));
+                    VSTORE(yb + oy*256 + 24576, vrelu(a0_12));
+                    VSTORE(yb + oy*256 + 26624, vrelu(a0_13));
+                    VSTORE(yb + oy*256 + 28672, vrelu(a0_14));
+                    VSTORE(yb + oy*256 + 30720, vrelu(a0_15));
                 }
             }
-            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352));
-                        const cg_v d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* rows 1..6, cols 1..6: every tap */
+            for (int oy = 1; oy < 7; oy++) {
+                for (int ox = 1; ox < 7; ox++) {
+                    cg_v a0_0 = vsplat(bias[cb*16]);
+                    cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                    cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                    cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                    cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                    cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                    cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                    cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                    cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                    cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                    cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                    cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                    cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                    cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                    cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                    cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                    for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xc = xg + ci*2048;
+                        const float *restrict wc = wb + ci*9;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 288 + 0);
+                            a0_0 += wc[0] * x0;
+                            a0_1 += wc[1152] * x0;
+                            a0_2 += wc[2304] * x0;
+                            a0_3 += wc[3456] * x0;
+                            a0_4 += wc[4608] * x0;
+                            a0_5 += wc[5760] * x0;
+                            a0_6 += wc[6912] * x0;
+                            a0_7 += wc[8064] * x0;
+                            a0_8 += wc[9216] * x0;
+                            a0_9 += wc[10368] * x0;
+                            a0_10 += wc[11520] * x0;
+                            a0_11 += wc[12672] * x0;
+                            a0_12 += wc[13824] * x0;
+                            a0_13 += wc[14976] * x0;
+                            a0_14 += wc[16128] * x0;
+                            a0_15 += wc[17280] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 294912)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 256 + 0);
+                            a0_0 += wc[1] * x0;
+                            a0_1 += wc[1153] * x0;
+                            a0_2 += wc[2305] * x0;
+                            a0_3 += wc[3457] * x0;
+                            a0_4 += wc[4609] * x0;
+                            a0_5 += wc[5761] * x0;
+                            a0_6 += wc[6913] * x0;
+                            a0_7 += wc[8065] * x0;
+                            a0_8 += wc[9217] * x0;
+                            a0_9 += wc[10369] * x0;
+                            a0_10 += wc[11521] * x0;
+                            a0_11 += wc[12673] * x0;
+                            a0_12 += wc[13825] * x0;
+                            a0_13 += wc[14977] * x0;
+                            a0_14 += wc[16129] * x0;
+                            a0_15 += wc[17281] * x0;
                         }
-                    }
-                }
-            }
-            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512));
-                        const cg_v d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800));
-                        const cg_v d32 = VLOAD(xc + (xo + 832));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 224 + 0);
+                            a0_0 += wc[2] * x0;
+                            a0_1 += wc[1154] * x0;
+                            a0_2 += wc[2306] * x0;
+                            a0_3 += wc[3458] * x0;
+                            a0_4 += wc[4610] * x0;
+                            a0_5 += wc[5762] * x0;
+                            a0_6 += wc[6914] * x0;
+                            a0_7 += wc[8066] * x0;
+                            a0_8 += wc[9218] * x0;
+                            a0_9 += wc[10370] * x0;
+                            a0_10 += wc[11522] * x0;
+                            a0_11 += wc[12674] * x0;
+                            a0_12 += wc[13826] * x0;
+                            a0_13 += wc[14978] * x0;
+                            a0_14 += wc[16130] * x0;
+                            a0_15 += wc[17282] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 294912)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 32 + 0);
+                            a0_0 += wc[3] * x0;
+                            a0_1 += wc[1155] * x0;
+                            a0_2 += wc[2307] * x0;
+                            a0_3 += wc[3459] * x0;
+                            a0_4 += wc[4611] * x0;
+                            a0_5 += wc[5763] * x0;
+                            a0_6 += wc[6915] * x0;
+                            a0_7 += wc[8067] * x0;
+                            a0_8 += wc[9219] * x0;
+                            a0_9 += wc[10371] * x0;
+                            a0_10 += wc[11523] * x0;
+                            a0_11 += wc[12675] * x0;
+                            a0_12 += wc[13827] * x0;
+                            a0_13 += wc[14979] * x0;
+                            a0_14 += wc[16131] * x0;
+                            a0_15 += wc[17283] * x0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 1..2: input rows all inside */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 1; ty < 3; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288));
-                        const cg_v d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576));
-                        const cg_v d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 0);
+                            a0_0 += wc[4] * x0;
+                            a0_1 += wc[1156] * x0;
+                            a0_2 += wc[2308] * x0;
+                            a0_3 += wc[3460] * x0;
+                            a0_4 += wc[4612] * x0;
+                            a0_5 += wc[5764] * x0;
+                            a0_6 += wc[6916] * x0;
+                            a0_7 += wc[8068] * x0;
+                            a0_8 += wc[9220] * x0;
+                            a0_9 += wc[10372] * x0;
+                            a0_10 += wc[11524] * x0;
+                            a0_11 += wc[12676] * x0;
+                            a0_12 += wc[13828] * x0;
+                            a0_13 += wc[14980] * x0;
+                            a0_14 += wc[16132] * x0;
+                            a0_15 += wc[17284] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 294912)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 32 + 0);
+                            a0_0 += wc[5] * x0;
+                            a0_1 += wc[1157] * x0;
+                            a0_2 += wc[2309] * x0;
+                            a0_3 += wc[3461] * x0;
+                            a0_4 += wc[4613] * x0;
+                            a0_5 += wc[5765] * x0;
+                            a0_6 += wc[6917] * x0;
+                            a0_7 += wc[8069] * x0;
+                            a0_8 += wc[9221] * x0;
+                            a0_9 += wc[10373] * x0;
+                            a0_10 += wc[11525] * x0;
+                            a0_11 += wc[12677] * x0;
+                            a0_12 += wc[13829] * x0;
+                            a0_13 += wc[14981] * x0;
+                            a0_14 += wc[16133] * x0;
+                            a0_15 += wc[17285] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 224 + 0);
+                            a0_0 += wc[6] * x0;
+                            a0_1 += wc[1158] * x0;
+                            a0_2 += wc[2310] * x0;
+                            a0_3 += wc[3462] * x0;
+                            a0_4 += wc[4614] * x0;
+                            a0_5 += wc[5766] * x0;
+                            a0_6 += wc[6918] * x0;
+                            a0_7 += wc[8070] * x0;
+                            a0_8 += wc[9222] * x0;
+                            a0_9 += wc[10374] * x0;
+                            a0_10 += wc[11526] * x0;
+                            a0_11 += wc[12678] * x0;
+                            a0_12 += wc[13830] * x0;
+                            a0_13 += wc[14982] * x0;
+                            a0_14 += wc[16134] * x0;
+                            a0_15 += wc[17286] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 256 + 0);
+                            a0_0 += wc[7] * x0;
+                            a0_1 += wc[1159] * x0;
+                            a0_2 += wc[2311] * x0;
+                            a0_3 += wc[3463] * x0;
+                            a0_4 += wc[4615] * x0;
+                            a0_5 += wc[5767] * x0;
+                            a0_6 += wc[6919] * x0;
+                            a0_7 += wc[8071] * x0;
+                            a0_8 += wc[9223] * x0;
+                            a0_9 += wc[10375] * x0;
+                            a0_10 += wc[11527] * x0;
+                            a0_11 += wc[12679] * x0;
+                            a0_12 += wc[13831] * x0;
+                            a0_13 += wc[14983] * x0;
+                            a0_14 += wc[16135] * x0;
+                            a0_15 += wc[17287] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 288 + 0);
+                            a0_0 += wc[8] * x0;
+                            a0_1 += wc[1160] * x0;
+                            a0_2 += wc[2312] * x0;
+                            a0_3 += wc[3464] * x0;
+                            a0_4 += wc[4616] * x0;
+                            a0_5 += wc[5768] * x0;
+                            a0_6 += wc[6920] * x0;
+                            a0_7 += wc[8072] * x0;
+                            a0_8 += wc[9224] * x0;
+                            a0_9 += wc[10376] * x0;
+                            a0_10 += wc[11528] * x0;
+                            a0_11 += wc[12680] * x0;
+                            a0_12 += wc[13832] * x0;
+                            a0_13 += wc[14984] * x0;
+                            a0_14 += wc[16136] * x0;
+                            a0_15 += wc[17288] * x0;
                         }
                     }
-                }
-            }
-            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352));
-                        const cg_v d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 294912)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
-                        }
-                    }
+                    VSTORE(yb + oy*256 + ox*32, vrelu(a0_0));
+                    VSTORE(yb + oy*256 + ox*32 + 2048, vrelu(a0_1));
+                    VSTORE(yb + oy*256 + ox*32 + 4096, vrelu(a0_2));
+                    VSTORE(yb + oy*256 + ox*32 + 6144, vrelu(a0_3));
+                    VSTORE(yb + oy*256 + ox*32 + 8192, vrelu(a0_4));
+                    VSTORE(yb + oy*256 + ox*32 + 10240, vrelu(a0_5));
+                    VSTORE(yb + oy*256 + ox*32 + 12288, vrelu(a0_6));
+                    VSTORE(yb + oy*256 + ox*32 + 14336, vrelu(a0_7));
+                    VSTORE(yb + oy*256 + ox*32 + 16384, vrelu(a0_8));
+                    VSTORE(yb + oy*256 + ox*32 + 18432, vrelu(a0_9));
+                    VSTORE(yb + oy*256 + ox*32 + 20480, vrelu(a0_10));
+                    VSTORE(yb + oy*256 + ox*32 + 22528, vrelu(a0_11));
+                    VSTORE(yb + oy*256 + ox*32 + 24576, vrelu(a0_12));
+                    VSTORE(yb + oy*256 + ox*32 + 26624, vrelu(a0_13));
+                    VSTORE(yb + oy*256 + ox*32 + 28672, vrelu(a0_14));
+                    VSTORE(yb + oy*256 + ox*32 + 30720, vrelu(a0_15));
                 }
             }
-            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256));
-                        const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544));
-                        const cg_v d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* rows 1..6, cols 7..7: 6 of 9 taps */
+            for (int oy = 1; oy < 7; oy++) {
+                {
+                    cg_v a0_0 = vsplat(bias[cb*16]);
+                    cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                    cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                    cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                    cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                    cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                    cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                    cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                    cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                    cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                    cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                    cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                    cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                    cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                    cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                    cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                    for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xc = xg + ci*2048;
+                        const float *restrict wc = wb + ci*9;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 - 64 + 0);
+                            a0_0 += wc[0] * x0;
+                            a0_1 += wc[1152] * x0;
+                            a0_2 += wc[2304] * x0;
+                            a0_3 += wc[3456] * x0;
+                            a0_4 += wc[4608] * x0;
+                            a0_5 += wc[5760] * x0;
+                            a0_6 += wc[6912] * x0;
+                            a0_7 += wc[8064] * x0;
+                            a0_8 += wc[9216] * x0;
+                            a0_9 += wc[10368] * x0;
+                            a0_10 += wc[11520] * x0;
+                            a0_11 += wc[12672] * x0;
+                            a0_12 += wc[13824] * x0;
+                            a0_13 += wc[14976] * x0;
+                            a0_14 += wc[16128] * x0;
+                            a0_15 += wc[17280] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 294912)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 - 32 + 0);
+                            a0_0 += wc[1] * x0;
+                            a0_1 += wc[1153] * x0;
+                            a0_2 += wc[2305] * x0;
+                            a0_3 += wc[3457] * x0;
+                            a0_4 += wc[4609] * x0;
+                            a0_5 += wc[5761] * x0;
+                            a0_6 += wc[6913] * x0;
+                            a0_7 += wc[8065] * x0;
+                            a0_8 += wc[9217] * x0;
+                            a0_9 += wc[10369] * x0;
+                            a0_10 += wc[11521] * x0;
+                            a0_11 += wc[12673] * x0;
+                            a0_12 += wc[13825] * x0;
+                            a0_13 += wc[14977] * x0;
+                            a0_14 += wc[16129] * x0;
+                            a0_15 += wc[17281] * x0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 3..3: input rows zeros at 3 */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 3; ty < 4; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288));
-                        const cg_v d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576));
-                        const cg_v d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 192 + 0);
+                            a0_0 += wc[3] * x0;
+                            a0_1 += wc[1155] * x0;
+                            a0_2 += wc[2307] * x0;
+                            a0_3 += wc[3459] * x0;
+                            a0_4 += wc[4611] * x0;
+                            a0_5 += wc[5763] * x0;
+                            a0_6 += wc[6915] * x0;
+                            a0_7 += wc[8067] * x0;
+                            a0_8 += wc[9219] * x0;
+                            a0_9 += wc[10371] * x0;
+                            a0_10 += wc[11523] * x0;
+                            a0_11 += wc[12675] * x0;
+                            a0_12 += wc[13827] * x0;
+                            a0_13 += wc[14979] * x0;
+                            a0_14 += wc[16131] * x0;
+                            a0_15 += wc[17283] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 294912)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 224 + 0);
+                            a0_0 += wc[4] * x0;
+                            a0_1 += wc[1156] * x0;
+                            a0_2 += wc[2308] * x0;
+                            a0_3 += wc[3460] * x0;
+                            a0_4 += wc[4612] * x0;
+                            a0_5 += wc[5764] * x0;
+                            a0_6 += wc[6916] * x0;
+                            a0_7 += wc[8068] * x0;
+                            a0_8 += wc[9220] * x0;
+                            a0_9 += wc[10372] * x0;
+                            a0_10 += wc[11524] * x0;
+                            a0_11 += wc[12676] * x0;
+                            a0_12 += wc[13828] * x0;
+                            a0_13 += wc[14980] * x0;
+                            a0_14 += wc[16132] * x0;
+                            a0_15 += wc[17284] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 448 + 0);
+                            a0_0 += wc[6] * x0;
+                            a0_1 += wc[1158] * x0;
+                            a0_2 += wc[2310] * x0;
+                            a0_3 += wc[3462] * x0;
+                            a0_4 += wc[4614] * x0;
+                            a0_5 += wc[5766] * x0;
+                            a0_6 += wc[6918] * x0;
+                            a0_7 += wc[8070] * x0;
+                            a0_8 += wc[9222] * x0;
+                            a0_9 += wc[10374] * x0;
+                            a0_10 += wc[11526] * x0;
+                            a0_11 += wc[12678] * x0;
+                            a0_12 += wc[13830] * x0;
+                            a0_13 += wc[14982] * x0;
+                            a0_14 += wc[16134] * x0;
+                            a0_15 += wc[17286] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 480 + 0);
+                            a0_0 += wc[7] * x0;
+                            a0_1 += wc[1159] * x0;
+                            a0_2 += wc[2311] * x0;
+                            a0_3 += wc[3463] * x0;
+                            a0_4 += wc[4615] * x0;
+                            a0_5 += wc[5767] * x0;
+                            a0_6 += wc[6919] * x0;
+                            a0_7 += wc[8071] * x0;
+                            a0_8 += wc[9223] * x0;
+                            a0_9 += wc[10375] * x0;
+                            a0_10 += wc[11527] * x0;
+                            a0_11 += wc[12679] * x0;
+                            a0_12 += wc[13831] * x0;
+                            a0_13 += wc[14983] * x0;
+                            a0_14 += wc[16135] * x0;
+                            a0_15 += wc[17287] * x0;
                         }
                     }
-                }
-            }
-            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352));
-                        const cg_v d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 294912)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
-                        }
-                    }
+                    VSTORE(yb + oy*256 + 224, vrelu(a0_0));
+                    VSTORE(yb + oy*256 + 2272, vrelu(a0_1));
+                    VSTORE(yb + oy*256 + 4320, vrelu(a0_2));
+                    VSTORE(yb + oy*256 + 6368, vrelu(a0_3));
+                    VSTORE(yb + oy*256 + 8416, vrelu(a0_4));
+                    VSTORE(yb + oy*256 + 10464, vrelu(a0_5));
+                    VSTORE(yb + oy*256 + 12512, vrelu(a0_6));
+                    VSTORE(yb + oy*256 + 14560, vrelu(a0_7));
+                    VSTORE(yb + oy*256 + 16608, vrelu(a0_8));
+                    VSTORE(yb + oy*256 + 18656, vrelu(a0_9));
+                    VSTORE(yb + oy*256 + 20704, vrelu(a0_10));
+                    VSTORE(yb + oy*256 + 22752, vrelu(a0_11));
+                    VSTORE(yb + oy*256 + 24800, vrelu(a0_12));
+                    VSTORE(yb + oy*256 + 26848, vrelu(a0_13));
+                    VSTORE(yb + oy*256 + 28896, vrelu(a0_14));
+                    VSTORE(yb + oy*256 + 30944, vrelu(a0_15));
                 }
             }
-            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+            {
+                cg_v a0_0 = vsplat(bias[cb*16]);
+                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256));
-                        const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544));
-                        const cg_v d22 = VLOAD(xc + (xo + 576));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                    const float *restrict xc = xg + ci*2048;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 1536 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[1153] * x0;
+                        a0_2 += wc[2305] * x0;
+                        a0_3 += wc[3457] * x0;
+                        a0_4 += wc[4609] * x0;
+                        a0_5 += wc[5761] * x0;
+                        a0_6 += wc[6913] * x0;
+                        a0_7 += wc[8065] * x0;
+                        a0_8 += wc[9217] * x0;
+                        a0_9 += wc[10369] * x0;
+                        a0_10 += wc[11521] * x0;
+                        a0_11 += wc[12673] * x0;
+                        a0_12 += wc[13825] * x0;
+                        a0_13 += wc[14977] * x0;
+                        a0_14 += wc[16129] * x0;
+                        a0_15 += wc[17281] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 1568 + 0);
+                        a0_0 += wc[2] * x0;
+                        a0_1 += wc[1154] * x0;
+                        a0_2 += wc[2306] * x0;
+                        a0_3 += wc[3458] * x0;
+                        a0_4 += wc[4610] * x0;
+                        a0_5 += wc[5762] * x0;
+                        a0_6 += wc[6914] * x0;
+                        a0_7 += wc[8066] * x0;
+                        a0_8 += wc[9218] * x0;
+                        a0_9 += wc[10370] * x0;
+                        a0_10 += wc[11522] * x0;
+                        a0_11 += wc[12674] * x0;
+                        a0_12 += wc[13826] * x0;
+                        a0_13 += wc[14978] * x0;
+                        a0_14 += wc[16130] * x0;
+                        a0_15 += wc[17282] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 1792 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[1156] * x0;
+                        a0_2 += wc[2308] * x0;
+                        a0_3 += wc[3460] * x0;
+                        a0_4 += wc[4612] * x0;
+                        a0_5 += wc[5764] * x0;
+                        a0_6 += wc[6916] * x0;
+                        a0_7 += wc[8068] * x0;
+                        a0_8 += wc[9220] * x0;
+                        a0_9 += wc[10372] * x0;
+                        a0_10 += wc[11524] * x0;
+                        a0_11 += wc[12676] * x0;
+                        a0_12 += wc[13828] * x0;
+                        a0_13 += wc[14980] * x0;
+                        a0_14 += wc[16132] * x0;
+                        a0_15 += wc[17284] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 1824 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[1157] * x0;
+                        a0_2 += wc[2309] * x0;
+                        a0_3 += wc[3461] * x0;
+                        a0_4 += wc[4613] * x0;
+                        a0_5 += wc[5765] * x0;
+                        a0_6 += wc[6917] * x0;
+                        a0_7 += wc[8069] * x0;
+                        a0_8 += wc[9221] * x0;
+                        a0_9 += wc[10373] * x0;
+                        a0_10 += wc[11525] * x0;
+                        a0_11 += wc[12677] * x0;
+                        a0_12 += wc[13829] * x0;
+                        a0_13 += wc[14981] * x0;
+                        a0_14 += wc[16133] * x0;
+                        a0_15 += wc[17285] * x0;
                     }
                 }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(yb + 1792, vrelu(a0_0));
+                VSTORE(yb + 3840, vrelu(a0_1));
+                VSTORE(yb + 5888, vrelu(a0_2));
+                VSTORE(yb + 7936, vrelu(a0_3));
+                VSTORE(yb + 9984, vrelu(a0_4));
+                VSTORE(yb + 12032, vrelu(a0_5));
+                VSTORE(yb + 14080, vrelu(a0_6));
+                VSTORE(yb + 16128, vrelu(a0_7));
+                VSTORE(yb + 18176, vrelu(a0_8));
+                VSTORE(yb + 20224, vrelu(a0_9));
+                VSTORE(yb + 22272, vrelu(a0_10));
+                VSTORE(yb + 24320, vrelu(a0_11));
+                VSTORE(yb + 26368, vrelu(a0_12));
+                VSTORE(yb + 28416, vrelu(a0_13));
+                VSTORE(yb + 30464, vrelu(a0_14));
+                VSTORE(yb + 32512, vrelu(a0_15));
+            }
+            /* rows 7..7, cols 1..6: 6 of 9 taps */
+            for (int ox = 1; ox < 7; ox++) {
+                cg_v a0_0 = vsplat(bias[cb*16]);
+                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                for (int ci = 0; ci < 128; ci++) {
+                    const float *restrict xc = xg + ci*2048;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 1504 + 0);
+                        a0_0 += wc[0] * x0;
+                        a0_1 += wc[1152] * x0;
+                        a0_2 += wc[2304] * x0;
+                        a0_3 += wc[3456] * x0;
+                        a0_4 += wc[4608] * x0;
+                        a0_5 += wc[5760] * x0;
+                        a0_6 += wc[6912] * x0;
+                        a0_7 += wc[8064] * x0;
+                        a0_8 += wc[9216] * x0;
+                        a0_9 += wc[10368] * x0;
+                        a0_10 += wc[11520] * x0;
+                        a0_11 += wc[12672] * x0;
+                        a0_12 += wc[13824] * x0;
+                        a0_13 += wc[14976] * x0;
+                        a0_14 += wc[16128] * x0;
+                        a0_15 += wc[17280] * x0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 294912)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
-                        }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 1536 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[1153] * x0;
+                        a0_2 += wc[2305] * x0;
+                        a0_3 += wc[3457] * x0;
+                        a0_4 += wc[4609] * x0;
+                        a0_5 += wc[5761] * x0;
+                        a0_6 += wc[6913] * x0;
+                        a0_7 += wc[8065] * x0;
+                        a0_8 += wc[9217] * x0;
+                        a0_9 += wc[10369] * x0;
+                        a0_10 += wc[11521] * x0;
+                        a0_11 += wc[12673] * x0;
+                        a0_12 += wc[13825] * x0;
+                        a0_13 += wc[14977] * x0;
+                        a0_14 += wc[16129] * x0;
+                        a0_15 += wc[17281] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 1568 + 0);
+                        a0_0 += wc[2] * x0;
+                        a0_1 += wc[1154] * x0;
+                        a0_2 += wc[2306] * x0;
+                        a0_3 += wc[3458] * x0;
+                        a0_4 += wc[4610] * x0;
+                        a0_5 += wc[5762] * x0;
+                        a0_6 += wc[6914] * x0;
+                        a0_7 += wc[8066] * x0;
+                        a0_8 += wc[9218] * x0;
+                        a0_9 += wc[10370] * x0;
+                        a0_10 += wc[11522] * x0;
+                        a0_11 += wc[12674] * x0;
+                        a0_12 += wc[13826] * x0;
+                        a0_13 += wc[14978] * x0;
+                        a0_14 += wc[16130] * x0;
+                        a0_15 += wc[17282] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 1760 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[1155] * x0;
+                        a0_2 += wc[2307] * x0;
+                        a0_3 += wc[3459] * x0;
+                        a0_4 += wc[4611] * x0;
+                        a0_5 += wc[5763] * x0;
+                        a0_6 += wc[6915] * x0;
+                        a0_7 += wc[8067] * x0;
+                        a0_8 += wc[9219] * x0;
+                        a0_9 += wc[10371] * x0;
+                        a0_10 += wc[11523] * x0;
+                        a0_11 += wc[12675] * x0;
+                        a0_12 += wc[13827] * x0;
+                        a0_13 += wc[14979] * x0;
+                        a0_14 += wc[16131] * x0;
+                        a0_15 += wc[17283] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 1792 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[1156] * x0;
+                        a0_2 += wc[2308] * x0;
+                        a0_3 += wc[3460] * x0;
+                        a0_4 += wc[4612] * x0;
+                        a0_5 += wc[5764] * x0;
+                        a0_6 += wc[6916] * x0;
+                        a0_7 += wc[8068] * x0;
+                        a0_8 += wc[9220] * x0;
+                        a0_9 += wc[10372] * x0;
+                        a0_10 += wc[11524] * x0;
+                        a0_11 += wc[12676] * x0;
+                        a0_12 += wc[13828] * x0;
+                        a0_13 += wc[14980] * x0;
+                        a0_14 += wc[16132] * x0;
+                        a0_15 += wc[17284] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 1824 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[1157] * x0;
+                        a0_2 += wc[2309] * x0;
+                        a0_3 += wc[3461] * x0;
+                        a0_4 += wc[4613] * x0;
+                        a0_5 += wc[5765] * x0;
+                        a0_6 += wc[6917] * x0;
+                        a0_7 += wc[8069] * x0;
+                        a0_8 += wc[9221] * x0;
+                        a0_9 += wc[10373] * x0;
+                        a0_10 += wc[11525] * x0;
+                        a0_11 += wc[12677] * x0;
+                        a0_12 += wc[13829] * x0;
+                        a0_13 += wc[14981] * x0;
+                        a0_14 += wc[16133] * x0;
+                        a0_15 += wc[17285] * x0;
                     }
                 }
+                VSTORE(yb + ox*32 + 1792, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 3840, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 5888, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 7936, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 9984, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 12032, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 14080, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 16128, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 18176, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 20224, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 22272, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 24320, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 26368, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 28416, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 30464, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 32512, vrelu(a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(bias[cb*16]);
+                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                for (int ci = 0; ci < 128; ci++) {
+                    const float *restrict xc = xg + ci*2048;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 1728 + 0);
+                        a0_0 += wc[0] * x0;
+                        a0_1 += wc[1152] * x0;
+                        a0_2 += wc[2304] * x0;
+                        a0_3 += wc[3456] * x0;
+                        a0_4 += wc[4608] * x0;
+                        a0_5 += wc[5760] * x0;
+                        a0_6 += wc[6912] * x0;
+                        a0_7 += wc[8064] * x0;
+                        a0_8 += wc[9216] * x0;
+                        a0_9 += wc[10368] * x0;
+                        a0_10 += wc[11520] * x0;
+                        a0_11 += wc[12672] * x0;
+                        a0_12 += wc[13824] * x0;
+                        a0_13 += wc[14976] * x0;
+                        a0_14 += wc[16128] * x0;
+                        a0_15 += wc[17280] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 1760 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[1153] * x0;
+                        a0_2 += wc[2305] * x0;
+                        a0_3 += wc[3457] * x0;
+                        a0_4 += wc[4609] * x0;
+                        a0_5 += wc[5761] * x0;
+                        a0_6 += wc[6913] * x0;
+                        a0_7 += wc[8065] * x0;
+                        a0_8 += wc[9217] * x0;
+                        a0_9 += wc[10369] * x0;
+                        a0_10 += wc[11521] * x0;
+                        a0_11 += wc[12673] * x0;
+                        a0_12 += wc[13825] * x0;
+                        a0_13 += wc[14977] * x0;
+                        a0_14 += wc[16129] * x0;
+                        a0_15 += wc[17281] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 1984 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[1155] * x0;
+                        a0_2 += wc[2307] * x0;
+                        a0_3 += wc[3459] * x0;
+                        a0_4 += wc[4611] * x0;
+                        a0_5 += wc[5763] * x0;
+                        a0_6 += wc[6915] * x0;
+                        a0_7 += wc[8067] * x0;
+                        a0_8 += wc[9219] * x0;
+                        a0_9 += wc[10371] * x0;
+                        a0_10 += wc[11523] * x0;
+                        a0_11 += wc[12675] * x0;
+                        a0_12 += wc[13827] * x0;
+                        a0_13 += wc[14979] * x0;
+                        a0_14 += wc[16131] * x0;
+                        a0_15 += wc[17283] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 2016 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[1156] * x0;
+                        a0_2 += wc[2308] * x0;
+                        a0_3 += wc[3460] * x0;
+                        a0_4 += wc[4612] * x0;
+                        a0_5 += wc[5764] * x0;
+                        a0_6 += wc[6916] * x0;
+                        a0_7 += wc[8068] * x0;
+                        a0_8 += wc[9220] * x0;
+                        a0_9 += wc[10372] * x0;
+                        a0_10 += wc[11524] * x0;
+                        a0_11 += wc[12676] * x0;
+                        a0_12 += wc[13828] * x0;
+                        a0_13 += wc[14980] * x0;
+                        a0_14 += wc[16132] * x0;
+                        a0_15 += wc[17284] * x0;
+                    }
+                }
+                VSTORE(yb + 2016, vrelu(a0_0));
+                VSTORE(yb + 4064, vrelu(a0_1));
+                VSTORE(yb + 6112, vrelu(a0_2));
+                VSTORE(yb + 8160, vrelu(a0_3));
+                VSTORE(yb + 10208, vrelu(a0_4));
+                VSTORE(yb + 12256, vrelu(a0_5));
+                VSTORE(yb + 14304, vrelu(a0_6));
+                VSTORE(yb + 16352, vrelu(a0_7));
+                VSTORE(yb + 18400, vrelu(a0_8));
+                VSTORE(yb + 20448, vrelu(a0_9));
+                VSTORE(yb + 22496, vrelu(a0_10));
+                VSTORE(yb + 24544, vrelu(a0_11));
+                VSTORE(yb + 26592, vrelu(a0_12));
+                VSTORE(yb + 28640, vrelu(a0_13));
+                VSTORE(yb + 30688, vrelu(a0_14));
+                VSTORE(yb + 32736, vrelu(a0_15));
             }
         }
     }
@@ -7048,638 +7701,1299 @@ static void l10_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
+static void l10_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     /* x [128x8x8][lanes], y [256x8x8][lanes] */
-    float *restrict U = S; /* [16][256][128]: G g G^T per channel pair */
-    for (int co = 0; co < 128; co++) {
-        for (int ci = 0; ci < 256; ci++) {
-            const float g0 = P[ci * 1152 + co * 9 + 8], g1 = P[ci * 1152 + co * 9 + 7], g2 = P[ci * 1152 + co * 9 + 6], g3 = P[ci * 1152 + co * 9 + 5], g4 = P[ci * 1152 + co * 9 + 4], g5 = P[ci * 1152 + co * 9 + 3], g6 = P[ci * 1152 + co * 9 + 2], g7 = P[ci * 1152 + co * 9 + 1], g8 = P[ci * 1152 + co * 9 + 0];
-            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
-            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
-            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
-            float *restrict u = U + ci * 128 + co;
-            u[0] = t00; u[32768] = 0.5f * (t00 + t01 + t02); u[65536] = 0.5f * (t00 - t01 + t02); u[98304] = t02;
-            u[131072] = t10; u[163840] = 0.5f * (t10 + t11 + t12); u[196608] = 0.5f * (t10 - t11 + t12); u[229376] = t12;
-            u[262144] = t20; u[294912] = 0.5f * (t20 + t21 + t22); u[327680] = 0.5f * (t20 - t21 + t22); u[360448] = t22;
-            u[393216] = t30; u[425984] = 0.5f * (t30 + t31 + t32); u[458752] = 0.5f * (t30 - t31 + t32); u[491520] = t32;
-        }
-    }
-    /* tile rows 0..0: input rows zeros at 0 */
+    const float *restrict w = P;
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544));
-                        const cg_v d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
-                        const cg_v d33 = VLOAD(xc + (xo + 864));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 8; cib++) {
+            float *restrict dxb = dx + cib*32768 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*144;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*2048;
+                    const float *restrict wc = wg + co*1152;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 288 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 256 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(dxb + 0, a0_0);
+                VSTORE(dxb + 2048, a0_1);
+                VSTORE(dxb + 4096, a0_2);
+                VSTORE(dxb + 6144, a0_3);
+                VSTORE(dxb + 8192, a0_4);
+                VSTORE(dxb + 10240, a0_5);
+                VSTORE(dxb + 12288, a0_6);
+                VSTORE(dxb + 14336, a0_7);
+                VSTORE(dxb + 16384, a0_8);
+                VSTORE(dxb + 18432, a0_9);
+                VSTORE(dxb + 20480, a0_10);
+                VSTORE(dxb + 22528, a0_11);
+                VSTORE(dxb + 24576, a0_12);
+                VSTORE(dxb + 26624, a0_13);
+                VSTORE(dxb + 28672, a0_14);
+                VSTORE(dxb + 30720, a0_15);
+            }
+            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..6): 6 taps */
+            for (int tx = 1; tx < 7; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*2048;
+                    const float *restrict wc = wg + co*1152;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 288 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 256, y10);
-                            VSTORE(dx + o + 288, y11);
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 256 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 224 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*32, a0_0);
+                VSTORE(dxb + tx*32 + 2048, a0_1);
+                VSTORE(dxb + tx*32 + 4096, a0_2);
+                VSTORE(dxb + tx*32 + 6144, a0_3);
+                VSTORE(dxb + tx*32 + 8192, a0_4);
+                VSTORE(dxb + tx*32 + 10240, a0_5);
+                VSTORE(dxb + tx*32 + 12288, a0_6);
+                VSTORE(dxb + tx*32 + 14336, a0_7);
+                VSTORE(dxb + tx*32 + 16384, a0_8);
+                VSTORE(dxb + tx*32 + 18432, a0_9);
+                VSTORE(dxb + tx*32 + 20480, a0_10);
+                VSTORE(dxb + tx*32 + 22528, a0_11);
+                VSTORE(dxb + tx*32 + 24576, a0_12);
+                VSTORE(dxb + tx*32 + 26624, a0_13);
+                VSTORE(dxb + tx*32 + 28672, a0_14);
+                VSTORE(dxb + tx*32 + 30720, a0_15);
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*2048;
+                    const float *restrict wc = wg + co*1152;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 480 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 448 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 224 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 192 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + 224, a0_0);
+                VSTORE(dxb + 2272, a0_1);
+                VSTORE(dxb + 4320, a0_2);
+                VSTORE(dxb + 6368, a0_3);
+                VSTORE(dxb + 8416, a0_4);
+                VSTORE(dxb + 10464, a0_5);
+                VSTORE(dxb + 12512, a0_6);
+                VSTORE(dxb + 14560, a0_7);
+                VSTORE(dxb + 16608, a0_8);
+                VSTORE(dxb + 18656, a0_9);
+                VSTORE(dxb + 20704, a0_10);
+                VSTORE(dxb + 22752, a0_11);
+                VSTORE(dxb + 24800, a0_12);
+                VSTORE(dxb + 26848, a0_13);
+                VSTORE(dxb + 28896, a0_14);
+                VSTORE(dxb + 30944, a0_15);
+            }
+            /* inputs rows 0+1*t (t=1..6), cols 0+1*t (t=0..0): 6 taps */
+            for (int ty = 1; ty < 7; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*2048;
+                        const float *restrict wc = wg + co*1152;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 288 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 256 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 - 224 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 - 256 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
                         }
                     }
+                    VSTORE(dxb + ty*256, a0_0);
+                    VSTORE(dxb + ty*256 + 2048, a0_1);
+                    VSTORE(dxb + ty*256 + 4096, a0_2);
+                    VSTORE(dxb + ty*256 + 6144, a0_3);
+                    VSTORE(dxb + ty*256 + 8192, a0_4);
+                    VSTORE(dxb + ty*256 + 10240, a0_5);
+                    VSTORE(dxb + ty*256 + 12288, a0_6);
+                    VSTORE(dxb + ty*256 + 14336, a0_7);
+                    VSTORE(dxb + ty*256 + 16384, a0_8);
+                    VSTORE(dxb + ty*256 + 18432, a0_9);
+                    VSTORE(dxb + ty*256 + 20480, a0_10);
+                    VSTORE(dxb + ty*256 + 22528, a0_11);
+                    VSTORE(dxb + ty*256 + 24576, a0_12);
+                    VSTORE(dxb + ty*256 + 26624, a0_13);
+                    VSTORE(dxb + ty*256 + 28672, a0_14);
+                    VSTORE(dxb + ty*256 + 30720, a0_15);
                 }
             }
-            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352));
-                        const cg_v d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* inputs rows 0+1*t (t=1..6), cols 0+1*t (t=1..6): 9 taps */
+            for (int ty = 1; ty < 7; ty++) {
+                for (int tx = 1; tx < 7; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*2048;
+                        const float *restrict wc = wg + co*1152;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 288 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 256, y10);
-                            VSTORE(dx + o + 288, y11);
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 256 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
                         }
-                    }
-                }
-            }
-            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512));
-                        const cg_v d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800));
-                        const cg_v d32 = VLOAD(xc + (xo + 832));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 224 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 256, y10);
-                            VSTORE(dx + o + 288, y11);
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 1..2: input rows all inside */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 1; ty < 3; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288));
-                        const cg_v d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576));
-                        const cg_v d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 256, y10);
-                            VSTORE(dx + o + 288, y11);
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 - 32 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 - 224 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 - 256 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 - 288 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
                         }
                     }
-                }
-            }
-            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352));
-                        const cg_v d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 256, y10);
-                            VSTORE(dx + o + 288, y11);
-                        }
-                    }
+                    VSTORE(dxb + ty*256 + tx*32, a0_0);
+                    VSTORE(dxb + ty*256 + tx*32 + 2048, a0_1);
+                    VSTORE(dxb + ty*256 + tx*32 + 4096, a0_2);
+                    VSTORE(dxb + ty*256 + tx*32 + 6144, a0_3);
+                    VSTORE(dxb + ty*256 + tx*32 + 8192, a0_4);
+                    VSTORE(dxb + ty*256 + tx*32 + 10240, a0_5);
+                    VSTORE(dxb + ty*256 + tx*32 + 12288, a0_6);
+                    VSTORE(dxb + ty*256 + tx*32 + 14336, a0_7);
+                    VSTORE(dxb + ty*256 + tx*32 + 16384, a0_8);
+                    VSTORE(dxb + ty*256 + tx*32 + 18432, a0_9);
+                    VSTORE(dxb + ty*256 + tx*32 + 20480, a0_10);
+                    VSTORE(dxb + ty*256 + tx*32 + 22528, a0_11);
+                    VSTORE(dxb + ty*256 + tx*32 + 24576, a0_12);
+                    VSTORE(dxb + ty*256 + tx*32 + 26624, a0_13);
+                    VSTORE(dxb + ty*256 + tx*32 + 28672, a0_14);
+                    VSTORE(dxb + ty*256 + tx*32 + 30720, a0_15);
                 }
             }
-            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256));
-                        const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544));
-                        const cg_v d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* inputs rows 0+1*t (t=1..6), cols 0+1*t (t=7..7): 6 taps */
+            for (int ty = 1; ty < 7; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*2048;
+                        const float *restrict wc = wg + co*1152;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 480 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 256, y10);
-                            VSTORE(dx + o + 288, y11);
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 448 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 3..3: input rows zeros at 3 */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 3; ty < 4; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288));
-                        const cg_v d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576));
-                        const cg_v d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 224 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 256, y10);
-                            VSTORE(dx + o + 288, y11);
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 192 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
                         }
-                    }
-                }
-            }
-            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352));
-                        const cg_v d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 - 32 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 256, y10);
-                            VSTORE(dx + o + 288, y11);
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 - 64 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
                         }
                     }
+                    VSTORE(dxb + ty*256 + 224, a0_0);
+                    VSTORE(dxb + ty*256 + 2272, a0_1);
+                    VSTORE(dxb + ty*256 + 4320, a0_2);
+                    VSTORE(dxb + ty*256 + 6368, a0_3);
+                    VSTORE(dxb + ty*256 + 8416, a0_4);
+                    VSTORE(dxb + ty*256 + 10464, a0_5);
+                    VSTORE(dxb + ty*256 + 12512, a0_6);
+                    VSTORE(dxb + ty*256 + 14560, a0_7);
+                    VSTORE(dxb + ty*256 + 16608, a0_8);
+                    VSTORE(dxb + ty*256 + 18656, a0_9);
+                    VSTORE(dxb + ty*256 + 20704, a0_10);
+                    VSTORE(dxb + ty*256 + 22752, a0_11);
+                    VSTORE(dxb + ty*256 + 24800, a0_12);
+                    VSTORE(dxb + ty*256 + 26848, a0_13);
+                    VSTORE(dxb + ty*256 + 28896, a0_14);
+                    VSTORE(dxb + ty*256 + 30944, a0_15);
                 }
             }
-            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256));
-                        const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544));
-                        const cg_v d22 = VLOAD(xc + (xo + 576));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*2048;
+                    const float *restrict wc = wg + co*1152;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1824 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1792 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1568 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1536 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(dxb + 1792, a0_0);
+                VSTORE(dxb + 3840, a0_1);
+                VSTORE(dxb + 5888, a0_2);
+                VSTORE(dxb + 7936, a0_3);
+                VSTORE(dxb + 9984, a0_4);
+                VSTORE(dxb + 12032, a0_5);
+                VSTORE(dxb + 14080, a0_6);
+                VSTORE(dxb + 16128, a0_7);
+                VSTORE(dxb + 18176, a0_8);
+                VSTORE(dxb + 20224, a0_9);
+                VSTORE(dxb + 22272, a0_10);
+                VSTORE(dxb + 24320, a0_11);
+                VSTORE(dxb + 26368, a0_12);
+                VSTORE(dxb + 28416, a0_13);
+                VSTORE(dxb + 30464, a0_14);
+                VSTORE(dxb + 32512, a0_15);
+            }
+            /* inputs rows 0+1*t (t=7..7), cols 0+1*t (t=1..6): 6 taps */
+            for (int tx = 1; tx < 7; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*2048;
+                    const float *restrict wc = wg + co*1152;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1824 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 256, y10);
-                            VSTORE(dx + o + 288, y11);
-                        }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1792 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1760 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1568 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1536 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1504 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
                     }
                 }
+                VSTORE(dxb + tx*32 + 1792, a0_0);
+                VSTORE(dxb + tx*32 + 3840, a0_1);
+                VSTORE(dxb + tx*32 + 5888, a0_2);
+                VSTORE(dxb + tx*32 + 7936, a0_3);
+                VSTORE(dxb + tx*32 + 9984, a0_4);
+                VSTORE(dxb + tx*32 + 12032, a0_5);
+                VSTORE(dxb + tx*32 + 14080, a0_6);
+                VSTORE(dxb + tx*32 + 16128, a0_7);
+                VSTORE(dxb + tx*32 + 18176, a0_8);
+                VSTORE(dxb + tx*32 + 20224, a0_9);
+                VSTORE(dxb + tx*32 + 22272, a0_10);
+                VSTORE(dxb + tx*32 + 24320, a0_11);
+                VSTORE(dxb + tx*32 + 26368, a0_12);
+                VSTORE(dxb + tx*32 + 28416, a0_13);
+                VSTORE(dxb + tx*32 + 30464, a0_14);
+                VSTORE(dxb + tx*32 + 32512, a0_15);
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*2048;
+                    const float *restrict wc = wg + co*1152;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 2016 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1984 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1760 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1728 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + 2016, a0_0);
+                VSTORE(dxb + 4064, a0_1);
+                VSTORE(dxb + 6112, a0_2);
+                VSTORE(dxb + 8160, a0_3);
+                VSTORE(dxb + 10208, a0_4);
+                VSTORE(dxb + 12256, a0_5);
+                VSTORE(dxb + 14304, a0_6);
+                VSTORE(dxb + 16352, a0_7);
+                VSTORE(dxb + 18400, a0_8);
+                VSTORE(dxb + 20448, a0_9);
+                VSTORE(dxb + 22496, a0_10);
+                VSTORE(dxb + 24544, a0_11);
+                VSTORE(dxb + 26592, a0_12);
+                VSTORE(dxb + 28640, a0_13);
+                VSTORE(dxb + 30688, a0_14);
+                VSTORE(dxb + 32736, a0_15);
             }
         }
     }
@@ -7692,648 +9006,1301 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l11_relu_backward: none, layer 12 masks its dx stores with the relu's derivative */
 
 /* layer 12: conv2d 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:24:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8]+relu dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
-static void l12_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
+static void l12_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [256x8x8][lanes], y [256x8x8][lanes] */
-    float *restrict U = S; /* [16][256][256]: G g G^T per channel pair */
-    for (int co = 0; co < 256; co++) {
-        for (int ci = 0; ci < 256; ci++) {
-            const float g0 = P[co * 2304 + ci * 9 + 0], g1 = P[co * 2304 + ci * 9 + 1], g2 = P[co * 2304 + ci * 9 + 2], g3 = P[co * 2304 + ci * 9 + 3], g4 = P[co * 2304 + ci * 9 + 4], g5 = P[co * 2304 + ci * 9 + 5], g6 = P[co * 2304 + ci * 9 + 6], g7 = P[co * 2304 + ci * 9 + 7], g8 = P[co * 2304 + ci * 9 + 8];
-            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
-            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
-            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
-            float *restrict u = U + ci * 256 + co;
-            u[0] = t00; u[65536] = 0.5f * (t00 + t01 + t02); u[131072] = 0.5f * (t00 - t01 + t02); u[196608] = t02;
-            u[262144] = t10; u[327680] = 0.5f * (t10 + t11 + t12); u[393216] = 0.5f * (t10 - t11 + t12); u[458752] = t12;
-            u[524288] = t20; u[589824] = 0.5f * (t20 + t21 + t22); u[655360] = 0.5f * (t20 - t21 + t22); u[720896] = t22;
-            u[786432] = t30; u[851968] = 0.5f * (t30 + t31 + t32); u[917504] = 0.5f * (t30 - t31 + t32); u[983040] = t32;
-        }
-    }
-    /* tile rows 0..0: input rows zeros at 0 */
+    const float *restrict w = P;
+    const float *restrict bias = P + 589824;
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 16; cb++) {
+            const float *restrict wb = w + cb*36864;
+            const float *restrict xg = x + 0 + v0 * 16;
+            float *restrict yb = y + cb*32768 + v0 * 16;
+            {
+                cg_v a0_0 = vsplat(bias[cb*16]);
+                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
                 for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544));
-                        const cg_v d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
-                        const cg_v d33 = VLOAD(xc + (xo + 864));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
+                    const float *restrict xc = xg + ci*2048;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 0 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[2308] * x0;
+                        a0_2 += wc[4612] * x0;
+                        a0_3 += wc[6916] * x0;
+                        a0_4 += wc[9220] * x0;
+                        a0_5 += wc[11524] * x0;
+                        a0_6 += wc[13828] * x0;
+                        a0_7 += wc[16132] * x0;
+                        a0_8 += wc[18436] * x0;
+                        a0_9 += wc[20740] * x0;
+                        a0_10 += wc[23044] * x0;
+                        a0_11 += wc[25348] * x0;
+                        a0_12 += wc[27652] * x0;
+                        a0_13 += wc[29956] * x0;
+                        a0_14 += wc[32260] * x0;
+                        a0_15 += wc[34564] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 32 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[2309] * x0;
+                        a0_2 += wc[4613] * x0;
+                        a0_3 += wc[6917] * x0;
+                        a0_4 += wc[9221] * x0;
+                        a0_5 += wc[11525] * x0;
+                        a0_6 += wc[13829] * x0;
+                        a0_7 += wc[16133] * x0;
+                        a0_8 += wc[18437] * x0;
+                        a0_9 += wc[20741] * x0;
+                        a0_10 += wc[23045] * x0;
+                        a0_11 += wc[25349] * x0;
+                        a0_12 += wc[27653] * x0;
+                        a0_13 += wc[29957] * x0;
+                        a0_14 += wc[32261] * x0;
+                        a0_15 += wc[34565] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 256 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[2311] * x0;
+                        a0_2 += wc[4615] * x0;
+                        a0_3 += wc[6919] * x0;
+                        a0_4 += wc[9223] * x0;
+                        a0_5 += wc[11527] * x0;
+                        a0_6 += wc[13831] * x0;
+                        a0_7 += wc[16135] * x0;
+                        a0_8 += wc[18439] * x0;
+                        a0_9 += wc[20743] * x0;
+                        a0_10 += wc[23047] * x0;
+                        a0_11 += wc[25351] * x0;
+                        a0_12 += wc[27655] * x0;
+                        a0_13 += wc[29959] * x0;
+                        a0_14 += wc[32263] * x0;
+                        a0_15 += wc[34567] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 288 + 0);
+                        a0_0 += wc[8] * x0;
+                        a0_1 += wc[2312] * x0;
+                        a0_2 += wc[4616] * x0;
+                        a0_3 += wc[6920] * x0;
+                        a0_4 += wc[9224] * x0;
+                        a0_5 += wc[11528] * x0;
+                        a0_6 += wc[13832] * x0;
+                        a0_7 += wc[16136] * x0;
+                        a0_8 += wc[18440] * x0;
+                        a0_9 += wc[20744] * x0;
+                        a0_10 += wc[23048] * x0;
+                        a0_11 += wc[25352] * x0;
+                        a0_12 += wc[27656] * x0;
+                        a0_13 += wc[29960] * x0;
+                        a0_14 += wc[32264] * x0;
+                        a0_15 += wc[34568] * x0;
                     }
                 }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(yb + 0, vrelu(a0_0));
+                VSTORE(yb + 2048, vrelu(a0_1));
+                VSTORE(yb + 4096, vrelu(a0_2));
+                VSTORE(yb + 6144, vrelu(a0_3));
+                VSTORE(yb + 8192, vrelu(a0_4));
+                VSTORE(yb + 10240, vrelu(a0_5));
+                VSTORE(yb + 12288, vrelu(a0_6));
+                VSTORE(yb + 14336, vrelu(a0_7));
+                VSTORE(yb + 16384, vrelu(a0_8));
+                VSTORE(yb + 18432, vrelu(a0_9));
+                VSTORE(yb + 20480, vrelu(a0_10));
+                VSTORE(yb + 22528, vrelu(a0_11));
+                VSTORE(yb + 24576, vrelu(a0_12));
+                VSTORE(yb + 26624, vrelu(a0_13));
+                VSTORE(yb + 28672, vrelu(a0_14));
+                VSTORE(yb + 30720, vrelu(a0_15));
+            }
+            /* rows 0..0, cols 1..6: 6 of 9 taps */
+            for (int ox = 1; ox < 7; ox++) {
+                cg_v a0_0 = vsplat(bias[cb*16]);
+                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xc = xg + ci*2048;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 - 32 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[2307] * x0;
+                        a0_2 += wc[4611] * x0;
+                        a0_3 += wc[6915] * x0;
+                        a0_4 += wc[9219] * x0;
+                        a0_5 += wc[11523] * x0;
+                        a0_6 += wc[13827] * x0;
+                        a0_7 += wc[16131] * x0;
+                        a0_8 += wc[18435] * x0;
+                        a0_9 += wc[20739] * x0;
+                        a0_10 += wc[23043] * x0;
+                        a0_11 += wc[25347] * x0;
+                        a0_12 += wc[27651] * x0;
+                        a0_13 += wc[29955] * x0;
+                        a0_14 += wc[32259] * x0;
+                        a0_15 += wc[34563] * x0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 589824)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[2308] * x0;
+                        a0_2 += wc[4612] * x0;
+                        a0_3 += wc[6916] * x0;
+                        a0_4 += wc[9220] * x0;
+                        a0_5 += wc[11524] * x0;
+                        a0_6 += wc[13828] * x0;
+                        a0_7 += wc[16132] * x0;
+                        a0_8 += wc[18436] * x0;
+                        a0_9 += wc[20740] * x0;
+                        a0_10 += wc[23044] * x0;
+                        a0_11 += wc[25348] * x0;
+                        a0_12 += wc[27652] * x0;
+                        a0_13 += wc[29956] * x0;
+                        a0_14 += wc[32260] * x0;
+                        a0_15 += wc[34564] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 32 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[2309] * x0;
+                        a0_2 += wc[4613] * x0;
+                        a0_3 += wc[6917] * x0;
+                        a0_4 += wc[9221] * x0;
+                        a0_5 += wc[11525] * x0;
+                        a0_6 += wc[13829] * x0;
+                        a0_7 += wc[16133] * x0;
+                        a0_8 += wc[18437] * x0;
+                        a0_9 += wc[20741] * x0;
+                        a0_10 += wc[23045] * x0;
+                        a0_11 += wc[25349] * x0;
+                        a0_12 += wc[27653] * x0;
+                        a0_13 += wc[29957] * x0;
+                        a0_14 += wc[32261] * x0;
+                        a0_15 += wc[34565] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 224 + 0);
+                        a0_0 += wc[6] * x0;
+                        a0_1 += wc[2310] * x0;
+                        a0_2 += wc[4614] * x0;
+                        a0_3 += wc[6918] * x0;
+                        a0_4 += wc[9222] * x0;
+                        a0_5 += wc[11526] * x0;
+                        a0_6 += wc[13830] * x0;
+                        a0_7 += wc[16134] * x0;
+                        a0_8 += wc[18438] * x0;
+                        a0_9 += wc[20742] * x0;
+                        a0_10 += wc[23046] * x0;
+                        a0_11 += wc[25350] * x0;
+                        a0_12 += wc[27654] * x0;
+                        a0_13 += wc[29958] * x0;
+                        a0_14 += wc[32262] * x0;
+                        a0_15 += wc[34566] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 256 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[2311] * x0;
+                        a0_2 += wc[4615] * x0;
+                        a0_3 += wc[6919] * x0;
+                        a0_4 += wc[9223] * x0;
+                        a0_5 += wc[11527] * x0;
+                        a0_6 += wc[13831] * x0;
+                        a0_7 += wc[16135] * x0;
+                        a0_8 += wc[18439] * x0;
+                        a0_9 += wc[20743] * x0;
+                        a0_10 += wc[23047] * x0;
+                        a0_11 += wc[25351] * x0;
+                        a0_12 += wc[27655] * x0;
+                        a0_13 += wc[29959] * x0;
+                        a0_14 += wc[32263] * x0;
+                        a0_15 += wc[34567] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 288 + 0);
+                        a0_0 += wc[8] * x0;
+                        a0_1 += wc[2312] * x0;
+                        a0_2 += wc[4616] * x0;
+                        a0_3 += wc[6920] * x0;
+                        a0_4 += wc[9224] * x0;
+                        a0_5 += wc[11528] * x0;
+                        a0_6 += wc[13832] * x0;
+                        a0_7 += wc[16136] * x0;
+                        a0_8 += wc[18440] * x0;
+                        a0_9 += wc[20744] * x0;
+                        a0_10 += wc[23048] * x0;
+                        a0_11 += wc[25352] * x0;
+                        a0_12 += wc[27656] * x0;
+                        a0_13 += wc[29960] * x0;
+                        a0_14 += wc[32264] * x0;
+                        a0_15 += wc[34568] * x0;
+                    }
+                }
+                VSTORE(yb + ox*32, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 2048, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 4096, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 6144, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 8192, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 10240, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 12288, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 14336, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 16384, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 18432, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 20480, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 22528, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 24576, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 26624, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 28672, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 30720, vrelu(a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(bias[cb*16]);
+                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xc = xg + ci*2048;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 192 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[2307] * x0;
+                        a0_2 += wc[4611] * x0;
+                        a0_3 += wc[6915] * x0;
+                        a0_4 += wc[9219] * x0;
+                        a0_5 += wc[11523] * x0;
+                        a0_6 += wc[13827] * x0;
+                        a0_7 += wc[16131] * x0;
+                        a0_8 += wc[18435] * x0;
+                        a0_9 += wc[20739] * x0;
+                        a0_10 += wc[23043] * x0;
+                        a0_11 += wc[25347] * x0;
+                        a0_12 += wc[27651] * x0;
+                        a0_13 += wc[29955] * x0;
+                        a0_14 += wc[32259] * x0;
+                        a0_15 += wc[34563] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 224 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[2308] * x0;
+                        a0_2 += wc[4612] * x0;
+                        a0_3 += wc[6916] * x0;
+                        a0_4 += wc[9220] * x0;
+                        a0_5 += wc[11524] * x0;
+                        a0_6 += wc[13828] * x0;
+                        a0_7 += wc[16132] * x0;
+                        a0_8 += wc[18436] * x0;
+                        a0_9 += wc[20740] * x0;
+                        a0_10 += wc[23044] * x0;
+                        a0_11 += wc[25348] * x0;
+                        a0_12 += wc[27652] * x0;
+                        a0_13 += wc[29956] * x0;
+                        a0_14 += wc[32260] * x0;
+                        a0_15 += wc[34564] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 448 + 0);
+                        a0_0 += wc[6] * x0;
+                        a0_1 += wc[2310] * x0;
+                        a0_2 += wc[4614] * x0;
+                        a0_3 += wc[6918] * x0;
+                        a0_4 += wc[9222] * x0;
+                        a0_5 += wc[11526] * x0;
+                        a0_6 += wc[13830] * x0;
+                        a0_7 += wc[16134] * x0;
+                        a0_8 += wc[18438] * x0;
+                        a0_9 += wc[20742] * x0;
+                        a0_10 += wc[23046] * x0;
+                        a0_11 += wc[25350] * x0;
+                        a0_12 += wc[27654] * x0;
+                        a0_13 += wc[29958] * x0;
+                        a0_14 += wc[32262] * x0;
+                        a0_15 += wc[34566] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 480 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[2311] * x0;
+                        a0_2 += wc[4615] * x0;
+                        a0_3 += wc[6919] * x0;
+                        a0_4 += wc[9223] * x0;
+                        a0_5 += wc[11527] * x0;
+                        a0_6 += wc[13831] * x0;
+                        a0_7 += wc[16135] * x0;
+                        a0_8 += wc[18439] * x0;
+                        a0_9 += wc[20743] * x0;
+                        a0_10 += wc[23047] * x0;
+                        a0_11 += wc[25351] * x0;
+                        a0_12 += wc[27655] * x0;
+                        a0_13 += wc[29959] * x0;
+                        a0_14 += wc[32263] * x0;
+                        a0_15 += wc[34567] * x0;
+                    }
+                }
+                VSTORE(yb + 224, vrelu(a0_0));
+                VSTORE(yb + 2272, vrelu(a0_1));
+                VSTORE(yb + 4320, vrelu(a0_2));
+                VSTORE(yb + 6368, vrelu(a0_3));
+                VSTORE(yb + 8416, vrelu(a0_4));
+                VSTORE(yb + 10464, vrelu(a0_5));
+                VSTORE(yb + 12512, vrelu(a0_6));
+                VSTORE(yb + 14560, vrelu(a0_7));
+                VSTORE(yb + 16608, vrelu(a0_8));
+                VSTORE(yb + 18656, vrelu(a0_9));
+                VSTORE(yb + 20704, vrelu(a0_10));
+                VSTORE(yb + 22752, vrelu(a0_11));
+                VSTORE(yb + 24800, vrelu(a0_12));
+                VSTORE(yb + 26848, vrelu(a0_13));
+                VSTORE(yb + 28896, vrelu(a0_14));
+                VSTORE(yb + 30944, vrelu(a0_15));
+            }
+            /* rows 1..6, cols 0..0: 6 of 9 taps */
+            for (int oy = 1; oy < 7; oy++) {
+                {
+                    cg_v a0_0 = vsplat(bias[cb*16]);
+                    cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                    cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                    cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                    cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                    cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                    cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                    cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                    cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                    cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                    cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                    cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                    cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                    cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                    cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                    cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                    for (int ci = 0; ci < 256; ci++) {
+                        const float *restrict xc = xg + ci*2048;
+                        const float *restrict wc = wb + ci*9;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 - 256 + 0);
+                            a0_0 += wc[1] * x0;
+                            a0_1 += wc[2305] * x0;
+                            a0_2 += wc[4609] * x0;
+                            a0_3 += wc[6913] * x0;
+                            a0_4 += wc[9217] * x0;
+                            a0_5 += wc[11521] * x0;
+                            a0_6 += wc[13825] * x0;
+                            a0_7 += wc[16129] * x0;
+                            a0_8 += wc[18433] * x0;
+                            a0_9 += wc[20737] * x0;
+                            a0_10 += wc[23041] * x0;
+                            a0_11 += wc[25345] * x0;
+                            a0_12 += wc[27649] * x0;
+                            a0_13 += wc[29953] * x0;
+                            a0_14 += wc[32257] * x0;
+                            a0_15 += wc[34561] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 - 224 + 0);
+                            a0_0 += wc[2] * x0;
+                            a0_1 += wc[2306] * x0;
+                            a0_2 += wc[4610] * x0;
+                            a0_3 += wc[6914] * x0;
+                            a0_4 += wc[9218] * x0;
+                            a0_5 += wc[11522] * x0;
+                            a0_6 += wc[13826] * x0;
+                            a0_7 += wc[16130] * x0;
+                            a0_8 += wc[18434] * x0;
+                            a0_9 += wc[20738] * x0;
+                            a0_10 += wc[23042] * x0;
+                            a0_11 += wc[25346] * x0;
+                            a0_12 += wc[27650] * x0;
+                            a0_13 += wc[29954] * x0;
+                            a0_14 += wc[32258] * x0;
+                            a0_15 += wc[34562] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 0);
+                            a0_0 += wc[4] * x0;
+                            a0_1 += wc[2308] * x0;
+                            a0_2 += wc[4612] * x0;
+                            a0_3 += wc[6916] * x0;
+                            a0_4 += wc[9220] * x0;
+                            a0_5 += wc[11524] * x0;
+                            a0_6 += wc[13828] * x0;
+                            a0_7 += wc[16132] * x0;
+                            a0_8 += wc[18436] * x0;
+                            a0_9 += wc[20740] * x0;
+                            a0_10 += wc[23044] * x0;
+                            a0_11 += wc[25348] * x0;
+                            a0_12 += wc[27652] * x0;
+                            a0_13 += wc[29956] * x0;
+                            a0_14 += wc[32260] * x0;
+                            a0_15 += wc[34564] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 32 + 0);
+                            a0_0 += wc[5] * x0;
+                            a0_1 += wc[2309] * x0;
+                            a0_2 += wc[4613] * x0;
+                            a0_3 += wc[6917] * x0;
+                            a0_4 += wc[9221] * x0;
+                            a0_5 += wc[11525] * x0;
+                            a0_6 += wc[13829] * x0;
+                            a0_7 += wc[16133] * x0;
+                            a0_8 += wc[18437] * x0;
+                            a0_9 += wc[20741] * x0;
+                            a0_10 += wc[23045] * x0;
+                            a0_11 += wc[25349] * x0;
+                            a0_12 += wc[27653] * x0;
+                            a0_13 += wc[29957] * x0;
+                            a0_14 += wc[32261] * x0;
+                            a0_15 += wc[34565] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 256 + 0);
+                            a0_0 += wc[7] * x0;
+                            a0_1 += wc[2311] * x0;
+                            a0_2 += wc[4615] * x0;
+                            a0_3 += wc[6919] * x0;
+                            a0_4 += wc[9223] * x0;
+                            a0_5 += wc[11527] * x0;
+                            a0_6 += wc[13831] * x0;
+                            a0_7 += wc[16135] * x0;
+                            a0_8 += wc[18439] * x0;
+                            a0_9 += wc[20743] * x0;
+                            a0_10 += wc[23047] * x0;
+                            a0_11 += wc[25351] * x0;
+                            a0_12 += wc[27655] * x0;
+                            a0_13 += wc[29959] * x0;
+                            a0_14 += wc[32263] * x0;
+                            a0_15 += wc[34567] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 288 + 0);
+                            a0_0 += wc[8] * x0;
+                            a0_1 += wc[2312] * x0;
+                            a0_2 += wc[4616] * x0;
+                            a0_3 += wc[6920] * x0;
+                            a0_4 += wc[9224] * x0;
+                            a0_5 += wc[11528] * x0;
+                            a0_6 += wc[13832] * x0;
+                            a0_7 += wc[16136] * x0;
+                            a0_8 += wc[18440] * x0;
+                            a0_9 += wc[20744] * x0;
+                            a0_10 += wc[23048] * x0;
+                            a0_11 += wc[25352] * x0;
+                            a0_12 += wc[27656] * x0;
+                            a0_13 += wc[29960] * x0;
+                            a0_14 += wc[32264] * x0;
+                            a0_15 += wc[34568] * x0;
                         }
                     }
+                    VSTORE(yb + oy*256, vrelu(a0_0));
+                    VSTORE(yb + oy*256 + 2048, vrelu(a0_1));
+                    VSTORE(yb + oy*256 + 4096, vrelu(a0_2));
+                    VSTORE(yb + oy*256 + 6144, vrelu(a0_3));
+                    VSTORE(yb + oy*256 + 8192, vrelu(a0_4));
+                    VSTORE(yb + oy*256 + 10240, vrelu(a0_5));
+                    VSTORE(yb + oy*256 + 12288, vrelu(a0_6));
+                    VSTORE(yb + oy*256 + 14336, vrelu(a0_7));
+                    VSTORE(yb + oy*256 + 16384, vrelu(a0_8));
+                    VSTORE(yb + oy*256 + 18432, vrelu(a0_9));
+                    VSTORE(yb + oy*256 + 20480, vrelu(a0_10));
+                    VSTORE(yb + oy*256 + 22528, vrelu(a0_11));
+                    VSTORE(yb + oy*256 + 24576, vrelu(a0_12));
+                    VSTORE(yb + oy*256 + 26624, vrelu(a0_13));
+                    VSTORE(yb + oy*256 + 28672, vrelu(a0_14));
+                    VSTORE(yb + oy*256 + 30720, vrelu(a0_15));
                 }
             }
-            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352));
-                        const cg_v d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* rows 1..6, cols 1..6: every tap */
+            for (int oy = 1; oy < 7; oy++) {
+                for (int ox = 1; ox < 7; ox++) {
+                    cg_v a0_0 = vsplat(bias[cb*16]);
+                    cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                    cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                    cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                    cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                    cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                    cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                    cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                    cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                    cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                    cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                    cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                    cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                    cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                    cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                    cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                    for (int ci = 0; ci < 256; ci++) {
+                        const float *restrict xc = xg + ci*2048;
+                        const float *restrict wc = wb + ci*9;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 288 + 0);
+                            a0_0 += wc[0] * x0;
+                            a0_1 += wc[2304] * x0;
+                            a0_2 += wc[4608] * x0;
+                            a0_3 += wc[6912] * x0;
+                            a0_4 += wc[9216] * x0;
+                            a0_5 += wc[11520] * x0;
+                            a0_6 += wc[13824] * x0;
+                            a0_7 += wc[16128] * x0;
+                            a0_8 += wc[18432] * x0;
+                            a0_9 += wc[20736] * x0;
+                            a0_10 += wc[23040] * x0;
+                            a0_11 += wc[25344] * x0;
+                            a0_12 += wc[27648] * x0;
+                            a0_13 += wc[29952] * x0;
+                            a0_14 += wc[32256] * x0;
+                            a0_15 += wc[34560] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 589824)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 256 + 0);
+                            a0_0 += wc[1] * x0;
+                            a0_1 += wc[2305] * x0;
+                            a0_2 += wc[4609] * x0;
+                            a0_3 += wc[6913] * x0;
+                            a0_4 += wc[9217] * x0;
+                            a0_5 += wc[11521] * x0;
+                            a0_6 += wc[13825] * x0;
+                            a0_7 += wc[16129] * x0;
+                            a0_8 += wc[18433] * x0;
+                            a0_9 += wc[20737] * x0;
+                            a0_10 += wc[23041] * x0;
+                            a0_11 += wc[25345] * x0;
+                            a0_12 += wc[27649] * x0;
+                            a0_13 += wc[29953] * x0;
+                            a0_14 += wc[32257] * x0;
+                            a0_15 += wc[34561] * x0;
                         }
-                    }
-                }
-            }
-            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512));
-                        const cg_v d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800));
-                        const cg_v d32 = VLOAD(xc + (xo + 832));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 224 + 0);
+                            a0_0 += wc[2] * x0;
+                            a0_1 += wc[2306] * x0;
+                            a0_2 += wc[4610] * x0;
+                            a0_3 += wc[6914] * x0;
+                            a0_4 += wc[9218] * x0;
+                            a0_5 += wc[11522] * x0;
+                            a0_6 += wc[13826] * x0;
+                            a0_7 += wc[16130] * x0;
+                            a0_8 += wc[18434] * x0;
+                            a0_9 += wc[20738] * x0;
+                            a0_10 += wc[23042] * x0;
+                            a0_11 += wc[25346] * x0;
+                            a0_12 += wc[27650] * x0;
+                            a0_13 += wc[29954] * x0;
+                            a0_14 += wc[32258] * x0;
+                            a0_15 += wc[34562] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 589824)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 32 + 0);
+                            a0_0 += wc[3] * x0;
+                            a0_1 += wc[2307] * x0;
+                            a0_2 += wc[4611] * x0;
+                            a0_3 += wc[6915] * x0;
+                            a0_4 += wc[9219] * x0;
+                            a0_5 += wc[11523] * x0;
+                            a0_6 += wc[13827] * x0;
+                            a0_7 += wc[16131] * x0;
+                            a0_8 += wc[18435] * x0;
+                            a0_9 += wc[20739] * x0;
+                            a0_10 += wc[23043] * x0;
+                            a0_11 += wc[25347] * x0;
+                            a0_12 += wc[27651] * x0;
+                            a0_13 += wc[29955] * x0;
+                            a0_14 += wc[32259] * x0;
+                            a0_15 += wc[34563] * x0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 1..2: input rows all inside */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 1; ty < 3; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288));
-                        const cg_v d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576));
-                        const cg_v d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 0);
+                            a0_0 += wc[4] * x0;
+                            a0_1 += wc[2308] * x0;
+                            a0_2 += wc[4612] * x0;
+                            a0_3 += wc[6916] * x0;
+                            a0_4 += wc[9220] * x0;
+                            a0_5 += wc[11524] * x0;
+                            a0_6 += wc[13828] * x0;
+                            a0_7 += wc[16132] * x0;
+                            a0_8 += wc[18436] * x0;
+                            a0_9 += wc[20740] * x0;
+                            a0_10 += wc[23044] * x0;
+                            a0_11 += wc[25348] * x0;
+                            a0_12 += wc[27652] * x0;
+                            a0_13 += wc[29956] * x0;
+                            a0_14 += wc[32260] * x0;
+                            a0_15 += wc[34564] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 589824)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 32 + 0);
+                            a0_0 += wc[5] * x0;
+                            a0_1 += wc[2309] * x0;
+                            a0_2 += wc[4613] * x0;
+                            a0_3 += wc[6917] * x0;
+                            a0_4 += wc[9221] * x0;
+                            a0_5 += wc[11525] * x0;
+                            a0_6 += wc[13829] * x0;
+                            a0_7 += wc[16133] * x0;
+                            a0_8 += wc[18437] * x0;
+                            a0_9 += wc[20741] * x0;
+                            a0_10 += wc[23045] * x0;
+                            a0_11 += wc[25349] * x0;
+                            a0_12 += wc[27653] * x0;
+                            a0_13 += wc[29957] * x0;
+                            a0_14 += wc[32261] * x0;
+                            a0_15 += wc[34565] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 224 + 0);
+                            a0_0 += wc[6] * x0;
+                            a0_1 += wc[2310] * x0;
+                            a0_2 += wc[4614] * x0;
+                            a0_3 += wc[6918] * x0;
+                            a0_4 += wc[9222] * x0;
+                            a0_5 += wc[11526] * x0;
+                            a0_6 += wc[13830] * x0;
+                            a0_7 += wc[16134] * x0;
+                            a0_8 += wc[18438] * x0;
+                            a0_9 += wc[20742] * x0;
+                            a0_10 += wc[23046] * x0;
+                            a0_11 += wc[25350] * x0;
+                            a0_12 += wc[27654] * x0;
+                            a0_13 += wc[29958] * x0;
+                            a0_14 += wc[32262] * x0;
+                            a0_15 += wc[34566] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 256 + 0);
+                            a0_0 += wc[7] * x0;
+                            a0_1 += wc[2311] * x0;
+                            a0_2 += wc[4615] * x0;
+                            a0_3 += wc[6919] * x0;
+                            a0_4 += wc[9223] * x0;
+                            a0_5 += wc[11527] * x0;
+                            a0_6 += wc[13831] * x0;
+                            a0_7 += wc[16135] * x0;
+                            a0_8 += wc[18439] * x0;
+                            a0_9 += wc[20743] * x0;
+                            a0_10 += wc[23047] * x0;
+                            a0_11 += wc[25351] * x0;
+                            a0_12 += wc[27655] * x0;
+                            a0_13 += wc[29959] * x0;
+                            a0_14 += wc[32263] * x0;
+                            a0_15 += wc[34567] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 288 + 0);
+                            a0_0 += wc[8] * x0;
+                            a0_1 += wc[2312] * x0;
+                            a0_2 += wc[4616] * x0;
+                            a0_3 += wc[6920] * x0;
+                            a0_4 += wc[9224] * x0;
+                            a0_5 += wc[11528] * x0;
+                            a0_6 += wc[13832] * x0;
+                            a0_7 += wc[16136] * x0;
+                            a0_8 += wc[18440] * x0;
+                            a0_9 += wc[20744] * x0;
+                            a0_10 += wc[23048] * x0;
+                            a0_11 += wc[25352] * x0;
+                            a0_12 += wc[27656] * x0;
+                            a0_13 += wc[29960] * x0;
+                            a0_14 += wc[32264] * x0;
+                            a0_15 += wc[34568] * x0;
                         }
                     }
-                }
-            }
-            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352));
-                        const cg_v d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 589824)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
-                        }
-                    }
+                    VSTORE(yb + oy*256 + ox*32, vrelu(a0_0));
+                    VSTORE(yb + oy*256 + ox*32 + 2048, vrelu(a0_1));
+                    VSTORE(yb + oy*256 + ox*32 + 4096, vrelu(a0_2));
+                    VSTORE(yb + oy*256 + ox*32 + 6144, vrelu(a0_3));
+                    VSTORE(yb + oy*256 + ox*32 + 8192, vrelu(a0_4));
+                    VSTORE(yb + oy*256 + ox*32 + 10240, vrelu(a0_5));
+                    VSTORE(yb + oy*256 + ox*32 + 12288, vrelu(a0_6));
+                    VSTORE(yb + oy*256 + ox*32 + 14336, vrelu(a0_7));
+                    VSTORE(yb + oy*256 + ox*32 + 16384, vrelu(a0_8));
+                    VSTORE(yb + oy*256 + ox*32 + 18432, vrelu(a0_9));
+                    VSTORE(yb + oy*256 + ox*32 + 20480, vrelu(a0_10));
+                    VSTORE(yb + oy*256 + ox*32 + 22528, vrelu(a0_11));
+                    VSTORE(yb + oy*256 + ox*32 + 24576, vrelu(a0_12));
+                    VSTORE(yb + oy*256 + ox*32 + 26624, vrelu(a0_13));
+                    VSTORE(yb + oy*256 + ox*32 + 28672, vrelu(a0_14));
+                    VSTORE(yb + oy*256 + ox*32 + 30720, vrelu(a0_15));
                 }
             }
-            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256));
-                        const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544));
-                        const cg_v d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* rows 1..6, cols 7..7: 6 of 9 taps */
+            for (int oy = 1; oy < 7; oy++) {
+                {
+                    cg_v a0_0 = vsplat(bias[cb*16]);
+                    cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                    cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                    cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                    cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                    cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                    cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                    cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                    cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                    cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                    cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                    cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                    cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                    cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                    cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                    cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                    for (int ci = 0; ci < 256; ci++) {
+                        const float *restrict xc = xg + ci*2048;
+                        const float *restrict wc = wb + ci*9;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 - 64 + 0);
+                            a0_0 += wc[0] * x0;
+                            a0_1 += wc[2304] * x0;
+                            a0_2 += wc[4608] * x0;
+                            a0_3 += wc[6912] * x0;
+                            a0_4 += wc[9216] * x0;
+                            a0_5 += wc[11520] * x0;
+                            a0_6 += wc[13824] * x0;
+                            a0_7 += wc[16128] * x0;
+                            a0_8 += wc[18432] * x0;
+                            a0_9 += wc[20736] * x0;
+                            a0_10 += wc[23040] * x0;
+                            a0_11 += wc[25344] * x0;
+                            a0_12 += wc[27648] * x0;
+                            a0_13 += wc[29952] * x0;
+                            a0_14 += wc[32256] * x0;
+                            a0_15 += wc[34560] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 589824)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 - 32 + 0);
+                            a0_0 += wc[1] * x0;
+                            a0_1 += wc[2305] * x0;
+                            a0_2 += wc[4609] * x0;
+                            a0_3 += wc[6913] * x0;
+                            a0_4 += wc[9217] * x0;
+                            a0_5 += wc[11521] * x0;
+                            a0_6 += wc[13825] * x0;
+                            a0_7 += wc[16129] * x0;
+                            a0_8 += wc[18433] * x0;
+                            a0_9 += wc[20737] * x0;
+                            a0_10 += wc[23041] * x0;
+                            a0_11 += wc[25345] * x0;
+                            a0_12 += wc[27649] * x0;
+                            a0_13 += wc[29953] * x0;
+                            a0_14 += wc[32257] * x0;
+                            a0_15 += wc[34561] * x0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 3..3: input rows zeros at 3 */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 3; ty < 4; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288));
-                        const cg_v d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576));
-                        const cg_v d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 192 + 0);
+                            a0_0 += wc[3] * x0;
+                            a0_1 += wc[2307] * x0;
+                            a0_2 += wc[4611] * x0;
+                            a0_3 += wc[6915] * x0;
+                            a0_4 += wc[9219] * x0;
+                            a0_5 += wc[11523] * x0;
+                            a0_6 += wc[13827] * x0;
+                            a0_7 += wc[16131] * x0;
+                            a0_8 += wc[18435] * x0;
+                            a0_9 += wc[20739] * x0;
+                            a0_10 += wc[23043] * x0;
+                            a0_11 += wc[25347] * x0;
+                            a0_12 += wc[27651] * x0;
+                            a0_13 += wc[29955] * x0;
+                            a0_14 += wc[32259] * x0;
+                            a0_15 += wc[34563] * x0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 589824)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 224 + 0);
+                            a0_0 += wc[4] * x0;
+                            a0_1 += wc[2308] * x0;
+                            a0_2 += wc[4612] * x0;
+                            a0_3 += wc[6916] * x0;
+                            a0_4 += wc[9220] * x0;
+                            a0_5 += wc[11524] * x0;
+                            a0_6 += wc[13828] * x0;
+                            a0_7 += wc[16132] * x0;
+                            a0_8 += wc[18436] * x0;
+                            a0_9 += wc[20740] * x0;
+                            a0_10 += wc[23044] * x0;
+                            a0_11 += wc[25348] * x0;
+                            a0_12 += wc[27652] * x0;
+                            a0_13 += wc[29956] * x0;
+                            a0_14 += wc[32260] * x0;
+                            a0_15 += wc[34564] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 448 + 0);
+                            a0_0 += wc[6] * x0;
+                            a0_1 += wc[2310] * x0;
+                            a0_2 += wc[4614] * x0;
+                            a0_3 += wc[6918] * x0;
+                            a0_4 += wc[9222] * x0;
+                            a0_5 += wc[11526] * x0;
+                            a0_6 += wc[13830] * x0;
+                            a0_7 += wc[16134] * x0;
+                            a0_8 += wc[18438] * x0;
+                            a0_9 += wc[20742] * x0;
+                            a0_10 += wc[23046] * x0;
+                            a0_11 += wc[25350] * x0;
+                            a0_12 += wc[27654] * x0;
+                            a0_13 += wc[29958] * x0;
+                            a0_14 += wc[32262] * x0;
+                            a0_15 += wc[34566] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*256 + 480 + 0);
+                            a0_0 += wc[7] * x0;
+                            a0_1 += wc[2311] * x0;
+                            a0_2 += wc[4615] * x0;
+                            a0_3 += wc[6919] * x0;
+                            a0_4 += wc[9223] * x0;
+                            a0_5 += wc[11527] * x0;
+                            a0_6 += wc[13831] * x0;
+                            a0_7 += wc[16135] * x0;
+                            a0_8 += wc[18439] * x0;
+                            a0_9 += wc[20743] * x0;
+                            a0_10 += wc[23047] * x0;
+                            a0_11 += wc[25351] * x0;
+                            a0_12 += wc[27655] * x0;
+                            a0_13 += wc[29959] * x0;
+                            a0_14 += wc[32263] * x0;
+                            a0_15 += wc[34567] * x0;
                         }
                     }
-                }
-            }
-            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352));
-                        const cg_v d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 589824)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
-                        }
-                    }
+                    VSTORE(yb + oy*256 + 224, vrelu(a0_0));
+                    VSTORE(yb + oy*256 + 2272, vrelu(a0_1));
+                    VSTORE(yb + oy*256 + 4320, vrelu(a0_2));
+                    VSTORE(yb + oy*256 + 6368, vrelu(a0_3));
+                    VSTORE(yb + oy*256 + 8416, vrelu(a0_4));
+                    VSTORE(yb + oy*256 + 10464, vrelu(a0_5));
+                    VSTORE(yb + oy*256 + 12512, vrelu(a0_6));
+                    VSTORE(yb + oy*256 + 14560, vrelu(a0_7));
+                    VSTORE(yb + oy*256 + 16608, vrelu(a0_8));
+                    VSTORE(yb + oy*256 + 18656, vrelu(a0_9));
+                    VSTORE(yb + oy*256 + 20704, vrelu(a0_10));
+                    VSTORE(yb + oy*256 + 22752, vrelu(a0_11));
+                    VSTORE(yb + oy*256 + 24800, vrelu(a0_12));
+                    VSTORE(yb + oy*256 + 26848, vrelu(a0_13));
+                    VSTORE(yb + oy*256 + 28896, vrelu(a0_14));
+                    VSTORE(yb + oy*256 + 30944, vrelu(a0_15));
                 }
             }
-            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+            {
+                cg_v a0_0 = vsplat(bias[cb*16]);
+                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
                 for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256));
-                        const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544));
-                        const cg_v d22 = VLOAD(xc + (xo + 576));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
+                    const float *restrict xc = xg + ci*2048;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 1536 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[2305] * x0;
+                        a0_2 += wc[4609] * x0;
+                        a0_3 += wc[6913] * x0;
+                        a0_4 += wc[9217] * x0;
+                        a0_5 += wc[11521] * x0;
+                        a0_6 += wc[13825] * x0;
+                        a0_7 += wc[16129] * x0;
+                        a0_8 += wc[18433] * x0;
+                        a0_9 += wc[20737] * x0;
+                        a0_10 += wc[23041] * x0;
+                        a0_11 += wc[25345] * x0;
+                        a0_12 += wc[27649] * x0;
+                        a0_13 += wc[29953] * x0;
+                        a0_14 += wc[32257] * x0;
+                        a0_15 += wc[34561] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 1568 + 0);
+                        a0_0 += wc[2] * x0;
+                        a0_1 += wc[2306] * x0;
+                        a0_2 += wc[4610] * x0;
+                        a0_3 += wc[6914] * x0;
+                        a0_4 += wc[9218] * x0;
+                        a0_5 += wc[11522] * x0;
+                        a0_6 += wc[13826] * x0;
+                        a0_7 += wc[16130] * x0;
+                        a0_8 += wc[18434] * x0;
+                        a0_9 += wc[20738] * x0;
+                        a0_10 += wc[23042] * x0;
+                        a0_11 += wc[25346] * x0;
+                        a0_12 += wc[27650] * x0;
+                        a0_13 += wc[29954] * x0;
+                        a0_14 += wc[32258] * x0;
+                        a0_15 += wc[34562] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 1792 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[2308] * x0;
+                        a0_2 += wc[4612] * x0;
+                        a0_3 += wc[6916] * x0;
+                        a0_4 += wc[9220] * x0;
+                        a0_5 += wc[11524] * x0;
+                        a0_6 += wc[13828] * x0;
+                        a0_7 += wc[16132] * x0;
+                        a0_8 += wc[18436] * x0;
+                        a0_9 += wc[20740] * x0;
+                        a0_10 += wc[23044] * x0;
+                        a0_11 += wc[25348] * x0;
+                        a0_12 += wc[27652] * x0;
+                        a0_13 += wc[29956] * x0;
+                        a0_14 += wc[32260] * x0;
+                        a0_15 += wc[34564] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 1824 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[2309] * x0;
+                        a0_2 += wc[4613] * x0;
+                        a0_3 += wc[6917] * x0;
+                        a0_4 += wc[9221] * x0;
+                        a0_5 += wc[11525] * x0;
+                        a0_6 += wc[13829] * x0;
+                        a0_7 += wc[16133] * x0;
+                        a0_8 += wc[18437] * x0;
+                        a0_9 += wc[20741] * x0;
+                        a0_10 += wc[23045] * x0;
+                        a0_11 += wc[25349] * x0;
+                        a0_12 += wc[27653] * x0;
+                        a0_13 += wc[29957] * x0;
+                        a0_14 += wc[32261] * x0;
+                        a0_15 += wc[34565] * x0;
                     }
                 }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(yb + 1792, vrelu(a0_0));
+                VSTORE(yb + 3840, vrelu(a0_1));
+                VSTORE(yb + 5888, vrelu(a0_2));
+                VSTORE(yb + 7936, vrelu(a0_3));
+                VSTORE(yb + 9984, vrelu(a0_4));
+                VSTORE(yb + 12032, vrelu(a0_5));
+                VSTORE(yb + 14080, vrelu(a0_6));
+                VSTORE(yb + 16128, vrelu(a0_7));
+                VSTORE(yb + 18176, vrelu(a0_8));
+                VSTORE(yb + 20224, vrelu(a0_9));
+                VSTORE(yb + 22272, vrelu(a0_10));
+                VSTORE(yb + 24320, vrelu(a0_11));
+                VSTORE(yb + 26368, vrelu(a0_12));
+                VSTORE(yb + 28416, vrelu(a0_13));
+                VSTORE(yb + 30464, vrelu(a0_14));
+                VSTORE(yb + 32512, vrelu(a0_15));
+            }
+            /* rows 7..7, cols 1..6: 6 of 9 taps */
+            for (int ox = 1; ox < 7; ox++) {
+                cg_v a0_0 = vsplat(bias[cb*16]);
+                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xc = xg + ci*2048;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 1504 + 0);
+                        a0_0 += wc[0] * x0;
+                        a0_1 += wc[2304] * x0;
+                        a0_2 += wc[4608] * x0;
+                        a0_3 += wc[6912] * x0;
+                        a0_4 += wc[9216] * x0;
+                        a0_5 += wc[11520] * x0;
+                        a0_6 += wc[13824] * x0;
+                        a0_7 += wc[16128] * x0;
+                        a0_8 += wc[18432] * x0;
+                        a0_9 += wc[20736] * x0;
+                        a0_10 += wc[23040] * x0;
+                        a0_11 += wc[25344] * x0;
+                        a0_12 += wc[27648] * x0;
+                        a0_13 += wc[29952] * x0;
+                        a0_14 += wc[32256] * x0;
+                        a0_15 += wc[34560] * x0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 589824)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 256, vrelu(y10));
-                            VSTORE(y + o + 288, vrelu(y11));
-                        }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 1536 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[2305] * x0;
+                        a0_2 += wc[4609] * x0;
+                        a0_3 += wc[6913] * x0;
+                        a0_4 += wc[9217] * x0;
+                        a0_5 += wc[11521] * x0;
+                        a0_6 += wc[13825] * x0;
+                        a0_7 += wc[16129] * x0;
+                        a0_8 += wc[18433] * x0;
+                        a0_9 += wc[20737] * x0;
+                        a0_10 += wc[23041] * x0;
+                        a0_11 += wc[25345] * x0;
+                        a0_12 += wc[27649] * x0;
+                        a0_13 += wc[29953] * x0;
+                        a0_14 += wc[32257] * x0;
+                        a0_15 += wc[34561] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 1568 + 0);
+                        a0_0 += wc[2] * x0;
+                        a0_1 += wc[2306] * x0;
+                        a0_2 += wc[4610] * x0;
+                        a0_3 += wc[6914] * x0;
+                        a0_4 += wc[9218] * x0;
+                        a0_5 += wc[11522] * x0;
+                        a0_6 += wc[13826] * x0;
+                        a0_7 += wc[16130] * x0;
+                        a0_8 += wc[18434] * x0;
+                        a0_9 += wc[20738] * x0;
+                        a0_10 += wc[23042] * x0;
+                        a0_11 += wc[25346] * x0;
+                        a0_12 += wc[27650] * x0;
+                        a0_13 += wc[29954] * x0;
+                        a0_14 += wc[32258] * x0;
+                        a0_15 += wc[34562] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 1760 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[2307] * x0;
+                        a0_2 += wc[4611] * x0;
+                        a0_3 += wc[6915] * x0;
+                        a0_4 += wc[9219] * x0;
+                        a0_5 += wc[11523] * x0;
+                        a0_6 += wc[13827] * x0;
+                        a0_7 += wc[16131] * x0;
+                        a0_8 += wc[18435] * x0;
+                        a0_9 += wc[20739] * x0;
+                        a0_10 += wc[23043] * x0;
+                        a0_11 += wc[25347] * x0;
+                        a0_12 += wc[27651] * x0;
+                        a0_13 += wc[29955] * x0;
+                        a0_14 += wc[32259] * x0;
+                        a0_15 += wc[34563] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 1792 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[2308] * x0;
+                        a0_2 += wc[4612] * x0;
+                        a0_3 += wc[6916] * x0;
+                        a0_4 += wc[9220] * x0;
+                        a0_5 += wc[11524] * x0;
+                        a0_6 += wc[13828] * x0;
+                        a0_7 += wc[16132] * x0;
+                        a0_8 += wc[18436] * x0;
+                        a0_9 += wc[20740] * x0;
+                        a0_10 += wc[23044] * x0;
+                        a0_11 += wc[25348] * x0;
+                        a0_12 += wc[27652] * x0;
+                        a0_13 += wc[29956] * x0;
+                        a0_14 += wc[32260] * x0;
+                        a0_15 += wc[34564] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*32 + 1824 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[2309] * x0;
+                        a0_2 += wc[4613] * x0;
+                        a0_3 += wc[6917] * x0;
+                        a0_4 += wc[9221] * x0;
+                        a0_5 += wc[11525] * x0;
+                        a0_6 += wc[13829] * x0;
+                        a0_7 += wc[16133] * x0;
+                        a0_8 += wc[18437] * x0;
+                        a0_9 += wc[20741] * x0;
+                        a0_10 += wc[23045] * x0;
+                        a0_11 += wc[25349] * x0;
+                        a0_12 += wc[27653] * x0;
+                        a0_13 += wc[29957] * x0;
+                        a0_14 += wc[32261] * x0;
+                        a0_15 += wc[34565] * x0;
                     }
                 }
+                VSTORE(yb + ox*32 + 1792, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 3840, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 5888, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 7936, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 9984, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 12032, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 14080, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 16128, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 18176, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 20224, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 22272, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 24320, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 26368, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 28416, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 30464, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 32512, vrelu(a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(bias[cb*16]);
+                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
+                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
+                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
+                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
+                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
+                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
+                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
+                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
+                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
+                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
+                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
+                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
+                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
+                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
+                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xc = xg + ci*2048;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 1728 + 0);
+                        a0_0 += wc[0] * x0;
+                        a0_1 += wc[2304] * x0;
+                        a0_2 += wc[4608] * x0;
+                        a0_3 += wc[6912] * x0;
+                        a0_4 += wc[9216] * x0;
+                        a0_5 += wc[11520] * x0;
+                        a0_6 += wc[13824] * x0;
+                        a0_7 += wc[16128] * x0;
+                        a0_8 += wc[18432] * x0;
+                        a0_9 += wc[20736] * x0;
+                        a0_10 += wc[23040] * x0;
+                        a0_11 += wc[25344] * x0;
+                        a0_12 += wc[27648] * x0;
+                        a0_13 += wc[29952] * x0;
+                        a0_14 += wc[32256] * x0;
+                        a0_15 += wc[34560] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 1760 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[2305] * x0;
+                        a0_2 += wc[4609] * x0;
+                        a0_3 += wc[6913] * x0;
+                        a0_4 += wc[9217] * x0;
+                        a0_5 += wc[11521] * x0;
+                        a0_6 += wc[13825] * x0;
+                        a0_7 += wc[16129] * x0;
+                        a0_8 += wc[18433] * x0;
+                        a0_9 += wc[20737] * x0;
+                        a0_10 += wc[23041] * x0;
+                        a0_11 += wc[25345] * x0;
+                        a0_12 += wc[27649] * x0;
+                        a0_13 += wc[29953] * x0;
+                        a0_14 += wc[32257] * x0;
+                        a0_15 += wc[34561] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 1984 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[2307] * x0;
+                        a0_2 += wc[4611] * x0;
+                        a0_3 += wc[6915] * x0;
+                        a0_4 += wc[9219] * x0;
+                        a0_5 += wc[11523] * x0;
+                        a0_6 += wc[13827] * x0;
+                        a0_7 += wc[16131] * x0;
+                        a0_8 += wc[18435] * x0;
+                        a0_9 += wc[20739] * x0;
+                        a0_10 += wc[23043] * x0;
+                        a0_11 += wc[25347] * x0;
+                        a0_12 += wc[27651] * x0;
+                        a0_13 += wc[29955] * x0;
+                        a0_14 += wc[32259] * x0;
+                        a0_15 += wc[34563] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 2016 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[2308] * x0;
+                        a0_2 += wc[4612] * x0;
+                        a0_3 += wc[6916] * x0;
+                        a0_4 += wc[9220] * x0;
+                        a0_5 += wc[11524] * x0;
+                        a0_6 += wc[13828] * x0;
+                        a0_7 += wc[16132] * x0;
+                        a0_8 += wc[18436] * x0;
+                        a0_9 += wc[20740] * x0;
+                        a0_10 += wc[23044] * x0;
+                        a0_11 += wc[25348] * x0;
+                        a0_12 += wc[27652] * x0;
+                        a0_13 += wc[29956] * x0;
+                        a0_14 += wc[32260] * x0;
+                        a0_15 += wc[34564] * x0;
+                    }
+                }
+                VSTORE(yb + 2016, vrelu(a0_0));
+                VSTORE(yb + 4064, vrelu(a0_1));
+                VSTORE(yb + 6112, vrelu(a0_2));
+                VSTORE(yb + 8160, vrelu(a0_3));
+                VSTORE(yb + 10208, vrelu(a0_4));
+                VSTORE(yb + 12256, vrelu(a0_5));
+                VSTORE(yb + 14304, vrelu(a0_6));
+                VSTORE(yb + 16352, vrelu(a0_7));
+                VSTORE(yb + 18400, vrelu(a0_8));
+                VSTORE(yb + 20448, vrelu(a0_9));
+                VSTORE(yb + 22496, vrelu(a0_10));
+                VSTORE(yb + 24544, vrelu(a0_11));
+                VSTORE(yb + 26592, vrelu(a0_12));
+                VSTORE(yb + 28640, vrelu(a0_13));
+                VSTORE(yb + 30688, vrelu(a0_14));
+                VSTORE(yb + 32736, vrelu(a0_15));
             }
         }
     }
@@ -8459,638 +10426,1300 @@ static void l12_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l12_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [256x8x8][lanes], y [256x8x8][lanes] */
-    float *restrict U = S; /* [16][256][256]: G g G^T per channel pair */
-    for (int co = 0; co < 256; co++) {
-        for (int ci = 0; ci < 256; ci++) {
-            const float g0 = P[ci * 2304 + co * 9 + 8], g1 = P[ci * 2304 + co * 9 + 7], g2 = P[ci * 2304 + co * 9 + 6], g3 = P[ci * 2304 + co * 9 + 5], g4 = P[ci * 2304 + co * 9 + 4], g5 = P[ci * 2304 + co * 9 + 3], g6 = P[ci * 2304 + co * 9 + 2], g7 = P[ci * 2304 + co * 9 + 1], g8 = P[ci * 2304 + co * 9 + 0];
-            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
-            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
-            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
-            float *restrict u = U + ci * 256 + co;
-            u[0] = t00; u[65536] = 0.5f * (t00 + t01 + t02); u[131072] = 0.5f * (t00 - t01 + t02); u[196608] = t02;
-            u[262144] = t10; u[327680] = 0.5f * (t10 + t11 + t12); u[393216] = 0.5f * (t10 - t11 + t12); u[458752] = t12;
-            u[524288] = t20; u[589824] = 0.5f * (t20 + t21 + t22); u[655360] = 0.5f * (t20 - t21 + t22); u[720896] = t22;
-            u[786432] = t30; u[851968] = 0.5f * (t30 + t31 + t32); u[917504] = 0.5f * (t30 - t31 + t32); u[983040] = t32;
-        }
-    }
-    /* tile rows 0..0: input rows zeros at 0 */
+    const float *restrict w = P;
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544));
-                        const cg_v d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
-                        const cg_v d33 = VLOAD(xc + (xo + 864));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 16; cib++) {
+            float *restrict dxb = dx + cib*32768 + v0 * 16;
+            const float *restrict xb = x + cib*32768 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*144;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*2048;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 288 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 256 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
                     }
                 }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+                VSTORE(dxb + 2048, vdrelu(VLOAD(xb + 2048), a0_1));
+                VSTORE(dxb + 4096, vdrelu(VLOAD(xb + 4096), a0_2));
+                VSTORE(dxb + 6144, vdrelu(VLOAD(xb + 6144), a0_3));
+                VSTORE(dxb + 8192, vdrelu(VLOAD(xb + 8192), a0_4));
+                VSTORE(dxb + 10240, vdrelu(VLOAD(xb + 10240), a0_5));
+                VSTORE(dxb + 12288, vdrelu(VLOAD(xb + 12288), a0_6));
+                VSTORE(dxb + 14336, vdrelu(VLOAD(xb + 14336), a0_7));
+                VSTORE(dxb + 16384, vdrelu(VLOAD(xb + 16384), a0_8));
+                VSTORE(dxb + 18432, vdrelu(VLOAD(xb + 18432), a0_9));
+                VSTORE(dxb + 20480, vdrelu(VLOAD(xb + 20480), a0_10));
+                VSTORE(dxb + 22528, vdrelu(VLOAD(xb + 22528), a0_11));
+                VSTORE(dxb + 24576, vdrelu(VLOAD(xb + 24576), a0_12));
+                VSTORE(dxb + 26624, vdrelu(VLOAD(xb + 26624), a0_13));
+                VSTORE(dxb + 28672, vdrelu(VLOAD(xb + 28672), a0_14));
+                VSTORE(dxb + 30720, vdrelu(VLOAD(xb + 30720), a0_15));
+            }
+            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..6): 6 taps */
+            for (int tx = 1; tx < 7; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*2048;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 288 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 256, vdrelu(VLOAD(x + o + 256), y10));
-                            VSTORE(dx + o + 288, vdrelu(VLOAD(x + o + 288), y11));
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 256 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 224 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*32, vdrelu(VLOAD(xb + tx*32), a0_0));
+                VSTORE(dxb + tx*32 + 2048, vdrelu(VLOAD(xb + tx*32 + 2048), a0_1));
+                VSTORE(dxb + tx*32 + 4096, vdrelu(VLOAD(xb + tx*32 + 4096), a0_2));
+                VSTORE(dxb + tx*32 + 6144, vdrelu(VLOAD(xb + tx*32 + 6144), a0_3));
+                VSTORE(dxb + tx*32 + 8192, vdrelu(VLOAD(xb + tx*32 + 8192), a0_4));
+                VSTORE(dxb + tx*32 + 10240, vdrelu(VLOAD(xb + tx*32 + 10240), a0_5));
+                VSTORE(dxb + tx*32 + 12288, vdrelu(VLOAD(xb + tx*32 + 12288), a0_6));
+                VSTORE(dxb + tx*32 + 14336, vdrelu(VLOAD(xb + tx*32 + 14336), a0_7));
+                VSTORE(dxb + tx*32 + 16384, vdrelu(VLOAD(xb + tx*32 + 16384), a0_8));
+                VSTORE(dxb + tx*32 + 18432, vdrelu(VLOAD(xb + tx*32 + 18432), a0_9));
+                VSTORE(dxb + tx*32 + 20480, vdrelu(VLOAD(xb + tx*32 + 20480), a0_10));
+                VSTORE(dxb + tx*32 + 22528, vdrelu(VLOAD(xb + tx*32 + 22528), a0_11));
+                VSTORE(dxb + tx*32 + 24576, vdrelu(VLOAD(xb + tx*32 + 24576), a0_12));
+                VSTORE(dxb + tx*32 + 26624, vdrelu(VLOAD(xb + tx*32 + 26624), a0_13));
+                VSTORE(dxb + tx*32 + 28672, vdrelu(VLOAD(xb + tx*32 + 28672), a0_14));
+                VSTORE(dxb + tx*32 + 30720, vdrelu(VLOAD(xb + tx*32 + 30720), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*2048;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 480 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 448 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 224 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 192 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + 224, vdrelu(VLOAD(xb + 224), a0_0));
+                VSTORE(dxb + 2272, vdrelu(VLOAD(xb + 2272), a0_1));
+                VSTORE(dxb + 4320, vdrelu(VLOAD(xb + 4320), a0_2));
+                VSTORE(dxb + 6368, vdrelu(VLOAD(xb + 6368), a0_3));
+                VSTORE(dxb + 8416, vdrelu(VLOAD(xb + 8416), a0_4));
+                VSTORE(dxb + 10464, vdrelu(VLOAD(xb + 10464), a0_5));
+                VSTORE(dxb + 12512, vdrelu(VLOAD(xb + 12512), a0_6));
+                VSTORE(dxb + 14560, vdrelu(VLOAD(xb + 14560), a0_7));
+                VSTORE(dxb + 16608, vdrelu(VLOAD(xb + 16608), a0_8));
+                VSTORE(dxb + 18656, vdrelu(VLOAD(xb + 18656), a0_9));
+                VSTORE(dxb + 20704, vdrelu(VLOAD(xb + 20704), a0_10));
+                VSTORE(dxb + 22752, vdrelu(VLOAD(xb + 22752), a0_11));
+                VSTORE(dxb + 24800, vdrelu(VLOAD(xb + 24800), a0_12));
+                VSTORE(dxb + 26848, vdrelu(VLOAD(xb + 26848), a0_13));
+                VSTORE(dxb + 28896, vdrelu(VLOAD(xb + 28896), a0_14));
+                VSTORE(dxb + 30944, vdrelu(VLOAD(xb + 30944), a0_15));
+            }
+            /* inputs rows 0+1*t (t=1..6), cols 0+1*t (t=0..0): 6 taps */
+            for (int ty = 1; ty < 7; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*2048;
+                        const float *restrict wc = wg + co*2304;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 288 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 256 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 - 224 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 - 256 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
                         }
                     }
+                    VSTORE(dxb + ty*256, vdrelu(VLOAD(xb + ty*256), a0_0));
+                    VSTORE(dxb + ty*256 + 2048, vdrelu(VLOAD(xb + ty*256 + 2048), a0_1));
+                    VSTORE(dxb + ty*256 + 4096, vdrelu(VLOAD(xb + ty*256 + 4096), a0_2));
+                    VSTORE(dxb + ty*256 + 6144, vdrelu(VLOAD(xb + ty*256 + 6144), a0_3));
+                    VSTORE(dxb + ty*256 + 8192, vdrelu(VLOAD(xb + ty*256 + 8192), a0_4));
+                    VSTORE(dxb + ty*256 + 10240, vdrelu(VLOAD(xb + ty*256 + 10240), a0_5));
+                    VSTORE(dxb + ty*256 + 12288, vdrelu(VLOAD(xb + ty*256 + 12288), a0_6));
+                    VSTORE(dxb + ty*256 + 14336, vdrelu(VLOAD(xb + ty*256 + 14336), a0_7));
+                    VSTORE(dxb + ty*256 + 16384, vdrelu(VLOAD(xb + ty*256 + 16384), a0_8));
+                    VSTORE(dxb + ty*256 + 18432, vdrelu(VLOAD(xb + ty*256 + 18432), a0_9));
+                    VSTORE(dxb + ty*256 + 20480, vdrelu(VLOAD(xb + ty*256 + 20480), a0_10));
+                    VSTORE(dxb + ty*256 + 22528, vdrelu(VLOAD(xb + ty*256 + 22528), a0_11));
+                    VSTORE(dxb + ty*256 + 24576, vdrelu(VLOAD(xb + ty*256 + 24576), a0_12));
+                    VSTORE(dxb + ty*256 + 26624, vdrelu(VLOAD(xb + ty*256 + 26624), a0_13));
+                    VSTORE(dxb + ty*256 + 28672, vdrelu(VLOAD(xb + ty*256 + 28672), a0_14));
+                    VSTORE(dxb + ty*256 + 30720, vdrelu(VLOAD(xb + ty*256 + 30720), a0_15));
                 }
             }
-            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352));
-                        const cg_v d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* inputs rows 0+1*t (t=1..6), cols 0+1*t (t=1..6): 9 taps */
+            for (int ty = 1; ty < 7; ty++) {
+                for (int tx = 1; tx < 7; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*2048;
+                        const float *restrict wc = wg + co*2304;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 288 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 256, vdrelu(VLOAD(x + o + 256), y10));
-                            VSTORE(dx + o + 288, vdrelu(VLOAD(x + o + 288), y11));
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 256 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
                         }
-                    }
-                }
-            }
-            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512));
-                        const cg_v d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800));
-                        const cg_v d32 = VLOAD(xc + (xo + 832));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 224 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 256, vdrelu(VLOAD(x + o + 256), y10));
-                            VSTORE(dx + o + 288, vdrelu(VLOAD(x + o + 288), y11));
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 1..2: input rows all inside */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 1; ty < 3; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288));
-                        const cg_v d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576));
-                        const cg_v d23 = VLOAD(xc + (xo + 608)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 256, vdrelu(VLOAD(x + o + 256), y10));
-                            VSTORE(dx + o + 288, vdrelu(VLOAD(x + o + 288), y11));
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 - 32 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 - 224 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 - 256 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 - 288 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
                         }
                     }
-                }
-            }
-            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352));
-                        const cg_v d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832)), d33 = VLOAD(xc + (xo + 864));
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 256, vdrelu(VLOAD(x + o + 256), y10));
-                            VSTORE(dx + o + 288, vdrelu(VLOAD(x + o + 288), y11));
-                        }
-                    }
+                    VSTORE(dxb + ty*256 + tx*32, vdrelu(VLOAD(xb + ty*256 + tx*32), a0_0));
+                    VSTORE(dxb + ty*256 + tx*32 + 2048, vdrelu(VLOAD(xb + ty*256 + tx*32 + 2048), a0_1));
+                    VSTORE(dxb + ty*256 + tx*32 + 4096, vdrelu(VLOAD(xb + ty*256 + tx*32 + 4096), a0_2));
+                    VSTORE(dxb + ty*256 + tx*32 + 6144, vdrelu(VLOAD(xb + ty*256 + tx*32 + 6144), a0_3));
+                    VSTORE(dxb + ty*256 + tx*32 + 8192, vdrelu(VLOAD(xb + ty*256 + tx*32 + 8192), a0_4));
+                    VSTORE(dxb + ty*256 + tx*32 + 10240, vdrelu(VLOAD(xb + ty*256 + tx*32 + 10240), a0_5));
+                    VSTORE(dxb + ty*256 + tx*32 + 12288, vdrelu(VLOAD(xb + ty*256 + tx*32 + 12288), a0_6));
+                    VSTORE(dxb + ty*256 + tx*32 + 14336, vdrelu(VLOAD(xb + ty*256 + tx*32 + 14336), a0_7));
+                    VSTORE(dxb + ty*256 + tx*32 + 16384, vdrelu(VLOAD(xb + ty*256 + tx*32 + 16384), a0_8));
+                    VSTORE(dxb + ty*256 + tx*32 + 18432, vdrelu(VLOAD(xb + ty*256 + tx*32 + 18432), a0_9));
+                    VSTORE(dxb + ty*256 + tx*32 + 20480, vdrelu(VLOAD(xb + ty*256 + tx*32 + 20480), a0_10));
+                    VSTORE(dxb + ty*256 + tx*32 + 22528, vdrelu(VLOAD(xb + ty*256 + tx*32 + 22528), a0_11));
+                    VSTORE(dxb + ty*256 + tx*32 + 24576, vdrelu(VLOAD(xb + ty*256 + tx*32 + 24576), a0_12));
+                    VSTORE(dxb + ty*256 + tx*32 + 26624, vdrelu(VLOAD(xb + ty*256 + tx*32 + 26624), a0_13));
+                    VSTORE(dxb + ty*256 + tx*32 + 28672, vdrelu(VLOAD(xb + ty*256 + tx*32 + 28672), a0_14));
+                    VSTORE(dxb + ty*256 + tx*32 + 30720, vdrelu(VLOAD(xb + ty*256 + tx*32 + 30720), a0_15));
                 }
             }
-            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256));
-                        const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544));
-                        const cg_v d22 = VLOAD(xc + (xo + 576)), d30 = VLOAD(xc + (xo + 768)), d31 = VLOAD(xc + (xo + 800)), d32 = VLOAD(xc + (xo + 832));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+            /* inputs rows 0+1*t (t=1..6), cols 0+1*t (t=7..7): 6 taps */
+            for (int ty = 1; ty < 7; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*2048;
+                        const float *restrict wc = wg + co*2304;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 480 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 256, vdrelu(VLOAD(x + o + 256), y10));
-                            VSTORE(dx + o + 288, vdrelu(VLOAD(x + o + 288), y11));
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 448 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
                         }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 3..3: input rows zeros at 3 */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int ty = 3; ty < 4; ty++) {
-            cg_v vb[8192]; /* [16][256][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 288));
-                        const cg_v d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576));
-                        const cg_v d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 224 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 256, vdrelu(VLOAD(x + o + 256), y10));
-                            VSTORE(dx + o + 288, vdrelu(VLOAD(x + o + 288), y11));
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 + 192 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
                         }
-                    }
-                }
-            }
-            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 256)), d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d13 = VLOAD(xc + (xo + 352));
-                        const cg_v d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544)), d22 = VLOAD(xc + (xo + 576)), d23 = VLOAD(xc + (xo + 608));
-                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
-                    }
-                }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 - 32 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
-                    }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 256, vdrelu(VLOAD(x + o + 256), y10));
-                            VSTORE(dx + o + 288, vdrelu(VLOAD(x + o + 288), y11));
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*256 - 64 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
                         }
                     }
+                    VSTORE(dxb + ty*256 + 224, vdrelu(VLOAD(xb + ty*256 + 224), a0_0));
+                    VSTORE(dxb + ty*256 + 2272, vdrelu(VLOAD(xb + ty*256 + 2272), a0_1));
+                    VSTORE(dxb + ty*256 + 4320, vdrelu(VLOAD(xb + ty*256 + 4320), a0_2));
+                    VSTORE(dxb + ty*256 + 6368, vdrelu(VLOAD(xb + ty*256 + 6368), a0_3));
+                    VSTORE(dxb + ty*256 + 8416, vdrelu(VLOAD(xb + ty*256 + 8416), a0_4));
+                    VSTORE(dxb + ty*256 + 10464, vdrelu(VLOAD(xb + ty*256 + 10464), a0_5));
+                    VSTORE(dxb + ty*256 + 12512, vdrelu(VLOAD(xb + ty*256 + 12512), a0_6));
+                    VSTORE(dxb + ty*256 + 14560, vdrelu(VLOAD(xb + ty*256 + 14560), a0_7));
+                    VSTORE(dxb + ty*256 + 16608, vdrelu(VLOAD(xb + ty*256 + 16608), a0_8));
+                    VSTORE(dxb + ty*256 + 18656, vdrelu(VLOAD(xb + ty*256 + 18656), a0_9));
+                    VSTORE(dxb + ty*256 + 20704, vdrelu(VLOAD(xb + ty*256 + 20704), a0_10));
+                    VSTORE(dxb + ty*256 + 22752, vdrelu(VLOAD(xb + ty*256 + 22752), a0_11));
+                    VSTORE(dxb + ty*256 + 24800, vdrelu(VLOAD(xb + ty*256 + 24800), a0_12));
+                    VSTORE(dxb + ty*256 + 26848, vdrelu(VLOAD(xb + ty*256 + 26848), a0_13));
+                    VSTORE(dxb + ty*256 + 28896, vdrelu(VLOAD(xb + ty*256 + 28896), a0_14));
+                    VSTORE(dxb + ty*256 + 30944, vdrelu(VLOAD(xb + ty*256 + 30944), a0_15));
                 }
             }
-            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 8 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 256; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 2048 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 256));
-                        const cg_v d11 = VLOAD(xc + (xo + 288)), d12 = VLOAD(xc + (xo + 320)), d20 = VLOAD(xc + (xo + 512)), d21 = VLOAD(xc + (xo + 544));
-                        const cg_v d22 = VLOAD(xc + (xo + 576));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 256 + ci) * 2 + bb] = s00 - s02; vb[(1 * 256 + ci) * 2 + bb] = s01 + s02; vb[(2 * 256 + ci) * 2 + bb] = s02 - s01; vb[(3 * 256 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 256 + ci) * 2 + bb] = s10 - s12; vb[(5 * 256 + ci) * 2 + bb] = s11 + s12; vb[(6 * 256 + ci) * 2 + bb] = s12 - s11; vb[(7 * 256 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 256 + ci) * 2 + bb] = s20 - s22; vb[(9 * 256 + ci) * 2 + bb] = s21 + s22; vb[(10 * 256 + ci) * 2 + bb] = s22 - s21; vb[(11 * 256 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 256 + ci) * 2 + bb] = s30 - s32; vb[(13 * 256 + ci) * 2 + bb] = s31 + s32; vb[(14 * 256 + ci) * 2 + bb] = s32 - s31; vb[(15 * 256 + ci) * 2 + bb] = s31 - s33;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*2048;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1824 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1792 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1568 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1536 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
                     }
                 }
-                for (int cb = 0; cb < 32; cb++) {
-                    for (int p = 0; p < 16; p++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                        for (int ci = 0; ci < 256; ci++) {
-                            const float *restrict u = U + (size_t)(p * 256 + ci) * 256 + cb * 8;
-                            const cg_v e0 = vb[(p * 256 + ci) * 2 + 0], e1 = vb[(p * 256 + ci) * 2 + 1];
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
-                        }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                VSTORE(dxb + 1792, vdrelu(VLOAD(xb + 1792), a0_0));
+                VSTORE(dxb + 3840, vdrelu(VLOAD(xb + 3840), a0_1));
+                VSTORE(dxb + 5888, vdrelu(VLOAD(xb + 5888), a0_2));
+                VSTORE(dxb + 7936, vdrelu(VLOAD(xb + 7936), a0_3));
+                VSTORE(dxb + 9984, vdrelu(VLOAD(xb + 9984), a0_4));
+                VSTORE(dxb + 12032, vdrelu(VLOAD(xb + 12032), a0_5));
+                VSTORE(dxb + 14080, vdrelu(VLOAD(xb + 14080), a0_6));
+                VSTORE(dxb + 16128, vdrelu(VLOAD(xb + 16128), a0_7));
+                VSTORE(dxb + 18176, vdrelu(VLOAD(xb + 18176), a0_8));
+                VSTORE(dxb + 20224, vdrelu(VLOAD(xb + 20224), a0_9));
+                VSTORE(dxb + 22272, vdrelu(VLOAD(xb + 22272), a0_10));
+                VSTORE(dxb + 24320, vdrelu(VLOAD(xb + 24320), a0_11));
+                VSTORE(dxb + 26368, vdrelu(VLOAD(xb + 26368), a0_12));
+                VSTORE(dxb + 28416, vdrelu(VLOAD(xb + 28416), a0_13));
+                VSTORE(dxb + 30464, vdrelu(VLOAD(xb + 30464), a0_14));
+                VSTORE(dxb + 32512, vdrelu(VLOAD(xb + 32512), a0_15));
+            }
+            /* inputs rows 0+1*t (t=7..7), cols 0+1*t (t=1..6): 6 taps */
+            for (int tx = 1; tx < 7; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*2048;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1824 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
                     }
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 8 + 2 * ty) * 8 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 256, vdrelu(VLOAD(x + o + 256), y10));
-                            VSTORE(dx + o + 288, vdrelu(VLOAD(x + o + 288), y11));
-                        }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1792 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1760 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1568 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1536 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1504 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
                     }
                 }
+                VSTORE(dxb + tx*32 + 1792, vdrelu(VLOAD(xb + tx*32 + 1792), a0_0));
+                VSTORE(dxb + tx*32 + 3840, vdrelu(VLOAD(xb + tx*32 + 3840), a0_1));
+                VSTORE(dxb + tx*32 + 5888, vdrelu(VLOAD(xb + tx*32 + 5888), a0_2));
+                VSTORE(dxb + tx*32 + 7936, vdrelu(VLOAD(xb + tx*32 + 7936), a0_3));
+                VSTORE(dxb + tx*32 + 9984, vdrelu(VLOAD(xb + tx*32 + 9984), a0_4));
+                VSTORE(dxb + tx*32 + 12032, vdrelu(VLOAD(xb + tx*32 + 12032), a0_5));
+                VSTORE(dxb + tx*32 + 14080, vdrelu(VLOAD(xb + tx*32 + 14080), a0_6));
+                VSTORE(dxb + tx*32 + 16128, vdrelu(VLOAD(xb + tx*32 + 16128), a0_7));
+                VSTORE(dxb + tx*32 + 18176, vdrelu(VLOAD(xb + tx*32 + 18176), a0_8));
+                VSTORE(dxb + tx*32 + 20224, vdrelu(VLOAD(xb + tx*32 + 20224), a0_9));
+                VSTORE(dxb + tx*32 + 22272, vdrelu(VLOAD(xb + tx*32 + 22272), a0_10));
+                VSTORE(dxb + tx*32 + 24320, vdrelu(VLOAD(xb + tx*32 + 24320), a0_11));
+                VSTORE(dxb + tx*32 + 26368, vdrelu(VLOAD(xb + tx*32 + 26368), a0_12));
+                VSTORE(dxb + tx*32 + 28416, vdrelu(VLOAD(xb + tx*32 + 28416), a0_13));
+                VSTORE(dxb + tx*32 + 30464, vdrelu(VLOAD(xb + tx*32 + 30464), a0_14));
+                VSTORE(dxb + tx*32 + 32512, vdrelu(VLOAD(xb + tx*32 + 32512), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*2048;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 2016 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1984 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1760 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1728 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + 2016, vdrelu(VLOAD(xb + 2016), a0_0));
+                VSTORE(dxb + 4064, vdrelu(VLOAD(xb + 4064), a0_1));
+                VSTORE(dxb + 6112, vdrelu(VLOAD(xb + 6112), a0_2));
+                VSTORE(dxb + 8160, vdrelu(VLOAD(xb + 8160), a0_3));
+                VSTORE(dxb + 10208, vdrelu(VLOAD(xb + 10208), a0_4));
+                VSTORE(dxb + 12256, vdrelu(VLOAD(xb + 12256), a0_5));
+                VSTORE(dxb + 14304, vdrelu(VLOAD(xb + 14304), a0_6));
+                VSTORE(dxb + 16352, vdrelu(VLOAD(xb + 16352), a0_7));
+                VSTORE(dxb + 18400, vdrelu(VLOAD(xb + 18400), a0_8));
+                VSTORE(dxb + 20448, vdrelu(VLOAD(xb + 20448), a0_9));
+                VSTORE(dxb + 22496, vdrelu(VLOAD(xb + 22496), a0_10));
+                VSTORE(dxb + 24544, vdrelu(VLOAD(xb + 24544), a0_11));
+                VSTORE(dxb + 26592, vdrelu(VLOAD(xb + 26592), a0_12));
+                VSTORE(dxb + 28640, vdrelu(VLOAD(xb + 28640), a0_13));
+                VSTORE(dxb + 30688, vdrelu(VLOAD(xb + 30688), a0_14));
+                VSTORE(dxb + 32736, vdrelu(VLOAD(xb + 32736), a0_15));
             }
         }
     }
@@ -9103,7 +11732,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l13_relu_backward: none, layer 14 masks its dx stores with the relu's derivative */
 
 /* layer 14: conv2d 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:26:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8]+relu dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l14_conv2d_forward: the code of l12_conv2d_forward */
 
 /* l14_conv2d_backward: the code of l12_conv2d_backward */
@@ -16706,11 +19335,8 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define S07     10174784 /* scratch of layer 7 (conv2d) */
 #define A09     6914048 /* output of layer 9 (maxpool2d), [128x8x8][lanes] */
 #define A10     7176192 /* output of layer 10 (conv2d), [256x8x8][lanes] */
-#define S10     10436928 /* scratch of layer 10 (conv2d) */
 #define A12     7700480 /* output of layer 12 (conv2d), [256x8x8][lanes] */
-#define S12     10961216 /* scratch of layer 12 (conv2d) */
 #define A14     8224768 /* output of layer 14 (conv2d), [256x8x8][lanes] */
-#define S14     12009792 /* scratch of layer 14 (conv2d) */
 #define A16     8749056 /* output of layer 16 (maxpool2d), [256x4x4][lanes] */
 #define A17     8880128 /* output of layer 17 (conv2d), [512x4x4][lanes] */
 #define A19     9142272 /* output of layer 19 (conv2d), [512x4x4][lanes] */
@@ -16721,35 +19347,35 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define A28     9863168 /* output of layer 28 (conv2d), [512x2x2][lanes] */
 #define A30     9928704 /* output of layer 30 (maxpool2d), [512x1x1][lanes] */
 #define A32     9945088 /* output of layer 32 (dense), [512][lanes] */
-#define S32     13058368 /* scratch of layer 32 (dense) */
+#define S32     10436928 /* scratch of layer 32 (dense) */
 #define A34     9961472 /* output of layer 34 (dense), [512][lanes] */
-#define S34     13075264 /* scratch of layer 34 (dense) */
+#define S34     10453824 /* scratch of layer 34 (dense) */
 #define A36     9977856 /* output of layer 36 (dense), [10][lanes] */
-#define S36     13092160 /* scratch of layer 36 (dense) */
-#define OUT     13109056 /* the output, [N][10] */
-#define DOUT    13109376 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  13109696 /* dLoss/dOutput, [10][lanes] */
-#define D35     13110016 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
-#define D33     13126400 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
-#define D31     13175552 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     13110016 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
-#define D27     13175552 /* gradient arena: dLoss/d(layer 27 output), then layer 28's dx masks it to dLoss/d(its input) */
-#define D25     13110016 /* gradient arena: dLoss/d(layer 25 output), then layer 26's dx masks it to dLoss/d(its input) */
-#define D23     13372160 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     13110016 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
-#define D20     13372160 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
-#define D18     13110016 /* gradient arena: dLoss/d(layer 18 output), then layer 19's dx masks it to dLoss/d(its input) */
-#define D16     13634304 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     13110016 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
-#define D13     13634304 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
-#define D11     13110016 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
-#define D09     14158592 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     13110016 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
-#define D06     14158592 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
-#define D04     15207168 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     13110016 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
-#define D01     15207168 /* gradient arena: dLoss/d(layer 1 output), then layer 2's dx masks it to dLoss/d(its input) */
-#define DIN     13110016 /* gradient arena: dLoss/dInput */
+#define S36     10470720 /* scratch of layer 36 (dense) */
+#define OUT     10487616 /* the output, [N][10] */
+#define DOUT    10487936 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  10488256 /* dLoss/dOutput, [10][lanes] */
+#define D35     10488576 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     10504960 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
+#define D31     10554112 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     10488576 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     10554112 /* gradient arena: dLoss/d(layer 27 output), then layer 28's dx masks it to dLoss/d(its input) */
+#define D25     10488576 /* gradient arena: dLoss/d(layer 25 output), then layer 26's dx masks it to dLoss/d(its input) */
+#define D23     10750720 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     10488576 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
+#define D20     10750720 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
+#define D18     10488576 /* gradient arena: dLoss/d(layer 18 output), then layer 19's dx masks it to dLoss/d(its input) */
+#define D16     11012864 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     10488576 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
+#define D13     11012864 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
+#define D11     10488576 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
+#define D09     11537152 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     10488576 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
+#define D06     11537152 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     12585728 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     10488576 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
+#define D01     12585728 /* gradient arena: dLoss/d(layer 1 output), then layer 2's dx masks it to dLoss/d(its input) */
+#define DIN     10488576 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void vgg16_cifar_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -16767,11 +19393,11 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
     l07_conv2d_forward(params + 112576, ws + S07, ws + A05, ws + A07);
     /* layer 8: relu fused into layer 7's stores */
     l09_maxpool2d_forward(ws + A07, ws + A09);
-    l10_conv2d_forward(params + 260160, ws + S10, ws + A09, ws + A10);
+    l10_conv2d_forward(params + 260160, ws + A09, ws + A10);
     /* layer 11: relu fused into layer 10's stores */
-    l12_conv2d_forward(params + 555328, ws + S12, ws + A10, ws + A12);
+    l12_conv2d_forward(params + 555328, ws + A10, ws + A12);
     /* layer 13: relu fused into layer 12's stores */
-    l12_conv2d_forward(params + 1145408, ws + S14, ws + A12, ws + A14);
+    l12_conv2d_forward(params + 1145408, ws + A12, ws + A14);
     /* layer 15: relu fused into layer 14's stores */
     l16_maxpool2d_forward(ws + A14, ws + A16);
     l17_conv2d_forward(params + 1735488, ws + A16, ws + A17);
@@ -16797,7 +19423,7 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
     cg_from_lanes(ws + A36, ws + OUT, nb, 10, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (13109376); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (10487936); grads accumulate. */
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 32);
@@ -16834,13 +19460,13 @@ void vgg16_cifar_backward(const float *params, float *grads, const float *x, flo
     l16_maxpool2d_backward(ws + A14, ws + D16, ws + D15);
     /* layer 15: relu's backward is in layer 16's dx stores */
     l12_conv2d_backward(grads + 1145408, ws + A12, ws + D15);
-    l12_conv2d_backward_dx(params + 1145408, ws + S14, ws + A12, ws + D15, ws + D13);
+    l12_conv2d_backward_dx(params + 1145408, ws + A12, ws + D15, ws + D13);
     /* layer 13: relu's backward is in layer 14's dx stores */
     l12_conv2d_backward(grads + 555328, ws + A10, ws + D13);
-    l12_conv2d_backward_dx(params + 555328, ws + S12, ws + A10, ws + D13, ws + D11);
+    l12_conv2d_backward_dx(params + 555328, ws + A10, ws + D13, ws + D11);
     /* layer 11: relu's backward is in layer 12's dx stores */
     l10_conv2d_backward(grads + 260160, ws + A09, ws + D11);
-    l10_conv2d_backward_dx(params + 260160, ws + S10, ws + D11, ws + D09);
+    l10_conv2d_backward_dx(params + 260160, ws + D11, ws + D09);
     l09_maxpool2d_backward(ws + A07, ws + D09, ws + D08);
     /* layer 8: relu's backward is in layer 9's dx stores */
     l07_conv2d_backward(grads + 112576, ws + A05, ws + D08);
@@ -16983,7 +19609,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 8192, .out_size = 16384, .act_offset = 7176192, .lanes = 32, .line = 22, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8]+relu dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 10, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 10, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
@@ -16992,7 +19618,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 7700480, .lanes = 32, .line = 24, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8]+relu dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 12, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 12, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
@@ -17001,7 +19627,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 8224768, .lanes = 32, .line = 26, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8]+relu dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 14, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 14, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
