@@ -1964,7 +1964,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2030,7 +2030,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2096,7 +2096,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2170,7 +2170,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2236,7 +2236,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2302,7 +2302,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2376,7 +2376,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2442,7 +2442,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2508,7 +2508,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2714,7 +2714,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2780,7 +2780,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2846,7 +2846,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2920,7 +2920,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2986,7 +2986,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3052,7 +3052,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3126,7 +3126,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3192,7 +3192,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3258,7 +3258,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;

@@ -1980,7 +1980,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2046,7 +2046,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2112,7 +2112,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2186,7 +2186,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2252,7 +2252,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2318,7 +2318,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2392,7 +2392,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2458,7 +2458,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2524,7 +2524,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2730,7 +2730,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2796,7 +2796,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2862,7 +2862,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2936,7 +2936,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3002,7 +3002,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3068,7 +3068,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3142,7 +3142,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3208,7 +3208,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3274,7 +3274,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3476,7 +3476,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3542,7 +3542,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3608,7 +3608,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3682,7 +3682,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3748,7 +3748,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3814,7 +3814,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3888,7 +3888,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3954,7 +3954,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4020,7 +4020,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5759,7 +5759,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5825,7 +5825,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5891,7 +5891,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5965,7 +5965,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6031,7 +6031,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6097,7 +6097,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6171,7 +6171,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6237,7 +6237,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6303,7 +6303,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6509,7 +6509,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6575,7 +6575,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6641,7 +6641,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6715,7 +6715,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6781,7 +6781,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6847,7 +6847,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6921,7 +6921,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6987,7 +6987,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -7053,7 +7053,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -7573,7 +7573,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -7639,7 +7639,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -7705,7 +7705,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -7779,7 +7779,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -7845,7 +7845,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -7911,7 +7911,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -7985,7 +7985,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -8051,7 +8051,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -8117,7 +8117,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;

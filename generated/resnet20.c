@@ -1925,7 +1925,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 3: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:12:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 static void l03_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
@@ -1980,7 +1980,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2046,7 +2046,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2112,7 +2112,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2186,7 +2186,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2252,7 +2252,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2318,7 +2318,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2392,7 +2392,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2458,7 +2458,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2524,7 +2524,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2567,13 +2567,13 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     float *restrict gw = G;
-    float *restrict Mw = S; /* [16][16][16]: sum over tiles and samples of Z (.) V */
+    cg_v *restrict Mw = (cg_v *)S; /* [16][16][16]: sum over tiles and samples of Z (.) V, per lane */
     CG_PARALLEL_SECTIONS
     {
         CG_SECTION
         { /* transform row 0: M[0..3] */
-            float *restrict Mi = Mw + 0;
-            for (int k = 0; k < 1024; k++) Mi[k] = 0.0f;
+            cg_v *restrict Mi = Mw + 0;
+            for (int k = 0; k < 1024; k++) Mi[k] = vsplat(0.0f);
             cg_v xt[896]; /* [4][16][14 tiles x 1]: row 0 of B^T d B */
             cg_v dt[896]; /* [4][16][14 tiles x 1]: row 0 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
@@ -2646,16 +2646,16 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
-                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
-                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
+                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
+                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
                             }
                         }
                     }
@@ -2731,16 +2731,16 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
-                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
-                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
+                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
+                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
                             }
                         }
                     }
@@ -2816,16 +2816,16 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
-                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
-                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
+                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
+                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
                             }
                         }
                     }
@@ -2834,8 +2834,8 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
         }
         CG_SECTION
         { /* transform row 1: M[4..7] */
-            float *restrict Mi = Mw + 1024;
-            for (int k = 0; k < 1024; k++) Mi[k] = 0.0f;
+            cg_v *restrict Mi = Mw + 1024;
+            for (int k = 0; k < 1024; k++) Mi[k] = vsplat(0.0f);
             cg_v xt[896]; /* [4][16][14 tiles x 1]: row 1 of B^T d B */
             cg_v dt[896]; /* [4][16][14 tiles x 1]: row 1 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
@@ -2908,16 +2908,16 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
-                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
-                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
+                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
+                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
                             }
                         }
                     }
@@ -2993,16 +2993,16 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
-                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
-                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
+                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
+                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
                             }
                         }
                     }
@@ -3078,16 +3078,16 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
-                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
-                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
+                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
+                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
                             }
                         }
                     }
@@ -3096,8 +3096,8 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
         }
         CG_SECTION
         { /* transform row 2: M[8..11] */
-            float *restrict Mi = Mw + 2048;
-            for (int k = 0; k < 1024; k++) Mi[k] = 0.0f;
+            cg_v *restrict Mi = Mw + 2048;
+            for (int k = 0; k < 1024; k++) Mi[k] = vsplat(0.0f);
             cg_v xt[896]; /* [4][16][14 tiles x 1]: row 2 of B^T d B */
             cg_v dt[896]; /* [4][16][14 tiles x 1]: row 2 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
@@ -3170,16 +3170,16 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
-                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
-                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
+                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
+                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
                             }
                         }
                     }
@@ -3255,16 +3255,16 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
-                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
-                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
+                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
+                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
                             }
                         }
                     }
@@ -3340,16 +3340,16 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
-                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
-                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
+                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
+                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
                             }
                         }
                     }
@@ -3358,8 +3358,8 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
         }
         CG_SECTION
         { /* transform row 3: M[12..15] */
-            float *restrict Mi = Mw + 3072;
-            for (int k = 0; k < 1024; k++) Mi[k] = 0.0f;
+            cg_v *restrict Mi = Mw + 3072;
+            for (int k = 0; k < 1024; k++) Mi[k] = vsplat(0.0f);
             cg_v xt[896]; /* [4][16][14 tiles x 1]: row 3 of B^T d B */
             cg_v dt[896]; /* [4][16][14 tiles x 1]: row 3 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
@@ -3432,16 +3432,16 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
-                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
-                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
+                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
+                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
                             }
                         }
                     }
@@ -3517,16 +3517,16 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
-                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
-                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
+                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
+                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
                             }
                         }
                     }
@@ -3602,16 +3602,16 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[28 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[42 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[16] += vsum(a1_0); mp[17] += vsum(a1_1); mp[18] += vsum(a1_2); mp[19] += vsum(a1_3);
-                                mp[32] += vsum(a2_0); mp[33] += vsum(a2_1); mp[34] += vsum(a2_2); mp[35] += vsum(a2_3);
-                                mp[48] += vsum(a3_0); mp[49] += vsum(a3_1); mp[50] += vsum(a3_2); mp[51] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
+                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
+                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
                             }
                         }
                     }
@@ -3622,11 +3622,11 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
     CG_PARALLEL_FOR
     for (int co = 0; co < 16; co++) {
         for (int ci = 0; ci < 16; ci++) {
-            const float *restrict m = Mw + co * 16 + ci;
-            const float m00 = m[0], m01 = m[256], m02 = m[512], m03 = -m[768];
-            const float m10 = m[1024], m11 = m[1280], m12 = m[1536], m13 = -m[1792];
-            const float m20 = m[2048], m21 = m[2304], m22 = m[2560], m23 = -m[2816];
-            const float m30 = -m[3072], m31 = -m[3328], m32 = -m[3584], m33 = m[3840];
+            const cg_v *restrict m = Mw + co * 16 + ci;
+            const float m00 = vsum(m[0]), m01 = vsum(m[256]), m02 = vsum(m[512]), m03 = -vsum(m[768]);
+            const float m10 = vsum(m[1024]), m11 = vsum(m[1280]), m12 = vsum(m[1536]), m13 = -vsum(m[1792]);
+            const float m20 = vsum(m[2048]), m21 = vsum(m[2304]), m22 = vsum(m[2560]), m23 = -vsum(m[2816]);
+            const float m30 = -vsum(m[3072]), m31 = -vsum(m[3328]), m32 = -vsum(m[3584]), m33 = vsum(m[3840]);
             const float r00 = m00 + 0.5f * (m10 + m20), r10 = 0.5f * (m10 - m20), r20 = 0.5f * (m10 + m20) + m30;
             const float r01 = m01 + 0.5f * (m11 + m21), r11 = 0.5f * (m11 - m21), r21 = 0.5f * (m11 + m21) + m31;
             const float r02 = m02 + 0.5f * (m12 + m22), r12 = 0.5f * (m12 - m22), r22 = 0.5f * (m12 + m22) + m32;
@@ -3693,7 +3693,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3759,7 +3759,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3825,7 +3825,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3899,7 +3899,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3965,7 +3965,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4031,7 +4031,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4105,7 +4105,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4171,7 +4171,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4237,7 +4237,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4289,7 +4289,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l05_relu_backward: none, layer 6 masks its dx stores with the relu's derivative */
 
 /* layer 6: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:15:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l06_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l06_conv2d_backward: the code of l03_conv2d_backward */
@@ -4348,7 +4348,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4414,7 +4414,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4480,7 +4480,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4554,7 +4554,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4620,7 +4620,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4686,7 +4686,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4760,7 +4760,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4826,7 +4826,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4892,7 +4892,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
                             const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            const cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5023,7 +5023,7 @@ static void l09_relu_forward(float *restrict y)
 /* l09_relu_backward: the code of l02_relu_backward */
 
 /* layer 10: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:19:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 /* l10_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l10_conv2d_backward: the code of l03_conv2d_backward */
@@ -5043,7 +5043,7 @@ static void l09_relu_forward(float *restrict y)
 /* l12_relu_backward: none, layer 13 masks its dx stores with the relu's derivative */
 
 /* layer 13: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:22:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l13_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l13_conv2d_backward: the code of l03_conv2d_backward */
@@ -5069,7 +5069,7 @@ static void l09_relu_forward(float *restrict y)
 /* l16_relu_backward: the code of l02_relu_backward */
 
 /* layer 17: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:26:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 /* l17_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l17_conv2d_backward: the code of l03_conv2d_backward */
@@ -5089,7 +5089,7 @@ static void l09_relu_forward(float *restrict y)
 /* l19_relu_backward: none, layer 20 masks its dx stores with the relu's derivative */
 
 /* layer 20: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:29:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l20_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l20_conv2d_backward: the code of l03_conv2d_backward */
@@ -6610,7 +6610,7 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l26_relu_backward: none, layer 27 masks its dx stores with the relu's derivative */
 
 /* layer 27: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:36:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 static void l27_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
@@ -6665,7 +6665,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6731,7 +6731,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6797,7 +6797,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6871,7 +6871,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6937,7 +6937,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -7003,7 +7003,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -7077,7 +7077,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -7143,7 +7143,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -7209,7 +7209,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -7252,13 +7252,13 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     float *restrict gw = G;
-    float *restrict Mw = S; /* [16][32][32]: sum over tiles and samples of Z (.) V */
+    cg_v *restrict Mw = (cg_v *)S; /* [16][32][32]: sum over tiles and samples of Z (.) V, per lane */
     CG_PARALLEL_SECTIONS
     {
         CG_SECTION
         { /* transform row 0: M[0..3] */
-            float *restrict Mi = Mw + 0;
-            for (int k = 0; k < 4096; k++) Mi[k] = 0.0f;
+            cg_v *restrict Mi = Mw + 0;
+            for (int k = 0; k < 4096; k++) Mi[k] = vsplat(0.0f);
             cg_v xt[896]; /* [4][32][7 tiles x 1]: row 0 of B^T d B */
             cg_v dt[896]; /* [4][32][7 tiles x 1]: row 0 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
@@ -7331,16 +7331,16 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
-                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
-                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
                             }
                         }
                     }
@@ -7416,16 +7416,16 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
-                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
-                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
                             }
                         }
                     }
@@ -7501,16 +7501,16 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
-                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
-                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
                             }
                         }
                     }
@@ -7519,8 +7519,8 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
         }
         CG_SECTION
         { /* transform row 1: M[4..7] */
-            float *restrict Mi = Mw + 4096;
-            for (int k = 0; k < 4096; k++) Mi[k] = 0.0f;
+            cg_v *restrict Mi = Mw + 4096;
+            for (int k = 0; k < 4096; k++) Mi[k] = vsplat(0.0f);
             cg_v xt[896]; /* [4][32][7 tiles x 1]: row 1 of B^T d B */
             cg_v dt[896]; /* [4][32][7 tiles x 1]: row 1 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
@@ -7593,16 +7593,16 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
-                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
-                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
                             }
                         }
                     }
@@ -7678,16 +7678,16 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
-                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
-                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
                             }
                         }
                     }
@@ -7763,16 +7763,16 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
-                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
-                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
                             }
                         }
                     }
@@ -7781,8 +7781,8 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
         }
         CG_SECTION
         { /* transform row 2: M[8..11] */
-            float *restrict Mi = Mw + 8192;
-            for (int k = 0; k < 4096; k++) Mi[k] = 0.0f;
+            cg_v *restrict Mi = Mw + 8192;
+            for (int k = 0; k < 4096; k++) Mi[k] = vsplat(0.0f);
             cg_v xt[896]; /* [4][32][7 tiles x 1]: row 2 of B^T d B */
             cg_v dt[896]; /* [4][32][7 tiles x 1]: row 2 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
@@ -7855,16 +7855,16 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
-                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
-                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
                             }
                         }
                     }
@@ -7940,16 +7940,16 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
-                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
-                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
                             }
                         }
                     }
@@ -8025,16 +8025,16 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
-                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
-                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
                             }
                         }
                     }
@@ -8043,8 +8043,8 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
         }
         CG_SECTION
         { /* transform row 3: M[12..15] */
-            float *restrict Mi = Mw + 12288;
-            for (int k = 0; k < 4096; k++) Mi[k] = 0.0f;
+            cg_v *restrict Mi = Mw + 12288;
+            for (int k = 0; k < 4096; k++) Mi[k] = vsplat(0.0f);
             cg_v xt[896]; /* [4][32][7 tiles x 1]: row 3 of B^T d B */
             cg_v dt[896]; /* [4][32][7 tiles x 1]: row 3 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
@@ -8117,16 +8117,16 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
-                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
-                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
                             }
                         }
                     }
@@ -8202,16 +8202,16 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
-                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
-                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
                             }
                         }
                     }
@@ -8287,16 +8287,16 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[7 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[14 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[21 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[32] += vsum(a1_0); mp[33] += vsum(a1_1); mp[34] += vsum(a1_2); mp[35] += vsum(a1_3);
-                                mp[64] += vsum(a2_0); mp[65] += vsum(a2_1); mp[66] += vsum(a2_2); mp[67] += vsum(a2_3);
-                                mp[96] += vsum(a3_0); mp[97] += vsum(a3_1); mp[98] += vsum(a3_2); mp[99] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
                             }
                         }
                     }
@@ -8307,11 +8307,11 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
     CG_PARALLEL_FOR
     for (int co = 0; co < 32; co++) {
         for (int ci = 0; ci < 32; ci++) {
-            const float *restrict m = Mw + co * 32 + ci;
-            const float m00 = m[0], m01 = m[1024], m02 = m[2048], m03 = -m[3072];
-            const float m10 = m[4096], m11 = m[5120], m12 = m[6144], m13 = -m[7168];
-            const float m20 = m[8192], m21 = m[9216], m22 = m[10240], m23 = -m[11264];
-            const float m30 = -m[12288], m31 = -m[13312], m32 = -m[14336], m33 = m[15360];
+            const cg_v *restrict m = Mw + co * 32 + ci;
+            const float m00 = vsum(m[0]), m01 = vsum(m[1024]), m02 = vsum(m[2048]), m03 = -vsum(m[3072]);
+            const float m10 = vsum(m[4096]), m11 = vsum(m[5120]), m12 = vsum(m[6144]), m13 = -vsum(m[7168]);
+            const float m20 = vsum(m[8192]), m21 = vsum(m[9216]), m22 = vsum(m[10240]), m23 = -vsum(m[11264]);
+            const float m30 = -vsum(m[12288]), m31 = -vsum(m[13312]), m32 = -vsum(m[14336]), m33 = vsum(m[15360]);
             const float r00 = m00 + 0.5f * (m10 + m20), r10 = 0.5f * (m10 - m20), r20 = 0.5f * (m10 + m20) + m30;
             const float r01 = m01 + 0.5f * (m11 + m21), r11 = 0.5f * (m11 - m21), r21 = 0.5f * (m11 + m21) + m31;
             const float r02 = m02 + 0.5f * (m12 + m22), r12 = 0.5f * (m12 - m22), r22 = 0.5f * (m12 + m22) + m32;
@@ -8378,7 +8378,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -8444,7 +8444,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -8510,7 +8510,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -8584,7 +8584,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -8650,7 +8650,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -8716,7 +8716,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -8790,7 +8790,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -8856,7 +8856,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -8922,7 +8922,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -9375,7 +9375,7 @@ static void l32_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 33: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:42:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 /* l33_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l33_conv2d_backward: the code of l27_conv2d_backward */
@@ -9434,7 +9434,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -9500,7 +9500,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -9566,7 +9566,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -9640,7 +9640,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -9706,7 +9706,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -9772,7 +9772,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -9846,7 +9846,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -9912,7 +9912,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -9978,7 +9978,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
                             const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            const cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -10030,7 +10030,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l35_relu_backward: none, layer 36 masks its dx stores with the relu's derivative */
 
 /* layer 36: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:45:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l36_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l36_conv2d_backward: the code of l27_conv2d_backward */
@@ -10056,7 +10056,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l39_relu_backward: the code of l32_relu_backward */
 
 /* layer 40: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:49:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 /* l40_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l40_conv2d_backward: the code of l27_conv2d_backward */
@@ -10076,7 +10076,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l42_relu_backward: none, layer 43 masks its dx stores with the relu's derivative */
 
 /* layer 43: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:52:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l43_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l43_conv2d_backward: the code of l27_conv2d_backward */
@@ -11599,7 +11599,7 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l49_relu_backward: none, layer 50 masks its dx stores with the relu's derivative */
 
 /* layer 50: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:59:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 static void l50_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
@@ -11654,7 +11654,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -11720,7 +11720,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -11785,7 +11785,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -11856,7 +11856,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -11922,7 +11922,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -11987,7 +11987,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -12057,7 +12057,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -12120,7 +12120,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -12182,7 +12182,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -12221,13 +12221,13 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     float *restrict gw = G;
-    float *restrict Mw = S; /* [16][64][64]: sum over tiles and samples of Z (.) V */
+    cg_v *restrict Mw = (cg_v *)S; /* [16][64][64]: sum over tiles and samples of Z (.) V, per lane */
     CG_PARALLEL_SECTIONS
     {
         CG_SECTION
         { /* transform row 0: M[0..3] */
-            float *restrict Mi = Mw + 0;
-            for (int k = 0; k < 16384; k++) Mi[k] = 0.0f;
+            cg_v *restrict Mi = Mw + 0;
+            for (int k = 0; k < 16384; k++) Mi[k] = vsplat(0.0f);
             cg_v xt[1024]; /* [4][64][4 tiles x 1]: row 0 of B^T d B */
             cg_v dt[1024]; /* [4][64][4 tiles x 1]: row 0 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
@@ -12300,16 +12300,16 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
-                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
-                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
                             }
                         }
                     }
@@ -12385,16 +12385,16 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
-                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
-                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
                             }
                         }
                     }
@@ -12470,16 +12470,16 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
-                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
-                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
                             }
                         }
                     }
@@ -12488,8 +12488,8 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
         }
         CG_SECTION
         { /* transform row 1: M[4..7] */
-            float *restrict Mi = Mw + 16384;
-            for (int k = 0; k < 16384; k++) Mi[k] = 0.0f;
+            cg_v *restrict Mi = Mw + 16384;
+            for (int k = 0; k < 16384; k++) Mi[k] = vsplat(0.0f);
             cg_v xt[1024]; /* [4][64][4 tiles x 1]: row 1 of B^T d B */
             cg_v dt[1024]; /* [4][64][4 tiles x 1]: row 1 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
@@ -12562,16 +12562,16 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
-                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
-                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
                             }
                         }
                     }
@@ -12647,16 +12647,16 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
-                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
-                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
                             }
                         }
                     }
@@ -12732,16 +12732,16 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
-                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
-                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
                             }
                         }
                     }
@@ -12750,8 +12750,8 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
         }
         CG_SECTION
         { /* transform row 2: M[8..11] */
-            float *restrict Mi = Mw + 32768;
-            for (int k = 0; k < 16384; k++) Mi[k] = 0.0f;
+            cg_v *restrict Mi = Mw + 32768;
+            for (int k = 0; k < 16384; k++) Mi[k] = vsplat(0.0f);
             cg_v xt[1024]; /* [4][64][4 tiles x 1]: row 2 of B^T d B */
             cg_v dt[1024]; /* [4][64][4 tiles x 1]: row 2 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
@@ -12824,16 +12824,16 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
-                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
-                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
                             }
                         }
                     }
@@ -12909,16 +12909,16 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
-                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
-                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
                             }
                         }
                     }
@@ -12994,16 +12994,16 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
-                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
-                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
                             }
                         }
                     }
@@ -13012,8 +13012,8 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
         }
         CG_SECTION
         { /* transform row 3: M[12..15] */
-            float *restrict Mi = Mw + 49152;
-            for (int k = 0; k < 16384; k++) Mi[k] = 0.0f;
+            cg_v *restrict Mi = Mw + 49152;
+            for (int k = 0; k < 16384; k++) Mi[k] = vsplat(0.0f);
             cg_v xt[1024]; /* [4][64][4 tiles x 1]: row 3 of B^T d B */
             cg_v dt[1024]; /* [4][64][4 tiles x 1]: row 3 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
@@ -13086,16 +13086,16 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
-                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
-                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
                             }
                         }
                     }
@@ -13171,16 +13171,16 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
-                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
-                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
                             }
                         }
                     }
@@ -13250,16 +13250,16 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
                                     const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { const cg_v f = xp[0 + k]; a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { const cg_v f = xp[4 + k]; a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { const cg_v f = xp[8 + k]; a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { const cg_v f = xp[12 + k]; a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
                                 }
-                                float *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += vsum(a0_0); mp[1] += vsum(a0_1); mp[2] += vsum(a0_2); mp[3] += vsum(a0_3);
-                                mp[64] += vsum(a1_0); mp[65] += vsum(a1_1); mp[66] += vsum(a1_2); mp[67] += vsum(a1_3);
-                                mp[128] += vsum(a2_0); mp[129] += vsum(a2_1); mp[130] += vsum(a2_2); mp[131] += vsum(a2_3);
-                                mp[192] += vsum(a3_0); mp[193] += vsum(a3_1); mp[194] += vsum(a3_2); mp[195] += vsum(a3_3);
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
                             }
                         }
                     }
@@ -13270,11 +13270,11 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
-            const float *restrict m = Mw + co * 64 + ci;
-            const float m00 = m[0], m01 = m[4096], m02 = m[8192], m03 = -m[12288];
-            const float m10 = m[16384], m11 = m[20480], m12 = m[24576], m13 = -m[28672];
-            const float m20 = m[32768], m21 = m[36864], m22 = m[40960], m23 = -m[45056];
-            const float m30 = -m[49152], m31 = -m[53248], m32 = -m[57344], m33 = m[61440];
+            const cg_v *restrict m = Mw + co * 64 + ci;
+            const float m00 = vsum(m[0]), m01 = vsum(m[4096]), m02 = vsum(m[8192]), m03 = -vsum(m[12288]);
+            const float m10 = vsum(m[16384]), m11 = vsum(m[20480]), m12 = vsum(m[24576]), m13 = -vsum(m[28672]);
+            const float m20 = vsum(m[32768]), m21 = vsum(m[36864]), m22 = vsum(m[40960]), m23 = -vsum(m[45056]);
+            const float m30 = -vsum(m[49152]), m31 = -vsum(m[53248]), m32 = -vsum(m[57344]), m33 = vsum(m[61440]);
             const float r00 = m00 + 0.5f * (m10 + m20), r10 = 0.5f * (m10 - m20), r20 = 0.5f * (m10 + m20) + m30;
             const float r01 = m01 + 0.5f * (m11 + m21), r11 = 0.5f * (m11 - m21), r21 = 0.5f * (m11 + m21) + m31;
             const float r02 = m02 + 0.5f * (m12 + m22), r12 = 0.5f * (m12 - m22), r22 = 0.5f * (m12 + m22) + m32;
@@ -13341,7 +13341,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -13407,7 +13407,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -13472,7 +13472,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -13543,7 +13543,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -13609,7 +13609,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -13674,7 +13674,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -13744,7 +13744,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -13807,7 +13807,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -13869,7 +13869,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -14320,7 +14320,7 @@ static void l55_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 56: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:65:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 /* l56_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l56_conv2d_backward: the code of l50_conv2d_backward */
@@ -14379,7 +14379,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -14445,7 +14445,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -14510,7 +14510,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -14581,7 +14581,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -14647,7 +14647,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -14712,7 +14712,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -14782,7 +14782,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -14845,7 +14845,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -14907,7 +14907,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -14955,7 +14955,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l58_relu_backward: none, layer 59 masks its dx stores with the relu's derivative */
 
 /* layer 59: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:68:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l59_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l59_conv2d_backward: the code of l50_conv2d_backward */
@@ -14981,7 +14981,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l62_relu_backward: the code of l55_relu_backward */
 
 /* layer 63: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:72:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 /* l63_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l63_conv2d_backward: the code of l50_conv2d_backward */
@@ -15001,7 +15001,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l65_relu_backward: none, layer 66 masks its dx stores with the relu's derivative */
 
 /* layer 66: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:75:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l66_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l66_conv2d_backward: the code of l50_conv2d_backward */
@@ -15211,157 +15211,157 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
 #define A03     3311616 /* output of layer 3 (conv2d), [16x28x28][lanes] */
 #define S03     39447840 /* scratch of layer 3 (conv2d) */
 #define A04     4917248 /* output of layer 4 (batchnorm), [16x28x28][lanes] */
-#define S04     39451936 /* scratch of layer 4 (batchnorm) */
+#define S04     39513376 /* scratch of layer 4 (batchnorm) */
 #define A06     6522880 /* output of layer 6 (conv2d), [16x28x28][lanes] */
-#define S06     39451968 /* scratch of layer 6 (conv2d) */
+#define S06     39513408 /* scratch of layer 6 (conv2d) */
 #define A07     8128512 /* output of layer 7 (batchnorm), [16x28x28][lanes] */
-#define S07     39456064 /* scratch of layer 7 (batchnorm) */
+#define S07     39578944 /* scratch of layer 7 (batchnorm) */
 #define A10     9734144 /* output of layer 10 (conv2d), [16x28x28][lanes] */
-#define S10     39456096 /* scratch of layer 10 (conv2d) */
+#define S10     39578976 /* scratch of layer 10 (conv2d) */
 #define A11     11339776 /* output of layer 11 (batchnorm), [16x28x28][lanes] */
-#define S11     39460192 /* scratch of layer 11 (batchnorm) */
+#define S11     39644512 /* scratch of layer 11 (batchnorm) */
 #define A13     12945408 /* output of layer 13 (conv2d), [16x28x28][lanes] */
-#define S13     39460224 /* scratch of layer 13 (conv2d) */
+#define S13     39644544 /* scratch of layer 13 (conv2d) */
 #define A14     14551040 /* output of layer 14 (batchnorm), [16x28x28][lanes] */
-#define S14     39464320 /* scratch of layer 14 (batchnorm) */
+#define S14     39710080 /* scratch of layer 14 (batchnorm) */
 #define A17     16156672 /* output of layer 17 (conv2d), [16x28x28][lanes] */
-#define S17     39464352 /* scratch of layer 17 (conv2d) */
+#define S17     39710112 /* scratch of layer 17 (conv2d) */
 #define A18     17762304 /* output of layer 18 (batchnorm), [16x28x28][lanes] */
-#define S18     39468448 /* scratch of layer 18 (batchnorm) */
+#define S18     39775648 /* scratch of layer 18 (batchnorm) */
 #define A20     19367936 /* output of layer 20 (conv2d), [16x28x28][lanes] */
-#define S20     39468480 /* scratch of layer 20 (conv2d) */
+#define S20     39775680 /* scratch of layer 20 (conv2d) */
 #define A21     20973568 /* output of layer 21 (batchnorm), [16x28x28][lanes] */
-#define S21     39472576 /* scratch of layer 21 (batchnorm) */
+#define S21     39841216 /* scratch of layer 21 (batchnorm) */
 #define A24     22579200 /* output of layer 24 (conv2d), [32x14x14][lanes] */
 #define A25     23382016 /* output of layer 25 (batchnorm), [32x14x14][lanes] */
-#define S25     39472608 /* scratch of layer 25 (batchnorm) */
+#define S25     39841248 /* scratch of layer 25 (batchnorm) */
 #define A27     24184832 /* output of layer 27 (conv2d), [32x14x14][lanes] */
-#define S27     39472672 /* scratch of layer 27 (conv2d) */
+#define S27     39841312 /* scratch of layer 27 (conv2d) */
 #define A28     24987648 /* output of layer 28 (batchnorm), [32x14x14][lanes] */
-#define S28     39489056 /* scratch of layer 28 (batchnorm) */
+#define S28     40103456 /* scratch of layer 28 (batchnorm) */
 #define A29     25790464 /* output of layer 29 (conv2d), [32x14x14][lanes] */
 #define A30     26593280 /* output of layer 30 (batchnorm), [32x14x14][lanes] */
-#define S30     39489120 /* scratch of layer 30 (batchnorm) */
+#define S30     40103520 /* scratch of layer 30 (batchnorm) */
 #define A33     27396096 /* output of layer 33 (conv2d), [32x14x14][lanes] */
-#define S33     39489184 /* scratch of layer 33 (conv2d) */
+#define S33     40103584 /* scratch of layer 33 (conv2d) */
 #define A34     28198912 /* output of layer 34 (batchnorm), [32x14x14][lanes] */
-#define S34     39505568 /* scratch of layer 34 (batchnorm) */
+#define S34     40365728 /* scratch of layer 34 (batchnorm) */
 #define A36     29001728 /* output of layer 36 (conv2d), [32x14x14][lanes] */
-#define S36     39505632 /* scratch of layer 36 (conv2d) */
+#define S36     40365792 /* scratch of layer 36 (conv2d) */
 #define A37     29804544 /* output of layer 37 (batchnorm), [32x14x14][lanes] */
-#define S37     39522016 /* scratch of layer 37 (batchnorm) */
+#define S37     40627936 /* scratch of layer 37 (batchnorm) */
 #define A40     30607360 /* output of layer 40 (conv2d), [32x14x14][lanes] */
-#define S40     39522080 /* scratch of layer 40 (conv2d) */
+#define S40     40628000 /* scratch of layer 40 (conv2d) */
 #define A41     31410176 /* output of layer 41 (batchnorm), [32x14x14][lanes] */
-#define S41     39538464 /* scratch of layer 41 (batchnorm) */
+#define S41     40890144 /* scratch of layer 41 (batchnorm) */
 #define A43     32212992 /* output of layer 43 (conv2d), [32x14x14][lanes] */
-#define S43     39538528 /* scratch of layer 43 (conv2d) */
+#define S43     40890208 /* scratch of layer 43 (conv2d) */
 #define A44     33015808 /* output of layer 44 (batchnorm), [32x14x14][lanes] */
-#define S44     39554912 /* scratch of layer 44 (batchnorm) */
+#define S44     41152352 /* scratch of layer 44 (batchnorm) */
 #define A47     33818624 /* output of layer 47 (conv2d), [64x7x7][lanes] */
 #define A48     34220032 /* output of layer 48 (batchnorm), [64x7x7][lanes] */
-#define S48     39554976 /* scratch of layer 48 (batchnorm) */
+#define S48     41152416 /* scratch of layer 48 (batchnorm) */
 #define A50     34621440 /* output of layer 50 (conv2d), [64x7x7][lanes] */
-#define S50     39555104 /* scratch of layer 50 (conv2d) */
+#define S50     41152544 /* scratch of layer 50 (conv2d) */
 #define A51     35022848 /* output of layer 51 (batchnorm), [64x7x7][lanes] */
-#define S51     39620640 /* scratch of layer 51 (batchnorm) */
+#define S51     42201120 /* scratch of layer 51 (batchnorm) */
 #define A52     35424256 /* output of layer 52 (conv2d), [64x7x7][lanes] */
 #define A53     35825664 /* output of layer 53 (batchnorm), [64x7x7][lanes] */
-#define S53     39620768 /* scratch of layer 53 (batchnorm) */
+#define S53     42201248 /* scratch of layer 53 (batchnorm) */
 #define A56     36227072 /* output of layer 56 (conv2d), [64x7x7][lanes] */
-#define S56     39620896 /* scratch of layer 56 (conv2d) */
+#define S56     42201376 /* scratch of layer 56 (conv2d) */
 #define A57     36628480 /* output of layer 57 (batchnorm), [64x7x7][lanes] */
-#define S57     39686432 /* scratch of layer 57 (batchnorm) */
+#define S57     43249952 /* scratch of layer 57 (batchnorm) */
 #define A59     37029888 /* output of layer 59 (conv2d), [64x7x7][lanes] */
-#define S59     39686560 /* scratch of layer 59 (conv2d) */
+#define S59     43250080 /* scratch of layer 59 (conv2d) */
 #define A60     37431296 /* output of layer 60 (batchnorm), [64x7x7][lanes] */
-#define S60     39752096 /* scratch of layer 60 (batchnorm) */
+#define S60     44298656 /* scratch of layer 60 (batchnorm) */
 #define A63     37832704 /* output of layer 63 (conv2d), [64x7x7][lanes] */
-#define S63     39752224 /* scratch of layer 63 (conv2d) */
+#define S63     44298784 /* scratch of layer 63 (conv2d) */
 #define A64     38234112 /* output of layer 64 (batchnorm), [64x7x7][lanes] */
-#define S64     39817760 /* scratch of layer 64 (batchnorm) */
+#define S64     45347360 /* scratch of layer 64 (batchnorm) */
 #define A66     38635520 /* output of layer 66 (conv2d), [64x7x7][lanes] */
-#define S66     39817888 /* scratch of layer 66 (conv2d) */
+#define S66     45347488 /* scratch of layer 66 (conv2d) */
 #define A67     39036928 /* output of layer 67 (batchnorm), [64x7x7][lanes] */
-#define S67     39883424 /* scratch of layer 67 (batchnorm) */
+#define S67     46396064 /* scratch of layer 67 (batchnorm) */
 #define A70     39438336 /* output of layer 70 (global_avgpool), [64x1x1][lanes] */
 #define A72     39446528 /* output of layer 72 (dense), [10][lanes] */
-#define S72     39883552 /* scratch of layer 72 (dense) */
-#define OUT     39893792 /* the output, [N][10] */
-#define DOUT    39895072 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  39896352 /* dLoss/dOutput, [10][lanes] */
-#define D71     40299040 /* gradient arena: dLoss/d(layer 71 output) */
-#define D69     39897632 /* gradient arena: dLoss/d(layer 69 output) */
-#define D68     40299040 /* gradient arena: dLoss/d(layer 68 output) */
-#define D67     39897632 /* gradient arena: dLoss/d(layer 67 output) */
-#define D62     40700448 /* gradient arena: dLoss/d(layer 62 output) */
-#define D66     40299040 /* gradient arena: dLoss/d(layer 66 output) */
-#define D65     39897632 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
-#define D63     40299040 /* gradient arena: dLoss/d(layer 63 output) */
-#define T63_1   39897632 /* gradient arena: a gradient summed into its tensor's */
-#define D61     39897632 /* gradient arena: dLoss/d(layer 61 output) */
-#define D60     40299040 /* gradient arena: dLoss/d(layer 60 output) */
-#define D55     40700448 /* gradient arena: dLoss/d(layer 55 output) */
-#define D59     39897632 /* gradient arena: dLoss/d(layer 59 output) */
-#define D58     40299040 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
-#define D56     39897632 /* gradient arena: dLoss/d(layer 56 output) */
-#define T56_1   40299040 /* gradient arena: a gradient summed into its tensor's */
-#define D54     39897632 /* gradient arena: dLoss/d(layer 54 output) */
-#define D51     40700448 /* gradient arena: dLoss/d(layer 51 output) */
-#define D53     40299040 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     41101856 /* gradient arena: dLoss/d(layer 52 output) */
-#define D46     39897632 /* gradient arena: dLoss/d(layer 46 output) */
-#define D50     41101856 /* gradient arena: dLoss/d(layer 50 output) */
-#define D49     40700448 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
-#define D47     41503264 /* gradient arena: dLoss/d(layer 47 output) */
-#define T47_1   40700448 /* gradient arena: a gradient summed into its tensor's */
-#define D45     40700448 /* gradient arena: dLoss/d(layer 45 output) */
-#define D44     39897632 /* gradient arena: dLoss/d(layer 44 output) */
-#define D39     41503264 /* gradient arena: dLoss/d(layer 39 output) */
-#define D43     40700448 /* gradient arena: dLoss/d(layer 43 output) */
-#define D42     39897632 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
-#define D40     40700448 /* gradient arena: dLoss/d(layer 40 output) */
-#define T40_1   39897632 /* gradient arena: a gradient summed into its tensor's */
-#define D38     39897632 /* gradient arena: dLoss/d(layer 38 output) */
-#define D37     40700448 /* gradient arena: dLoss/d(layer 37 output) */
-#define D32     41503264 /* gradient arena: dLoss/d(layer 32 output) */
-#define D36     39897632 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     40700448 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
-#define D33     39897632 /* gradient arena: dLoss/d(layer 33 output) */
-#define T33_1   40700448 /* gradient arena: a gradient summed into its tensor's */
-#define D31     39897632 /* gradient arena: dLoss/d(layer 31 output) */
-#define D28     41503264 /* gradient arena: dLoss/d(layer 28 output) */
-#define D30     40700448 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     42306080 /* gradient arena: dLoss/d(layer 29 output) */
-#define D23     39897632 /* gradient arena: dLoss/d(layer 23 output) */
-#define D27     42306080 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     41503264 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
-#define D24     43108896 /* gradient arena: dLoss/d(layer 24 output) */
-#define T24_1   41503264 /* gradient arena: a gradient summed into its tensor's */
-#define D22     41503264 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     39897632 /* gradient arena: dLoss/d(layer 21 output) */
-#define D16     43108896 /* gradient arena: dLoss/d(layer 16 output) */
-#define D20     41503264 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     39897632 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
-#define D17     41503264 /* gradient arena: dLoss/d(layer 17 output) */
-#define T17_1   39897632 /* gradient arena: a gradient summed into its tensor's */
-#define D15     39897632 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     41503264 /* gradient arena: dLoss/d(layer 14 output) */
-#define D09     43108896 /* gradient arena: dLoss/d(layer 9 output) */
-#define D13     39897632 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     41503264 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
-#define D10     39897632 /* gradient arena: dLoss/d(layer 10 output) */
-#define T10_1   41503264 /* gradient arena: a gradient summed into its tensor's */
-#define D08     39897632 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     41503264 /* gradient arena: dLoss/d(layer 7 output) */
-#define D02     43108896 /* gradient arena: dLoss/d(layer 2 output) */
-#define D06     39897632 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     41503264 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
-#define D03     39897632 /* gradient arena: dLoss/d(layer 3 output) */
-#define T03_1   41503264 /* gradient arena: a gradient summed into its tensor's */
-#define D01     39897632 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     41503264 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     39897632 /* gradient arena: dLoss/dInput */
+#define S72     46396192 /* scratch of layer 72 (dense) */
+#define OUT     46406432 /* the output, [N][10] */
+#define DOUT    46407712 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  46408992 /* dLoss/dOutput, [10][lanes] */
+#define D71     46811680 /* gradient arena: dLoss/d(layer 71 output) */
+#define D69     46410272 /* gradient arena: dLoss/d(layer 69 output) */
+#define D68     46811680 /* gradient arena: dLoss/d(layer 68 output) */
+#define D67     46410272 /* gradient arena: dLoss/d(layer 67 output) */
+#define D62     47213088 /* gradient arena: dLoss/d(layer 62 output) */
+#define D66     46811680 /* gradient arena: dLoss/d(layer 66 output) */
+#define D65     46410272 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
+#define D63     46811680 /* gradient arena: dLoss/d(layer 63 output) */
+#define T63_1   46410272 /* gradient arena: a gradient summed into its tensor's */
+#define D61     46410272 /* gradient arena: dLoss/d(layer 61 output) */
+#define D60     46811680 /* gradient arena: dLoss/d(layer 60 output) */
+#define D55     47213088 /* gradient arena: dLoss/d(layer 55 output) */
+#define D59     46410272 /* gradient arena: dLoss/d(layer 59 output) */
+#define D58     46811680 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
+#define D56     46410272 /* gradient arena: dLoss/d(layer 56 output) */
+#define T56_1   46811680 /* gradient arena: a gradient summed into its tensor's */
+#define D54     46410272 /* gradient arena: dLoss/d(layer 54 output) */
+#define D51     47213088 /* gradient arena: dLoss/d(layer 51 output) */
+#define D53     46811680 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     47614496 /* gradient arena: dLoss/d(layer 52 output) */
+#define D46     46410272 /* gradient arena: dLoss/d(layer 46 output) */
+#define D50     47614496 /* gradient arena: dLoss/d(layer 50 output) */
+#define D49     47213088 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
+#define D47     48015904 /* gradient arena: dLoss/d(layer 47 output) */
+#define T47_1   47213088 /* gradient arena: a gradient summed into its tensor's */
+#define D45     47213088 /* gradient arena: dLoss/d(layer 45 output) */
+#define D44     46410272 /* gradient arena: dLoss/d(layer 44 output) */
+#define D39     48015904 /* gradient arena: dLoss/d(layer 39 output) */
+#define D43     47213088 /* gradient arena: dLoss/d(layer 43 output) */
+#define D42     46410272 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
+#define D40     47213088 /* gradient arena: dLoss/d(layer 40 output) */
+#define T40_1   46410272 /* gradient arena: a gradient summed into its tensor's */
+#define D38     46410272 /* gradient arena: dLoss/d(layer 38 output) */
+#define D37     47213088 /* gradient arena: dLoss/d(layer 37 output) */
+#define D32     48015904 /* gradient arena: dLoss/d(layer 32 output) */
+#define D36     46410272 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     47213088 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     46410272 /* gradient arena: dLoss/d(layer 33 output) */
+#define T33_1   47213088 /* gradient arena: a gradient summed into its tensor's */
+#define D31     46410272 /* gradient arena: dLoss/d(layer 31 output) */
+#define D28     48015904 /* gradient arena: dLoss/d(layer 28 output) */
+#define D30     47213088 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     48818720 /* gradient arena: dLoss/d(layer 29 output) */
+#define D23     46410272 /* gradient arena: dLoss/d(layer 23 output) */
+#define D27     48818720 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     48015904 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
+#define D24     49621536 /* gradient arena: dLoss/d(layer 24 output) */
+#define T24_1   48015904 /* gradient arena: a gradient summed into its tensor's */
+#define D22     48015904 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     46410272 /* gradient arena: dLoss/d(layer 21 output) */
+#define D16     49621536 /* gradient arena: dLoss/d(layer 16 output) */
+#define D20     48015904 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     46410272 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
+#define D17     48015904 /* gradient arena: dLoss/d(layer 17 output) */
+#define T17_1   46410272 /* gradient arena: a gradient summed into its tensor's */
+#define D15     46410272 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     48015904 /* gradient arena: dLoss/d(layer 14 output) */
+#define D09     49621536 /* gradient arena: dLoss/d(layer 9 output) */
+#define D13     46410272 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     48015904 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
+#define D10     46410272 /* gradient arena: dLoss/d(layer 10 output) */
+#define T10_1   48015904 /* gradient arena: a gradient summed into its tensor's */
+#define D08     46410272 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     48015904 /* gradient arena: dLoss/d(layer 7 output) */
+#define D02     49621536 /* gradient arena: dLoss/d(layer 2 output) */
+#define D06     46410272 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     48015904 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
+#define D03     46410272 /* gradient arena: dLoss/d(layer 3 output) */
+#define T03_1   48015904 /* gradient arena: a gradient summed into its tensor's */
+#define D01     46410272 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     48015904 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     46410272 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 128 samples; activations stay in ws for backward. */
 void resnet20_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -15461,7 +15461,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     cg_from_lanes(ws + A72, ws + OUT, nb, 10, 128);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (39895072); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (46407712); grads accumulate. */
 void resnet20_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 128);
@@ -15797,7 +15797,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 3311616, .lanes = 128, .line = 12, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 3, .name = "layer1_0_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 3, .name = "layer1_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15810,7 +15810,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 6522880, .lanes = 128, .line = 15, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15827,7 +15827,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 9734144, .lanes = 128, .line = 19, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 11, .name = "layer1_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 11, .name = "layer1_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15840,7 +15840,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 12945408, .lanes = 128, .line = 22, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15857,7 +15857,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 16156672, .lanes = 128, .line = 26, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 19, .name = "layer1_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 19, .name = "layer1_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15870,7 +15870,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 19367936, .lanes = 128, .line = 29, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15900,7 +15900,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 24184832, .lanes = 128, .line = 36, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -15926,7 +15926,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 27396096, .lanes = 128, .line = 42, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -15939,7 +15939,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29001728, .lanes = 128, .line = 45, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -15956,7 +15956,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 30607360, .lanes = 128, .line = 49, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -15969,7 +15969,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 32212992, .lanes = 128, .line = 52, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -15999,7 +15999,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 34621440, .lanes = 128, .line = 59, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -16025,7 +16025,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 36227072, .lanes = 128, .line = 65, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -16038,7 +16038,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37029888, .lanes = 128, .line = 68, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -16055,7 +16055,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37832704, .lanes = 128, .line = 72, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -16068,7 +16068,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 38635520, .lanes = 128, .line = 75, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},

@@ -2003,7 +2003,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2070,7 +2070,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2137,7 +2137,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2212,7 +2212,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2279,7 +2279,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2346,7 +2346,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2421,7 +2421,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2488,7 +2488,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2555,7 +2555,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2769,7 +2769,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2835,7 +2835,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2901,7 +2901,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -2975,7 +2975,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3041,7 +3041,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3107,7 +3107,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3181,7 +3181,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3247,7 +3247,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3313,7 +3313,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3464,7 +3464,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3531,7 +3531,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3598,7 +3598,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3673,7 +3673,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3740,7 +3740,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3807,7 +3807,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3882,7 +3882,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -3949,7 +3949,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4016,7 +4016,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
                             const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4230,7 +4230,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4296,7 +4296,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4362,7 +4362,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4436,7 +4436,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4502,7 +4502,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4568,7 +4568,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4642,7 +4642,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4708,7 +4708,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4774,7 +4774,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4875,7 +4875,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -4942,7 +4942,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5009,7 +5009,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5084,7 +5084,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5151,7 +5151,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5218,7 +5218,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5293,7 +5293,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5360,7 +5360,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5427,7 +5427,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5641,7 +5641,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5707,7 +5707,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5773,7 +5773,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5847,7 +5847,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5913,7 +5913,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -5979,7 +5979,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6053,7 +6053,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6119,7 +6119,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;
@@ -6185,7 +6185,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
                             const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            const cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1];
+                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
                             a0_0 += u[0] * e0; a0_1 += u[0] * e1;
                             a1_0 += u[1] * e0; a1_1 += u[1] * e1;
                             a2_0 += u[2] * e0; a2_1 += u[2] * e1;

@@ -231,6 +231,7 @@ local function fwd_scratch(L, lanes)
     if S.fwd.form == "wv" then return require("layers.conv_wv").scratch(L).DYP end
     if S.fwd.form == "cv" then return L.mod.cv_scratch(L).DYH end
     if S.layout == "lanes" and S.fwd.form == "wino" then return require("layers.conv_wino").scratch(L) end
+    if S.layout == "lanes" and S.fwd.form == "wino4" then return require("layers.conv_wino4").scratch(L) end
     -- lanes+pad: the padded input first, dy's padded planes after
     if S.layout == "lanes" and S.fwd.pad then
       local pl = L.mod.lanes_pad(L, lanes)

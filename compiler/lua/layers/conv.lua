@@ -5,6 +5,7 @@ local util = require("util")
 local window = require("window")
 local wv = require("layers.conv_wv")
 local wino = require("layers.conv_wino")
+local wino4 = require("layers.conv_wino4")
 local fuse = require("fuse")
 local M = {kinds = {"conv1d", "conv2d"}}
 
@@ -13,7 +14,7 @@ function M.fuses_act(L) return true end
 -- the batch-innermost dx stores once per input value: it can mask them with a relu's
 -- derivative (fuse.lua), x and dx sharing their layout
 function M.masks_dx(L)
-  return L.sched.layout == "lanes" and L.sched.dx.apart and (L.sched.dx.form == "lanes" or L.sched.dx.form == "wino")
+  return L.sched.layout == "lanes" and L.sched.dx.apart and (L.sched.dx.form == "lanes" or L.sched.dx.form == "wino" or L.sched.dx.form == "wino4")
 end
 
 function M.schema(kind)
@@ -196,6 +197,12 @@ function M.candidates(L, T)
       table.insert(c, wino.preferred(L) and 1 or #c + 1, {name = "lanes+wino", layout = "lanes", fwd = {form = "wino", tile = wino.tile(L, T, L.cout)},
         dw = dwt and {form = "wino", tile = dwt} or {form = "lanes", tile = t.dw},
         dx = {form = "wino", tile = wino.tile(L, T, L.cin), apart = true}})
+      -- F(4x4, 3x3) for the forward and dx (conv_wino4.lua), dW as lanes+wino's
+      if wino4.ok(L) then
+        table.insert(c, #c + 1, {name = "lanes+wino4", layout = "lanes", fwd = {form = "wino4", tile = wino4.tile(L, T, L.cout)},
+          dw = dwt and {form = "wino", tile = dwt} or {form = "lanes", tile = t.dw},
+          dx = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}})
+      end
     end
     return c
   end
@@ -470,7 +477,8 @@ local largest_divisor = util.largest_divisor
 
 function M.scratch(L)
   local S = L.sched
-  if S.layout == "lanes" and S.fwd.form == "wino" then return wino.scratch(L) end
+  if S.layout == "lanes" and S.fwd.form == "wino" then return math.max(wino.scratch(L), wino.dw_scratch(L)) end
+  if S.layout == "lanes" and S.fwd.form == "wino4" then return math.max(wino4.scratch(L), wino.dw_scratch(L)) end
   if S.layout == "lanes" then return (S.fwd.pad or S.dx.pad) and M.lanes_pad(L, L.lanes_R).total or 0 end
   if S.fwd.form == "wv" then return wv.scratch(L).total end
   if S.fwd.form ~= "cv" then return 0 end
@@ -598,7 +606,8 @@ end
 -- the Winograd form's two passes (conv_wino.lua)
 local function forward_wino(L, C, R, V)
   local WK = L.cin * 9
-  wino.emit(C, L, R, V, {src = "x", nci = L.cin, dst = "y", nco = L.cout, geo = wino.fwd_geom(L),
+  local emitter = L.sched.fwd.form == "wino4" and wino4 or wino
+  emitter.emit(C, L, R, V, {src = "x", nci = L.cin, dst = "y", nco = L.cout, geo = emitter.fwd_geom(L),
     tile = L.sched.fwd.tile,
     bias = L.opt.bias and function(co) return string.format("(%s)[%s]", L.t.bias, co) end or nil,
     wt = function(co, ci, k) return string.format("%s[%s * %d + %s * 9 + %d]", L.t.weight, co, WK, ci, k) end,
@@ -610,7 +619,8 @@ end
 -- channel ci reads w[co][ci][2 - ky][2 - kx])
 local function backward_dx_wino(L, C, R, V)
   local WK = L.cin * 9
-  wino.emit(C, L, R, V, {src = "dy", nci = L.cout, dst = "dx", nco = L.cin, geo = wino.dx_geom(L),
+  local emitter = L.sched.dx.form == "wino4" and wino4 or wino
+  emitter.emit(C, L, R, V, {src = "dy", nci = L.cout, dst = "dx", nco = L.cin, geo = emitter.dx_geom(L),
     tile = L.sched.dx.tile,
     wt = function(ci, co, k) return string.format("%s[%s * %d + %s * 9 + %d]", L.t.weight, co, WK, ci, 8 - k) end,
     store = function(off, v)
@@ -620,7 +630,7 @@ local function backward_dx_wino(L, C, R, V)
 end
 
 function M.forward_lanes(L, C, ctx)
-  if L.sched.fwd.form == "wino" then return forward_wino(L, C, ctx.lanes, ctx.vec) end
+  if L.sched.fwd.form == "wino" or L.sched.fwd.form == "wino4" then return forward_wino(L, C, ctx.lanes, ctx.vec) end
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
   local TC, TB = L.sched.fwd.tile.TC, L.sched.fwd.tile.TB
@@ -763,7 +773,7 @@ end
 -- dx gathered: every input position sums w * dy over the output windows that read it
 -- (window.twindows), TCI input channels x TB lane vectors per tile.
 function M.backward_dx_lanes(L, C, ctx)
-  if L.sched.dx.form == "wino" then return backward_dx_wino(L, C, ctx.lanes, ctx.vec) end
+  if L.sched.dx.form == "wino" or L.sched.dx.form == "wino4" then return backward_dx_wino(L, C, ctx.lanes, ctx.vec) end
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
   local TCI, TB = L.sched.dx.tile.TCI, L.sched.dx.tile.TB

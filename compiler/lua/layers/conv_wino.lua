@@ -13,7 +13,8 @@
 -- With the batch innermost every transform is a handful of vector adds on whole lane
 -- vectors, and the products are, per position of the 4x4 block, a small GEMM over the
 -- input channels: a tile of TC output channels x TB lane vectors accumulates in
--- registers, each transformed weight broadcast feeding TB multiply-adds.
+-- registers, each transformed weight broadcast feeding TB multiply-adds, the TB
+-- transformed inputs loaded once (VKEEP: gcc would fold them into every FMA).
 --
 -- dx of such a layer is the same computation on dy: a stride-1 correlation of dy with
 -- the kernel flipped and its channels swapped, padded by 2 - pad. So one emitter
@@ -76,25 +77,29 @@ function M.preferred(L)
   return M.ok(L) and L.cin >= 8 and L.cout >= 8 and g.h.O >= 7 and g.w.O >= 7 and vb <= 256 * 1024
 end
 
--- Tiles along one axis in classes: runs of consecutive tiles whose 4 inputs lie inside
--- or outside the input alike and whose second output is stored alike (an odd extent's
--- last tile stores one), {lo, hi, v = valid[1..4], two = second output stored}; tile t
--- reads inputs 2t - pad .. 2t - pad + 3 and writes outputs 2t, 2t + 1.
-local function classes(T, I, pad, O)
+-- Tiles of m outputs (m + 2 inputs) along one axis in classes: runs of consecutive
+-- tiles whose inputs lie inside or outside the input alike and which store as many
+-- outputs (an extent that m does not divide: its last tile stores fewer),
+-- {lo, hi, v = valid[1..m + 2], n = outputs stored, two = n == 2}; tile t reads inputs
+-- m t - pad .. m t - pad + m + 1 and writes outputs m t .. m t + m - 1.
+function M.classes(T, I, pad, O, m)
+  m = m or 2
   local out = {}
   for t = 0, T - 1 do
     local v = {}
-    for i = 0, 3 do local r = 2 * t - pad + i; v[i + 1] = r >= 0 and r < I end
-    local two = 2 * t + 1 < O
-    local last = out[#out]
-    if last and last.two == two and last.v[1] == v[1] and last.v[2] == v[2] and last.v[3] == v[3] and last.v[4] == v[4] then
+    for i = 0, m + 1 do local r = m * t - pad + i; v[i + 1] = r >= 0 and r < I end
+    local n = math.min(m, O - m * t)
+    local last, same = out[#out], out[#out] and out[#out].n == n
+    for i = 1, m + 2 do same = same and last.v[i] == v[i] end
+    if same then
       last.hi = t
     else
-      out[#out + 1] = {lo = t, hi = t, v = v, two = two}
+      out[#out + 1] = {lo = t, hi = t, v = v, n = n, two = n == 2}
     end
   end
   return out
 end
+local classes = M.classes
 
 -- Emit one pass. a = {
 --   src, nci, dst, nco: input planes [nci][I][R], output planes [nco][O][R]
@@ -154,12 +159,13 @@ function M.emit(C, L, R, V, a)
   end
 end
 
--- "all inside", or which of the block's 4 rows (columns) are zeros
+-- "all inside", or which of the block's input rows (columns) are zeros, and how many
+-- outputs a tile stores when not all
 function M.describe(c)
   local z = {}
-  for i = 1, 4 do if not c.v[i] then z[#z + 1] = tostring(i - 1) end end
+  for i = 1, #c.v do if not c.v[i] then z[#z + 1] = tostring(i - 1) end end
   local s = #z == 0 and "all inside" or ("zeros at " .. table.concat(z, ", "))
-  if not c.two then s = s .. ", one output" end
+  if c.n < #c.v - 2 then s = s .. (c.n == 1 and ", one output" or string.format(", %d outputs", c.n)) end
   return s
 end
 
@@ -210,9 +216,12 @@ function M.tile_body(C, a, R, V, rc, cc)
   end
   C:open("for (int ci = 0; ci < %d; ci++) {", nci)
   C:line("const float *restrict u = U + (size_t)(p * %d + ci) * %d + cb * %d;", nci, nco, TC)
-  local le = {}
-  for b = 0, TB - 1 do le[#le + 1] = string.format("e%d = vb[(p * %d + ci) * %d + %d]", b, nci, TB, b) end
-  C:line("const cg_v %s;", table.concat(le, ", "))
+  local le, keep = {}, {}
+  for b = 0, TB - 1 do
+    le[#le + 1] = string.format("e%d = vb[(p * %d + ci) * %d + %d]", b, nci, TB, b)
+    keep[#keep + 1] = string.format("VKEEP(e%d);", b)
+  end
+  C:line("cg_v %s; %s", table.concat(le, ", "), table.concat(keep, " "))
   for t = 0, TC - 1 do
     local f = {}
     for b = 0, TB - 1 do f[#f + 1] = string.format("a%d_%d += u[%d] * e%d;", t, b, t, b) end
@@ -307,7 +316,20 @@ function M.dw_tile(L, T)
       end
     end
   end
-  return {TCO = best.TCO, TCI = best.TCI, TB = TB}
+  -- VA: the chunks' sums kept as lane vectors (a vector add each) and reduced across
+  -- lanes once a call, when they fit 4 MB of scratch; else reduced at every chunk
+  -- (vsum: ~10 operations an accumulator, as many as the chunk's multiply-adds for
+  -- 64-channel 7x7 layers)
+  local va = 16 * L.cin * L.cout * L.vec * 4 <= 4 * 1024 * 1024 and 1 or nil
+  return {TCO = best.TCO, TCI = best.TCI, TB = TB, VA = va}
+end
+
+-- scratch floats of the dW (lanes+wino's and lanes+wino4's): M[16][co][ci], floats or
+-- lane vectors (VA)
+function M.dw_scratch(L)
+  local dw = L.sched.dw
+  if dw.form ~= "wino" then return 0 end
+  return 16 * L.cin * L.cout * (dw.tile.VA and L.vec or 1)
 end
 
 -- B^T's row i: (row a, row b, sign) with s = d[a] + sign * d[b]
@@ -339,14 +361,20 @@ function M.emit_dw(C, L, R, V, a)
   local PC = nco * nci
   local rcs = classes(geo.T[1], Ih, geo.lo[1], Oh)
   local ccs = classes(Tx, Iw, geo.lo[2], Ow)
-  C:line("float *restrict Mw = S; /* [16][%d][%d]: sum over tiles and samples of Z (.) V */", nco, nci)
+  local VA = tile.VA
+  local mt = VA and "cg_v" or "float"
+  if VA then
+    C:line("cg_v *restrict Mw = (cg_v *)S; /* [16][%d][%d]: sum over tiles and samples of Z (.) V, per lane */", nco, nci)
+  else
+    C:line("float *restrict Mw = S; /* [16][%d][%d]: sum over tiles and samples of Z (.) V */", nco, nci)
+  end
   if L.parallel then C:line("CG_PARALLEL_SECTIONS") end
   C:open("{")
   for i = 0, 3 do
     if L.parallel then C:line("CG_SECTION") end
     C:open("{ /* transform row %d: M[%d..%d] */", i, 4 * i, 4 * i + 3)
-    C:line("float *restrict Mi = Mw + %d;", 4 * i * PC)
-    C:line("for (int k = 0; k < %d; k++) Mi[k] = 0.0f;", 4 * PC)
+    C:line("%s *restrict Mi = Mw + %d;", mt, 4 * i * PC)
+    C:line("for (int k = 0; k < %d; k++) Mi[k] = %s;", 4 * PC, VA and "vsplat(0.0f)" or "0.0f")
     C:line("cg_v xt[%d]; /* [4][%d][%d tiles x %d]: row %d of B^T d B */", 4 * nci * K, nci, Tx, TB, i)
     C:line("cg_v dt[%d]; /* [4][%d][%d tiles x %d]: row %d of A dY A^T */", 4 * nco * K, nco, Tx, TB, i)
     local bt = BT[i + 1]
@@ -419,16 +447,18 @@ function M.emit_dw(C, L, R, V, a)
       for t = 0, TCO - 1 do le[#le + 1] = string.format("e%d = dp[%d + k]", t, t * K) end
       C:line("const cg_v %s;", table.concat(le, ", "))
       for u = 0, TCI - 1 do
-        local f = {string.format("{ const cg_v f = xp[%d + k];", u * K)}
+        local f = {string.format("{ cg_v f = xp[%d + k]; VKEEP(f);", u * K)}
         for t = 0, TCO - 1 do f[#f + 1] = string.format("a%d_%d += e%d * f;", t, u, t) end
         f[#f + 1] = "}"
         C:line(table.concat(f, " "))
       end
       C:close()
-      C:line("float *restrict mp = Mi + (size_t)j * %d + (cob * %d) * %d + cib * %d;", PC, TCO, nci, TCI)
+      C:line("%s *restrict mp = Mi + (size_t)j * %d + (cob * %d) * %d + cib * %d;", mt, PC, TCO, nci, TCI)
       for t = 0, TCO - 1 do
         local s = {}
-        for u = 0, TCI - 1 do s[#s + 1] = string.format("mp[%d] += vsum(a%d_%d);", t * nci + u, t, u) end
+        for u = 0, TCI - 1 do
+          s[#s + 1] = string.format(VA and "mp[%d] += a%d_%d;" or "mp[%d] += vsum(a%d_%d);", t * nci + u, t, u)
+        end
         C:line(table.concat(s, " "))
       end
       C:close()
@@ -444,11 +474,11 @@ function M.emit_dw(C, L, R, V, a)
   if L.parallel then C:line("CG_PARALLEL_FOR") end
   C:open("for (int co = 0; co < %d; co++) {", nco)
   C:open("for (int ci = 0; ci < %d; ci++) {", nci)
-  C:line("const float *restrict m = Mw + co * %d + ci;", nci)
+  C:line("const %s *restrict m = Mw + co * %d + ci;", mt, nci)
   local mv = {}
   for p = 0, 15 do
     local sg = ((p // 4 == 3) ~= (p % 4 == 3)) and "-" or ""
-    mv[#mv + 1] = string.format("m%d%d = %sm[%d]", p // 4, p % 4, sg, p * PC)
+    mv[#mv + 1] = string.format(VA and "m%d%d = %svsum(m[%d])" or "m%d%d = %sm[%d]", p // 4, p % 4, sg, p * PC)
   end
   for k = 1, 16, 4 do C:line("const float %s;", table.concat(mv, ", ", k, k + 3)) end
   for b = 0, 3 do
