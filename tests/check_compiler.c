@@ -933,33 +933,73 @@ START_TEST(test_gen_conv1d_straight_line)
 }
 END_TEST
 
-START_TEST(test_gen_padded_conv_no_branches)
+/* pad3.yaml's conv layer generated with the schedule `form` forced through a wisdom file
+ * (NULL: the heuristic's); its conv functions have loops and no test, ?:, % or / */
+static void check_pad3_no_branches(const char *form)
 {
     char *dir = make_tmpdir();
     char spec[512];
     snprintf(spec, sizeof spec, "%s/pad3.yaml", dir);
     write_file(spec, "name: pad3\ninput: [8, 32, 32]\nloss: mse\nlayers:\n"
                      "  - conv2d: {out: 8, kernel: 3, padding: 1}\n");
+    char wisdom[600];
+    if (form) {
+        /* the layer's signature (second field of its --schedules line), both ISAs */
+        run_result r;
+        RUN(r, spec, "--schedules");
+        expect_status(spec, &r, 0);
+        char *tab = strchr(r.out, '\t');
+        ck_assert_ptr_nonnull(tab);
+        size_t n = strcspn(tab + 1, "\t");
+        ck_assert_msg(strstr(tab + 1 + n, form) != NULL, "pad3.yaml: %s is not among the legal schedules: %s", form, r.out);
+        char line[400];
+        snprintf(wisdom, sizeof wisdom, "%s/w.tsv", dir);
+        snprintf(line, sizeof line, "avx2\t%.*s\t%s\navx512\t%.*s\t%s\n", (int)n, tab + 1, form, (int)n, tab + 1, form);
+        write_file(wisdom, line);
+        free_result(&r);
+        setenv("CNNGEN_WISDOM", wisdom, 1);
+    }
     char *c = generate(spec, "pad3", NULL, NULL);
+    unsetenv("CNNGEN_WISDOM");
     rm_tree(dir);
     free(dir);
+    const char *what = form ? form : "heuristic";
+    if (form) {
+        char sched[200];
+        snprintf(sched, sizeof sched, "schedule %s:", form);
+        ck_assert_msg(strstr(c, sched) != NULL, "pad3.c (%s): no layer with the forced schedule", what);
+    }
     int nfn = 0;
     for (const char *p = strstr(c, "static void l00_conv2d_"); p; p = strstr(p + 1, "static void l00_conv2d_")) {
         char *name = function_name(p);
         char *b = function_body(p);
-        ck_assert_msg(count_word(b, "for") > 1, "pad3.c %s: expected looped code (more than the batch loop):\n%.2000s",
-                      name, b);
-        ck_assert_msg(count_word(b, "if") == 0, "pad3.c %s: contains 'if' (padding not resolved at generation time):\n%s",
-                      name, b);
-        ck_assert_msg(strchr(b, '?') == NULL, "pad3.c %s: contains a ?: conditional:\n%s", name, b);
-        ck_assert_msg(strchr(b, '%') == NULL, "pad3.c %s: contains a runtime %% in the code:\n%s", name, b);
-        ck_assert_msg(strchr(b, '/') == NULL, "pad3.c %s: contains a runtime division in the code:\n%s", name, b);
+        ck_assert_msg(count_word(b, "for") > 1, "pad3.c (%s) %s: expected looped code (more than the batch loop):\n%.2000s",
+                      what, name, b);
+        ck_assert_msg(count_word(b, "if") == 0, "pad3.c (%s) %s: contains 'if' (padding not resolved at generation time):\n%s",
+                      what, name, b);
+        ck_assert_msg(strchr(b, '?') == NULL, "pad3.c (%s) %s: contains a ?: conditional:\n%s", what, name, b);
+        ck_assert_msg(strchr(b, '%') == NULL, "pad3.c (%s) %s: contains a runtime %% in the code:\n%s", what, name, b);
+        ck_assert_msg(strchr(b, '/') == NULL, "pad3.c (%s) %s: contains a runtime division in the code:\n%s", what, name, b);
         free(name);
         free(b);
         nfn++;
     }
-    ck_assert_msg(nfn >= 2, "pad3.c: expected l00_conv2d_forward and l00_conv2d_backward(_dx), found %d functions", nfn);
+    ck_assert_msg(nfn >= 2, "pad3.c (%s): expected l00_conv2d_forward and l00_conv2d_backward(_dx), found %d functions",
+                  what, nfn);
     free(c);
+}
+
+START_TEST(test_gen_padded_conv_no_branches)
+{
+    check_pad3_no_branches(NULL);
+}
+END_TEST
+
+/* the Winograd forms' border tiles are classes resolved at generation time too */
+START_TEST(test_gen_wino_no_branches)
+{
+    check_pad3_no_branches("lanes+wino");
+    check_pad3_no_branches("lanes+wino4");
 }
 END_TEST
 
@@ -1049,6 +1089,7 @@ Suite *make_compiler_suite(void)
     tcase_set_timeout(gen, 30);
     tcase_add_test(gen, test_gen_conv1d_straight_line);
     tcase_add_test(gen, test_gen_padded_conv_no_branches);
+    tcase_add_test(gen, test_gen_wino_no_branches);
     tcase_add_test(gen, test_gen_vgg16_fast_and_small);
     tcase_add_test(gen, test_gen_header_embedding);
     suite_add_tcase(s, gen);
