@@ -4134,8 +4134,10 @@ static void l09_add_forward(const float *restrict x2, float *restrict y)
 static void l09_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [64x56x56][lanes], x2 [64x56x56][lanes], y [64x56x56][lanes] */
-    memcpy(dx1, dy, sizeof(float) * 32 * 200704);
-    memcpy(dx2, dy, sizeof(float) * 32 * 200704);
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 6422528; i++) {
+        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+    }
 }
 
 /* layer 10: relu 64x56x56 -> 64x56x56 (specs/resnet18.yaml:18:5)
@@ -7491,8 +7493,10 @@ static void l25_add_forward(const float *restrict x2, float *restrict y)
 static void l25_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [128x28x28][lanes], x2 [128x28x28][lanes], y [128x28x28][lanes] */
-    memcpy(dx1, dy, sizeof(float) * 32 * 100352);
-    memcpy(dx2, dy, sizeof(float) * 32 * 100352);
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 3211264; i++) {
+        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+    }
 }
 
 /* layer 26: relu 128x28x28 -> 128x28x28 (specs/resnet18.yaml:34:5)
@@ -12806,8 +12810,10 @@ static void l41_add_forward(const float *restrict x2, float *restrict y)
 static void l41_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [256x14x14][lanes], x2 [256x14x14][lanes], y [256x14x14][lanes] */
-    memcpy(dx1, dy, sizeof(float) * 32 * 50176);
-    memcpy(dx2, dy, sizeof(float) * 32 * 50176);
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 1605632; i++) {
+        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+    }
 }
 
 /* layer 42: relu 256x14x14 -> 256x14x14 (specs/resnet18.yaml:50:5)
@@ -20624,6 +20630,7 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l51_batchnorm_backward(params + 3962432, grads + 3962432, ws + S51, ws + A50, ws + D52, ws + D50, nb);
     l50_conv2d_backward(grads + 2782784, ws + A47, ws + D50);
     l50_conv2d_backward_dx(params + 2782784, ws + D50, ws + T50_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) (ws + D49)[i] += (ws + T50_1)[i]; /* a tensor read again: gradients add */
     l42_relu_backward(ws + A47, ws + D49, ws + D48);
     l41_add_backward(ws + D48, ws + D47, ws + D42);
@@ -20634,6 +20641,7 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l35_batchnorm_backward(params + 2191936, grads + 2191936, ws + S44, ws + A43, ws + D45, ws + D43, nb);
     l37_conv2d_backward(grads + 1602112, ws + A38, ws + D43);
     l43_conv2d_backward_dx(params + 1602112, ws + D43, ws + T43_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) (ws + D42)[i] += (ws + T43_1)[i]; /* a tensor read again: gradients add */
     l42_relu_backward(ws + A38, ws + D42, ws + D41);
     l41_add_backward(ws + D41, ws + D38, ws + D40);
@@ -20647,6 +20655,7 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l35_batchnorm_backward(params + 977984, grads + 977984, ws + S35, ws + A34, ws + D36, ws + D34, nb);
     l34_conv2d_backward(grads + 683072, ws + A31, ws + D34);
     l34_conv2d_backward_dx(params + 683072, ws + D34, ws + T34_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 3211264; i++) (ws + D33)[i] += (ws + T34_1)[i]; /* a tensor read again: gradients add */
     l26_relu_backward(ws + A31, ws + D33, ws + D32);
     l25_add_backward(ws + D32, ws + D31, ws + D26);
@@ -20657,6 +20666,7 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l19_batchnorm_backward(params + 535104, grads + 535104, ws + S28, ws + A27, ws + D29, ws + D27, nb);
     l21_conv2d_backward(grads + 387648, ws + A22, ws + D27);
     l27_conv2d_backward_dx(params + 387648, ws + S27, ws + D27, ws + T27_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 3211264; i++) (ws + D26)[i] += (ws + T27_1)[i]; /* a tensor read again: gradients add */
     l26_relu_backward(ws + A22, ws + D26, ws + D25);
     l25_add_backward(ws + D25, ws + D22, ws + D24);
@@ -20670,6 +20680,7 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l19_batchnorm_backward(params + 231232, grads + 231232, ws + S19, ws + A18, ws + D20, ws + D18, nb);
     l18_conv2d_backward(grads + 157504, ws + A15, ws + D18);
     l18_conv2d_backward_dx(params + 157504, ws + D18, ws + T18_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 6422528; i++) (ws + D17)[i] += (ws + T18_1)[i]; /* a tensor read again: gradients add */
     l10_relu_backward(ws + A15, ws + D17, ws + D16);
     l09_add_backward(ws + D16, ws + D15, ws + D10);
@@ -20680,6 +20691,7 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l05_batchnorm_backward(params + 120384, grads + 120384, ws + S12, ws + A11, ws + D13, ws + D11, nb);
     l04_conv2d_backward(grads + 83520, ws + A08, ws + D11);
     l04_conv2d_backward_dx(params + 83520, ws + S11, ws + D11, ws + T11_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 6422528; i++) (ws + D10)[i] += (ws + T11_1)[i]; /* a tensor read again: gradients add */
     l10_relu_backward(ws + A08, ws + D10, ws + D09);
     l09_add_backward(ws + D09, ws + D08, ws + D03);
@@ -20690,6 +20702,7 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l05_batchnorm_backward(params + 46400, grads + 46400, ws + S05, ws + A04, ws + D06, ws + D04, nb);
     l04_conv2d_backward(grads + 9536, ws + A03, ws + D04);
     l04_conv2d_backward_dx(params + 9536, ws + S04, ws + D04, ws + T04_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 6422528; i++) (ws + D03)[i] += (ws + T04_1)[i]; /* a tensor read again: gradients add */
     l03_maxpool2d_backward(ws + A01, ws + D03, ws + D02);
     /* layer 2: relu's backward is in layer 3's dx stores */

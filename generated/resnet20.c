@@ -5006,8 +5006,10 @@ static void l08_add_forward(const float *restrict x2, float *restrict y)
 static void l08_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [16x28x28][lanes], x2 [16x28x28][lanes], y [16x28x28][lanes] */
-    memcpy(dx1, dy, sizeof(float) * 128 * 12544);
-    memcpy(dx2, dy, sizeof(float) * 128 * 12544);
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 1605632; i++) {
+        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+    }
 }
 
 /* layer 9: relu 16x28x28 -> 16x28x28 (specs/resnet20.yaml:18:5)
@@ -15535,6 +15537,7 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l25_batchnorm_backward(params + 18800, grads + 18800, ws + S25, ws + A24, ws + D26, ws + D24, nb);
     l24_conv2d_backward(grads + 14192, ws + A21, ws + D24);
     l24_conv2d_backward_dx(params + 14192, ws + D24, ws + T24_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) (ws + D23)[i] += (ws + T24_1)[i]; /* a tensor read again: gradients add */
     l02_relu_backward(ws + A21, ws + D23, ws + D22);
     l08_add_backward(ws + D22, ws + D21, ws + D16);
@@ -15545,6 +15548,7 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l01_batchnorm_backward(params + 11824, grads + 11824, ws + S18, ws + A17, ws + D19, ws + D17, nb);
     l03_conv2d_backward(grads + 9520, ws + S17, ws + A14, ws + D17);
     l03_conv2d_backward_dx(params + 9520, ws + S17, ws + D17, ws + T17_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) (ws + D16)[i] += (ws + T17_1)[i]; /* a tensor read again: gradients add */
     l02_relu_backward(ws + A14, ws + D16, ws + D15);
     l08_add_backward(ws + D15, ws + D14, ws + D09);
@@ -15555,6 +15559,7 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l01_batchnorm_backward(params + 7152, grads + 7152, ws + S11, ws + A10, ws + D12, ws + D10, nb);
     l03_conv2d_backward(grads + 4848, ws + S10, ws + A07, ws + D10);
     l03_conv2d_backward_dx(params + 4848, ws + S10, ws + D10, ws + T10_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) (ws + D09)[i] += (ws + T10_1)[i]; /* a tensor read again: gradients add */
     l02_relu_backward(ws + A07, ws + D09, ws + D08);
     l08_add_backward(ws + D08, ws + D07, ws + D02);
@@ -15565,6 +15570,7 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l01_batchnorm_backward(params + 2480, grads + 2480, ws + S04, ws + A03, ws + D05, ws + D03, nb);
     l03_conv2d_backward(grads + 176, ws + S03, ws + A01, ws + D03);
     l03_conv2d_backward_dx(params + 176, ws + S03, ws + D03, ws + T03_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) (ws + D02)[i] += (ws + T03_1)[i]; /* a tensor read again: gradients add */
     l02_relu_backward(ws + A01, ws + D02, ws + D01);
     l01_batchnorm_backward(params + 144, grads + 144, ws + S01, ws + A00, ws + D01, ws + D00, nb);

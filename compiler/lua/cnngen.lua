@@ -1179,6 +1179,8 @@ local function emit(spec, spec_path, spec_text)
       end
     end
     for _, a in ipairs(st.acc) do
+      -- on the threads when the batch's copy of the tensor is work enough
+      if a.n * B >= PARALLEL_MIN_WORK then O:line("CG_PARALLEL_FOR") end
       O:line("for (size_t i = 0; i < %s; i++) (%s)[i] += (%s)[i]; /* a tensor read again: gradients add */",
         count(a.n), W(a.to), W(a.from))
     end

@@ -228,8 +228,18 @@ function M.backward_any(L, C, ctx)
   local k, lanes = L.kind, ctx.lanes
   if k == "add" then
     local n = #L.in_shapes
-    for j = 1, n do
-      C:line("memcpy(dx%d, dy, sizeof(float) * %s * %d);", j, lanes and tostring(lanes) or "(size_t)nb", L.out_size)
+    if L.parallel then
+      -- dy read once, every input's gradient written in the same pass, on the threads
+      local w = {}
+      for j = 1, n do w[#w + 1] = string.format("dx%d[i] = g;", j) end
+      C:line("CG_PARALLEL_FOR")
+      C:open("for (size_t i = 0; i < %s; i++) {", lanes and tostring(lanes * L.out_size) or string.format("(size_t)nb * %d", L.out_size))
+      C:line("const float g = dy[i]; %s", table.concat(w, " "))
+      C:close()
+    else
+      for j = 1, n do
+        C:line("memcpy(dx%d, dy, sizeof(float) * %s * %d);", j, lanes and tostring(lanes) or "(size_t)nb", L.out_size)
+      end
     end
     local u = args("dx", n)
     u[#u + 1] = "dy"; u[#u + 1] = "nb"
