@@ -169,6 +169,41 @@ function M.describe(c)
   return s
 end
 
+-- The products of a tile: per block of TC output channels and position p (of np), a
+-- TC x TB register tile summed over the input channels into mb[p][TC][TB]
+-- (conv_wino4.lua's too)
+function M.products(C, a, np)
+  local TC, TB = a.tile.TC, a.tile.TB
+  local nci, nco = a.nci, a.nco
+  C:open("for (int cb = 0; cb < %d; cb++) {", nco // TC)
+  C:open("for (int p = 0; p < %d; p++) {", np)
+  for t = 0, TC - 1 do
+    local z = {}
+    for b = 0, TB - 1 do z[#z + 1] = string.format("a%d_%d = vsplat(0.0f)", t, b) end
+    C:line("cg_v %s;", table.concat(z, ", "))
+  end
+  C:open("for (int ci = 0; ci < %d; ci++) {", nci)
+  C:line("const float *restrict u = U + (size_t)(p * %d + ci) * %d + cb * %d;", nci, nco, TC)
+  local le, keep = {}, {}
+  for b = 0, TB - 1 do
+    le[#le + 1] = string.format("e%d = vb[(p * %d + ci) * %d + %d]", b, nci, TB, b)
+    keep[#keep + 1] = string.format("VKEEP(e%d);", b)
+  end
+  C:line("cg_v %s; %s", table.concat(le, ", "), table.concat(keep, " "))
+  for t = 0, TC - 1 do
+    local f = {}
+    for b = 0, TB - 1 do f[#f + 1] = string.format("a%d_%d += u[%d] * e%d;", t, b, t, b) end
+    C:line(table.concat(f, " "))
+  end
+  C:close()
+  for t = 0, TC - 1 do
+    local s = {}
+    for b = 0, TB - 1 do s[#s + 1] = string.format("mb[(p * %d + %d) * %d + %d] = a%d_%d;", TC, t, TB, b, t, b) end
+    C:line(table.concat(s, " "))
+  end
+  C:close()
+end
+
 -- One tile (ty, tx) of row class rc and column class cc: input transform, the 16
 -- products, output transform.
 function M.tile_body(C, a, R, V, rc, cc)
@@ -206,34 +241,7 @@ function M.tile_body(C, a, R, V, rc, cc)
   end
   C:close()
   C:close()
-  -- products: per block of TC output channels and position p, a TC x TB register tile
-  C:open("for (int cb = 0; cb < %d; cb++) {", nco // TC)
-  C:open("for (int p = 0; p < 16; p++) {")
-  for t = 0, TC - 1 do
-    local z = {}
-    for b = 0, TB - 1 do z[#z + 1] = string.format("a%d_%d = vsplat(0.0f)", t, b) end
-    C:line("cg_v %s;", table.concat(z, ", "))
-  end
-  C:open("for (int ci = 0; ci < %d; ci++) {", nci)
-  C:line("const float *restrict u = U + (size_t)(p * %d + ci) * %d + cb * %d;", nci, nco, TC)
-  local le, keep = {}, {}
-  for b = 0, TB - 1 do
-    le[#le + 1] = string.format("e%d = vb[(p * %d + ci) * %d + %d]", b, nci, TB, b)
-    keep[#keep + 1] = string.format("VKEEP(e%d);", b)
-  end
-  C:line("cg_v %s; %s", table.concat(le, ", "), table.concat(keep, " "))
-  for t = 0, TC - 1 do
-    local f = {}
-    for b = 0, TB - 1 do f[#f + 1] = string.format("a%d_%d += u[%d] * e%d;", t, b, t, b) end
-    C:line(table.concat(f, " "))
-  end
-  C:close()
-  for t = 0, TC - 1 do
-    local s = {}
-    for b = 0, TB - 1 do s[#s + 1] = string.format("mb[(p * %d + %d) * %d + %d] = a%d_%d;", TC, t, TB, b, t, b) end
-    C:line(table.concat(s, " "))
-  end
-  C:close()
+  M.products(C, a, 16)
   -- output transform: Y = A^T m A, 2x2 outputs (one row or column of them in the
   -- class of an odd extent's last tile)
   C:open("for (int t = 0; t < %d; t++) {", TC)

@@ -161,34 +161,7 @@ function M.tile_body(C, a, R, V, rc, cc)
   end
   C:close()
   C:close()
-  -- products: per block of TC output channels and position p, a TC x TB register tile
-  C:open("for (int cb = 0; cb < %d; cb++) {", a.nco // TC)
-  C:open("for (int p = 0; p < 36; p++) {")
-  for t = 0, TC - 1 do
-    local z = {}
-    for b = 0, TB - 1 do z[#z + 1] = string.format("a%d_%d = vsplat(0.0f)", t, b) end
-    C:line("cg_v %s;", table.concat(z, ", "))
-  end
-  C:open("for (int ci = 0; ci < %d; ci++) {", nci)
-  C:line("const float *restrict u = U + (size_t)(p * %d + ci) * %d + cb * %d;", nci, a.nco, TC)
-  local le, keep = {}, {}
-  for b = 0, TB - 1 do
-    le[#le + 1] = string.format("e%d = vb[(p * %d + ci) * %d + %d]", b, nci, TB, b)
-    keep[#keep + 1] = string.format("VKEEP(e%d);", b)
-  end
-  C:line("cg_v %s; %s", table.concat(le, ", "), table.concat(keep, " "))
-  for t = 0, TC - 1 do
-    local f = {}
-    for b = 0, TB - 1 do f[#f + 1] = string.format("a%d_%d += u[%d] * e%d;", t, b, t, b) end
-    C:line(table.concat(f, " "))
-  end
-  C:close()
-  for t = 0, TC - 1 do
-    local s = {}
-    for b = 0, TB - 1 do s[#s + 1] = string.format("mb[(p * %d + %d) * %d + %d] = a%d_%d;", TC, t, TB, b, t, b) end
-    C:line(table.concat(s, " "))
-  end
-  C:close()
+  wino.products(C, a, 36)
   -- output transform: Y = A^T m A on the rows and columns this class stores
   C:open("for (int t = 0; t < %d; t++) {", TC)
   C:open("for (int b = 0; b < %d; b++) {", TB)
