@@ -37,20 +37,22 @@ function M.ok(L)
   return true
 end
 
--- the geometry of one pass: input I (h, w) padded by lo, output O, T tiles of 2x2
-local function pass_geom(I, lo, O)
-  local T = {(O[1] + 1) // 2, (O[2] + 1) // 2}
+-- the geometry of one pass: input I (h, w) padded by lo, output O, T tiles of m x m
+-- (m = 2 here, 4 in conv_wino4.lua)
+local function pass_geom(I, lo, O, m)
+  m = m or 2
+  local T = {(O[1] + m - 1) // m, (O[2] + m - 1) // m}
   return {I = I, lo = lo, O = O, T = T}
 end
 
-function M.fwd_geom(L)
+function M.fwd_geom(L, m)
   local g = L.geom
-  return pass_geom({g.h.I, g.w.I}, {g.h.lo, g.w.lo}, {g.h.O, g.w.O})
+  return pass_geom({g.h.I, g.w.I}, {g.h.lo, g.w.lo}, {g.h.O, g.w.O}, m)
 end
 
-function M.dx_geom(L)
+function M.dx_geom(L, m)
   local g = L.geom
-  return pass_geom({g.h.O, g.w.O}, {2 - g.h.lo, 2 - g.w.lo}, {g.h.I, g.w.I})
+  return pass_geom({g.h.O, g.w.O}, {2 - g.h.lo, 2 - g.w.lo}, {g.h.I, g.w.I}, m)
 end
 
 -- scratch floats: the transformed weights U of either pass
@@ -114,11 +116,8 @@ local classes = M.classes
 -- columns: which loads are zeros and which outputs are stored is known at generation
 -- time, and the code has no test.
 function M.emit(C, L, R, V, a)
-  local geo, TC, TB = a.geo, a.tile.TC, a.tile.TB
   local NV = R // V
   local nci, nco = a.nci, a.nco
-  local Ih, Iw = geo.I[1], geo.I[2]
-  local Oh, Ow = geo.O[1], geo.O[2]
   C:line("float *restrict U = S; /* [16][%d][%d]: G g G^T per channel pair */", nci, nco)
   C:open("for (int co = 0; co < %d; co++) {", nco)
   C:open("for (int ci = 0; ci < %d; ci++) {", nci)
@@ -140,18 +139,26 @@ function M.emit(C, L, R, V, a)
   for i = 1, #u, 4 do C:line(table.concat(u, " ", i, i + 3)) end
   C:close()
   C:close()
-  local rcs = classes(geo.T[1], Ih, geo.lo[1], Oh)
-  local ccs = classes(geo.T[2], Iw, geo.lo[2], Ow)
+  M.tiles(C, L, a, NV, 2, M.tile_body, R, V)
+end
+
+-- The tile loops of a pass with m x m output tiles: one loop nest per class of tile
+-- rows (CG_PARALLEL_FOR2 over lane blocks and tile rows), one tx loop per class of tile
+-- columns, body(C, a, R, V, rc, cc) for a tile (conv_wino4.lua's too)
+function M.tiles(C, L, a, NV, m, body, R, V)
+  local geo, TC, TB, np = a.geo, a.tile.TC, a.tile.TB, (m + 2) * (m + 2)
+  local rcs = classes(geo.T[1], geo.I[1], geo.lo[1], geo.O[1], m)
+  local ccs = classes(geo.T[2], geo.I[2], geo.lo[2], geo.O[2], m)
   for _, rc in ipairs(rcs) do
     C:line("/* tile rows %d..%d: input rows %s */", rc.lo, rc.hi, M.describe(rc))
     if L.parallel then C:line("CG_PARALLEL_FOR2") end
     C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
     C:open("for (int ty = %d; ty < %d; ty++) {", rc.lo, rc.hi + 1)
-    C:line("cg_v vb[%d]; /* [16][%d][TB]: B^T d B of each input channel */", 16 * nci * TB, nci)
-    C:line("cg_v mb[%d]; /* [16][TC][TB]: the products summed over the input channels */", 16 * TC * TB)
+    C:line("cg_v vb[%d]; /* [%d][%d][TB]: B^T d B of each input channel */", np * a.nci * TB, np, a.nci)
+    C:line("cg_v mb[%d]; /* [%d][TC][TB]: the products summed over the input channels */", np * TC * TB, np)
     for _, cc in ipairs(ccs) do
       C:open("for (int tx = %d; tx < %d; tx++) { /* input columns %s */", cc.lo, cc.hi + 1, M.describe(cc))
-      M.tile_body(C, a, R, V, rc, cc)
+      body(C, a, R, V, rc, cc)
       C:close()
     end
     C:close()

@@ -43,20 +43,9 @@ end
 
 function M.scratch(L) return 36 * L.cin * L.cout end
 
--- the geometry of one pass (conv_wino's with tiles of 4x4)
-local function pass_geom(I, lo, O)
-  return {I = I, lo = lo, O = O, T = {(O[1] + 3) // 4, (O[2] + 3) // 4}}
-end
-
-function M.fwd_geom(L)
-  local g = L.geom
-  return pass_geom({g.h.I, g.w.I}, {g.h.lo, g.w.lo}, {g.h.O, g.w.O})
-end
-
-function M.dx_geom(L)
-  local g = L.geom
-  return pass_geom({g.h.O, g.w.O}, {2 - g.h.lo, 2 - g.w.lo}, {g.h.I, g.w.I})
-end
+-- the geometry of a pass, tiles of 4x4
+function M.fwd_geom(L) return wino.fwd_geom(L, 4) end
+function M.dx_geom(L) return wino.dx_geom(L, 4) end
 
 -- TC output channels x TB lane vectors, up to the target's accumulators (the TB loaded
 -- vectors kept in registers, VKEEP, and a broadcast weight take the rest); TB = 2 (a
@@ -72,7 +61,6 @@ M.ok = wino.ok
 
 -- Emit one pass; a as conv_wino.emit's
 function M.emit(C, L, R, V, a)
-  local geo, TC, TB = a.geo, a.tile.TC, a.tile.TB
   local NV = R // V
   local nci, nco = a.nci, a.nco
   C:line("float *restrict U = S; /* [36][%d][%d]: G g G^T per channel pair */", nci, nco)
@@ -100,23 +88,7 @@ function M.emit(C, L, R, V, a)
   end
   C:close()
   C:close()
-  local rcs = wino.classes(geo.T[1], geo.I[1], geo.lo[1], geo.O[1], 4)
-  local ccs = wino.classes(geo.T[2], geo.I[2], geo.lo[2], geo.O[2], 4)
-  for _, rc in ipairs(rcs) do
-    C:line("/* tile rows %d..%d: input rows %s */", rc.lo, rc.hi, wino.describe(rc))
-    if L.parallel then C:line("CG_PARALLEL_FOR2") end
-    C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
-    C:open("for (int ty = %d; ty < %d; ty++) {", rc.lo, rc.hi + 1)
-    C:line("cg_v vb[%d]; /* [36][%d][TB]: B^T d B of each input channel */", 36 * nci * TB, nci)
-    C:line("cg_v mb[%d]; /* [36][TC][TB]: the products summed over the input channels */", 36 * TC * TB)
-    for _, cc in ipairs(ccs) do
-      C:open("for (int tx = %d; tx < %d; tx++) { /* input columns %s */", cc.lo, cc.hi + 1, wino.describe(cc))
-      M.tile_body(C, a, R, V, rc, cc)
-      C:close()
-    end
-    C:close()
-    C:close()
-  end
+  wino.tiles(C, L, a, NV, 4, M.tile_body, R, V)
 end
 
 -- One tile (ty, tx) of row class rc and column class cc
