@@ -1859,10 +1859,11 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l02_relu_backward: none, layer 3 masks its dx stores with the relu's derivative */
 
 /* layer 3: maxpool2d 64x28x28 -> 64x14x14 (specs/bnnet.yaml:16:5)
- * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw threaded */
 static void l03_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [64x28x28][lanes], y [64x14x14][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 50176;
         float *restrict yc = y + c * 12544;
@@ -1884,6 +1885,7 @@ static void l03_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l03_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [64x28x28][lanes], y [64x14x14][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 50176;
         float *restrict dxc = dx + c * 50176;
@@ -3401,10 +3403,11 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l06_relu_backward: none, layer 7 masks its dx stores with the relu's derivative */
 
 /* layer 7: maxpool2d 128x14x14 -> 128x7x7 (specs/bnnet.yaml:20:5)
- * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw threaded */
 static void l07_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [128x14x14][lanes], y [128x7x7][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 12544;
         float *restrict yc = y + c * 3136;
@@ -3426,6 +3429,7 @@ static void l07_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l07_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [128x14x14][lanes], y [128x7x7][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 12544;
         float *restrict dxc = dx + c * 12544;
@@ -3988,7 +3992,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 28, 28}, .ndim_out = 3, .out_shape = {64, 14, 14},
      .in_size = 50176, .out_size = 12544, .act_offset = 6472704, .lanes = 64, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 3, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 3, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
@@ -4006,12 +4010,12 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 7, 7},
      .in_size = 25088, .out_size = 6272, .act_offset = 10486784, .lanes = 64, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 7, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 7, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {128, 7, 7}, .ndim_out = 1, .out_shape = {6272, 0, 0},
      .in_size = 6272, .out_size = 6272, .act_offset = 10486784, .lanes = 64, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 8, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 8, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {6272, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
      .in_size = 6272, .out_size = 128, .act_offset = 10888192, .lanes = 64, .line = 22, .col = 5,

@@ -734,16 +734,17 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 1: relu 6x28x28 -> 6x28x28 (specs/lenet5.yaml:11:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l01_relu_forward: none, layer 0 stores its output through the relu */
 
 /* l01_relu_backward: none, layer 2 masks its dx stores with the relu's derivative */
 
 /* layer 2: maxpool2d 6x28x28 -> 6x14x14 (specs/lenet5.yaml:12:5)
- * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw threaded */
 static void l02_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [6x28x28][lanes], y [6x14x14][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 6; c++) {
         const float *restrict xc = x + c * 50176;
         float *restrict yc = y + c * 12544;
@@ -765,6 +766,7 @@ static void l02_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l02_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [6x28x28][lanes], y [6x14x14][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 6; c++) {
         const float *restrict xc = x + c * 50176;
         float *restrict dxc = dx + c * 50176;
@@ -2780,7 +2782,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 4: relu 16x10x10 -> 16x10x10 (specs/lenet5.yaml:14:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l04_relu_forward: none, layer 3 stores its output through the relu */
 
 /* l04_relu_backward: none, layer 5 masks its dx stores with the relu's derivative */
@@ -3505,11 +3507,11 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {6, 28, 28}, .ndim_out = 3, .out_shape = {6, 28, 28},
      .in_size = 4704, .out_size = 4704, .act_offset = 50176, .lanes = 64, .line = 11, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 1, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = lenet5_inputs + 1, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {6, 28, 28}, .ndim_out = 3, .out_shape = {6, 14, 14},
      .in_size = 4704, .out_size = 1176, .act_offset = 351232, .lanes = 64, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 2, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw threaded", .n_inputs = 1, .inputs = lenet5_inputs + 2, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 14, 14}, .ndim_out = 3, .out_shape = {16, 10, 10},
@@ -3519,7 +3521,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 10, 10}, .ndim_out = 3, .out_shape = {16, 10, 10},
      .in_size = 1600, .out_size = 1600, .act_offset = 426496, .lanes = 64, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 4, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = lenet5_inputs + 4, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {16, 10, 10}, .ndim_out = 3, .out_shape = {16, 5, 5},
      .in_size = 1600, .out_size = 400, .act_offset = 528896, .lanes = 64, .line = 15, .col = 5,

@@ -15575,7 +15575,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 51: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:59:5)
- * schedule lanes: fwd lanes+relu dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 static void l51_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
@@ -15588,6 +15588,7 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
+        CG_PARALLEL_FOR
         for (int c = 0; c < 512; c++) {
             const float *restrict xc = x + (size_t)c * 1568;
             cg_v acc[2];
@@ -15618,11 +15619,13 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
         }
     }
     else {
+        CG_PARALLEL_FOR
         for (int c = 0; c < 512; c++) {
             S[c] = rmean[c];
             S[512 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
         }
     }
+    CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 1568;
@@ -15640,6 +15643,7 @@ static void l51_batchnorm_backward(const float *restrict P, float *restrict G, f
     cg_v mask[2];
     for (int v = 0; v < 2; v++)
         for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float mean = S[c], rstd = S[512 + c];
         const float *restrict xc = x + (size_t)c * 1568;
@@ -15668,7 +15672,7 @@ static void l51_batchnorm_backward(const float *restrict P, float *restrict G, f
 }
 
 /* layer 52: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:60:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l52_relu_forward: none, layer 51 stores its output through the relu */
 
 /* l52_relu_backward: none, layer 53 masks its dx stores with the relu's derivative */
@@ -18386,7 +18390,7 @@ static void l53_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 54: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:62:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l54_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
@@ -18399,6 +18403,7 @@ static void l54_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
+        CG_PARALLEL_FOR
         for (int c = 0; c < 512; c++) {
             const float *restrict xc = x + (size_t)c * 1568;
             cg_v acc[2];
@@ -18429,11 +18434,13 @@ static void l54_batchnorm_forward(const float *restrict P, float *restrict B, fl
         }
     }
     else {
+        CG_PARALLEL_FOR
         for (int c = 0; c < 512; c++) {
             S[c] = rmean[c];
             S[512 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
         }
     }
+    CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 1568;
@@ -18763,16 +18770,17 @@ static void l55_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 56: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:64:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l56_batchnorm_forward: the code of l54_batchnorm_forward */
 
 /* l56_batchnorm_backward: the code of l51_batchnorm_backward */
 
 /* layer 57: add 512x7x7 -> 512x7x7 (specs/resnet18.yaml:65:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l57_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [512x7x7][lanes], x2 [512x7x7][lanes], y [512x7x7][lanes] */
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++)
         y[i] = y[i] + x2[i];
 }
@@ -18780,15 +18788,18 @@ static void l57_add_forward(const float *restrict x2, float *restrict y)
 static void l57_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [512x7x7][lanes], x2 [512x7x7][lanes], y [512x7x7][lanes] */
-    memcpy(dx1, dy, sizeof(float) * 32 * 25088);
-    memcpy(dx2, dy, sizeof(float) * 32 * 25088);
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 802816; i++) {
+        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+    }
 }
 
 /* layer 58: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:66:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l58_relu_forward(float *restrict y)
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
+    CG_PARALLEL_FOR
     for (int i = 0; i < 802816; i++)
         y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
@@ -18796,6 +18807,7 @@ static void l58_relu_forward(float *restrict y)
 static void l58_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
+    CG_PARALLEL_FOR
     for (int i = 0; i < 802816; i++)
         dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
@@ -20105,13 +20117,13 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 60: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:68:5)
- * schedule lanes: fwd lanes+relu dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 /* l60_batchnorm_forward: the code of l51_batchnorm_forward */
 
 /* l60_batchnorm_backward: the code of l51_batchnorm_backward */
 
 /* layer 61: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:69:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l61_relu_forward: none, layer 60 stores its output through the relu */
 
 /* l61_relu_backward: none, layer 62 masks its dx stores with the relu's derivative */
@@ -20125,19 +20137,19 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l62_conv2d_backward_dx: the code of l53_conv2d_backward_dx */
 
 /* layer 63: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:71:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l63_batchnorm_forward: the code of l54_batchnorm_forward */
 
 /* l63_batchnorm_backward: the code of l51_batchnorm_backward */
 
 /* layer 64: add 512x7x7 -> 512x7x7 (specs/resnet18.yaml:72:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l64_add_forward: the code of l57_add_forward */
 
 /* l64_add_backward: the code of l57_add_backward */
 
 /* layer 65: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:73:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l65_relu_forward: the code of l58_relu_forward */
 
 /* l65_relu_backward: the code of l58_relu_backward */
@@ -20617,6 +20629,7 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l51_batchnorm_backward(params + 8815168, grads + 8815168, ws + S60, ws + A59, ws + D61, ws + D59, nb);
     l53_conv2d_backward(grads + 6455872, ws + A54, ws + D59);
     l59_conv2d_backward_dx(params + 6455872, ws + D59, ws + T59_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++) (ws + D58)[i] += (ws + T59_1)[i]; /* a tensor read again: gradients add */
     l58_relu_backward(ws + A54, ws + D58, ws + D57);
     l57_add_backward(ws + D57, ws + D54, ws + D56);
@@ -21134,11 +21147,11 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 162971648, .lanes = 32, .line = 59, .col = 5,
-     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 57, .name = "layer4_0_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 57, .name = "layer4_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 162971648, .lanes = 32, .line = 60, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 58, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 58, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 163774464, .lanes = 32, .line = 61, .col = 5,
@@ -21147,7 +21160,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 164577280, .lanes = 32, .line = 62, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 60, .name = "layer4_0_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 60, .name = "layer4_0_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 50176, .out_size = 25088, .act_offset = 165380096, .lanes = 32, .line = 63, .col = 5,
@@ -21156,15 +21169,15 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 166182912, .lanes = 32, .line = 64, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 62, .name = "layer4_0_downsample_1", .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 62, .name = "layer4_0_downsample_1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 164577280, .lanes = 32, .line = 65, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet18_inputs + 63, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 63, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 164577280, .lanes = 32, .line = 66, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 65, .name = "layer4_0_out", .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 65, .name = "layer4_0_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 166985728, .lanes = 32, .line = 67, .col = 5,
@@ -21173,11 +21186,11 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 167788544, .lanes = 32, .line = 68, .col = 5,
-     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 67, .name = "layer4_1_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 67, .name = "layer4_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 167788544, .lanes = 32, .line = 69, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 68, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 68, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 168591360, .lanes = 32, .line = 70, .col = 5,
@@ -21186,15 +21199,15 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 169394176, .lanes = 32, .line = 71, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 70, .name = "layer4_1_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 70, .name = "layer4_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 169394176, .lanes = 32, .line = 72, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet18_inputs + 71, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 71, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 169394176, .lanes = 32, .line = 73, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 73, .name = "layer4_1_out", .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 73, .name = "layer4_1_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "global_avgpool", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 1, 1},
      .in_size = 25088, .out_size = 512, .act_offset = 170196992, .lanes = 32, .line = 74, .col = 5,

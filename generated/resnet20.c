@@ -6513,7 +6513,7 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 25: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:34:5)
- * schedule lanes: fwd lanes+relu dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 static void l25_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
@@ -6526,6 +6526,7 @@ static void l25_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
+        CG_PARALLEL_FOR
         for (int c = 0; c < 32; c++) {
             const float *restrict xc = x + (size_t)c * 25088;
             cg_v acc[8];
@@ -6556,11 +6557,13 @@ static void l25_batchnorm_forward(const float *restrict P, float *restrict B, fl
         }
     }
     else {
+        CG_PARALLEL_FOR
         for (int c = 0; c < 32; c++) {
             S[c] = rmean[c];
             S[32 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
         }
     }
+    CG_PARALLEL_FOR
     for (int c = 0; c < 32; c++) {
         const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 25088;
@@ -6578,6 +6581,7 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
     cg_v mask[8];
     for (int v = 0; v < 8; v++)
         for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    CG_PARALLEL_FOR
     for (int c = 0; c < 32; c++) {
         const float mean = S[c], rstd = S[32 + c];
         const float *restrict xc = x + (size_t)c * 25088;
@@ -6606,7 +6610,7 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
 }
 
 /* layer 26: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:35:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l26_relu_forward: none, layer 25 stores its output through the relu */
 
 /* l26_relu_backward: none, layer 27 masks its dx stores with the relu's derivative */
@@ -8964,7 +8968,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 28: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:37:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l28_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
@@ -8977,6 +8981,7 @@ static void l28_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
+        CG_PARALLEL_FOR
         for (int c = 0; c < 32; c++) {
             const float *restrict xc = x + (size_t)c * 25088;
             cg_v acc[8];
@@ -9007,11 +9012,13 @@ static void l28_batchnorm_forward(const float *restrict P, float *restrict B, fl
         }
     }
     else {
+        CG_PARALLEL_FOR
         for (int c = 0; c < 32; c++) {
             S[c] = rmean[c];
             S[32 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
         }
     }
+    CG_PARALLEL_FOR
     for (int c = 0; c < 32; c++) {
         const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 25088;
@@ -9339,16 +9346,17 @@ static void l29_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 30: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:39:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l30_batchnorm_forward: the code of l28_batchnorm_forward */
 
 /* l30_batchnorm_backward: the code of l25_batchnorm_backward */
 
 /* layer 31: add 32x14x14 -> 32x14x14 (specs/resnet20.yaml:40:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l31_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [32x14x14][lanes], x2 [32x14x14][lanes], y [32x14x14][lanes] */
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++)
         y[i] = y[i] + x2[i];
 }
@@ -9356,15 +9364,18 @@ static void l31_add_forward(const float *restrict x2, float *restrict y)
 static void l31_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [32x14x14][lanes], x2 [32x14x14][lanes], y [32x14x14][lanes] */
-    memcpy(dx1, dy, sizeof(float) * 128 * 6272);
-    memcpy(dx2, dy, sizeof(float) * 128 * 6272);
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 802816; i++) {
+        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+    }
 }
 
 /* layer 32: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:41:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l32_relu_forward(float *restrict y)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
+    CG_PARALLEL_FOR
     for (int i = 0; i < 802816; i++)
         y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
@@ -9372,6 +9383,7 @@ static void l32_relu_forward(float *restrict y)
 static void l32_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
+    CG_PARALLEL_FOR
     for (int i = 0; i < 802816; i++)
         dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
@@ -10020,13 +10032,13 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 34: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:43:5)
- * schedule lanes: fwd lanes+relu dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 /* l34_batchnorm_forward: the code of l25_batchnorm_forward */
 
 /* l34_batchnorm_backward: the code of l25_batchnorm_backward */
 
 /* layer 35: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:44:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l35_relu_forward: none, layer 34 stores its output through the relu */
 
 /* l35_relu_backward: none, layer 36 masks its dx stores with the relu's derivative */
@@ -10040,19 +10052,19 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l36_conv2d_backward_dx: the code of l27_conv2d_backward_dx */
 
 /* layer 37: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:46:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l37_batchnorm_forward: the code of l28_batchnorm_forward */
 
 /* l37_batchnorm_backward: the code of l25_batchnorm_backward */
 
 /* layer 38: add 32x14x14 -> 32x14x14 (specs/resnet20.yaml:47:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l38_add_forward: the code of l31_add_forward */
 
 /* l38_add_backward: the code of l31_add_backward */
 
 /* layer 39: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:48:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l39_relu_forward: the code of l32_relu_forward */
 
 /* l39_relu_backward: the code of l32_relu_backward */
@@ -10066,13 +10078,13 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l40_conv2d_backward_dx: the code of l33_conv2d_backward_dx */
 
 /* layer 41: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:50:5)
- * schedule lanes: fwd lanes+relu dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 /* l41_batchnorm_forward: the code of l25_batchnorm_forward */
 
 /* l41_batchnorm_backward: the code of l25_batchnorm_backward */
 
 /* layer 42: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:51:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l42_relu_forward: none, layer 41 stores its output through the relu */
 
 /* l42_relu_backward: none, layer 43 masks its dx stores with the relu's derivative */
@@ -10086,19 +10098,19 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l43_conv2d_backward_dx: the code of l27_conv2d_backward_dx */
 
 /* layer 44: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:53:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l44_batchnorm_forward: the code of l28_batchnorm_forward */
 
 /* l44_batchnorm_backward: the code of l25_batchnorm_backward */
 
 /* layer 45: add 32x14x14 -> 32x14x14 (specs/resnet20.yaml:54:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l45_add_forward: the code of l31_add_forward */
 
 /* l45_add_backward: the code of l31_add_backward */
 
 /* layer 46: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:55:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l46_relu_forward: the code of l32_relu_forward */
 
 /* l46_relu_backward: the code of l32_relu_backward */
@@ -11502,7 +11514,7 @@ static void l47_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 48: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:57:5)
- * schedule lanes: fwd lanes+relu dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 static void l48_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
@@ -11515,6 +11527,7 @@ static void l48_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
+        CG_PARALLEL_FOR
         for (int c = 0; c < 64; c++) {
             const float *restrict xc = x + (size_t)c * 6272;
             cg_v acc[8];
@@ -11545,11 +11558,13 @@ static void l48_batchnorm_forward(const float *restrict P, float *restrict B, fl
         }
     }
     else {
+        CG_PARALLEL_FOR
         for (int c = 0; c < 64; c++) {
             S[c] = rmean[c];
             S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
         }
     }
+    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 6272;
@@ -11567,6 +11582,7 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
     cg_v mask[8];
     for (int v = 0; v < 8; v++)
         for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float mean = S[c], rstd = S[64 + c];
         const float *restrict xc = x + (size_t)c * 6272;
@@ -11595,7 +11611,7 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
 }
 
 /* layer 49: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:58:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l49_relu_forward: none, layer 48 stores its output through the relu */
 
 /* l49_relu_backward: none, layer 50 masks its dx stores with the relu's derivative */
@@ -13907,7 +13923,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 51: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:60:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l51_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
@@ -13920,6 +13936,7 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
+        CG_PARALLEL_FOR
         for (int c = 0; c < 64; c++) {
             const float *restrict xc = x + (size_t)c * 6272;
             cg_v acc[8];
@@ -13950,11 +13967,13 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
         }
     }
     else {
+        CG_PARALLEL_FOR
         for (int c = 0; c < 64; c++) {
             S[c] = rmean[c];
             S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
         }
     }
+    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 6272;
@@ -14284,16 +14303,17 @@ static void l52_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 53: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:62:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l53_batchnorm_forward: the code of l51_batchnorm_forward */
 
 /* l53_batchnorm_backward: the code of l48_batchnorm_backward */
 
 /* layer 54: add 64x7x7 -> 64x7x7 (specs/resnet20.yaml:63:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l54_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [64x7x7][lanes], x2 [64x7x7][lanes], y [64x7x7][lanes] */
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 401408; i++)
         y[i] = y[i] + x2[i];
 }
@@ -14301,15 +14321,18 @@ static void l54_add_forward(const float *restrict x2, float *restrict y)
 static void l54_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [64x7x7][lanes], x2 [64x7x7][lanes], y [64x7x7][lanes] */
-    memcpy(dx1, dy, sizeof(float) * 128 * 3136);
-    memcpy(dx2, dy, sizeof(float) * 128 * 3136);
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 401408; i++) {
+        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+    }
 }
 
 /* layer 55: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:64:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l55_relu_forward(float *restrict y)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
+    CG_PARALLEL_FOR
     for (int i = 0; i < 401408; i++)
         y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
@@ -14317,6 +14340,7 @@ static void l55_relu_forward(float *restrict y)
 static void l55_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
+    CG_PARALLEL_FOR
     for (int i = 0; i < 401408; i++)
         dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
@@ -14945,13 +14969,13 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 57: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:66:5)
- * schedule lanes: fwd lanes+relu dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 /* l57_batchnorm_forward: the code of l48_batchnorm_forward */
 
 /* l57_batchnorm_backward: the code of l48_batchnorm_backward */
 
 /* layer 58: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:67:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l58_relu_forward: none, layer 57 stores its output through the relu */
 
 /* l58_relu_backward: none, layer 59 masks its dx stores with the relu's derivative */
@@ -14965,19 +14989,19 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l59_conv2d_backward_dx: the code of l50_conv2d_backward_dx */
 
 /* layer 60: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:69:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l60_batchnorm_forward: the code of l51_batchnorm_forward */
 
 /* l60_batchnorm_backward: the code of l48_batchnorm_backward */
 
 /* layer 61: add 64x7x7 -> 64x7x7 (specs/resnet20.yaml:70:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l61_add_forward: the code of l54_add_forward */
 
 /* l61_add_backward: the code of l54_add_backward */
 
 /* layer 62: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:71:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l62_relu_forward: the code of l55_relu_forward */
 
 /* l62_relu_backward: the code of l55_relu_backward */
@@ -14991,13 +15015,13 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l63_conv2d_backward_dx: the code of l56_conv2d_backward_dx */
 
 /* layer 64: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:73:5)
- * schedule lanes: fwd lanes+relu dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 /* l64_batchnorm_forward: the code of l48_batchnorm_forward */
 
 /* l64_batchnorm_backward: the code of l48_batchnorm_backward */
 
 /* layer 65: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:74:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l65_relu_forward: none, layer 64 stores its output through the relu */
 
 /* l65_relu_backward: none, layer 66 masks its dx stores with the relu's derivative */
@@ -15011,19 +15035,19 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l66_conv2d_backward_dx: the code of l50_conv2d_backward_dx */
 
 /* layer 67: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:76:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l67_batchnorm_forward: the code of l51_batchnorm_forward */
 
 /* l67_batchnorm_backward: the code of l48_batchnorm_backward */
 
 /* layer 68: add 64x7x7 -> 64x7x7 (specs/resnet20.yaml:77:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l68_add_forward: the code of l54_add_forward */
 
 /* l68_add_backward: the code of l54_add_backward */
 
 /* layer 69: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:78:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l69_relu_forward: the code of l55_relu_forward */
 
 /* l69_relu_backward: the code of l55_relu_backward */
@@ -15481,6 +15505,7 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l48_batchnorm_backward(params + 234416, grads + 234416, ws + S64, ws + A63, ws + D65, ws + D63, nb);
     l50_conv2d_backward(grads + 197552, ws + S63, ws + A60, ws + D63);
     l56_conv2d_backward_dx(params + 197552, ws + S63, ws + D63, ws + T63_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 401408; i++) (ws + D62)[i] += (ws + T63_1)[i]; /* a tensor read again: gradients add */
     l55_relu_backward(ws + A60, ws + D62, ws + D61);
     l54_add_backward(ws + D61, ws + D60, ws + D55);
@@ -15491,6 +15516,7 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l48_batchnorm_backward(params + 160432, grads + 160432, ws + S57, ws + A56, ws + D58, ws + D56, nb);
     l50_conv2d_backward(grads + 123568, ws + S56, ws + A51, ws + D56);
     l56_conv2d_backward_dx(params + 123568, ws + S56, ws + D56, ws + T56_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 401408; i++) (ws + D55)[i] += (ws + T56_1)[i]; /* a tensor read again: gradients add */
     l55_relu_backward(ws + A51, ws + D55, ws + D54);
     l54_add_backward(ws + D54, ws + D51, ws + D53);
@@ -15504,6 +15530,7 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l48_batchnorm_backward(params + 84272, grads + 84272, ws + S48, ws + A47, ws + D49, ws + D47, nb);
     l47_conv2d_backward(grads + 65840, ws + A44, ws + D47);
     l47_conv2d_backward_dx(params + 65840, ws + D47, ws + T47_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++) (ws + D46)[i] += (ws + T47_1)[i]; /* a tensor read again: gradients add */
     l32_relu_backward(ws + A44, ws + D46, ws + D45);
     l31_add_backward(ws + D45, ws + D44, ws + D39);
@@ -15514,6 +15541,7 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l25_batchnorm_backward(params + 56496, grads + 56496, ws + S41, ws + A40, ws + D42, ws + D40, nb);
     l27_conv2d_backward(grads + 47280, ws + S40, ws + A37, ws + D40);
     l33_conv2d_backward_dx(params + 47280, ws + S40, ws + D40, ws + T40_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++) (ws + D39)[i] += (ws + T40_1)[i]; /* a tensor read again: gradients add */
     l32_relu_backward(ws + A37, ws + D39, ws + D38);
     l31_add_backward(ws + D38, ws + D37, ws + D32);
@@ -15524,6 +15552,7 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l25_batchnorm_backward(params + 37936, grads + 37936, ws + S34, ws + A33, ws + D35, ws + D33, nb);
     l27_conv2d_backward(grads + 28720, ws + S33, ws + A28, ws + D33);
     l33_conv2d_backward_dx(params + 28720, ws + S33, ws + D33, ws + T33_1);
+    CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++) (ws + D32)[i] += (ws + T33_1)[i]; /* a tensor read again: gradients add */
     l32_relu_backward(ws + A28, ws + D32, ws + D31);
     l31_add_backward(ws + D31, ws + D28, ws + D30);
@@ -15898,11 +15927,11 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 23382016, .lanes = 128, .line = 34, .col = 5,
-     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 28, .name = "layer2_0_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 28, .name = "layer2_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 23382016, .lanes = 128, .line = 35, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 29, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 29, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 24184832, .lanes = 128, .line = 36, .col = 5,
@@ -15911,7 +15940,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 24987648, .lanes = 128, .line = 37, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 31, .name = "layer2_0_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 31, .name = "layer2_0_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 12544, .out_size = 6272, .act_offset = 25790464, .lanes = 128, .line = 38, .col = 5,
@@ -15920,15 +15949,15 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 26593280, .lanes = 128, .line = 39, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 33, .name = "layer2_0_downsample_1", .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 33, .name = "layer2_0_downsample_1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 24987648, .lanes = 128, .line = 40, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 34, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 34, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 24987648, .lanes = 128, .line = 41, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 36, .name = "layer2_0_out", .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 36, .name = "layer2_0_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 27396096, .lanes = 128, .line = 42, .col = 5,
@@ -15937,11 +15966,11 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 28198912, .lanes = 128, .line = 43, .col = 5,
-     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 38, .name = "layer2_1_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 38, .name = "layer2_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 28198912, .lanes = 128, .line = 44, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 39, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 39, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29001728, .lanes = 128, .line = 45, .col = 5,
@@ -15950,15 +15979,15 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29804544, .lanes = 128, .line = 46, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 41, .name = "layer2_1_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 41, .name = "layer2_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29804544, .lanes = 128, .line = 47, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 42, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 42, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29804544, .lanes = 128, .line = 48, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 44, .name = "layer2_1_out", .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 44, .name = "layer2_1_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 30607360, .lanes = 128, .line = 49, .col = 5,
@@ -15967,11 +15996,11 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 31410176, .lanes = 128, .line = 50, .col = 5,
-     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 46, .name = "layer2_2_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 46, .name = "layer2_2_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 31410176, .lanes = 128, .line = 51, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 47, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 47, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 32212992, .lanes = 128, .line = 52, .col = 5,
@@ -15980,15 +16009,15 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 33015808, .lanes = 128, .line = 53, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 49, .name = "layer2_2_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 49, .name = "layer2_2_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 33015808, .lanes = 128, .line = 54, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 50, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 50, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 33015808, .lanes = 128, .line = 55, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 52, .name = "layer2_2_out", .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 52, .name = "layer2_2_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 6272, .out_size = 3136, .act_offset = 33818624, .lanes = 128, .line = 56, .col = 5,
@@ -15997,11 +16026,11 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 34220032, .lanes = 128, .line = 57, .col = 5,
-     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 54, .name = "layer3_0_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 54, .name = "layer3_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 34220032, .lanes = 128, .line = 58, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 55, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 55, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 34621440, .lanes = 128, .line = 59, .col = 5,
@@ -16010,7 +16039,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 35022848, .lanes = 128, .line = 60, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 57, .name = "layer3_0_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 57, .name = "layer3_0_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 6272, .out_size = 3136, .act_offset = 35424256, .lanes = 128, .line = 61, .col = 5,
@@ -16019,15 +16048,15 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 35825664, .lanes = 128, .line = 62, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 59, .name = "layer3_0_downsample_1", .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 59, .name = "layer3_0_downsample_1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 35022848, .lanes = 128, .line = 63, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 60, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 60, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 35022848, .lanes = 128, .line = 64, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 62, .name = "layer3_0_out", .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 62, .name = "layer3_0_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 36227072, .lanes = 128, .line = 65, .col = 5,
@@ -16036,11 +16065,11 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 36628480, .lanes = 128, .line = 66, .col = 5,
-     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 64, .name = "layer3_1_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 64, .name = "layer3_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 36628480, .lanes = 128, .line = 67, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 65, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 65, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37029888, .lanes = 128, .line = 68, .col = 5,
@@ -16049,15 +16078,15 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37431296, .lanes = 128, .line = 69, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 67, .name = "layer3_1_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 67, .name = "layer3_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37431296, .lanes = 128, .line = 70, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 68, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 68, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37431296, .lanes = 128, .line = 71, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 70, .name = "layer3_1_out", .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 70, .name = "layer3_1_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37832704, .lanes = 128, .line = 72, .col = 5,
@@ -16066,11 +16095,11 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 38234112, .lanes = 128, .line = 73, .col = 5,
-     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 72, .name = "layer3_2_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 72, .name = "layer3_2_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 38234112, .lanes = 128, .line = 74, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 73, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 73, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 38635520, .lanes = 128, .line = 75, .col = 5,
@@ -16079,15 +16108,15 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 39036928, .lanes = 128, .line = 76, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 75, .name = "layer3_2_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 75, .name = "layer3_2_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 39036928, .lanes = 128, .line = 77, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 76, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 76, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 39036928, .lanes = 128, .line = 78, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 78, .name = "layer3_2_out", .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 78, .name = "layer3_2_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "global_avgpool", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 1, 1},
      .in_size = 3136, .out_size = 64, .act_offset = 39438336, .lanes = 128, .line = 79, .col = 5,

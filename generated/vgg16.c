@@ -3417,7 +3417,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l08_relu_backward: none, layer 9 masks its dx stores with the relu's derivative */
 
 /* layer 9: maxpool2d 128x112x112 -> 128x56x56 (specs/vgg16.yaml:25:5)
- * schedule loop: fwd loop dw loop+relu' dx with dw */
+ * schedule loop: fwd loop dw loop+relu' dx with dw threaded */
 static void l09_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][128x112x112], y [N][128x56x56] */
@@ -4678,7 +4678,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l15_relu_backward: none, layer 16 masks its dx stores with the relu's derivative */
 
 /* layer 16: maxpool2d 256x56x56 -> 256x28x28 (specs/vgg16.yaml:33:5)
- * schedule loop: fwd loop dw loop+relu' dx with dw */
+ * schedule loop: fwd loop dw loop+relu' dx with dw threaded */
 static void l16_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][256x56x56], y [N][256x28x28] */
@@ -5503,7 +5503,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 18: relu 512x28x28 -> 512x28x28 (specs/vgg16.yaml:36:5)
- * schedule loop: fwd loop dw loop dx with dw */
+ * schedule loop: fwd loop dw loop dx with dw threaded */
 /* l18_relu_forward: none, layer 17 stores its output through the relu */
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
@@ -6337,7 +6337,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 20: relu 512x28x28 -> 512x28x28 (specs/vgg16.yaml:38:5)
- * schedule loop: fwd loop dw loop dx with dw */
+ * schedule loop: fwd loop dw loop dx with dw threaded */
 /* l20_relu_forward: none, layer 19 stores its output through the relu */
 
 /* l20_relu_backward: the code of l18_relu_backward */
@@ -6351,13 +6351,13 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l21_conv2d_backward_dx: the code of l19_conv2d_backward_dx */
 
 /* layer 22: relu 512x28x28 -> 512x28x28 (specs/vgg16.yaml:40:5)
- * schedule loop: fwd loop dw loop dx with dw */
+ * schedule loop: fwd loop dw loop dx with dw threaded */
 /* l22_relu_forward: none, layer 21 stores its output through the relu */
 
 /* l22_relu_backward: none, layer 23 masks its dx stores with the relu's derivative */
 
 /* layer 23: maxpool2d 512x28x28 -> 512x14x14 (specs/vgg16.yaml:41:5)
- * schedule loop: fwd loop dw loop+relu' dx with dw */
+ * schedule loop: fwd loop dw loop+relu' dx with dw threaded */
 static void l23_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][512x28x28], y [N][512x14x14] */
@@ -6848,7 +6848,7 @@ static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 25: relu 512x14x14 -> 512x14x14 (specs/vgg16.yaml:44:5)
- * schedule loop: fwd loop dw loop dx with dw */
+ * schedule loop: fwd loop dw loop dx with dw threaded */
 /* l25_relu_forward: none, layer 24 stores its output through the relu */
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
@@ -6867,7 +6867,7 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
 /* l26_conv2d_backward_dx: the code of l24_conv2d_backward_dx */
 
 /* layer 27: relu 512x14x14 -> 512x14x14 (specs/vgg16.yaml:46:5)
- * schedule loop: fwd loop dw loop dx with dw */
+ * schedule loop: fwd loop dw loop dx with dw threaded */
 /* l27_relu_forward: none, layer 26 stores its output through the relu */
 
 /* l27_relu_backward: the code of l25_relu_backward */
@@ -6881,7 +6881,7 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
 /* l28_conv2d_backward_dx: the code of l24_conv2d_backward_dx */
 
 /* layer 29: relu 512x14x14 -> 512x14x14 (specs/vgg16.yaml:48:5)
- * schedule loop: fwd loop dw loop dx with dw */
+ * schedule loop: fwd loop dw loop dx with dw threaded */
 /* l29_relu_forward: none, layer 28 stores its output through the relu */
 
 /* l29_relu_backward: none, layer 30 masks its dx stores with the relu's derivative */
@@ -7650,7 +7650,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 56, 56},
      .in_size = 1605632, .out_size = 401408, .act_offset = 20873216, .lanes = 0, .line = 25, .col = 5,
-     .schedule = "loop: fwd loop dw loop+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 9, .name = NULL, .inplace = 0,
+     .schedule = "loop: fwd loop dw loop+relu' dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 9, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
@@ -7682,7 +7682,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 28, 28},
      .in_size = 802816, .out_size = 200704, .act_offset = 26492928, .lanes = 0, .line = 33, .col = 5,
-     .schedule = "loop: fwd loop dw loop+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 16, .name = NULL, .inplace = 0,
+     .schedule = "loop: fwd loop dw loop+relu' dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 16, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
@@ -7692,7 +7692,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 26894336, .lanes = 0, .line = 36, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 18, .name = NULL, .inplace = 1,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 18, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 27697152, .lanes = 0, .line = 37, .col = 5,
@@ -7701,7 +7701,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 27697152, .lanes = 0, .line = 38, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 20, .name = NULL, .inplace = 1,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 20, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 28499968, .lanes = 0, .line = 39, .col = 5,
@@ -7710,11 +7710,11 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 28499968, .lanes = 0, .line = 40, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 22, .name = NULL, .inplace = 1,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 22, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 401408, .out_size = 100352, .act_offset = 29302784, .lanes = 0, .line = 41, .col = 5,
-     .schedule = "loop: fwd loop dw loop+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 23, .name = NULL, .inplace = 0,
+     .schedule = "loop: fwd loop dw loop+relu' dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 23, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
@@ -7724,7 +7724,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 29503488, .lanes = 0, .line = 44, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 25, .name = NULL, .inplace = 1,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 25, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 29704192, .lanes = 0, .line = 45, .col = 5,
@@ -7733,7 +7733,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 29704192, .lanes = 0, .line = 46, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 27, .name = NULL, .inplace = 1,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 27, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 29904896, .lanes = 0, .line = 47, .col = 5,
@@ -7742,7 +7742,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 29904896, .lanes = 0, .line = 48, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 29, .name = NULL, .inplace = 1,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 29, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 100352, .out_size = 25088, .act_offset = 30105600, .lanes = 0, .line = 49, .col = 5,

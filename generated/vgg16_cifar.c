@@ -3359,10 +3359,11 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l03_relu_backward: none, layer 4 masks its dx stores with the relu's derivative */
 
 /* layer 4: maxpool2d 64x32x32 -> 64x16x16 (specs/vgg16_cifar.yaml:14:5)
- * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw threaded */
 static void l04_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [64x32x32][lanes], y [64x16x16][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 32768;
         float *restrict yc = y + c * 8192;
@@ -3384,6 +3385,7 @@ static void l04_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l04_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [64x32x32][lanes], y [64x16x16][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 32768;
         float *restrict dxc = dx + c * 32768;
@@ -6231,10 +6233,11 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l08_relu_backward: none, layer 9 masks its dx stores with the relu's derivative */
 
 /* layer 9: maxpool2d 128x16x16 -> 128x8x8 (specs/vgg16_cifar.yaml:20:5)
- * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw threaded */
 static void l09_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [128x16x16][lanes], y [128x8x8][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 8192;
         float *restrict yc = y + c * 2048;
@@ -6256,6 +6259,7 @@ static void l09_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l09_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [128x16x16][lanes], y [128x8x8][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 8192;
         float *restrict dxc = dx + c * 8192;
@@ -9000,7 +9004,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 11: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:23:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l11_relu_forward: none, layer 10 stores its output through the relu */
 
 /* l11_relu_backward: none, layer 12 masks its dx stores with the relu's derivative */
@@ -11726,7 +11730,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 13: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:25:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l13_relu_forward: none, layer 12 stores its output through the relu */
 
 /* l13_relu_backward: none, layer 14 masks its dx stores with the relu's derivative */
@@ -11740,16 +11744,17 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l14_conv2d_backward_dx: the code of l12_conv2d_backward_dx */
 
 /* layer 15: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:27:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l15_relu_forward: none, layer 14 stores its output through the relu */
 
 /* l15_relu_backward: none, layer 16 masks its dx stores with the relu's derivative */
 
 /* layer 16: maxpool2d 256x8x8 -> 256x4x4 (specs/vgg16_cifar.yaml:28:5)
- * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw threaded */
 static void l16_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [256x8x8][lanes], y [256x4x4][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 256; c++) {
         const float *restrict xc = x + c * 2048;
         float *restrict yc = y + c * 512;
@@ -11771,6 +11776,7 @@ static void l16_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l16_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [256x8x8][lanes], y [256x4x4][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 256; c++) {
         const float *restrict xc = x + c * 2048;
         float *restrict dxc = dx + c * 2048;
@@ -14515,7 +14521,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 18: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:31:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l18_relu_forward: none, layer 17 stores its output through the relu */
 
 /* l18_relu_backward: none, layer 19 masks its dx stores with the relu's derivative */
@@ -17241,7 +17247,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 20: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:33:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l20_relu_forward: none, layer 19 stores its output through the relu */
 
 /* l20_relu_backward: none, layer 21 masks its dx stores with the relu's derivative */
@@ -17255,16 +17261,17 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l21_conv2d_backward_dx: the code of l19_conv2d_backward_dx */
 
 /* layer 22: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:35:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l22_relu_forward: none, layer 21 stores its output through the relu */
 
 /* l22_relu_backward: none, layer 23 masks its dx stores with the relu's derivative */
 
 /* layer 23: maxpool2d 512x4x4 -> 512x2x2 (specs/vgg16_cifar.yaml:36:5)
- * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw threaded */
 static void l23_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [512x4x4][lanes], y [512x2x2][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict yc = y + c * 128;
@@ -17286,6 +17293,7 @@ static void l23_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l23_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [512x4x4][lanes], y [512x2x2][lanes] */
+    CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict dxc = dx + c * 512;
@@ -18309,7 +18317,7 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 25: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:39:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l25_relu_forward: none, layer 24 stores its output through the relu */
 
 /* l25_relu_backward: none, layer 26 masks its dx stores with the relu's derivative */
@@ -18792,7 +18800,7 @@ static void l26_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 27: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:41:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l27_relu_forward: none, layer 26 stores its output through the relu */
 
 /* l27_relu_backward: none, layer 28 masks its dx stores with the relu's derivative */
@@ -18806,7 +18814,7 @@ static void l26_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l28_conv2d_backward_dx: the code of l26_conv2d_backward_dx */
 
 /* layer 29: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:43:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l29_relu_forward: none, layer 28 stores its output through the relu */
 
 /* l29_relu_backward: none, layer 30 masks its dx stores with the relu's derivative */
@@ -19581,7 +19589,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 16, 16},
      .in_size = 65536, .out_size = 16384, .act_offset = 4292608, .lanes = 32, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 4, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 4, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
@@ -19604,7 +19612,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 8, 8},
      .in_size = 32768, .out_size = 8192, .act_offset = 6914048, .lanes = 32, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 9, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 9, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
@@ -19614,7 +19622,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 7176192, .lanes = 32, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 11, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 11, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 7700480, .lanes = 32, .line = 24, .col = 5,
@@ -19623,7 +19631,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 7700480, .lanes = 32, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 13, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 13, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 8224768, .lanes = 32, .line = 26, .col = 5,
@@ -19632,11 +19640,11 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 8224768, .lanes = 32, .line = 27, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 15, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 15, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 4, 4},
      .in_size = 16384, .out_size = 4096, .act_offset = 8749056, .lanes = 32, .line = 28, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 16, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 16, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
@@ -19646,7 +19654,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 8880128, .lanes = 32, .line = 31, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 18, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 18, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 9142272, .lanes = 32, .line = 32, .col = 5,
@@ -19655,7 +19663,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 9142272, .lanes = 32, .line = 33, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 20, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 20, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 9404416, .lanes = 32, .line = 34, .col = 5,
@@ -19664,11 +19672,11 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 9404416, .lanes = 32, .line = 35, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 22, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 22, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 8192, .out_size = 2048, .act_offset = 9666560, .lanes = 32, .line = 36, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 23, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 23, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
@@ -19678,7 +19686,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 9732096, .lanes = 32, .line = 39, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 25, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 25, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 9797632, .lanes = 32, .line = 40, .col = 5,
@@ -19687,7 +19695,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 9797632, .lanes = 32, .line = 41, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 27, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 27, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 9863168, .lanes = 32, .line = 42, .col = 5,
@@ -19696,7 +19704,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 9863168, .lanes = 32, .line = 43, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 29, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 29, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 1, 1},
      .in_size = 2048, .out_size = 512, .act_offset = 9928704, .lanes = 32, .line = 44, .col = 5,

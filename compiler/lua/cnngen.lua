@@ -17,6 +17,11 @@ local VEC = 16                  -- batch-innermost lanes come in multiples of th
                                 -- 16x16 transposes); the vectors of the code are the target's
 local LANES_MIN_BATCH = 16      -- from this batch on, activations are batch-innermost
 local PARALLEL_MIN_WORK = 1 << 20
+-- values a memory-bound pass (batch norm, an activation, add, a gradient sum) moves
+-- before a second thread pays: a 64 Ki-value pass takes ~15 us on one core, an OpenMP
+-- region ~1-2 us to start (ResNet-20 at batch 64: its 0.8 M-value passes ran on one core
+-- while the other spun in the barrier, 17 % of the step)
+local PARALLEL_MIN_MOVES = 1 << 16
 -- lines of C one layer's passes may take: past it, the next candidate schedule (the
 -- padded forms' code grows with the kernel, the border regions' with its square)
 local CODE_BUDGET = 4000
@@ -713,9 +718,9 @@ local function plan(spec, opts)
     -- facts the schedules depend on
     L.batch, L.budget, L.batch_lanes = B, UNROLL_BUDGET, lanes
     L.lanes_layout, L.lanes_R, L.vec = lanes, lanes and (B + VEC - 1) // VEC * VEC or nil, T.vec
-    -- threads pay off from about a million multiply-adds (or values moved) a pass;
-    -- below that, waking the other core costs more than it saves
-    L.parallel = math.max(L.mod.macs(L), L.out_size) * B >= PARALLEL_MIN_WORK
+    -- threads pay off from about a million multiply-adds a pass, or PARALLEL_MIN_MOVES
+    -- values moved; below that, waking the other core costs more than it saves
+    L.parallel = L.mod.macs(L) * B >= PARALLEL_MIN_WORK or L.out_size * B >= PARALLEL_MIN_MOVES
     local ctx = {budget = UNROLL_BUDGET, lanes = L.lanes_R, vec = T.vec}
     L.sched, L.candidates = schedule.choose(L, T, opts.wisdom, CODE_BUDGET, function(S) return code_lines(L, S, ctx) end)
   end
@@ -1180,7 +1185,7 @@ local function emit(spec, spec_path, spec_text)
     end
     for _, a in ipairs(st.acc) do
       -- on the threads when the batch's copy of the tensor is work enough
-      if a.n * B >= PARALLEL_MIN_WORK then O:line("CG_PARALLEL_FOR") end
+      if a.n * B >= PARALLEL_MIN_MOVES then O:line("CG_PARALLEL_FOR") end
       O:line("for (size_t i = 0; i < %s; i++) (%s)[i] += (%s)[i]; /* a tensor read again: gradients add */",
         count(a.n), W(a.to), W(a.from))
     end
