@@ -35,7 +35,10 @@ local reads_arg  -- (L, pass, arg, ctx): does the layer's function for the pass 
 local MODULES = {"layers.conv", "layers.pool", "layers.dense", "layers.flatten", "layers.act", "layers.batchnorm",
   "layers.graph"}
 local MODULE_API = {"schema", "shape", "tensors", "macs", "candidates", "forward", "backward"}
-local MODULE_API_LANES = {"forward_lanes", "backward_lanes"}
+-- optional: the batch-innermost emitters and dx apart, and the hooks of the planners
+-- (in place, fusion: fuse.lua)
+local MODULE_API_OPTIONAL = {"forward_lanes", "backward_lanes", "backward_dx", "backward_dx_lanes", "scratch",
+  "inplace_ok", "fuses_act", "masks_dx", "masks_dy"}
 local KINDS, KIND_NAMES = {}, {}
 for _, modname in ipairs(MODULES) do
   local mod = require(modname)
@@ -43,7 +46,7 @@ for _, modname in ipairs(MODULES) do
   for _, f in ipairs(MODULE_API) do
     assert(type(mod[f]) == "function", string.format("%s: missing function %s", modname, f))
   end
-  for _, f in ipairs(MODULE_API_LANES) do
+  for _, f in ipairs(MODULE_API_OPTIONAL) do
     assert(mod[f] == nil or type(mod[f]) == "function", string.format("%s: %s is not a function", modname, f))
   end
   for _, k in ipairs(mod.kinds) do
@@ -575,8 +578,9 @@ local function plan_memory(spec)
     if reads_arg(L, "bwd", "x", ctx) or reads_arg(L, "bwdx", "x", ctx) then return nil end
     for k, q in ipairs(L.inputs) do
       local P = layers[q]
-      if q > 0 and not P.is_alias and P.readers == 1 and not reads_arg(P, "bwd", "y", ctx)
-        and not reads_arg(P, "bwdx", "y", ctx) then
+      -- (a producer masking dy with this relu's derivative reads the relu's y: fuse.lua)
+      if q > 0 and not P.is_alias and P.readers == 1 and (P.dmask_y == L or not reads_arg(P, "bwd", "y", ctx)
+        and not reads_arg(P, "bwdx", "y", ctx)) then
         return k
       end
     end
@@ -1027,7 +1031,8 @@ local function emit(spec, spec_path, spec_text)
         return {}
       end
       fargs[L] = pass_or_note("fwd", L.fused_into, "stores its output through the " .. L.kind)
-      bargs[L] = pass_or_note("bwd", L.bwd_fused_into, "masks its dx stores with the " .. L.kind .. "'s derivative")
+      bargs[L] = pass_or_note("bwd", L.bwd_fused_into, L.dmask_dy and ("masks the dy it reads with the " .. L.kind .. "'s derivative")
+        or ("masks its dx stores with the " .. L.kind .. "'s derivative"))
       if pass_fn(L, "bwdx", ctx) then dxargs[L] = emit_layer_fn(O, L, "bwdx", ctx, spec, seen) end
     end
   end
@@ -1058,6 +1063,9 @@ local function emit(spec, spec_path, spec_text)
     if label:sub(1, 1) == "T" then return "a gradient summed into its tensor's" end
     if label == "DIN" then return "dLoss/dInput" end
     local A = spec.layers[tonumber(label:sub(2)) + 1]
+    if A.dmask_dy then
+      return string.format("dLoss/d(layer %d output), which layer %d's backward masks as it reads it", A.index, A.bwd_fused_into.index)
+    end
     if A.bwd_fused_into then
       return string.format("dLoss/d(layer %d output), then layer %d's dx masks it to dLoss/d(its input)", A.index, A.bwd_fused_into.index)
     end
@@ -1153,7 +1161,9 @@ local function emit(spec, spec_path, spec_text)
     local L = spec.layers[i]
     local st = L.bstep
     if st.pass or st.copy then
-      if L.bwd_fused_into then
+      if L.dmask_dy then
+        O:line("/* layer %d: %s's backward is in layer %d's reads of dy */", L.index, L.kind, L.bwd_fused_into.index)
+      elseif L.bwd_fused_into then
         O:line("/* layer %d: %s's backward is in layer %d's dx stores */", L.index, L.kind, L.bwd_fused_into.index)
       elseif st.pass then
         O:line("/* layer %d: %s passes the gradient through */", L.index, L.kind)
@@ -1164,7 +1174,7 @@ local function emit(spec, spec_path, spec_text)
     else
       local map = {P = "params" .. base(L.pbase), G = "grads" .. base(L.pbase),
         S = L.scratch and string.format("ws + S%02d", L.index), x = inptr(L.inputs[1]),
-        y = inptr(L.pos), dy = W(st.dy), nb = "nb"}
+        y = inptr(L.dmask_y and L.dmask_y.pos or L.pos), dy = W(st.dy), nb = "nb"}
       for j, q in ipairs(L.inputs) do
         local d = st.dx[j]
         local e

@@ -16,6 +16,10 @@
 -- passes it through, as for a view). A max pool masks with its window's maximum, the
 -- one value it routes dy to.
 --
+-- A relu that several layers read, after an add that only it reads (a residual block's
+-- output), is masked the other way: the add's backward applies relu'(the relu's y) to
+-- dy as it reads it and writes every input's gradient from that (module.masks_dy).
+--
 -- Emitters wrap every forward store of a fusing module in M.s (a scalar expression)
 -- or M.v (a vector); both are the identity when the layer fuses nothing.
 local M = {}
@@ -71,7 +75,7 @@ function M.plan_bwd(spec, on)
   local layers = spec.layers
   local reader = {}
   for p, C in ipairs(layers) do
-    C.bwd_fused_into = nil
+    C.bwd_fused_into, C.dmask_dy, C.dmask_y = nil, nil, nil
     for _, q in ipairs(C.inputs) do reader[q] = C end
   end
   if not on then return end
@@ -87,6 +91,22 @@ function M.plan_bwd(spec, on)
       if C and C.mod.masks_dx and C.mod.masks_dx(C) and not C.sched.dmask then
         C.sched.dmask = A.kind
         A.bwd_fused_into = C
+      end
+    end
+  end
+  -- The other way round: a relu A several layers read (a residual block's output) whose
+  -- one input P is read by A alone and masks the gradient it reads (module.masks_dy: add
+  -- writes each input's gradient from dy once): P's backward applies relu'(A's y) to dy
+  -- as it reads it (S.dmask = "relu", A.dmask_dy = true), A has no backward pass and its
+  -- gradient passes through to P.
+  for p, A in ipairs(layers) do
+    if M.DKINDS[A.kind] and not A.bwd_fused_into and p < #layers and #A.inputs == 1 and A.inputs[1] > 0 then
+      local P = layers[A.inputs[1]]
+      if P.readers == 1 and P.mod.masks_dy and P.mod.masks_dy(P) and not P.sched.dmask then
+        P.sched.dmask = A.kind
+        P.dmask_y = A
+        A.bwd_fused_into = P
+        A.dmask_dy = true
       end
     end
   end

@@ -13,6 +13,7 @@
 -- (0 or 1/(1-p)) is saved in scratch for backward.
 local util = require("util")
 local sched = require("schedule")
+local fuse = require("fuse")
 local M = {kinds = {"add", "concat", "global_avgpool", "dropout"}}
 
 -- these kinds take `from: [a, b, ...]` (two or more inputs)
@@ -20,6 +21,12 @@ M.multi_input = {add = true, concat = true}
 
 -- add may write its sum over one of its inputs (its backward reads neither x nor y)
 function M.inplace_ok(L) return L.kind == "add" end
+
+-- add stores its sum through a relu that only reads it, and its backward masks dy with
+-- that relu's derivative as it reads it (fuse.lua): a residual block's output relu has
+-- no pass of its own
+function M.fuses_act(L) return L.kind == "add" end
+function M.masks_dy(L) return L.kind == "add" end
 
 function M.schema(kind)
   if kind == "dropout" then
@@ -143,7 +150,7 @@ function M.forward_any(L, C, ctx)
     -- in place (L.inplace = j): y is input j's buffer, added in at its place in the sum
     local terms = {}
     for j = 1, #L.in_shapes do terms[j] = j == L.inplace and "y[i]" or string.format("x%d[i]", j) end
-    flat(L, C, ctx, L.out_size, function(i) C:line("y[i] = %s;", table.concat(terms, " + ")) end)
+    flat(L, C, ctx, L.out_size, function(i) C:line("y[i] = %s;", fuse.s(L, table.concat(terms, " + "))) end)
     used = {}
     for j = 1, #L.in_shapes do if j ~= L.inplace then used[#used + 1] = "x" .. j end end
   elseif k == "concat" then
@@ -228,13 +235,15 @@ function M.backward_any(L, C, ctx)
   local k, lanes = L.kind, ctx.lanes
   if k == "add" then
     local n = #L.in_shapes
-    if L.parallel then
-      -- dy read once, every input's gradient written in the same pass, on the threads
+    if L.parallel or L.sched.dmask then
+      -- dy read once (masked with relu'(y) when the relu after the add fused its
+      -- backward here: y is then the relu's output), every input's gradient written in
+      -- the same pass, on the threads
       local w = {}
       for j = 1, n do w[#w + 1] = string.format("dx%d[i] = g;", j) end
-      C:line("CG_PARALLEL_FOR")
+      util.par(C, L)
       C:open("for (size_t i = 0; i < %s; i++) {", lanes and tostring(lanes * L.out_size) or string.format("(size_t)nb * %d", L.out_size))
-      C:line("const float g = dy[i]; %s", table.concat(w, " "))
+      C:line("const float g = %s; %s", fuse.ds(L, "y[i]", "dy[i]"), table.concat(w, " "))
       C:close()
     else
       for j = 1, n do
@@ -242,6 +251,7 @@ function M.backward_any(L, C, ctx)
       end
     end
     local u = args("dx", n)
+    if L.sched.dmask then u[#u + 1] = "y" end
     u[#u + 1] = "dy"; u[#u + 1] = "nb"
     return u
   elseif k == "concat" then
