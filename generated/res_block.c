@@ -1111,31 +1111,27 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
 /* l07_batchnorm_backward: the code of l01_batchnorm_backward */
 
 /* layer 8: add 8x12x12 -> 8x12x12 (specs/res_block.yaml:14:5)
- * schedule loop: fwd loop dw loop dx with dw */
+ * schedule loop: fwd loop+relu dw loop+relu' dx with dw */
 static void l08_add_forward(const float *restrict x1, float *restrict y, int nb)
 {
     /* x1 [N][8x12x12], x2 [N][8x12x12], y [N][8x12x12] */
     for (size_t i = 0; i < (size_t)nb * 1152; i++)
-        y[i] = x1[i] + y[i];
+        y[i] = cg_relu(x1[i] + y[i]);
 }
 
-static void l08_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2, int nb)
+static void l08_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2, int nb)
 {
     /* x1 [N][8x12x12], x2 [N][8x12x12], y [N][8x12x12] */
-    memcpy(dx1, dy, sizeof(float) * (size_t)nb * 1152);
-    memcpy(dx2, dy, sizeof(float) * (size_t)nb * 1152);
+    for (size_t i = 0; i < (size_t)nb * 1152; i++) {
+        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
+    }
 }
 
 /* layer 9: relu 8x12x12 -> 8x12x12 (specs/res_block.yaml:15:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l09_relu_forward(float *restrict y, int nb)
-{
-    /* x [N][8x12x12], y [N][8x12x12] */
-    for (size_t i = 0; i < (size_t)nb * 1152; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l09_relu_forward: none, layer 8 stores its output through the relu */
 
-/* l09_relu_backward: the code of l02_relu_backward */
+/* l09_relu_backward: none, layer 8 masks the dy it reads with the relu's derivative */
 
 /* layer 10: conv2d 8x12x12 -> 4x12x12 (specs/res_block.yaml:16:5)
  * schedule loop: fwd loop dw loop dx with dw */
@@ -1528,10 +1524,9 @@ static void l15_dense_backward(const float *restrict P, float *restrict G, const
 #define D13     235584 /* gradient arena: dLoss/d(layer 13 output) */
 #define D11     221760 /* gradient arena: dLoss/d(layer 11 output) */
 #define D10     244800 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     235584 /* gradient arena: dLoss/d(layer 9 output) */
+#define D09     235584 /* gradient arena: dLoss/d(layer 9 output), which layer 8's backward masks as it reads it */
 #define D02     221760 /* gradient arena: dLoss/d(layer 2 output) */
-#define D08     244800 /* gradient arena: dLoss/d(layer 8 output) */
-#define T08_1   230976 /* gradient arena: a gradient summed into its tensor's */
+#define T08_1   244800 /* gradient arena: a gradient summed into its tensor's */
 #define D07     254016 /* gradient arena: dLoss/d(layer 7 output) */
 #define D06     230976 /* gradient arena: dLoss/d(layer 6 output) */
 #define D05     240192 /* gradient arena: dLoss/d(layer 5 output) */
@@ -1555,8 +1550,7 @@ void res_block_forward(const float *params, float *buffers, const float *x, floa
     l07_batchnorm_forward(params + 1400, buffers + 34, ws + S07, ws + A06, ws + A07, nb, training);
     /* (in place: layer 8's add writes over its input 2) */
     l08_add_forward(ws + A01, ws + A07, nb);
-    /* (in place: layer 9's relu writes over its input) */
-    l09_relu_forward(ws + A07, nb);
+    /* layer 9: relu fused into layer 8's stores */
     l10_conv2d_forward(params + 1416, ws + A01, ws + A10, nb);
     l11_concat_forward(ws + A10, ws + A07, ws + A11, nb);
     l12_global_avgpool_forward(ws + A11, ws + A12, nb);
@@ -1575,8 +1569,8 @@ void res_block_backward(const float *params, float *grads, const float *x, float
     l12_global_avgpool_backward(ws + D13, ws + D11, nb);
     l11_concat_backward(ws + D11, ws + D10, ws + D09, nb);
     l10_conv2d_backward(params + 1416, grads + 1416, ws + A01, ws + D10, ws + D02, nb);
-    l02_relu_backward(ws + A07, ws + D09, ws + D08, nb);
-    l08_add_backward(ws + D08, ws + T08_1, ws + D07, nb);
+    /* layer 9: relu's backward is in layer 8's reads of dy */
+    l08_add_backward(ws + A07, ws + D09, ws + T08_1, ws + D07, nb);
     for (size_t i = 0; i < (size_t)nb * 1152; i++) (ws + D02)[i] += (ws + T08_1)[i]; /* a tensor read again: gradients add */
     l01_batchnorm_backward(params + 1400, grads + 1400, ws + S07, ws + A06, ws + D07, ws + D06, nb);
     l03_conv2d_backward(grads + 824, ws + S06, ws + D06, nb);
@@ -1675,7 +1669,7 @@ static const cg_layer res_block_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
      .in_size = 1152, .out_size = 1152, .act_offset = 46080, .lanes = 0, .line = 14, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 2, .inputs = res_block_inputs + 8, .name = NULL, .inplace = 2,
+     .schedule = "loop: fwd loop+relu dw loop+relu' dx with dw", .n_inputs = 2, .inputs = res_block_inputs + 8, .name = NULL, .inplace = 2,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
      .in_size = 1152, .out_size = 1152, .act_offset = 46080, .lanes = 0, .line = 15, .col = 5,

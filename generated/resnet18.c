@@ -4122,41 +4122,29 @@ static void l08_batchnorm_forward(const float *restrict P, float *restrict B, fl
 /* l08_batchnorm_backward: the code of l05_batchnorm_backward */
 
 /* layer 9: add 64x56x56 -> 64x56x56 (specs/resnet18.yaml:17:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 static void l09_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [64x56x56][lanes], x2 [64x56x56][lanes], y [64x56x56][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 6422528; i++)
-        y[i] = y[i] + x2[i];
+        y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l09_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l09_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [64x56x56][lanes], x2 [64x56x56][lanes], y [64x56x56][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 6422528; i++) {
-        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
     }
 }
 
 /* layer 10: relu 64x56x56 -> 64x56x56 (specs/resnet18.yaml:18:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l10_relu_forward(float *restrict y)
-{
-    /* x [64x56x56][lanes], y [64x56x56][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 6422528; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l10_relu_forward: none, layer 9 stores its output through the relu */
 
-static void l10_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [64x56x56][lanes], y [64x56x56][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 6422528; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l10_relu_backward: none, layer 9 masks the dy it reads with the relu's derivative */
 
 /* layer 11: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:19:5)
  * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
@@ -4193,16 +4181,16 @@ static void l10_relu_backward(const float *restrict y, const float *restrict dy,
 /* l15_batchnorm_backward: the code of l05_batchnorm_backward */
 
 /* layer 16: add 64x56x56 -> 64x56x56 (specs/resnet18.yaml:24:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l16_add_forward: the code of l09_add_forward */
 
 /* l16_add_backward: the code of l09_add_backward */
 
 /* layer 17: relu 64x56x56 -> 64x56x56 (specs/resnet18.yaml:25:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l17_relu_forward: the code of l10_relu_forward */
+/* l17_relu_forward: none, layer 16 stores its output through the relu */
 
-/* l17_relu_backward: the code of l10_relu_backward */
+/* l17_relu_backward: none, layer 16 masks the dy it reads with the relu's derivative */
 
 /* layer 18: conv2d 64x56x56 -> 128x28x28 (specs/resnet18.yaml:26:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -7481,41 +7469,29 @@ static void l23_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l24_batchnorm_backward: the code of l19_batchnorm_backward */
 
 /* layer 25: add 128x28x28 -> 128x28x28 (specs/resnet18.yaml:33:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 static void l25_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [128x28x28][lanes], x2 [128x28x28][lanes], y [128x28x28][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 3211264; i++)
-        y[i] = y[i] + x2[i];
+        y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l25_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l25_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [128x28x28][lanes], x2 [128x28x28][lanes], y [128x28x28][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 3211264; i++) {
-        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
     }
 }
 
 /* layer 26: relu 128x28x28 -> 128x28x28 (specs/resnet18.yaml:34:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l26_relu_forward(float *restrict y)
-{
-    /* x [128x28x28][lanes], y [128x28x28][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 3211264; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l26_relu_forward: none, layer 25 stores its output through the relu */
 
-static void l26_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [128x28x28][lanes], y [128x28x28][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 3211264; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l26_relu_backward: none, layer 25 masks the dy it reads with the relu's derivative */
 
 /* layer 27: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:35:5)
  * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
@@ -8187,16 +8163,16 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l31_batchnorm_backward: the code of l19_batchnorm_backward */
 
 /* layer 32: add 128x28x28 -> 128x28x28 (specs/resnet18.yaml:40:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l32_add_forward: the code of l25_add_forward */
 
 /* l32_add_backward: the code of l25_add_backward */
 
 /* layer 33: relu 128x28x28 -> 128x28x28 (specs/resnet18.yaml:41:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l33_relu_forward: the code of l26_relu_forward */
+/* l33_relu_forward: none, layer 32 stores its output through the relu */
 
-/* l33_relu_backward: the code of l26_relu_backward */
+/* l33_relu_backward: none, layer 32 masks the dy it reads with the relu's derivative */
 
 /* layer 34: conv2d 128x28x28 -> 256x14x14 (specs/resnet18.yaml:42:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -12798,41 +12774,29 @@ static void l39_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l40_batchnorm_backward: the code of l35_batchnorm_backward */
 
 /* layer 41: add 256x14x14 -> 256x14x14 (specs/resnet18.yaml:49:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 static void l41_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [256x14x14][lanes], x2 [256x14x14][lanes], y [256x14x14][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++)
-        y[i] = y[i] + x2[i];
+        y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l41_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l41_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [256x14x14][lanes], x2 [256x14x14][lanes], y [256x14x14][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) {
-        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
     }
 }
 
 /* layer 42: relu 256x14x14 -> 256x14x14 (specs/resnet18.yaml:50:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l42_relu_forward(float *restrict y)
-{
-    /* x [256x14x14][lanes], y [256x14x14][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 1605632; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l42_relu_forward: none, layer 41 stores its output through the relu */
 
-static void l42_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [256x14x14][lanes], y [256x14x14][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 1605632; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l42_relu_backward: none, layer 41 masks the dy it reads with the relu's derivative */
 
 /* layer 43: conv2d 256x14x14 -> 256x14x14 (specs/resnet18.yaml:51:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -14165,16 +14129,16 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l47_batchnorm_backward: the code of l35_batchnorm_backward */
 
 /* layer 48: add 256x14x14 -> 256x14x14 (specs/resnet18.yaml:56:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l48_add_forward: the code of l41_add_forward */
 
 /* l48_add_backward: the code of l41_add_backward */
 
 /* layer 49: relu 256x14x14 -> 256x14x14 (specs/resnet18.yaml:57:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l49_relu_forward: the code of l42_relu_forward */
+/* l49_relu_forward: none, layer 48 stores its output through the relu */
 
-/* l49_relu_backward: the code of l42_relu_backward */
+/* l49_relu_backward: none, layer 48 masks the dy it reads with the relu's derivative */
 
 /* layer 50: conv2d 256x14x14 -> 512x7x7 (specs/resnet18.yaml:58:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -18776,41 +18740,29 @@ static void l55_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l56_batchnorm_backward: the code of l51_batchnorm_backward */
 
 /* layer 57: add 512x7x7 -> 512x7x7 (specs/resnet18.yaml:65:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 static void l57_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [512x7x7][lanes], x2 [512x7x7][lanes], y [512x7x7][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++)
-        y[i] = y[i] + x2[i];
+        y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l57_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l57_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [512x7x7][lanes], x2 [512x7x7][lanes], y [512x7x7][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++) {
-        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
     }
 }
 
 /* layer 58: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:66:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l58_relu_forward(float *restrict y)
-{
-    /* x [512x7x7][lanes], y [512x7x7][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 802816; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l58_relu_forward: none, layer 57 stores its output through the relu */
 
-static void l58_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [512x7x7][lanes], y [512x7x7][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 802816; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l58_relu_backward: none, layer 57 masks the dy it reads with the relu's derivative */
 
 /* layer 59: conv2d 512x7x7 -> 512x7x7 (specs/resnet18.yaml:67:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -20143,16 +20095,16 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l63_batchnorm_backward: the code of l51_batchnorm_backward */
 
 /* layer 64: add 512x7x7 -> 512x7x7 (specs/resnet18.yaml:72:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l64_add_forward: the code of l57_add_forward */
 
 /* l64_add_backward: the code of l57_add_backward */
 
 /* layer 65: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:73:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l65_relu_forward: the code of l58_relu_forward */
+/* l65_relu_forward: none, layer 64 stores its output through the relu */
 
-/* l65_relu_backward: the code of l58_relu_backward */
+/* l65_relu_backward: none, layer 64 masks the dy it reads with the relu's derivative */
 
 /* layer 66: global_avgpool 512x7x7 -> 512x1x1 (specs/resnet18.yaml:74:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
@@ -20452,69 +20404,61 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
 #define DOUT    203988736 /* dLoss/dOutput, [N][1000] */
 #define DOUT_L  204020736 /* dLoss/dOutput, [1000][lanes] */
 #define D67     204855552 /* gradient arena: dLoss/d(layer 67 output) */
-#define D65     204052736 /* gradient arena: dLoss/d(layer 65 output) */
-#define D64     204855552 /* gradient arena: dLoss/d(layer 64 output) */
-#define D63     204052736 /* gradient arena: dLoss/d(layer 63 output) */
-#define D58     205658368 /* gradient arena: dLoss/d(layer 58 output) */
-#define D62     204855552 /* gradient arena: dLoss/d(layer 62 output) */
-#define D61     204052736 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
-#define D59     204855552 /* gradient arena: dLoss/d(layer 59 output) */
-#define T59_1   204052736 /* gradient arena: a gradient summed into its tensor's */
-#define D57     204052736 /* gradient arena: dLoss/d(layer 57 output) */
-#define D54     205658368 /* gradient arena: dLoss/d(layer 54 output) */
-#define D56     204855552 /* gradient arena: dLoss/d(layer 56 output) */
-#define D55     206461184 /* gradient arena: dLoss/d(layer 55 output) */
-#define D49     204052736 /* gradient arena: dLoss/d(layer 49 output) */
-#define D53     206461184 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     205658368 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
+#define D65     204052736 /* gradient arena: dLoss/d(layer 65 output), which layer 64's backward masks as it reads it */
+#define D63     204855552 /* gradient arena: dLoss/d(layer 63 output) */
+#define D58     205658368 /* gradient arena: dLoss/d(layer 58 output), which layer 57's backward masks as it reads it */
+#define D62     204052736 /* gradient arena: dLoss/d(layer 62 output) */
+#define D61     204855552 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
+#define D59     204052736 /* gradient arena: dLoss/d(layer 59 output) */
+#define T59_1   204855552 /* gradient arena: a gradient summed into its tensor's */
+#define D54     206461184 /* gradient arena: dLoss/d(layer 54 output) */
+#define D56     204052736 /* gradient arena: dLoss/d(layer 56 output) */
+#define D55     205658368 /* gradient arena: dLoss/d(layer 55 output) */
+#define D49     204052736 /* gradient arena: dLoss/d(layer 49 output), which layer 48's backward masks as it reads it */
+#define D53     205658368 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     206461184 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
 #define D50     207264000 /* gradient arena: dLoss/d(layer 50 output) */
 #define T50_1   205658368 /* gradient arena: a gradient summed into its tensor's */
-#define D48     205658368 /* gradient arena: dLoss/d(layer 48 output) */
-#define D47     204052736 /* gradient arena: dLoss/d(layer 47 output) */
-#define D42     207264000 /* gradient arena: dLoss/d(layer 42 output) */
-#define D46     205658368 /* gradient arena: dLoss/d(layer 46 output) */
-#define D45     204052736 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
-#define D43     205658368 /* gradient arena: dLoss/d(layer 43 output) */
-#define T43_1   204052736 /* gradient arena: a gradient summed into its tensor's */
-#define D41     204052736 /* gradient arena: dLoss/d(layer 41 output) */
-#define D38     207264000 /* gradient arena: dLoss/d(layer 38 output) */
-#define D40     205658368 /* gradient arena: dLoss/d(layer 40 output) */
-#define D39     208869632 /* gradient arena: dLoss/d(layer 39 output) */
-#define D33     204052736 /* gradient arena: dLoss/d(layer 33 output) */
-#define D37     208869632 /* gradient arena: dLoss/d(layer 37 output) */
-#define D36     207264000 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
+#define D47     205658368 /* gradient arena: dLoss/d(layer 47 output) */
+#define D42     207264000 /* gradient arena: dLoss/d(layer 42 output), which layer 41's backward masks as it reads it */
+#define D46     204052736 /* gradient arena: dLoss/d(layer 46 output) */
+#define D45     205658368 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
+#define D43     204052736 /* gradient arena: dLoss/d(layer 43 output) */
+#define T43_1   205658368 /* gradient arena: a gradient summed into its tensor's */
+#define D38     208869632 /* gradient arena: dLoss/d(layer 38 output) */
+#define D40     204052736 /* gradient arena: dLoss/d(layer 40 output) */
+#define D39     207264000 /* gradient arena: dLoss/d(layer 39 output) */
+#define D33     204052736 /* gradient arena: dLoss/d(layer 33 output), which layer 32's backward masks as it reads it */
+#define D37     207264000 /* gradient arena: dLoss/d(layer 37 output) */
+#define D36     208869632 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
 #define D34     210475264 /* gradient arena: dLoss/d(layer 34 output) */
 #define T34_1   207264000 /* gradient arena: a gradient summed into its tensor's */
-#define D32     207264000 /* gradient arena: dLoss/d(layer 32 output) */
-#define D31     204052736 /* gradient arena: dLoss/d(layer 31 output) */
-#define D26     210475264 /* gradient arena: dLoss/d(layer 26 output) */
-#define D30     207264000 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     204052736 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
-#define D27     207264000 /* gradient arena: dLoss/d(layer 27 output) */
-#define T27_1   204052736 /* gradient arena: a gradient summed into its tensor's */
-#define D25     204052736 /* gradient arena: dLoss/d(layer 25 output) */
-#define D22     210475264 /* gradient arena: dLoss/d(layer 22 output) */
-#define D24     207264000 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     213686528 /* gradient arena: dLoss/d(layer 23 output) */
-#define D17     204052736 /* gradient arena: dLoss/d(layer 17 output) */
-#define D21     213686528 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     210475264 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
+#define D31     207264000 /* gradient arena: dLoss/d(layer 31 output) */
+#define D26     210475264 /* gradient arena: dLoss/d(layer 26 output), which layer 25's backward masks as it reads it */
+#define D30     204052736 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     207264000 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     204052736 /* gradient arena: dLoss/d(layer 27 output) */
+#define T27_1   207264000 /* gradient arena: a gradient summed into its tensor's */
+#define D22     213686528 /* gradient arena: dLoss/d(layer 22 output) */
+#define D24     204052736 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     210475264 /* gradient arena: dLoss/d(layer 23 output) */
+#define D17     204052736 /* gradient arena: dLoss/d(layer 17 output), which layer 16's backward masks as it reads it */
+#define D21     210475264 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     213686528 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
 #define D18     216897792 /* gradient arena: dLoss/d(layer 18 output) */
 #define T18_1   210475264 /* gradient arena: a gradient summed into its tensor's */
-#define D16     210475264 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     204052736 /* gradient arena: dLoss/d(layer 15 output) */
-#define D10     216897792 /* gradient arena: dLoss/d(layer 10 output) */
-#define D14     210475264 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     204052736 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
-#define D11     210475264 /* gradient arena: dLoss/d(layer 11 output) */
-#define T11_1   204052736 /* gradient arena: a gradient summed into its tensor's */
-#define D09     204052736 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     210475264 /* gradient arena: dLoss/d(layer 8 output) */
+#define D15     210475264 /* gradient arena: dLoss/d(layer 15 output) */
+#define D10     216897792 /* gradient arena: dLoss/d(layer 10 output), which layer 9's backward masks as it reads it */
+#define D14     204052736 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     210475264 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
+#define D11     204052736 /* gradient arena: dLoss/d(layer 11 output) */
+#define T11_1   210475264 /* gradient arena: a gradient summed into its tensor's */
+#define D08     204052736 /* gradient arena: dLoss/d(layer 8 output) */
 #define D03     229742848 /* gradient arena: dLoss/d(layer 3 output) */
-#define D07     204052736 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     210475264 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
-#define D04     204052736 /* gradient arena: dLoss/d(layer 4 output) */
-#define T04_1   210475264 /* gradient arena: a gradient summed into its tensor's */
+#define D07     210475264 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     204052736 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     210475264 /* gradient arena: dLoss/d(layer 4 output) */
+#define T04_1   204052736 /* gradient arena: a gradient summed into its tensor's */
 #define D02     204052736 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
 #define D00     229742848 /* gradient arena: dLoss/d(layer 0 output) */
 #define DIN     204052736 /* gradient arena: dLoss/dInput */
@@ -20534,8 +20478,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l08_batchnorm_forward(params + 83392, buffers + 258, ws + S08, ws + A07, ws + A08, nb, training);
     /* (in place: layer 9's add writes over its input 1) */
     l09_add_forward(ws + A03, ws + A08);
-    /* (in place: layer 10's relu writes over its input) */
-    l10_relu_forward(ws + A08);
+    /* layer 10: relu fused into layer 9's stores */
     l04_conv2d_forward(params + 83520, ws + S11, ws + A08, ws + A11);
     l05_batchnorm_forward(params + 120384, buffers + 387, ws + S12, ws + A11, ws + A12, nb, training);
     /* layer 13: relu fused into layer 12's stores */
@@ -20543,8 +20486,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l08_batchnorm_forward(params + 157376, buffers + 516, ws + S15, ws + A14, ws + A15, nb, training);
     /* (in place: layer 16's add writes over its input 1) */
     l09_add_forward(ws + A08, ws + A15);
-    /* (in place: layer 17's relu writes over its input) */
-    l10_relu_forward(ws + A15);
+    /* layer 17: relu fused into layer 16's stores */
     l18_conv2d_forward(params + 157504, ws + A15, ws + A18);
     l19_batchnorm_forward(params + 231232, buffers + 645, ws + S19, ws + A18, ws + A19, nb, training);
     /* layer 20: relu fused into layer 19's stores */
@@ -20554,8 +20496,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l22_batchnorm_forward(params + 387392, buffers + 1159, ws + S24, ws + A23, ws + A24, nb, training);
     /* (in place: layer 25's add writes over its input 1) */
     l25_add_forward(ws + A24, ws + A22);
-    /* (in place: layer 26's relu writes over its input) */
-    l26_relu_forward(ws + A22);
+    /* layer 26: relu fused into layer 25's stores */
     l21_conv2d_forward(params + 387648, ws + S27, ws + A22, ws + A27);
     l19_batchnorm_forward(params + 535104, buffers + 1416, ws + S28, ws + A27, ws + A28, nb, training);
     /* layer 29: relu fused into layer 28's stores */
@@ -20563,8 +20504,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l22_batchnorm_forward(params + 682816, buffers + 1673, ws + S31, ws + A30, ws + A31, nb, training);
     /* (in place: layer 32's add writes over its input 1) */
     l25_add_forward(ws + A22, ws + A31);
-    /* (in place: layer 33's relu writes over its input) */
-    l26_relu_forward(ws + A31);
+    /* layer 33: relu fused into layer 32's stores */
     l34_conv2d_forward(params + 683072, ws + A31, ws + A34);
     l35_batchnorm_forward(params + 977984, buffers + 1930, ws + S35, ws + A34, ws + A35, nb, training);
     /* layer 36: relu fused into layer 35's stores */
@@ -20574,8 +20514,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l38_batchnorm_forward(params + 1601600, buffers + 2956, ws + S40, ws + A39, ws + A40, nb, training);
     /* (in place: layer 41's add writes over its input 1) */
     l41_add_forward(ws + A40, ws + A38);
-    /* (in place: layer 42's relu writes over its input) */
-    l42_relu_forward(ws + A38);
+    /* layer 42: relu fused into layer 41's stores */
     l37_conv2d_forward(params + 1602112, ws + A38, ws + A43);
     l35_batchnorm_forward(params + 2191936, buffers + 3469, ws + S44, ws + A43, ws + A44, nb, training);
     /* layer 45: relu fused into layer 44's stores */
@@ -20583,8 +20522,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l38_batchnorm_forward(params + 2782272, buffers + 3982, ws + S47, ws + A46, ws + A47, nb, training);
     /* (in place: layer 48's add writes over its input 1) */
     l41_add_forward(ws + A38, ws + A47);
-    /* (in place: layer 49's relu writes over its input) */
-    l42_relu_forward(ws + A47);
+    /* layer 49: relu fused into layer 48's stores */
     l50_conv2d_forward(params + 2782784, ws + A47, ws + A50);
     l51_batchnorm_forward(params + 3962432, buffers + 4495, ws + S51, ws + A50, ws + A51, nb, training);
     /* layer 52: relu fused into layer 51's stores */
@@ -20594,8 +20532,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l54_batchnorm_forward(params + 6454848, buffers + 6545, ws + S56, ws + A55, ws + A56, nb, training);
     /* (in place: layer 57's add writes over its input 1) */
     l57_add_forward(ws + A56, ws + A54);
-    /* (in place: layer 58's relu writes over its input) */
-    l58_relu_forward(ws + A54);
+    /* layer 58: relu fused into layer 57's stores */
     l53_conv2d_forward(params + 6455872, ws + A54, ws + A59);
     l51_batchnorm_forward(params + 8815168, buffers + 7570, ws + S60, ws + A59, ws + A60, nb, training);
     /* layer 61: relu fused into layer 60's stores */
@@ -20603,8 +20540,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l54_batchnorm_forward(params + 11175488, buffers + 8595, ws + S63, ws + A62, ws + A63, nb, training);
     /* (in place: layer 64's add writes over its input 1) */
     l57_add_forward(ws + A54, ws + A63);
-    /* (in place: layer 65's relu writes over its input) */
-    l58_relu_forward(ws + A63);
+    /* layer 65: relu fused into layer 64's stores */
     l66_global_avgpool_forward(ws + A63, ws + A66);
     /* layer 67: flatten is a view of its input */
     l68_dense_forward(params + 11176512, ws + A66, ws + A68);
@@ -20620,8 +20556,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l68_dense_backward_dx(params + 11176512, ws + DOUT_L, ws + D67);
     /* layer 67: flatten passes the gradient through */
     l66_global_avgpool_backward(ws + D67, ws + D65);
-    l58_relu_backward(ws + A63, ws + D65, ws + D64);
-    l57_add_backward(ws + D64, ws + D63, ws + D58);
+    /* layer 65: relu's backward is in layer 64's reads of dy */
+    l57_add_backward(ws + A63, ws + D65, ws + D63, ws + D58);
     l51_batchnorm_backward(params + 11175488, grads + 11175488, ws + S63, ws + A62, ws + D63, ws + D62, nb);
     l53_conv2d_backward(grads + 8816192, ws + A60, ws + D62);
     l53_conv2d_backward_dx(params + 8816192, ws + A60, ws + D62, ws + D61);
@@ -20631,8 +20567,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l59_conv2d_backward_dx(params + 6455872, ws + D59, ws + T59_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++) (ws + D58)[i] += (ws + T59_1)[i]; /* a tensor read again: gradients add */
-    l58_relu_backward(ws + A54, ws + D58, ws + D57);
-    l57_add_backward(ws + D57, ws + D54, ws + D56);
+    /* layer 58: relu's backward is in layer 57's reads of dy */
+    l57_add_backward(ws + A54, ws + D58, ws + D54, ws + D56);
     l51_batchnorm_backward(params + 6454848, grads + 6454848, ws + S56, ws + A55, ws + D56, ws + D55, nb);
     l55_conv2d_backward(grads + 6323776, ws + A47, ws + D55);
     l55_conv2d_backward_dx(params + 6323776, ws + D55, ws + D49);
@@ -20645,8 +20581,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l50_conv2d_backward_dx(params + 2782784, ws + D50, ws + T50_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) (ws + D49)[i] += (ws + T50_1)[i]; /* a tensor read again: gradients add */
-    l42_relu_backward(ws + A47, ws + D49, ws + D48);
-    l41_add_backward(ws + D48, ws + D47, ws + D42);
+    /* layer 49: relu's backward is in layer 48's reads of dy */
+    l41_add_backward(ws + A47, ws + D49, ws + D47, ws + D42);
     l35_batchnorm_backward(params + 2782272, grads + 2782272, ws + S47, ws + A46, ws + D47, ws + D46, nb);
     l37_conv2d_backward(grads + 2192448, ws + A44, ws + D46);
     l37_conv2d_backward_dx(params + 2192448, ws + A44, ws + D46, ws + D45);
@@ -20656,8 +20592,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l43_conv2d_backward_dx(params + 1602112, ws + D43, ws + T43_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) (ws + D42)[i] += (ws + T43_1)[i]; /* a tensor read again: gradients add */
-    l42_relu_backward(ws + A38, ws + D42, ws + D41);
-    l41_add_backward(ws + D41, ws + D38, ws + D40);
+    /* layer 42: relu's backward is in layer 41's reads of dy */
+    l41_add_backward(ws + A38, ws + D42, ws + D38, ws + D40);
     l35_batchnorm_backward(params + 1601600, grads + 1601600, ws + S40, ws + A39, ws + D40, ws + D39, nb);
     l39_conv2d_backward(grads + 1568832, ws + A31, ws + D39);
     l39_conv2d_backward_dx(params + 1568832, ws + D39, ws + D33);
@@ -20670,8 +20606,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l34_conv2d_backward_dx(params + 683072, ws + D34, ws + T34_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 3211264; i++) (ws + D33)[i] += (ws + T34_1)[i]; /* a tensor read again: gradients add */
-    l26_relu_backward(ws + A31, ws + D33, ws + D32);
-    l25_add_backward(ws + D32, ws + D31, ws + D26);
+    /* layer 33: relu's backward is in layer 32's reads of dy */
+    l25_add_backward(ws + A31, ws + D33, ws + D31, ws + D26);
     l19_batchnorm_backward(params + 682816, grads + 682816, ws + S31, ws + A30, ws + D31, ws + D30, nb);
     l21_conv2d_backward(grads + 535360, ws + A28, ws + D30);
     l21_conv2d_backward_dx(params + 535360, ws + S30, ws + A28, ws + D30, ws + D29);
@@ -20681,8 +20617,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l27_conv2d_backward_dx(params + 387648, ws + S27, ws + D27, ws + T27_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 3211264; i++) (ws + D26)[i] += (ws + T27_1)[i]; /* a tensor read again: gradients add */
-    l26_relu_backward(ws + A22, ws + D26, ws + D25);
-    l25_add_backward(ws + D25, ws + D22, ws + D24);
+    /* layer 26: relu's backward is in layer 25's reads of dy */
+    l25_add_backward(ws + A22, ws + D26, ws + D22, ws + D24);
     l19_batchnorm_backward(params + 387392, grads + 387392, ws + S24, ws + A23, ws + D24, ws + D23, nb);
     l23_conv2d_backward(grads + 379200, ws + A15, ws + D23);
     l23_conv2d_backward_dx(params + 379200, ws + D23, ws + D17);
@@ -20695,8 +20631,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l18_conv2d_backward_dx(params + 157504, ws + D18, ws + T18_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 6422528; i++) (ws + D17)[i] += (ws + T18_1)[i]; /* a tensor read again: gradients add */
-    l10_relu_backward(ws + A15, ws + D17, ws + D16);
-    l09_add_backward(ws + D16, ws + D15, ws + D10);
+    /* layer 17: relu's backward is in layer 16's reads of dy */
+    l09_add_backward(ws + A15, ws + D17, ws + D15, ws + D10);
     l05_batchnorm_backward(params + 157376, grads + 157376, ws + S15, ws + A14, ws + D15, ws + D14, nb);
     l04_conv2d_backward(grads + 120512, ws + A12, ws + D14);
     l07_conv2d_backward_dx(params + 120512, ws + S14, ws + A12, ws + D14, ws + D13);
@@ -20706,8 +20642,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l04_conv2d_backward_dx(params + 83520, ws + S11, ws + D11, ws + T11_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 6422528; i++) (ws + D10)[i] += (ws + T11_1)[i]; /* a tensor read again: gradients add */
-    l10_relu_backward(ws + A08, ws + D10, ws + D09);
-    l09_add_backward(ws + D09, ws + D08, ws + D03);
+    /* layer 10: relu's backward is in layer 9's reads of dy */
+    l09_add_backward(ws + A08, ws + D10, ws + D08, ws + D03);
     l05_batchnorm_backward(params + 83392, grads + 83392, ws + S08, ws + A07, ws + D08, ws + D07, nb);
     l04_conv2d_backward(grads + 46528, ws + A05, ws + D07);
     l07_conv2d_backward_dx(params + 46528, ws + S07, ws + A05, ws + D07, ws + D06);
@@ -20966,7 +20902,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 81887232, .lanes = 32, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 9, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 9, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 81887232, .lanes = 32, .line = 18, .col = 5,
@@ -20996,7 +20932,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 107577344, .lanes = 32, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 17, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 17, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 107577344, .lanes = 32, .line = 25, .col = 5,
@@ -21035,7 +20971,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 123633664, .lanes = 32, .line = 33, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 27, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 27, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 123633664, .lanes = 32, .line = 34, .col = 5,
@@ -21065,7 +21001,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 142901248, .lanes = 32, .line = 40, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 35, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 35, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 142901248, .lanes = 32, .line = 41, .col = 5,
@@ -21104,7 +21040,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 150929408, .lanes = 32, .line = 49, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 45, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 45, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 150929408, .lanes = 32, .line = 50, .col = 5,
@@ -21134,7 +21070,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 160563200, .lanes = 32, .line = 56, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 53, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 53, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 160563200, .lanes = 32, .line = 57, .col = 5,
@@ -21173,7 +21109,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 164577280, .lanes = 32, .line = 65, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 63, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 63, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 164577280, .lanes = 32, .line = 66, .col = 5,
@@ -21203,7 +21139,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 169394176, .lanes = 32, .line = 72, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 71, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 71, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 169394176, .lanes = 32, .line = 73, .col = 5,

@@ -4994,35 +4994,29 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
 /* l07_batchnorm_backward: the code of l01_batchnorm_backward */
 
 /* layer 8: add 16x28x28 -> 16x28x28 (specs/resnet20.yaml:17:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 static void l08_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [16x28x28][lanes], x2 [16x28x28][lanes], y [16x28x28][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++)
-        y[i] = y[i] + x2[i];
+        y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l08_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l08_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [16x28x28][lanes], x2 [16x28x28][lanes], y [16x28x28][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) {
-        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
     }
 }
 
 /* layer 9: relu 16x28x28 -> 16x28x28 (specs/resnet20.yaml:18:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l09_relu_forward(float *restrict y)
-{
-    /* x [16x28x28][lanes], y [16x28x28][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 1605632; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l09_relu_forward: none, layer 8 stores its output through the relu */
 
-/* l09_relu_backward: the code of l02_relu_backward */
+/* l09_relu_backward: none, layer 8 masks the dy it reads with the relu's derivative */
 
 /* layer 10: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:19:5)
  * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
@@ -5059,16 +5053,16 @@ static void l09_relu_forward(float *restrict y)
 /* l14_batchnorm_backward: the code of l01_batchnorm_backward */
 
 /* layer 15: add 16x28x28 -> 16x28x28 (specs/resnet20.yaml:24:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l15_add_forward: the code of l08_add_forward */
 
 /* l15_add_backward: the code of l08_add_backward */
 
 /* layer 16: relu 16x28x28 -> 16x28x28 (specs/resnet20.yaml:25:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l16_relu_forward: the code of l09_relu_forward */
+/* l16_relu_forward: none, layer 15 stores its output through the relu */
 
-/* l16_relu_backward: the code of l02_relu_backward */
+/* l16_relu_backward: none, layer 15 masks the dy it reads with the relu's derivative */
 
 /* layer 17: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:26:5)
  * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
@@ -5105,16 +5099,16 @@ static void l09_relu_forward(float *restrict y)
 /* l21_batchnorm_backward: the code of l01_batchnorm_backward */
 
 /* layer 22: add 16x28x28 -> 16x28x28 (specs/resnet20.yaml:31:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l22_add_forward: the code of l08_add_forward */
 
 /* l22_add_backward: the code of l08_add_backward */
 
 /* layer 23: relu 16x28x28 -> 16x28x28 (specs/resnet20.yaml:32:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l23_relu_forward: the code of l09_relu_forward */
+/* l23_relu_forward: none, layer 22 stores its output through the relu */
 
-/* l23_relu_backward: the code of l02_relu_backward */
+/* l23_relu_backward: none, layer 22 masks the dy it reads with the relu's derivative */
 
 /* layer 24: conv2d 16x28x28 -> 32x14x14 (specs/resnet20.yaml:33:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -9352,41 +9346,29 @@ static void l29_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l30_batchnorm_backward: the code of l25_batchnorm_backward */
 
 /* layer 31: add 32x14x14 -> 32x14x14 (specs/resnet20.yaml:40:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 static void l31_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [32x14x14][lanes], x2 [32x14x14][lanes], y [32x14x14][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++)
-        y[i] = y[i] + x2[i];
+        y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l31_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l31_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [32x14x14][lanes], x2 [32x14x14][lanes], y [32x14x14][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++) {
-        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
     }
 }
 
 /* layer 32: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:41:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l32_relu_forward(float *restrict y)
-{
-    /* x [32x14x14][lanes], y [32x14x14][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 802816; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l32_relu_forward: none, layer 31 stores its output through the relu */
 
-static void l32_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [32x14x14][lanes], y [32x14x14][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 802816; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l32_relu_backward: none, layer 31 masks the dy it reads with the relu's derivative */
 
 /* layer 33: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:42:5)
  * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
@@ -10058,16 +10040,16 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l37_batchnorm_backward: the code of l25_batchnorm_backward */
 
 /* layer 38: add 32x14x14 -> 32x14x14 (specs/resnet20.yaml:47:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l38_add_forward: the code of l31_add_forward */
 
 /* l38_add_backward: the code of l31_add_backward */
 
 /* layer 39: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:48:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l39_relu_forward: the code of l32_relu_forward */
+/* l39_relu_forward: none, layer 38 stores its output through the relu */
 
-/* l39_relu_backward: the code of l32_relu_backward */
+/* l39_relu_backward: none, layer 38 masks the dy it reads with the relu's derivative */
 
 /* layer 40: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:49:5)
  * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
@@ -10104,16 +10086,16 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l44_batchnorm_backward: the code of l25_batchnorm_backward */
 
 /* layer 45: add 32x14x14 -> 32x14x14 (specs/resnet20.yaml:54:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l45_add_forward: the code of l31_add_forward */
 
 /* l45_add_backward: the code of l31_add_backward */
 
 /* layer 46: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:55:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l46_relu_forward: the code of l32_relu_forward */
+/* l46_relu_forward: none, layer 45 stores its output through the relu */
 
-/* l46_relu_backward: the code of l32_relu_backward */
+/* l46_relu_backward: none, layer 45 masks the dy it reads with the relu's derivative */
 
 /* layer 47: conv2d 32x14x14 -> 64x7x7 (specs/resnet20.yaml:56:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -14309,41 +14291,29 @@ static void l52_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l53_batchnorm_backward: the code of l48_batchnorm_backward */
 
 /* layer 54: add 64x7x7 -> 64x7x7 (specs/resnet20.yaml:63:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 static void l54_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [64x7x7][lanes], x2 [64x7x7][lanes], y [64x7x7][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 401408; i++)
-        y[i] = y[i] + x2[i];
+        y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l54_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l54_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
     /* x1 [64x7x7][lanes], x2 [64x7x7][lanes], y [64x7x7][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 401408; i++) {
-        const float g = dy[i]; dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
     }
 }
 
 /* layer 55: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:64:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l55_relu_forward(float *restrict y)
-{
-    /* x [64x7x7][lanes], y [64x7x7][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 401408; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l55_relu_forward: none, layer 54 stores its output through the relu */
 
-static void l55_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [64x7x7][lanes], y [64x7x7][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 401408; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l55_relu_backward: none, layer 54 masks the dy it reads with the relu's derivative */
 
 /* layer 56: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:65:5)
  * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
@@ -14995,16 +14965,16 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l60_batchnorm_backward: the code of l48_batchnorm_backward */
 
 /* layer 61: add 64x7x7 -> 64x7x7 (specs/resnet20.yaml:70:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l61_add_forward: the code of l54_add_forward */
 
 /* l61_add_backward: the code of l54_add_backward */
 
 /* layer 62: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:71:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l62_relu_forward: the code of l55_relu_forward */
+/* l62_relu_forward: none, layer 61 stores its output through the relu */
 
-/* l62_relu_backward: the code of l55_relu_backward */
+/* l62_relu_backward: none, layer 61 masks the dy it reads with the relu's derivative */
 
 /* layer 63: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:72:5)
  * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
@@ -15041,16 +15011,16 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l67_batchnorm_backward: the code of l48_batchnorm_backward */
 
 /* layer 68: add 64x7x7 -> 64x7x7 (specs/resnet20.yaml:77:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l68_add_forward: the code of l54_add_forward */
 
 /* l68_add_backward: the code of l54_add_backward */
 
 /* layer 69: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:78:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l69_relu_forward: the code of l55_relu_forward */
+/* l69_relu_forward: none, layer 68 stores its output through the relu */
 
-/* l69_relu_backward: the code of l55_relu_backward */
+/* l69_relu_backward: none, layer 68 masks the dy it reads with the relu's derivative */
 
 /* layer 70: global_avgpool 64x7x7 -> 64x1x1 (specs/resnet20.yaml:79:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
@@ -15317,74 +15287,65 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
 #define DOUT    46407712 /* dLoss/dOutput, [N][10] */
 #define DOUT_L  46408992 /* dLoss/dOutput, [10][lanes] */
 #define D71     46811680 /* gradient arena: dLoss/d(layer 71 output) */
-#define D69     46410272 /* gradient arena: dLoss/d(layer 69 output) */
-#define D68     46811680 /* gradient arena: dLoss/d(layer 68 output) */
-#define D67     46410272 /* gradient arena: dLoss/d(layer 67 output) */
-#define D62     47213088 /* gradient arena: dLoss/d(layer 62 output) */
-#define D66     46811680 /* gradient arena: dLoss/d(layer 66 output) */
-#define D65     46410272 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
-#define D63     46811680 /* gradient arena: dLoss/d(layer 63 output) */
-#define T63_1   46410272 /* gradient arena: a gradient summed into its tensor's */
-#define D61     46410272 /* gradient arena: dLoss/d(layer 61 output) */
-#define D60     46811680 /* gradient arena: dLoss/d(layer 60 output) */
-#define D55     47213088 /* gradient arena: dLoss/d(layer 55 output) */
-#define D59     46410272 /* gradient arena: dLoss/d(layer 59 output) */
-#define D58     46811680 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
-#define D56     46410272 /* gradient arena: dLoss/d(layer 56 output) */
-#define T56_1   46811680 /* gradient arena: a gradient summed into its tensor's */
-#define D54     46410272 /* gradient arena: dLoss/d(layer 54 output) */
+#define D69     46410272 /* gradient arena: dLoss/d(layer 69 output), which layer 68's backward masks as it reads it */
+#define D67     46811680 /* gradient arena: dLoss/d(layer 67 output) */
+#define D62     47213088 /* gradient arena: dLoss/d(layer 62 output), which layer 61's backward masks as it reads it */
+#define D66     46410272 /* gradient arena: dLoss/d(layer 66 output) */
+#define D65     46811680 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
+#define D63     46410272 /* gradient arena: dLoss/d(layer 63 output) */
+#define T63_1   46811680 /* gradient arena: a gradient summed into its tensor's */
+#define D60     46410272 /* gradient arena: dLoss/d(layer 60 output) */
+#define D55     46811680 /* gradient arena: dLoss/d(layer 55 output), which layer 54's backward masks as it reads it */
+#define D59     47213088 /* gradient arena: dLoss/d(layer 59 output) */
+#define D58     46410272 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
+#define D56     47213088 /* gradient arena: dLoss/d(layer 56 output) */
+#define T56_1   46410272 /* gradient arena: a gradient summed into its tensor's */
 #define D51     47213088 /* gradient arena: dLoss/d(layer 51 output) */
-#define D53     46811680 /* gradient arena: dLoss/d(layer 53 output) */
+#define D53     46410272 /* gradient arena: dLoss/d(layer 53 output) */
 #define D52     47614496 /* gradient arena: dLoss/d(layer 52 output) */
-#define D46     46410272 /* gradient arena: dLoss/d(layer 46 output) */
+#define D46     46410272 /* gradient arena: dLoss/d(layer 46 output), which layer 45's backward masks as it reads it */
 #define D50     47614496 /* gradient arena: dLoss/d(layer 50 output) */
 #define D49     47213088 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
 #define D47     48015904 /* gradient arena: dLoss/d(layer 47 output) */
 #define T47_1   47213088 /* gradient arena: a gradient summed into its tensor's */
-#define D45     47213088 /* gradient arena: dLoss/d(layer 45 output) */
-#define D44     46410272 /* gradient arena: dLoss/d(layer 44 output) */
-#define D39     48015904 /* gradient arena: dLoss/d(layer 39 output) */
-#define D43     47213088 /* gradient arena: dLoss/d(layer 43 output) */
-#define D42     46410272 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
-#define D40     47213088 /* gradient arena: dLoss/d(layer 40 output) */
-#define T40_1   46410272 /* gradient arena: a gradient summed into its tensor's */
-#define D38     46410272 /* gradient arena: dLoss/d(layer 38 output) */
-#define D37     47213088 /* gradient arena: dLoss/d(layer 37 output) */
-#define D32     48015904 /* gradient arena: dLoss/d(layer 32 output) */
-#define D36     46410272 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     47213088 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
-#define D33     46410272 /* gradient arena: dLoss/d(layer 33 output) */
-#define T33_1   47213088 /* gradient arena: a gradient summed into its tensor's */
-#define D31     46410272 /* gradient arena: dLoss/d(layer 31 output) */
+#define D44     47213088 /* gradient arena: dLoss/d(layer 44 output) */
+#define D39     48015904 /* gradient arena: dLoss/d(layer 39 output), which layer 38's backward masks as it reads it */
+#define D43     46410272 /* gradient arena: dLoss/d(layer 43 output) */
+#define D42     47213088 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
+#define D40     46410272 /* gradient arena: dLoss/d(layer 40 output) */
+#define T40_1   47213088 /* gradient arena: a gradient summed into its tensor's */
+#define D37     46410272 /* gradient arena: dLoss/d(layer 37 output) */
+#define D32     47213088 /* gradient arena: dLoss/d(layer 32 output), which layer 31's backward masks as it reads it */
+#define D36     48015904 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     46410272 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     48015904 /* gradient arena: dLoss/d(layer 33 output) */
+#define T33_1   46410272 /* gradient arena: a gradient summed into its tensor's */
 #define D28     48015904 /* gradient arena: dLoss/d(layer 28 output) */
-#define D30     47213088 /* gradient arena: dLoss/d(layer 30 output) */
+#define D30     46410272 /* gradient arena: dLoss/d(layer 30 output) */
 #define D29     48818720 /* gradient arena: dLoss/d(layer 29 output) */
-#define D23     46410272 /* gradient arena: dLoss/d(layer 23 output) */
+#define D23     46410272 /* gradient arena: dLoss/d(layer 23 output), which layer 22's backward masks as it reads it */
 #define D27     48818720 /* gradient arena: dLoss/d(layer 27 output) */
 #define D26     48015904 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
 #define D24     49621536 /* gradient arena: dLoss/d(layer 24 output) */
 #define T24_1   48015904 /* gradient arena: a gradient summed into its tensor's */
-#define D22     48015904 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     46410272 /* gradient arena: dLoss/d(layer 21 output) */
-#define D16     49621536 /* gradient arena: dLoss/d(layer 16 output) */
-#define D20     48015904 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     46410272 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
-#define D17     48015904 /* gradient arena: dLoss/d(layer 17 output) */
-#define T17_1   46410272 /* gradient arena: a gradient summed into its tensor's */
-#define D15     46410272 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     48015904 /* gradient arena: dLoss/d(layer 14 output) */
-#define D09     49621536 /* gradient arena: dLoss/d(layer 9 output) */
-#define D13     46410272 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     48015904 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
-#define D10     46410272 /* gradient arena: dLoss/d(layer 10 output) */
-#define T10_1   48015904 /* gradient arena: a gradient summed into its tensor's */
-#define D08     46410272 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     48015904 /* gradient arena: dLoss/d(layer 7 output) */
+#define D21     48015904 /* gradient arena: dLoss/d(layer 21 output) */
+#define D16     49621536 /* gradient arena: dLoss/d(layer 16 output), which layer 15's backward masks as it reads it */
+#define D20     46410272 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     48015904 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
+#define D17     46410272 /* gradient arena: dLoss/d(layer 17 output) */
+#define T17_1   48015904 /* gradient arena: a gradient summed into its tensor's */
+#define D14     46410272 /* gradient arena: dLoss/d(layer 14 output) */
+#define D09     48015904 /* gradient arena: dLoss/d(layer 9 output), which layer 8's backward masks as it reads it */
+#define D13     49621536 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     46410272 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
+#define D10     49621536 /* gradient arena: dLoss/d(layer 10 output) */
+#define T10_1   46410272 /* gradient arena: a gradient summed into its tensor's */
+#define D07     46410272 /* gradient arena: dLoss/d(layer 7 output) */
 #define D02     49621536 /* gradient arena: dLoss/d(layer 2 output) */
-#define D06     46410272 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     48015904 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
-#define D03     46410272 /* gradient arena: dLoss/d(layer 3 output) */
-#define T03_1   48015904 /* gradient arena: a gradient summed into its tensor's */
+#define D06     48015904 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     46410272 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
+#define D03     48015904 /* gradient arena: dLoss/d(layer 3 output) */
+#define T03_1   46410272 /* gradient arena: a gradient summed into its tensor's */
 #define D01     46410272 /* gradient arena: dLoss/d(layer 1 output) */
 #define D00     48015904 /* gradient arena: dLoss/d(layer 0 output) */
 #define DIN     46410272 /* gradient arena: dLoss/dInput */
@@ -15403,8 +15364,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l07_batchnorm_forward(params + 4816, buffers + 66, ws + S07, ws + A06, ws + A07, nb, training);
     /* (in place: layer 8's add writes over its input 1) */
     l08_add_forward(ws + A01, ws + A07);
-    /* (in place: layer 9's relu writes over its input) */
-    l09_relu_forward(ws + A07);
+    /* layer 9: relu fused into layer 8's stores */
     l03_conv2d_forward(params + 4848, ws + S10, ws + A07, ws + A10);
     l01_batchnorm_forward(params + 7152, buffers + 99, ws + S11, ws + A10, ws + A11, nb, training);
     /* layer 12: relu fused into layer 11's stores */
@@ -15412,8 +15372,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l07_batchnorm_forward(params + 9488, buffers + 132, ws + S14, ws + A13, ws + A14, nb, training);
     /* (in place: layer 15's add writes over its input 1) */
     l08_add_forward(ws + A07, ws + A14);
-    /* (in place: layer 16's relu writes over its input) */
-    l09_relu_forward(ws + A14);
+    /* layer 16: relu fused into layer 15's stores */
     l03_conv2d_forward(params + 9520, ws + S17, ws + A14, ws + A17);
     l01_batchnorm_forward(params + 11824, buffers + 165, ws + S18, ws + A17, ws + A18, nb, training);
     /* layer 19: relu fused into layer 18's stores */
@@ -15421,8 +15380,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l07_batchnorm_forward(params + 14160, buffers + 198, ws + S21, ws + A20, ws + A21, nb, training);
     /* (in place: layer 22's add writes over its input 1) */
     l08_add_forward(ws + A14, ws + A21);
-    /* (in place: layer 23's relu writes over its input) */
-    l09_relu_forward(ws + A21);
+    /* layer 23: relu fused into layer 22's stores */
     l24_conv2d_forward(params + 14192, ws + A21, ws + A24);
     l25_batchnorm_forward(params + 18800, buffers + 231, ws + S25, ws + A24, ws + A25, nb, training);
     /* layer 26: relu fused into layer 25's stores */
@@ -15432,8 +15390,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l28_batchnorm_forward(params + 28656, buffers + 361, ws + S30, ws + A29, ws + A30, nb, training);
     /* (in place: layer 31's add writes over its input 1) */
     l31_add_forward(ws + A30, ws + A28);
-    /* (in place: layer 32's relu writes over its input) */
-    l32_relu_forward(ws + A28);
+    /* layer 32: relu fused into layer 31's stores */
     l27_conv2d_forward(params + 28720, ws + S33, ws + A28, ws + A33);
     l25_batchnorm_forward(params + 37936, buffers + 426, ws + S34, ws + A33, ws + A34, nb, training);
     /* layer 35: relu fused into layer 34's stores */
@@ -15441,8 +15398,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l28_batchnorm_forward(params + 47216, buffers + 491, ws + S37, ws + A36, ws + A37, nb, training);
     /* (in place: layer 38's add writes over its input 1) */
     l31_add_forward(ws + A28, ws + A37);
-    /* (in place: layer 39's relu writes over its input) */
-    l32_relu_forward(ws + A37);
+    /* layer 39: relu fused into layer 38's stores */
     l27_conv2d_forward(params + 47280, ws + S40, ws + A37, ws + A40);
     l25_batchnorm_forward(params + 56496, buffers + 556, ws + S41, ws + A40, ws + A41, nb, training);
     /* layer 42: relu fused into layer 41's stores */
@@ -15450,8 +15406,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l28_batchnorm_forward(params + 65776, buffers + 621, ws + S44, ws + A43, ws + A44, nb, training);
     /* (in place: layer 45's add writes over its input 1) */
     l31_add_forward(ws + A37, ws + A44);
-    /* (in place: layer 46's relu writes over its input) */
-    l32_relu_forward(ws + A44);
+    /* layer 46: relu fused into layer 45's stores */
     l47_conv2d_forward(params + 65840, ws + A44, ws + A47);
     l48_batchnorm_forward(params + 84272, buffers + 686, ws + S48, ws + A47, ws + A48, nb, training);
     /* layer 49: relu fused into layer 48's stores */
@@ -15461,8 +15416,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l51_batchnorm_forward(params + 123440, buffers + 944, ws + S53, ws + A52, ws + A53, nb, training);
     /* (in place: layer 54's add writes over its input 1) */
     l54_add_forward(ws + A53, ws + A51);
-    /* (in place: layer 55's relu writes over its input) */
-    l55_relu_forward(ws + A51);
+    /* layer 55: relu fused into layer 54's stores */
     l50_conv2d_forward(params + 123568, ws + S56, ws + A51, ws + A56);
     l48_batchnorm_forward(params + 160432, buffers + 1073, ws + S57, ws + A56, ws + A57, nb, training);
     /* layer 58: relu fused into layer 57's stores */
@@ -15470,8 +15424,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l51_batchnorm_forward(params + 197424, buffers + 1202, ws + S60, ws + A59, ws + A60, nb, training);
     /* (in place: layer 61's add writes over its input 1) */
     l54_add_forward(ws + A51, ws + A60);
-    /* (in place: layer 62's relu writes over its input) */
-    l55_relu_forward(ws + A60);
+    /* layer 62: relu fused into layer 61's stores */
     l50_conv2d_forward(params + 197552, ws + S63, ws + A60, ws + A63);
     l48_batchnorm_forward(params + 234416, buffers + 1331, ws + S64, ws + A63, ws + A64, nb, training);
     /* layer 65: relu fused into layer 64's stores */
@@ -15479,8 +15432,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l51_batchnorm_forward(params + 271408, buffers + 1460, ws + S67, ws + A66, ws + A67, nb, training);
     /* (in place: layer 68's add writes over its input 1) */
     l54_add_forward(ws + A60, ws + A67);
-    /* (in place: layer 69's relu writes over its input) */
-    l55_relu_forward(ws + A67);
+    /* layer 69: relu fused into layer 68's stores */
     l70_global_avgpool_forward(ws + A67, ws + A70);
     /* layer 71: flatten is a view of its input */
     l72_dense_forward(params + 271536, ws + A70, ws + A72);
@@ -15496,8 +15448,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l72_dense_backward_dx(params + 271536, ws + DOUT_L, ws + D71);
     /* layer 71: flatten passes the gradient through */
     l70_global_avgpool_backward(ws + D71, ws + D69);
-    l55_relu_backward(ws + A67, ws + D69, ws + D68);
-    l54_add_backward(ws + D68, ws + D67, ws + D62);
+    /* layer 69: relu's backward is in layer 68's reads of dy */
+    l54_add_backward(ws + A67, ws + D69, ws + D67, ws + D62);
     l48_batchnorm_backward(params + 271408, grads + 271408, ws + S67, ws + A66, ws + D67, ws + D66, nb);
     l50_conv2d_backward(grads + 234544, ws + S66, ws + A64, ws + D66);
     l50_conv2d_backward_dx(params + 234544, ws + S66, ws + A64, ws + D66, ws + D65);
@@ -15507,8 +15459,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l56_conv2d_backward_dx(params + 197552, ws + S63, ws + D63, ws + T63_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 401408; i++) (ws + D62)[i] += (ws + T63_1)[i]; /* a tensor read again: gradients add */
-    l55_relu_backward(ws + A60, ws + D62, ws + D61);
-    l54_add_backward(ws + D61, ws + D60, ws + D55);
+    /* layer 62: relu's backward is in layer 61's reads of dy */
+    l54_add_backward(ws + A60, ws + D62, ws + D60, ws + D55);
     l48_batchnorm_backward(params + 197424, grads + 197424, ws + S60, ws + A59, ws + D60, ws + D59, nb);
     l50_conv2d_backward(grads + 160560, ws + S59, ws + A57, ws + D59);
     l50_conv2d_backward_dx(params + 160560, ws + S59, ws + A57, ws + D59, ws + D58);
@@ -15518,8 +15470,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l56_conv2d_backward_dx(params + 123568, ws + S56, ws + D56, ws + T56_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 401408; i++) (ws + D55)[i] += (ws + T56_1)[i]; /* a tensor read again: gradients add */
-    l55_relu_backward(ws + A51, ws + D55, ws + D54);
-    l54_add_backward(ws + D54, ws + D51, ws + D53);
+    /* layer 55: relu's backward is in layer 54's reads of dy */
+    l54_add_backward(ws + A51, ws + D55, ws + D51, ws + D53);
     l48_batchnorm_backward(params + 123440, grads + 123440, ws + S53, ws + A52, ws + D53, ws + D52, nb);
     l52_conv2d_backward(grads + 121392, ws + A44, ws + D52);
     l52_conv2d_backward_dx(params + 121392, ws + D52, ws + D46);
@@ -15532,8 +15484,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l47_conv2d_backward_dx(params + 65840, ws + D47, ws + T47_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++) (ws + D46)[i] += (ws + T47_1)[i]; /* a tensor read again: gradients add */
-    l32_relu_backward(ws + A44, ws + D46, ws + D45);
-    l31_add_backward(ws + D45, ws + D44, ws + D39);
+    /* layer 46: relu's backward is in layer 45's reads of dy */
+    l31_add_backward(ws + A44, ws + D46, ws + D44, ws + D39);
     l25_batchnorm_backward(params + 65776, grads + 65776, ws + S44, ws + A43, ws + D44, ws + D43, nb);
     l27_conv2d_backward(grads + 56560, ws + S43, ws + A41, ws + D43);
     l27_conv2d_backward_dx(params + 56560, ws + S43, ws + A41, ws + D43, ws + D42);
@@ -15543,8 +15495,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l33_conv2d_backward_dx(params + 47280, ws + S40, ws + D40, ws + T40_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++) (ws + D39)[i] += (ws + T40_1)[i]; /* a tensor read again: gradients add */
-    l32_relu_backward(ws + A37, ws + D39, ws + D38);
-    l31_add_backward(ws + D38, ws + D37, ws + D32);
+    /* layer 39: relu's backward is in layer 38's reads of dy */
+    l31_add_backward(ws + A37, ws + D39, ws + D37, ws + D32);
     l25_batchnorm_backward(params + 47216, grads + 47216, ws + S37, ws + A36, ws + D37, ws + D36, nb);
     l27_conv2d_backward(grads + 38000, ws + S36, ws + A34, ws + D36);
     l27_conv2d_backward_dx(params + 38000, ws + S36, ws + A34, ws + D36, ws + D35);
@@ -15554,8 +15506,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l33_conv2d_backward_dx(params + 28720, ws + S33, ws + D33, ws + T33_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++) (ws + D32)[i] += (ws + T33_1)[i]; /* a tensor read again: gradients add */
-    l32_relu_backward(ws + A28, ws + D32, ws + D31);
-    l31_add_backward(ws + D31, ws + D28, ws + D30);
+    /* layer 32: relu's backward is in layer 31's reads of dy */
+    l31_add_backward(ws + A28, ws + D32, ws + D28, ws + D30);
     l25_batchnorm_backward(params + 28656, grads + 28656, ws + S30, ws + A29, ws + D30, ws + D29, nb);
     l29_conv2d_backward(grads + 28144, ws + A21, ws + D29);
     l29_conv2d_backward_dx(params + 28144, ws + D29, ws + D23);
@@ -15568,8 +15520,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l24_conv2d_backward_dx(params + 14192, ws + D24, ws + T24_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) (ws + D23)[i] += (ws + T24_1)[i]; /* a tensor read again: gradients add */
-    l02_relu_backward(ws + A21, ws + D23, ws + D22);
-    l08_add_backward(ws + D22, ws + D21, ws + D16);
+    /* layer 23: relu's backward is in layer 22's reads of dy */
+    l08_add_backward(ws + A21, ws + D23, ws + D21, ws + D16);
     l01_batchnorm_backward(params + 14160, grads + 14160, ws + S21, ws + A20, ws + D21, ws + D20, nb);
     l03_conv2d_backward(grads + 11856, ws + S20, ws + A18, ws + D20);
     l06_conv2d_backward_dx(params + 11856, ws + S20, ws + A18, ws + D20, ws + D19);
@@ -15579,8 +15531,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l03_conv2d_backward_dx(params + 9520, ws + S17, ws + D17, ws + T17_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) (ws + D16)[i] += (ws + T17_1)[i]; /* a tensor read again: gradients add */
-    l02_relu_backward(ws + A14, ws + D16, ws + D15);
-    l08_add_backward(ws + D15, ws + D14, ws + D09);
+    /* layer 16: relu's backward is in layer 15's reads of dy */
+    l08_add_backward(ws + A14, ws + D16, ws + D14, ws + D09);
     l01_batchnorm_backward(params + 9488, grads + 9488, ws + S14, ws + A13, ws + D14, ws + D13, nb);
     l03_conv2d_backward(grads + 7184, ws + S13, ws + A11, ws + D13);
     l06_conv2d_backward_dx(params + 7184, ws + S13, ws + A11, ws + D13, ws + D12);
@@ -15590,8 +15542,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l03_conv2d_backward_dx(params + 4848, ws + S10, ws + D10, ws + T10_1);
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) (ws + D09)[i] += (ws + T10_1)[i]; /* a tensor read again: gradients add */
-    l02_relu_backward(ws + A07, ws + D09, ws + D08);
-    l08_add_backward(ws + D08, ws + D07, ws + D02);
+    /* layer 9: relu's backward is in layer 8's reads of dy */
+    l08_add_backward(ws + A07, ws + D09, ws + D07, ws + D02);
     l01_batchnorm_backward(params + 4816, grads + 4816, ws + S07, ws + A06, ws + D07, ws + D06, nb);
     l03_conv2d_backward(grads + 2512, ws + S06, ws + A04, ws + D06);
     l06_conv2d_backward_dx(params + 2512, ws + S06, ws + A04, ws + D06, ws + D05);
@@ -15854,7 +15806,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 8128512, .lanes = 128, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 8, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 8, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 8128512, .lanes = 128, .line = 18, .col = 5,
@@ -15884,7 +15836,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 14551040, .lanes = 128, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 16, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 16, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 14551040, .lanes = 128, .line = 25, .col = 5,
@@ -15914,7 +15866,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 20973568, .lanes = 128, .line = 31, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 24, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 24, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 20973568, .lanes = 128, .line = 32, .col = 5,
@@ -15953,7 +15905,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 24987648, .lanes = 128, .line = 40, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 34, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 34, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 24987648, .lanes = 128, .line = 41, .col = 5,
@@ -15983,7 +15935,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29804544, .lanes = 128, .line = 47, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 42, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 42, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29804544, .lanes = 128, .line = 48, .col = 5,
@@ -16013,7 +15965,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 33015808, .lanes = 128, .line = 54, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 50, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 50, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 33015808, .lanes = 128, .line = 55, .col = 5,
@@ -16052,7 +16004,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 35022848, .lanes = 128, .line = 63, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 60, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 60, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 35022848, .lanes = 128, .line = 64, .col = 5,
@@ -16082,7 +16034,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37431296, .lanes = 128, .line = 70, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 68, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 68, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37431296, .lanes = 128, .line = 71, .col = 5,
@@ -16112,7 +16064,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 39036928, .lanes = 128, .line = 77, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 76, .name = NULL, .inplace = 1,
+     .schedule = "lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 76, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 39036928, .lanes = 128, .line = 78, .col = 5,
