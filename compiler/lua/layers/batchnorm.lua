@@ -153,9 +153,18 @@ local function over_channel_vec(C, L, R, V, NV, body)
   C:close()
 end
 
+-- Training normalises channel c right after its statistics, while the channel (spatial x
+-- lanes floats: 200 KB for ResNet-20's 16x28x28 at batch 64) is still in the core's cache.
 function M.forward_lanes(L, C, ctx)
   local c, R, V = L.channels, ctx.lanes, ctx.vec
   local NV = R // V
+  local function normalize()
+    C:open("{")
+    C:line("const float mean = S[c], a = S[%d + c] * gamma[c], bc = beta[c];", c)
+    C:line("float *restrict yc = y + (size_t)c * %d;", L.spatial * R)
+    C:line("for (int i = 0; i < %d; i++) yc[i] = %s;", L.spatial * R, fuse.s(L, "(xc[i] - mean) * a + bc"))
+    C:close()
+  end
   C:line("const float *restrict gamma = %s, *restrict beta = %s;", L.t.weight, L.t.bias)
   C:line("float *restrict rmean = %s, *restrict rvar = %s, *restrict nbt = %s;",
     L.t.running_mean, L.t.running_var, L.t.num_batches_tracked)
@@ -176,8 +185,7 @@ function M.forward_lanes(L, C, ctx)
   over_channel_vec(C, L, R, V, NV, function(at) C:line("acc[v] += VLOAD(xc + %s) * mask[v];", at) end)
   C:line("double s1 = 0.0;")
   C:line("for (int v = 0; v < %d; v++) s1 += vsum(acc[v]);", NV)
-  C:line("const double mean = s1 / m;")
-  C:line("const float fmean = (float)mean;")
+  C:line("const float fmean = (float)(s1 / m);")
   C:line("for (int v = 0; v < %d; v++) acc[v] = vsplat(0.0f);", NV)
   over_channel_vec(C, L, R, V, NV, function(at)
     C:line("const cg_v dv = (VLOAD(xc + %s) - fmean) * mask[v];", at)
@@ -190,6 +198,7 @@ function M.forward_lanes(L, C, ctx)
   C:line("S[%d + c] = (float)(1.0 / sqrt(var + %s));", c, string.format("%.17g", L.opt.eps))
   C:line("rmean[c] = (1.0f - f) * rmean[c] + f * fmean;")
   C:line("rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);")
+  normalize()
   C:close()
   C:close()
   C:open("else {")
@@ -197,14 +206,9 @@ function M.forward_lanes(L, C, ctx)
   C:open("for (int c = 0; c < %d; c++) {", c)
   C:line("S[c] = rmean[c];")
   C:line("S[%d + c] = 1.0f / sqrtf(rvar[c] + %s);", c, util.flt(L.opt.eps))
-  C:close()
-  C:close()
-  util.par(C, L)
-  C:open("for (int c = 0; c < %d; c++) {", c)
-  C:line("const float mean = S[c], a = S[%d + c] * gamma[c], bc = beta[c];", c)
   C:line("const float *restrict xc = x + (size_t)c * %d;", L.spatial * R)
-  C:line("float *restrict yc = y + (size_t)c * %d;", L.spatial * R)
-  C:line("for (int i = 0; i < %d; i++) yc[i] = %s;", L.spatial * R, fuse.s(L, "(xc[i] - mean) * a + bc"))
+  normalize()
+  C:close()
   C:close()
   return {"P", "B", "S", "x", "y", "nb", "training"}
 end
