@@ -1781,8 +1781,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 4; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 4; v++) {
@@ -1797,6 +1796,11 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 50176;
+                for (int i = 0; i < 50176; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
     }
     else {
@@ -1804,14 +1808,13 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 64; c++) {
             S[c] = rmean[c];
             S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 50176;
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 50176;
+                for (int i = 0; i < 50176; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 64; c++) {
-        const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 50176;
-        float *restrict yc = y + (size_t)c * 50176;
-        for (int i = 0; i < 50176; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -3325,8 +3328,7 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 4; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 4; v++) {
@@ -3341,6 +3343,11 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[128 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 12544;
+                for (int i = 0; i < 12544; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
     }
     else {
@@ -3348,14 +3355,13 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 128; c++) {
             S[c] = rmean[c];
             S[128 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 12544;
+            {
+                const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 12544;
+                for (int i = 0; i < 12544; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 128; c++) {
-        const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 12544;
-        float *restrict yc = y + (size_t)c * 12544;
-        for (int i = 0; i < 12544; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -3635,8 +3641,7 @@ static void l10_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 4; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 1; s++) {
                 for (int v = 0; v < 4; v++) {
@@ -3651,19 +3656,24 @@ static void l10_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[128 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 64;
+                for (int i = 0; i < 64; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
     }
     else {
         for (int c = 0; c < 128; c++) {
             S[c] = rmean[c];
             S[128 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 64;
+            {
+                const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 64;
+                for (int i = 0; i < 64; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
-    }
-    for (int c = 0; c < 128; c++) {
-        const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 64;
-        float *restrict yc = y + (size_t)c * 64;
-        for (int i = 0; i < 64; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 

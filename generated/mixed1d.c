@@ -517,8 +517,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 1; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 32; s++) {
                 for (int v = 0; v < 1; v++) {
@@ -533,19 +532,24 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[8 + c] = (float)(1.0 / sqrt(var + 0.001));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[8 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 512;
+                for (int i = 0; i < 512; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
     }
     else {
         for (int c = 0; c < 8; c++) {
             S[c] = rmean[c];
             S[8 + c] = 1.0f / sqrtf(rvar[c] + 0.001f);
+            const float *restrict xc = x + (size_t)c * 512;
+            {
+                const float mean = S[c], a = S[8 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 512;
+                for (int i = 0; i < 512; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
-    }
-    for (int c = 0; c < 8; c++) {
-        const float mean = S[c], a = S[8 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 512;
-        float *restrict yc = y + (size_t)c * 512;
-        for (int i = 0; i < 512; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 
@@ -1734,8 +1738,7 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 1; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 12; s++) {
                 for (int v = 0; v < 1; v++) {
@@ -1750,19 +1753,24 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[6 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[6 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 192;
+                for (int i = 0; i < 192; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
     }
     else {
         for (int c = 0; c < 6; c++) {
             S[c] = rmean[c];
             S[6 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 192;
+            {
+                const float mean = S[c], a = S[6 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 192;
+                for (int i = 0; i < 192; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
-    }
-    for (int c = 0; c < 6; c++) {
-        const float mean = S[c], a = S[6 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 192;
-        float *restrict yc = y + (size_t)c * 192;
-        for (int i = 0; i < 192; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 

@@ -1698,8 +1698,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 12544; s++) {
                 for (int v = 0; v < 2; v++) {
@@ -1714,6 +1713,11 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 401408;
+                for (int i = 0; i < 401408; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
     }
     else {
@@ -1721,14 +1725,13 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 64; c++) {
             S[c] = rmean[c];
             S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 401408;
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 401408;
+                for (int i = 0; i < 401408; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 64; c++) {
-        const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 401408;
-        float *restrict yc = y + (size_t)c * 401408;
-        for (int i = 0; i < 401408; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -3339,8 +3342,7 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 3136; s++) {
                 for (int v = 0; v < 2; v++) {
@@ -3355,6 +3357,11 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 100352;
+                for (int i = 0; i < 100352; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
     }
     else {
@@ -3362,14 +3369,13 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 64; c++) {
             S[c] = rmean[c];
             S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 100352;
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 100352;
+                for (int i = 0; i < 100352; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 64; c++) {
-        const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 100352;
-        float *restrict yc = y + (size_t)c * 100352;
-        for (int i = 0; i < 100352; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -4085,8 +4091,7 @@ static void l08_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 3136; s++) {
                 for (int v = 0; v < 2; v++) {
@@ -4101,6 +4106,11 @@ static void l08_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 100352;
+                for (int i = 0; i < 100352; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
     }
     else {
@@ -4108,14 +4118,13 @@ static void l08_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 64; c++) {
             S[c] = rmean[c];
             S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 100352;
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 100352;
+                for (int i = 0; i < 100352; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 64; c++) {
-        const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 100352;
-        float *restrict yc = y + (size_t)c * 100352;
-        for (int i = 0; i < 100352; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 
@@ -5616,8 +5625,7 @@ static void l19_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 2; v++) {
@@ -5632,6 +5640,11 @@ static void l19_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[128 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 25088;
+                for (int i = 0; i < 25088; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
     }
     else {
@@ -5639,14 +5652,13 @@ static void l19_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 128; c++) {
             S[c] = rmean[c];
             S[128 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 25088;
+            {
+                const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 25088;
+                for (int i = 0; i < 25088; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 128; c++) {
-        const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 25088;
-        float *restrict yc = y + (size_t)c * 25088;
-        for (int i = 0; i < 25088; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -7108,8 +7120,7 @@ static void l22_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 2; v++) {
@@ -7124,6 +7135,11 @@ static void l22_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[128 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 25088;
+                for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
     }
     else {
@@ -7131,14 +7147,13 @@ static void l22_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 128; c++) {
             S[c] = rmean[c];
             S[128 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 25088;
+            {
+                const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 25088;
+                for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 128; c++) {
-        const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 25088;
-        float *restrict yc = y + (size_t)c * 25088;
-        for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 
@@ -9598,8 +9613,7 @@ static void l35_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 2; v++) {
@@ -9614,6 +9628,11 @@ static void l35_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[256 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[256 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 6272;
+                for (int i = 0; i < 6272; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
     }
     else {
@@ -9621,14 +9640,13 @@ static void l35_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 256; c++) {
             S[c] = rmean[c];
             S[256 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 6272;
+            {
+                const float mean = S[c], a = S[256 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 6272;
+                for (int i = 0; i < 6272; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 256; c++) {
-        const float mean = S[c], a = S[256 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 6272;
-        float *restrict yc = y + (size_t)c * 6272;
-        for (int i = 0; i < 6272; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -12413,8 +12431,7 @@ static void l38_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 2; v++) {
@@ -12429,6 +12446,11 @@ static void l38_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[256 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[256 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 6272;
+                for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
     }
     else {
@@ -12436,14 +12458,13 @@ static void l38_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 256; c++) {
             S[c] = rmean[c];
             S[256 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 6272;
+            {
+                const float mean = S[c], a = S[256 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 6272;
+                for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 256; c++) {
-        const float mean = S[c], a = S[256 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 6272;
-        float *restrict yc = y + (size_t)c * 6272;
-        for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 
@@ -15564,8 +15585,7 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 2; v++) {
@@ -15580,6 +15600,11 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[512 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 1568;
+                for (int i = 0; i < 1568; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
     }
     else {
@@ -15587,14 +15612,13 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 512; c++) {
             S[c] = rmean[c];
             S[512 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 1568;
+            {
+                const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 1568;
+                for (int i = 0; i < 1568; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 512; c++) {
-        const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 1568;
-        float *restrict yc = y + (size_t)c * 1568;
-        for (int i = 0; i < 1568; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -18379,8 +18403,7 @@ static void l54_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 2; v++) {
@@ -18395,6 +18418,11 @@ static void l54_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[512 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 1568;
+                for (int i = 0; i < 1568; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
     }
     else {
@@ -18402,14 +18430,13 @@ static void l54_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 512; c++) {
             S[c] = rmean[c];
             S[512 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 1568;
+            {
+                const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 1568;
+                for (int i = 0; i < 1568; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 512; c++) {
-        const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 1568;
-        float *restrict yc = y + (size_t)c * 1568;
-        for (int i = 0; i < 1568; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 

@@ -1841,8 +1841,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 8; v++) {
@@ -1857,6 +1856,11 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[16 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[16 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 100352;
+                for (int i = 0; i < 100352; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
     }
     else {
@@ -1864,14 +1868,13 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 16; c++) {
             S[c] = rmean[c];
             S[16 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 100352;
+            {
+                const float mean = S[c], a = S[16 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 100352;
+                for (int i = 0; i < 100352; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 16; c++) {
-        const float mean = S[c], a = S[16 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 100352;
-        float *restrict yc = y + (size_t)c * 100352;
-        for (int i = 0; i < 100352; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -4957,8 +4960,7 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 8; v++) {
@@ -4973,6 +4975,11 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[16 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[16 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 100352;
+                for (int i = 0; i < 100352; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
     }
     else {
@@ -4980,14 +4987,13 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 16; c++) {
             S[c] = rmean[c];
             S[16 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 100352;
+            {
+                const float mean = S[c], a = S[16 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 100352;
+                for (int i = 0; i < 100352; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 16; c++) {
-        const float mean = S[c], a = S[16 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 100352;
-        float *restrict yc = y + (size_t)c * 100352;
-        for (int i = 0; i < 100352; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 
@@ -6532,8 +6538,7 @@ static void l25_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 8; v++) {
@@ -6548,6 +6553,11 @@ static void l25_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[32 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 25088;
+                for (int i = 0; i < 25088; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
     }
     else {
@@ -6555,14 +6565,13 @@ static void l25_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 32; c++) {
             S[c] = rmean[c];
             S[32 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 25088;
+            {
+                const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 25088;
+                for (int i = 0; i < 25088; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 32; c++) {
-        const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 25088;
-        float *restrict yc = y + (size_t)c * 25088;
-        for (int i = 0; i < 25088; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -8987,8 +8996,7 @@ static void l28_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 8; v++) {
@@ -9003,6 +9011,11 @@ static void l28_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[32 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 25088;
+                for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
     }
     else {
@@ -9010,14 +9023,13 @@ static void l28_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 32; c++) {
             S[c] = rmean[c];
             S[32 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 25088;
+            {
+                const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 25088;
+                for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 32; c++) {
-        const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 25088;
-        float *restrict yc = y + (size_t)c * 25088;
-        for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 
@@ -11521,8 +11533,7 @@ static void l48_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 8; v++) {
@@ -11537,6 +11548,11 @@ static void l48_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 6272;
+                for (int i = 0; i < 6272; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
     }
     else {
@@ -11544,14 +11560,13 @@ static void l48_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 64; c++) {
             S[c] = rmean[c];
             S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 6272;
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 6272;
+                for (int i = 0; i < 6272; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 64; c++) {
-        const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 6272;
-        float *restrict yc = y + (size_t)c * 6272;
-        for (int i = 0; i < 6272; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -13930,8 +13945,7 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
             }
             double s1 = 0.0;
             for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
+            const float fmean = (float)(s1 / m);
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 8; v++) {
@@ -13946,6 +13960,11 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
             S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 6272;
+                for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
     }
     else {
@@ -13953,14 +13972,13 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int c = 0; c < 64; c++) {
             S[c] = rmean[c];
             S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 6272;
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 6272;
+                for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
+            }
         }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 64; c++) {
-        const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 6272;
-        float *restrict yc = y + (size_t)c * 6272;
-        for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 
