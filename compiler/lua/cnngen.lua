@@ -636,6 +636,7 @@ local function plan_memory(spec)
   for p = n, 1, -1 do
     now = 2 * (n - p)
     local L = layers[p]
+    L.dx_acc = nil
     local step = {dy = grad[p], dx = {}, acc = {}}
     L.bstep = step
     if L.is_alias or L.bwd_fused_into then
@@ -662,6 +663,10 @@ local function plan_memory(spec)
         elseif not written[q] then
           grad[q] = newbuf(q)
           written[q] = true
+          step.dx[j] = {off = grad[q]}
+        elseif #L.inputs == 1 and L.mod.dx_accumulates and L.mod.dx_accumulates(L) and not L.sched.dmask then
+          -- its dx stores add to the gradient already there (fuse.dstore)
+          L.dx_acc = true
           step.dx[j] = {off = grad[q]}
         else
           local t = newbuf(q, string.format("T%02d_%d", L.index, j))
@@ -1190,6 +1195,7 @@ local function emit(spec, spec_path, spec_text)
       O:line(call(L, "bwd", bargs[L], map))
       if dxargs[L] then
         local gate = (L.inputs[1] == 0 and only_input_reader) and "if (dx) " or ""
+        if L.dx_acc then O:line("/* a tensor read again: layer %d's dx stores add to its gradient */", L.index) end
         O:line(gate .. call(L, "bwdx", dxargs[L], map))
       end
     end

@@ -67,6 +67,19 @@ function M.dv(L, y, e)
   return string.format("%s(%s, %s)", M.DKINDS[a].v, y, e)
 end
 
+-- A dx store of a consumer whose stores write every dx value once (module.masks_dx):
+-- VSTORE(addr, value), value masked with the fused relu's derivative (y the address of
+-- the consumer's x), or added to what addr holds when the memory plan has the layer
+-- accumulate into a gradient another reader wrote first (L.dx_acc: no temporary and no
+-- separate "gradients add" pass; the same sum, old + new, in the same order)
+function M.dstore(L, addr, yaddr, v)
+  if L.dx_acc then
+    assert(not L.sched.dmask, "a dx masked and accumulated")
+    return string.format("VSTORE(%s, VLOAD(%s) + %s);", addr, addr, v)
+  end
+  return string.format("VSTORE(%s, %s);", addr, M.dv(L, "VLOAD(" .. yaddr .. ")", v))
+end
+
 -- Decide, before the memory plan (the consumer's backward now reads its x, the relu's
 -- gradient is planned as a pass-through): a relu A, not the network's last layer and
 -- not reading the network's input, whose one reader C reads nothing else; views

@@ -16,6 +16,8 @@ function M.fuses_act(L) return true end
 function M.masks_dx(L)
   return L.sched.layout == "lanes" and L.sched.dx.apart and (L.sched.dx.form == "lanes" or L.sched.dx.form == "wino" or L.sched.dx.form == "wino4")
 end
+-- the same stores can add to the gradient another reader of x wrote (fuse.dstore)
+M.dx_accumulates = M.masks_dx
 
 function M.schema(kind)
   return {
@@ -624,7 +626,7 @@ local function backward_dx_wino(L, C, R, V)
     tile = L.sched.dx.tile,
     wt = function(ci, co, k) return string.format("%s[%s * %d + %s * 9 + %d]", L.t.weight, co, WK, ci, 8 - k) end,
     store = function(off, v)
-      return string.format("VSTORE(dx + %s, %s);", off, fuse.dv(L, "VLOAD(x + " .. off .. ")", v))
+      return fuse.dstore(L, "dx + " .. off, "x + " .. off, v)
     end})
   return L.sched.dmask and {"P", "S", "x", "dy", "dx"} or {"P", "S", "dy", "dx"}
 end
@@ -744,8 +746,8 @@ local function dx_row_tiles(C, L, geo, OHW, TCI, TB, TX, R, V, par)
           local st = {}
           for v = 0, TB - 1 do
             local a = string.format("a%d_%d_%d", v, t, j)
-            st[#st + 1] = string.format("VSTORE(dxb + %s + %d, %s);", tostring(inp), v * V,
-              fuse.dv(L, string.format("VLOAD(xb + %s + %d)", tostring(inp), v * V), a))
+            st[#st + 1] = fuse.dstore(L, string.format("dxb + %s + %d", tostring(inp), v * V),
+              string.format("xb + %s + %d", tostring(inp), v * V), a)
           end
           C:line(table.concat(st, " "))
         end
@@ -824,7 +826,7 @@ function M.backward_dx_lanes(L, C, ctx)
         local st = {}
         for v = 0, TB - 1 do
           local off = tostring(inp:scale(R):add(t * d.IHW * R + v * V))
-          st[#st + 1] = string.format("VSTORE(dxb + %s, %s);", off, fuse.dv(L, "VLOAD(xb + " .. off .. ")", string.format("a%d_%d", v, t)))
+          st[#st + 1] = fuse.dstore(L, "dxb + " .. off, "xb + " .. off, string.format("a%d_%d", v, t))
         end
         C:line(table.concat(st, " "))
       end
