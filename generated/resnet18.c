@@ -2760,10 +2760,10 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1824, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -2826,10 +2826,10 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1824, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -2892,10 +2892,10 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1824, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -2966,10 +2966,10 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1824, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3032,10 +3032,10 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1824, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3098,10 +3098,10 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1824, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3172,10 +3172,10 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1824, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3238,10 +3238,10 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1824, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3304,10 +3304,10 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1824, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -4971,22 +4971,22 @@ static void l18_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[139] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*3584 + tx*64, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*64 + 100352, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*64 + 200704, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*64 + 301056, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*64 + 401408, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*64 + 501760, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*64 + 602112, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*64 + 702464, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*64 + 802816, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*64 + 903168, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1003520, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1103872, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1204224, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1304576, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1404928, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1505280, a0_15);
+                    VSTORE(dxb + ty*3584 + tx*64, VLOAD(dxb + ty*3584 + tx*64) + a0_0);
+                    VSTORE(dxb + ty*3584 + tx*64 + 100352, VLOAD(dxb + ty*3584 + tx*64 + 100352) + a0_1);
+                    VSTORE(dxb + ty*3584 + tx*64 + 200704, VLOAD(dxb + ty*3584 + tx*64 + 200704) + a0_2);
+                    VSTORE(dxb + ty*3584 + tx*64 + 301056, VLOAD(dxb + ty*3584 + tx*64 + 301056) + a0_3);
+                    VSTORE(dxb + ty*3584 + tx*64 + 401408, VLOAD(dxb + ty*3584 + tx*64 + 401408) + a0_4);
+                    VSTORE(dxb + ty*3584 + tx*64 + 501760, VLOAD(dxb + ty*3584 + tx*64 + 501760) + a0_5);
+                    VSTORE(dxb + ty*3584 + tx*64 + 602112, VLOAD(dxb + ty*3584 + tx*64 + 602112) + a0_6);
+                    VSTORE(dxb + ty*3584 + tx*64 + 702464, VLOAD(dxb + ty*3584 + tx*64 + 702464) + a0_7);
+                    VSTORE(dxb + ty*3584 + tx*64 + 802816, VLOAD(dxb + ty*3584 + tx*64 + 802816) + a0_8);
+                    VSTORE(dxb + ty*3584 + tx*64 + 903168, VLOAD(dxb + ty*3584 + tx*64 + 903168) + a0_9);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1003520, VLOAD(dxb + ty*3584 + tx*64 + 1003520) + a0_10);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1103872, VLOAD(dxb + ty*3584 + tx*64 + 1103872) + a0_11);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1204224, VLOAD(dxb + ty*3584 + tx*64 + 1204224) + a0_12);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1304576, VLOAD(dxb + ty*3584 + tx*64 + 1304576) + a0_13);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1404928, VLOAD(dxb + ty*3584 + tx*64 + 1404928) + a0_14);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1505280, VLOAD(dxb + ty*3584 + tx*64 + 1505280) + a0_15);
                 }
             }
             /* inputs rows 0+2*t (t=0..27), cols 1+2*t (t=0..26): 2 taps */
@@ -5050,22 +5050,22 @@ static void l18_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[140] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*3584 + tx*64 + 32, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*64 + 100384, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*64 + 200736, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*64 + 301088, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*64 + 401440, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*64 + 501792, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*64 + 602144, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*64 + 702496, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*64 + 802848, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*64 + 903200, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1003552, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1103904, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1204256, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1304608, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1404960, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1505312, a0_15);
+                    VSTORE(dxb + ty*3584 + tx*64 + 32, VLOAD(dxb + ty*3584 + tx*64 + 32) + a0_0);
+                    VSTORE(dxb + ty*3584 + tx*64 + 100384, VLOAD(dxb + ty*3584 + tx*64 + 100384) + a0_1);
+                    VSTORE(dxb + ty*3584 + tx*64 + 200736, VLOAD(dxb + ty*3584 + tx*64 + 200736) + a0_2);
+                    VSTORE(dxb + ty*3584 + tx*64 + 301088, VLOAD(dxb + ty*3584 + tx*64 + 301088) + a0_3);
+                    VSTORE(dxb + ty*3584 + tx*64 + 401440, VLOAD(dxb + ty*3584 + tx*64 + 401440) + a0_4);
+                    VSTORE(dxb + ty*3584 + tx*64 + 501792, VLOAD(dxb + ty*3584 + tx*64 + 501792) + a0_5);
+                    VSTORE(dxb + ty*3584 + tx*64 + 602144, VLOAD(dxb + ty*3584 + tx*64 + 602144) + a0_6);
+                    VSTORE(dxb + ty*3584 + tx*64 + 702496, VLOAD(dxb + ty*3584 + tx*64 + 702496) + a0_7);
+                    VSTORE(dxb + ty*3584 + tx*64 + 802848, VLOAD(dxb + ty*3584 + tx*64 + 802848) + a0_8);
+                    VSTORE(dxb + ty*3584 + tx*64 + 903200, VLOAD(dxb + ty*3584 + tx*64 + 903200) + a0_9);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1003552, VLOAD(dxb + ty*3584 + tx*64 + 1003552) + a0_10);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1103904, VLOAD(dxb + ty*3584 + tx*64 + 1103904) + a0_11);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1204256, VLOAD(dxb + ty*3584 + tx*64 + 1204256) + a0_12);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1304608, VLOAD(dxb + ty*3584 + tx*64 + 1304608) + a0_13);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1404960, VLOAD(dxb + ty*3584 + tx*64 + 1404960) + a0_14);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1505312, VLOAD(dxb + ty*3584 + tx*64 + 1505312) + a0_15);
                 }
             }
             /* inputs rows 0+2*t (t=0..27), cols 1+2*t (t=27..27): 1 taps */
@@ -5110,22 +5110,22 @@ static void l18_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[140] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*3584 + 1760, a0_0);
-                    VSTORE(dxb + ty*3584 + 102112, a0_1);
-                    VSTORE(dxb + ty*3584 + 202464, a0_2);
-                    VSTORE(dxb + ty*3584 + 302816, a0_3);
-                    VSTORE(dxb + ty*3584 + 403168, a0_4);
-                    VSTORE(dxb + ty*3584 + 503520, a0_5);
-                    VSTORE(dxb + ty*3584 + 603872, a0_6);
-                    VSTORE(dxb + ty*3584 + 704224, a0_7);
-                    VSTORE(dxb + ty*3584 + 804576, a0_8);
-                    VSTORE(dxb + ty*3584 + 904928, a0_9);
-                    VSTORE(dxb + ty*3584 + 1005280, a0_10);
-                    VSTORE(dxb + ty*3584 + 1105632, a0_11);
-                    VSTORE(dxb + ty*3584 + 1205984, a0_12);
-                    VSTORE(dxb + ty*3584 + 1306336, a0_13);
-                    VSTORE(dxb + ty*3584 + 1406688, a0_14);
-                    VSTORE(dxb + ty*3584 + 1507040, a0_15);
+                    VSTORE(dxb + ty*3584 + 1760, VLOAD(dxb + ty*3584 + 1760) + a0_0);
+                    VSTORE(dxb + ty*3584 + 102112, VLOAD(dxb + ty*3584 + 102112) + a0_1);
+                    VSTORE(dxb + ty*3584 + 202464, VLOAD(dxb + ty*3584 + 202464) + a0_2);
+                    VSTORE(dxb + ty*3584 + 302816, VLOAD(dxb + ty*3584 + 302816) + a0_3);
+                    VSTORE(dxb + ty*3584 + 403168, VLOAD(dxb + ty*3584 + 403168) + a0_4);
+                    VSTORE(dxb + ty*3584 + 503520, VLOAD(dxb + ty*3584 + 503520) + a0_5);
+                    VSTORE(dxb + ty*3584 + 603872, VLOAD(dxb + ty*3584 + 603872) + a0_6);
+                    VSTORE(dxb + ty*3584 + 704224, VLOAD(dxb + ty*3584 + 704224) + a0_7);
+                    VSTORE(dxb + ty*3584 + 804576, VLOAD(dxb + ty*3584 + 804576) + a0_8);
+                    VSTORE(dxb + ty*3584 + 904928, VLOAD(dxb + ty*3584 + 904928) + a0_9);
+                    VSTORE(dxb + ty*3584 + 1005280, VLOAD(dxb + ty*3584 + 1005280) + a0_10);
+                    VSTORE(dxb + ty*3584 + 1105632, VLOAD(dxb + ty*3584 + 1105632) + a0_11);
+                    VSTORE(dxb + ty*3584 + 1205984, VLOAD(dxb + ty*3584 + 1205984) + a0_12);
+                    VSTORE(dxb + ty*3584 + 1306336, VLOAD(dxb + ty*3584 + 1306336) + a0_13);
+                    VSTORE(dxb + ty*3584 + 1406688, VLOAD(dxb + ty*3584 + 1406688) + a0_14);
+                    VSTORE(dxb + ty*3584 + 1507040, VLOAD(dxb + ty*3584 + 1507040) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=0..26), cols 0+2*t (t=0..27): 2 taps */
@@ -5189,22 +5189,22 @@ static void l18_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[142] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*3584 + tx*64 + 1792, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*64 + 102144, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*64 + 202496, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*64 + 302848, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*64 + 403200, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*64 + 503552, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*64 + 603904, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*64 + 704256, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*64 + 804608, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*64 + 904960, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1005312, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1105664, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1206016, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1306368, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1406720, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1507072, a0_15);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1792, VLOAD(dxb + ty*3584 + tx*64 + 1792) + a0_0);
+                    VSTORE(dxb + ty*3584 + tx*64 + 102144, VLOAD(dxb + ty*3584 + tx*64 + 102144) + a0_1);
+                    VSTORE(dxb + ty*3584 + tx*64 + 202496, VLOAD(dxb + ty*3584 + tx*64 + 202496) + a0_2);
+                    VSTORE(dxb + ty*3584 + tx*64 + 302848, VLOAD(dxb + ty*3584 + tx*64 + 302848) + a0_3);
+                    VSTORE(dxb + ty*3584 + tx*64 + 403200, VLOAD(dxb + ty*3584 + tx*64 + 403200) + a0_4);
+                    VSTORE(dxb + ty*3584 + tx*64 + 503552, VLOAD(dxb + ty*3584 + tx*64 + 503552) + a0_5);
+                    VSTORE(dxb + ty*3584 + tx*64 + 603904, VLOAD(dxb + ty*3584 + tx*64 + 603904) + a0_6);
+                    VSTORE(dxb + ty*3584 + tx*64 + 704256, VLOAD(dxb + ty*3584 + tx*64 + 704256) + a0_7);
+                    VSTORE(dxb + ty*3584 + tx*64 + 804608, VLOAD(dxb + ty*3584 + tx*64 + 804608) + a0_8);
+                    VSTORE(dxb + ty*3584 + tx*64 + 904960, VLOAD(dxb + ty*3584 + tx*64 + 904960) + a0_9);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1005312, VLOAD(dxb + ty*3584 + tx*64 + 1005312) + a0_10);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1105664, VLOAD(dxb + ty*3584 + tx*64 + 1105664) + a0_11);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1206016, VLOAD(dxb + ty*3584 + tx*64 + 1206016) + a0_12);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1306368, VLOAD(dxb + ty*3584 + tx*64 + 1306368) + a0_13);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1406720, VLOAD(dxb + ty*3584 + tx*64 + 1406720) + a0_14);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1507072, VLOAD(dxb + ty*3584 + tx*64 + 1507072) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=0..26), cols 1+2*t (t=0..26): 4 taps */
@@ -5306,22 +5306,22 @@ static void l18_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*3584 + tx*64 + 1824, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*64 + 102176, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*64 + 202528, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*64 + 302880, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*64 + 403232, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*64 + 503584, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*64 + 603936, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*64 + 704288, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*64 + 804640, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*64 + 904992, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1005344, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1105696, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1206048, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1306400, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1406752, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1507104, a0_15);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1824, VLOAD(dxb + ty*3584 + tx*64 + 1824) + a0_0);
+                    VSTORE(dxb + ty*3584 + tx*64 + 102176, VLOAD(dxb + ty*3584 + tx*64 + 102176) + a0_1);
+                    VSTORE(dxb + ty*3584 + tx*64 + 202528, VLOAD(dxb + ty*3584 + tx*64 + 202528) + a0_2);
+                    VSTORE(dxb + ty*3584 + tx*64 + 302880, VLOAD(dxb + ty*3584 + tx*64 + 302880) + a0_3);
+                    VSTORE(dxb + ty*3584 + tx*64 + 403232, VLOAD(dxb + ty*3584 + tx*64 + 403232) + a0_4);
+                    VSTORE(dxb + ty*3584 + tx*64 + 503584, VLOAD(dxb + ty*3584 + tx*64 + 503584) + a0_5);
+                    VSTORE(dxb + ty*3584 + tx*64 + 603936, VLOAD(dxb + ty*3584 + tx*64 + 603936) + a0_6);
+                    VSTORE(dxb + ty*3584 + tx*64 + 704288, VLOAD(dxb + ty*3584 + tx*64 + 704288) + a0_7);
+                    VSTORE(dxb + ty*3584 + tx*64 + 804640, VLOAD(dxb + ty*3584 + tx*64 + 804640) + a0_8);
+                    VSTORE(dxb + ty*3584 + tx*64 + 904992, VLOAD(dxb + ty*3584 + tx*64 + 904992) + a0_9);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1005344, VLOAD(dxb + ty*3584 + tx*64 + 1005344) + a0_10);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1105696, VLOAD(dxb + ty*3584 + tx*64 + 1105696) + a0_11);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1206048, VLOAD(dxb + ty*3584 + tx*64 + 1206048) + a0_12);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1306400, VLOAD(dxb + ty*3584 + tx*64 + 1306400) + a0_13);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1406752, VLOAD(dxb + ty*3584 + tx*64 + 1406752) + a0_14);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1507104, VLOAD(dxb + ty*3584 + tx*64 + 1507104) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=0..26), cols 1+2*t (t=27..27): 2 taps */
@@ -5385,22 +5385,22 @@ static void l18_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*3584 + 3552, a0_0);
-                    VSTORE(dxb + ty*3584 + 103904, a0_1);
-                    VSTORE(dxb + ty*3584 + 204256, a0_2);
-                    VSTORE(dxb + ty*3584 + 304608, a0_3);
-                    VSTORE(dxb + ty*3584 + 404960, a0_4);
-                    VSTORE(dxb + ty*3584 + 505312, a0_5);
-                    VSTORE(dxb + ty*3584 + 605664, a0_6);
-                    VSTORE(dxb + ty*3584 + 706016, a0_7);
-                    VSTORE(dxb + ty*3584 + 806368, a0_8);
-                    VSTORE(dxb + ty*3584 + 906720, a0_9);
-                    VSTORE(dxb + ty*3584 + 1007072, a0_10);
-                    VSTORE(dxb + ty*3584 + 1107424, a0_11);
-                    VSTORE(dxb + ty*3584 + 1207776, a0_12);
-                    VSTORE(dxb + ty*3584 + 1308128, a0_13);
-                    VSTORE(dxb + ty*3584 + 1408480, a0_14);
-                    VSTORE(dxb + ty*3584 + 1508832, a0_15);
+                    VSTORE(dxb + ty*3584 + 3552, VLOAD(dxb + ty*3584 + 3552) + a0_0);
+                    VSTORE(dxb + ty*3584 + 103904, VLOAD(dxb + ty*3584 + 103904) + a0_1);
+                    VSTORE(dxb + ty*3584 + 204256, VLOAD(dxb + ty*3584 + 204256) + a0_2);
+                    VSTORE(dxb + ty*3584 + 304608, VLOAD(dxb + ty*3584 + 304608) + a0_3);
+                    VSTORE(dxb + ty*3584 + 404960, VLOAD(dxb + ty*3584 + 404960) + a0_4);
+                    VSTORE(dxb + ty*3584 + 505312, VLOAD(dxb + ty*3584 + 505312) + a0_5);
+                    VSTORE(dxb + ty*3584 + 605664, VLOAD(dxb + ty*3584 + 605664) + a0_6);
+                    VSTORE(dxb + ty*3584 + 706016, VLOAD(dxb + ty*3584 + 706016) + a0_7);
+                    VSTORE(dxb + ty*3584 + 806368, VLOAD(dxb + ty*3584 + 806368) + a0_8);
+                    VSTORE(dxb + ty*3584 + 906720, VLOAD(dxb + ty*3584 + 906720) + a0_9);
+                    VSTORE(dxb + ty*3584 + 1007072, VLOAD(dxb + ty*3584 + 1007072) + a0_10);
+                    VSTORE(dxb + ty*3584 + 1107424, VLOAD(dxb + ty*3584 + 1107424) + a0_11);
+                    VSTORE(dxb + ty*3584 + 1207776, VLOAD(dxb + ty*3584 + 1207776) + a0_12);
+                    VSTORE(dxb + ty*3584 + 1308128, VLOAD(dxb + ty*3584 + 1308128) + a0_13);
+                    VSTORE(dxb + ty*3584 + 1408480, VLOAD(dxb + ty*3584 + 1408480) + a0_14);
+                    VSTORE(dxb + ty*3584 + 1508832, VLOAD(dxb + ty*3584 + 1508832) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=27..27), cols 0+2*t (t=0..27): 1 taps */
@@ -5444,22 +5444,22 @@ static void l18_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[142] * d0;
                     }
                 }
-                VSTORE(dxb + tx*64 + 98560, a0_0);
-                VSTORE(dxb + tx*64 + 198912, a0_1);
-                VSTORE(dxb + tx*64 + 299264, a0_2);
-                VSTORE(dxb + tx*64 + 399616, a0_3);
-                VSTORE(dxb + tx*64 + 499968, a0_4);
-                VSTORE(dxb + tx*64 + 600320, a0_5);
-                VSTORE(dxb + tx*64 + 700672, a0_6);
-                VSTORE(dxb + tx*64 + 801024, a0_7);
-                VSTORE(dxb + tx*64 + 901376, a0_8);
-                VSTORE(dxb + tx*64 + 1001728, a0_9);
-                VSTORE(dxb + tx*64 + 1102080, a0_10);
-                VSTORE(dxb + tx*64 + 1202432, a0_11);
-                VSTORE(dxb + tx*64 + 1302784, a0_12);
-                VSTORE(dxb + tx*64 + 1403136, a0_13);
-                VSTORE(dxb + tx*64 + 1503488, a0_14);
-                VSTORE(dxb + tx*64 + 1603840, a0_15);
+                VSTORE(dxb + tx*64 + 98560, VLOAD(dxb + tx*64 + 98560) + a0_0);
+                VSTORE(dxb + tx*64 + 198912, VLOAD(dxb + tx*64 + 198912) + a0_1);
+                VSTORE(dxb + tx*64 + 299264, VLOAD(dxb + tx*64 + 299264) + a0_2);
+                VSTORE(dxb + tx*64 + 399616, VLOAD(dxb + tx*64 + 399616) + a0_3);
+                VSTORE(dxb + tx*64 + 499968, VLOAD(dxb + tx*64 + 499968) + a0_4);
+                VSTORE(dxb + tx*64 + 600320, VLOAD(dxb + tx*64 + 600320) + a0_5);
+                VSTORE(dxb + tx*64 + 700672, VLOAD(dxb + tx*64 + 700672) + a0_6);
+                VSTORE(dxb + tx*64 + 801024, VLOAD(dxb + tx*64 + 801024) + a0_7);
+                VSTORE(dxb + tx*64 + 901376, VLOAD(dxb + tx*64 + 901376) + a0_8);
+                VSTORE(dxb + tx*64 + 1001728, VLOAD(dxb + tx*64 + 1001728) + a0_9);
+                VSTORE(dxb + tx*64 + 1102080, VLOAD(dxb + tx*64 + 1102080) + a0_10);
+                VSTORE(dxb + tx*64 + 1202432, VLOAD(dxb + tx*64 + 1202432) + a0_11);
+                VSTORE(dxb + tx*64 + 1302784, VLOAD(dxb + tx*64 + 1302784) + a0_12);
+                VSTORE(dxb + tx*64 + 1403136, VLOAD(dxb + tx*64 + 1403136) + a0_13);
+                VSTORE(dxb + tx*64 + 1503488, VLOAD(dxb + tx*64 + 1503488) + a0_14);
+                VSTORE(dxb + tx*64 + 1603840, VLOAD(dxb + tx*64 + 1603840) + a0_15);
             }
             /* inputs rows 1+2*t (t=27..27), cols 1+2*t (t=0..26): 2 taps */
             for (int tx = 0; tx < 27; tx++) {
@@ -5521,22 +5521,22 @@ static void l18_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + tx*64 + 98592, a0_0);
-                VSTORE(dxb + tx*64 + 198944, a0_1);
-                VSTORE(dxb + tx*64 + 299296, a0_2);
-                VSTORE(dxb + tx*64 + 399648, a0_3);
-                VSTORE(dxb + tx*64 + 500000, a0_4);
-                VSTORE(dxb + tx*64 + 600352, a0_5);
-                VSTORE(dxb + tx*64 + 700704, a0_6);
-                VSTORE(dxb + tx*64 + 801056, a0_7);
-                VSTORE(dxb + tx*64 + 901408, a0_8);
-                VSTORE(dxb + tx*64 + 1001760, a0_9);
-                VSTORE(dxb + tx*64 + 1102112, a0_10);
-                VSTORE(dxb + tx*64 + 1202464, a0_11);
-                VSTORE(dxb + tx*64 + 1302816, a0_12);
-                VSTORE(dxb + tx*64 + 1403168, a0_13);
-                VSTORE(dxb + tx*64 + 1503520, a0_14);
-                VSTORE(dxb + tx*64 + 1603872, a0_15);
+                VSTORE(dxb + tx*64 + 98592, VLOAD(dxb + tx*64 + 98592) + a0_0);
+                VSTORE(dxb + tx*64 + 198944, VLOAD(dxb + tx*64 + 198944) + a0_1);
+                VSTORE(dxb + tx*64 + 299296, VLOAD(dxb + tx*64 + 299296) + a0_2);
+                VSTORE(dxb + tx*64 + 399648, VLOAD(dxb + tx*64 + 399648) + a0_3);
+                VSTORE(dxb + tx*64 + 500000, VLOAD(dxb + tx*64 + 500000) + a0_4);
+                VSTORE(dxb + tx*64 + 600352, VLOAD(dxb + tx*64 + 600352) + a0_5);
+                VSTORE(dxb + tx*64 + 700704, VLOAD(dxb + tx*64 + 700704) + a0_6);
+                VSTORE(dxb + tx*64 + 801056, VLOAD(dxb + tx*64 + 801056) + a0_7);
+                VSTORE(dxb + tx*64 + 901408, VLOAD(dxb + tx*64 + 901408) + a0_8);
+                VSTORE(dxb + tx*64 + 1001760, VLOAD(dxb + tx*64 + 1001760) + a0_9);
+                VSTORE(dxb + tx*64 + 1102112, VLOAD(dxb + tx*64 + 1102112) + a0_10);
+                VSTORE(dxb + tx*64 + 1202464, VLOAD(dxb + tx*64 + 1202464) + a0_11);
+                VSTORE(dxb + tx*64 + 1302816, VLOAD(dxb + tx*64 + 1302816) + a0_12);
+                VSTORE(dxb + tx*64 + 1403168, VLOAD(dxb + tx*64 + 1403168) + a0_13);
+                VSTORE(dxb + tx*64 + 1503520, VLOAD(dxb + tx*64 + 1503520) + a0_14);
+                VSTORE(dxb + tx*64 + 1603872, VLOAD(dxb + tx*64 + 1603872) + a0_15);
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -5578,22 +5578,22 @@ static void l18_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + 100320, a0_0);
-                VSTORE(dxb + 200672, a0_1);
-                VSTORE(dxb + 301024, a0_2);
-                VSTORE(dxb + 401376, a0_3);
-                VSTORE(dxb + 501728, a0_4);
-                VSTORE(dxb + 602080, a0_5);
-                VSTORE(dxb + 702432, a0_6);
-                VSTORE(dxb + 802784, a0_7);
-                VSTORE(dxb + 903136, a0_8);
-                VSTORE(dxb + 1003488, a0_9);
-                VSTORE(dxb + 1103840, a0_10);
-                VSTORE(dxb + 1204192, a0_11);
-                VSTORE(dxb + 1304544, a0_12);
-                VSTORE(dxb + 1404896, a0_13);
-                VSTORE(dxb + 1505248, a0_14);
-                VSTORE(dxb + 1605600, a0_15);
+                VSTORE(dxb + 100320, VLOAD(dxb + 100320) + a0_0);
+                VSTORE(dxb + 200672, VLOAD(dxb + 200672) + a0_1);
+                VSTORE(dxb + 301024, VLOAD(dxb + 301024) + a0_2);
+                VSTORE(dxb + 401376, VLOAD(dxb + 401376) + a0_3);
+                VSTORE(dxb + 501728, VLOAD(dxb + 501728) + a0_4);
+                VSTORE(dxb + 602080, VLOAD(dxb + 602080) + a0_5);
+                VSTORE(dxb + 702432, VLOAD(dxb + 702432) + a0_6);
+                VSTORE(dxb + 802784, VLOAD(dxb + 802784) + a0_7);
+                VSTORE(dxb + 903136, VLOAD(dxb + 903136) + a0_8);
+                VSTORE(dxb + 1003488, VLOAD(dxb + 1003488) + a0_9);
+                VSTORE(dxb + 1103840, VLOAD(dxb + 1103840) + a0_10);
+                VSTORE(dxb + 1204192, VLOAD(dxb + 1204192) + a0_11);
+                VSTORE(dxb + 1304544, VLOAD(dxb + 1304544) + a0_12);
+                VSTORE(dxb + 1404896, VLOAD(dxb + 1404896) + a0_13);
+                VSTORE(dxb + 1505248, VLOAD(dxb + 1505248) + a0_14);
+                VSTORE(dxb + 1605600, VLOAD(dxb + 1605600) + a0_15);
             }
         }
     }
@@ -7595,10 +7595,10 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 896, y10);
-                            VSTORE(dx + o + 928, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -7661,10 +7661,10 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 896, y10);
-                            VSTORE(dx + o + 928, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -7727,10 +7727,10 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 896, y10);
-                            VSTORE(dx + o + 928, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -7801,10 +7801,10 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 896, y10);
-                            VSTORE(dx + o + 928, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -7867,10 +7867,10 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 896, y10);
-                            VSTORE(dx + o + 928, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -7933,10 +7933,10 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 896, y10);
-                            VSTORE(dx + o + 928, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -8007,10 +8007,10 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 896, y10);
-                            VSTORE(dx + o + 928, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -8073,10 +8073,10 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 896, y10);
-                            VSTORE(dx + o + 928, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -8139,10 +8139,10 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 896, y10);
-                            VSTORE(dx + o + 928, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -8959,22 +8959,22 @@ static void l34_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[139] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*1792 + tx*64, a0_0);
-                    VSTORE(dxb + ty*1792 + tx*64 + 25088, a0_1);
-                    VSTORE(dxb + ty*1792 + tx*64 + 50176, a0_2);
-                    VSTORE(dxb + ty*1792 + tx*64 + 75264, a0_3);
-                    VSTORE(dxb + ty*1792 + tx*64 + 100352, a0_4);
-                    VSTORE(dxb + ty*1792 + tx*64 + 125440, a0_5);
-                    VSTORE(dxb + ty*1792 + tx*64 + 150528, a0_6);
-                    VSTORE(dxb + ty*1792 + tx*64 + 175616, a0_7);
-                    VSTORE(dxb + ty*1792 + tx*64 + 200704, a0_8);
-                    VSTORE(dxb + ty*1792 + tx*64 + 225792, a0_9);
-                    VSTORE(dxb + ty*1792 + tx*64 + 250880, a0_10);
-                    VSTORE(dxb + ty*1792 + tx*64 + 275968, a0_11);
-                    VSTORE(dxb + ty*1792 + tx*64 + 301056, a0_12);
-                    VSTORE(dxb + ty*1792 + tx*64 + 326144, a0_13);
-                    VSTORE(dxb + ty*1792 + tx*64 + 351232, a0_14);
-                    VSTORE(dxb + ty*1792 + tx*64 + 376320, a0_15);
+                    VSTORE(dxb + ty*1792 + tx*64, VLOAD(dxb + ty*1792 + tx*64) + a0_0);
+                    VSTORE(dxb + ty*1792 + tx*64 + 25088, VLOAD(dxb + ty*1792 + tx*64 + 25088) + a0_1);
+                    VSTORE(dxb + ty*1792 + tx*64 + 50176, VLOAD(dxb + ty*1792 + tx*64 + 50176) + a0_2);
+                    VSTORE(dxb + ty*1792 + tx*64 + 75264, VLOAD(dxb + ty*1792 + tx*64 + 75264) + a0_3);
+                    VSTORE(dxb + ty*1792 + tx*64 + 100352, VLOAD(dxb + ty*1792 + tx*64 + 100352) + a0_4);
+                    VSTORE(dxb + ty*1792 + tx*64 + 125440, VLOAD(dxb + ty*1792 + tx*64 + 125440) + a0_5);
+                    VSTORE(dxb + ty*1792 + tx*64 + 150528, VLOAD(dxb + ty*1792 + tx*64 + 150528) + a0_6);
+                    VSTORE(dxb + ty*1792 + tx*64 + 175616, VLOAD(dxb + ty*1792 + tx*64 + 175616) + a0_7);
+                    VSTORE(dxb + ty*1792 + tx*64 + 200704, VLOAD(dxb + ty*1792 + tx*64 + 200704) + a0_8);
+                    VSTORE(dxb + ty*1792 + tx*64 + 225792, VLOAD(dxb + ty*1792 + tx*64 + 225792) + a0_9);
+                    VSTORE(dxb + ty*1792 + tx*64 + 250880, VLOAD(dxb + ty*1792 + tx*64 + 250880) + a0_10);
+                    VSTORE(dxb + ty*1792 + tx*64 + 275968, VLOAD(dxb + ty*1792 + tx*64 + 275968) + a0_11);
+                    VSTORE(dxb + ty*1792 + tx*64 + 301056, VLOAD(dxb + ty*1792 + tx*64 + 301056) + a0_12);
+                    VSTORE(dxb + ty*1792 + tx*64 + 326144, VLOAD(dxb + ty*1792 + tx*64 + 326144) + a0_13);
+                    VSTORE(dxb + ty*1792 + tx*64 + 351232, VLOAD(dxb + ty*1792 + tx*64 + 351232) + a0_14);
+                    VSTORE(dxb + ty*1792 + tx*64 + 376320, VLOAD(dxb + ty*1792 + tx*64 + 376320) + a0_15);
                 }
             }
             /* inputs rows 0+2*t (t=0..13), cols 1+2*t (t=0..12): 2 taps */
@@ -9038,22 +9038,22 @@ static void l34_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[140] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*1792 + tx*64 + 32, a0_0);
-                    VSTORE(dxb + ty*1792 + tx*64 + 25120, a0_1);
-                    VSTORE(dxb + ty*1792 + tx*64 + 50208, a0_2);
-                    VSTORE(dxb + ty*1792 + tx*64 + 75296, a0_3);
-                    VSTORE(dxb + ty*1792 + tx*64 + 100384, a0_4);
-                    VSTORE(dxb + ty*1792 + tx*64 + 125472, a0_5);
-                    VSTORE(dxb + ty*1792 + tx*64 + 150560, a0_6);
-                    VSTORE(dxb + ty*1792 + tx*64 + 175648, a0_7);
-                    VSTORE(dxb + ty*1792 + tx*64 + 200736, a0_8);
-                    VSTORE(dxb + ty*1792 + tx*64 + 225824, a0_9);
-                    VSTORE(dxb + ty*1792 + tx*64 + 250912, a0_10);
-                    VSTORE(dxb + ty*1792 + tx*64 + 276000, a0_11);
-                    VSTORE(dxb + ty*1792 + tx*64 + 301088, a0_12);
-                    VSTORE(dxb + ty*1792 + tx*64 + 326176, a0_13);
-                    VSTORE(dxb + ty*1792 + tx*64 + 351264, a0_14);
-                    VSTORE(dxb + ty*1792 + tx*64 + 376352, a0_15);
+                    VSTORE(dxb + ty*1792 + tx*64 + 32, VLOAD(dxb + ty*1792 + tx*64 + 32) + a0_0);
+                    VSTORE(dxb + ty*1792 + tx*64 + 25120, VLOAD(dxb + ty*1792 + tx*64 + 25120) + a0_1);
+                    VSTORE(dxb + ty*1792 + tx*64 + 50208, VLOAD(dxb + ty*1792 + tx*64 + 50208) + a0_2);
+                    VSTORE(dxb + ty*1792 + tx*64 + 75296, VLOAD(dxb + ty*1792 + tx*64 + 75296) + a0_3);
+                    VSTORE(dxb + ty*1792 + tx*64 + 100384, VLOAD(dxb + ty*1792 + tx*64 + 100384) + a0_4);
+                    VSTORE(dxb + ty*1792 + tx*64 + 125472, VLOAD(dxb + ty*1792 + tx*64 + 125472) + a0_5);
+                    VSTORE(dxb + ty*1792 + tx*64 + 150560, VLOAD(dxb + ty*1792 + tx*64 + 150560) + a0_6);
+                    VSTORE(dxb + ty*1792 + tx*64 + 175648, VLOAD(dxb + ty*1792 + tx*64 + 175648) + a0_7);
+                    VSTORE(dxb + ty*1792 + tx*64 + 200736, VLOAD(dxb + ty*1792 + tx*64 + 200736) + a0_8);
+                    VSTORE(dxb + ty*1792 + tx*64 + 225824, VLOAD(dxb + ty*1792 + tx*64 + 225824) + a0_9);
+                    VSTORE(dxb + ty*1792 + tx*64 + 250912, VLOAD(dxb + ty*1792 + tx*64 + 250912) + a0_10);
+                    VSTORE(dxb + ty*1792 + tx*64 + 276000, VLOAD(dxb + ty*1792 + tx*64 + 276000) + a0_11);
+                    VSTORE(dxb + ty*1792 + tx*64 + 301088, VLOAD(dxb + ty*1792 + tx*64 + 301088) + a0_12);
+                    VSTORE(dxb + ty*1792 + tx*64 + 326176, VLOAD(dxb + ty*1792 + tx*64 + 326176) + a0_13);
+                    VSTORE(dxb + ty*1792 + tx*64 + 351264, VLOAD(dxb + ty*1792 + tx*64 + 351264) + a0_14);
+                    VSTORE(dxb + ty*1792 + tx*64 + 376352, VLOAD(dxb + ty*1792 + tx*64 + 376352) + a0_15);
                 }
             }
             /* inputs rows 0+2*t (t=0..13), cols 1+2*t (t=13..13): 1 taps */
@@ -9098,22 +9098,22 @@ static void l34_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[140] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*1792 + 864, a0_0);
-                    VSTORE(dxb + ty*1792 + 25952, a0_1);
-                    VSTORE(dxb + ty*1792 + 51040, a0_2);
-                    VSTORE(dxb + ty*1792 + 76128, a0_3);
-                    VSTORE(dxb + ty*1792 + 101216, a0_4);
-                    VSTORE(dxb + ty*1792 + 126304, a0_5);
-                    VSTORE(dxb + ty*1792 + 151392, a0_6);
-                    VSTORE(dxb + ty*1792 + 176480, a0_7);
-                    VSTORE(dxb + ty*1792 + 201568, a0_8);
-                    VSTORE(dxb + ty*1792 + 226656, a0_9);
-                    VSTORE(dxb + ty*1792 + 251744, a0_10);
-                    VSTORE(dxb + ty*1792 + 276832, a0_11);
-                    VSTORE(dxb + ty*1792 + 301920, a0_12);
-                    VSTORE(dxb + ty*1792 + 327008, a0_13);
-                    VSTORE(dxb + ty*1792 + 352096, a0_14);
-                    VSTORE(dxb + ty*1792 + 377184, a0_15);
+                    VSTORE(dxb + ty*1792 + 864, VLOAD(dxb + ty*1792 + 864) + a0_0);
+                    VSTORE(dxb + ty*1792 + 25952, VLOAD(dxb + ty*1792 + 25952) + a0_1);
+                    VSTORE(dxb + ty*1792 + 51040, VLOAD(dxb + ty*1792 + 51040) + a0_2);
+                    VSTORE(dxb + ty*1792 + 76128, VLOAD(dxb + ty*1792 + 76128) + a0_3);
+                    VSTORE(dxb + ty*1792 + 101216, VLOAD(dxb + ty*1792 + 101216) + a0_4);
+                    VSTORE(dxb + ty*1792 + 126304, VLOAD(dxb + ty*1792 + 126304) + a0_5);
+                    VSTORE(dxb + ty*1792 + 151392, VLOAD(dxb + ty*1792 + 151392) + a0_6);
+                    VSTORE(dxb + ty*1792 + 176480, VLOAD(dxb + ty*1792 + 176480) + a0_7);
+                    VSTORE(dxb + ty*1792 + 201568, VLOAD(dxb + ty*1792 + 201568) + a0_8);
+                    VSTORE(dxb + ty*1792 + 226656, VLOAD(dxb + ty*1792 + 226656) + a0_9);
+                    VSTORE(dxb + ty*1792 + 251744, VLOAD(dxb + ty*1792 + 251744) + a0_10);
+                    VSTORE(dxb + ty*1792 + 276832, VLOAD(dxb + ty*1792 + 276832) + a0_11);
+                    VSTORE(dxb + ty*1792 + 301920, VLOAD(dxb + ty*1792 + 301920) + a0_12);
+                    VSTORE(dxb + ty*1792 + 327008, VLOAD(dxb + ty*1792 + 327008) + a0_13);
+                    VSTORE(dxb + ty*1792 + 352096, VLOAD(dxb + ty*1792 + 352096) + a0_14);
+                    VSTORE(dxb + ty*1792 + 377184, VLOAD(dxb + ty*1792 + 377184) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=0..12), cols 0+2*t (t=0..13): 2 taps */
@@ -9177,22 +9177,22 @@ static void l34_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[142] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*1792 + tx*64 + 896, a0_0);
-                    VSTORE(dxb + ty*1792 + tx*64 + 25984, a0_1);
-                    VSTORE(dxb + ty*1792 + tx*64 + 51072, a0_2);
-                    VSTORE(dxb + ty*1792 + tx*64 + 76160, a0_3);
-                    VSTORE(dxb + ty*1792 + tx*64 + 101248, a0_4);
-                    VSTORE(dxb + ty*1792 + tx*64 + 126336, a0_5);
-                    VSTORE(dxb + ty*1792 + tx*64 + 151424, a0_6);
-                    VSTORE(dxb + ty*1792 + tx*64 + 176512, a0_7);
-                    VSTORE(dxb + ty*1792 + tx*64 + 201600, a0_8);
-                    VSTORE(dxb + ty*1792 + tx*64 + 226688, a0_9);
-                    VSTORE(dxb + ty*1792 + tx*64 + 251776, a0_10);
-                    VSTORE(dxb + ty*1792 + tx*64 + 276864, a0_11);
-                    VSTORE(dxb + ty*1792 + tx*64 + 301952, a0_12);
-                    VSTORE(dxb + ty*1792 + tx*64 + 327040, a0_13);
-                    VSTORE(dxb + ty*1792 + tx*64 + 352128, a0_14);
-                    VSTORE(dxb + ty*1792 + tx*64 + 377216, a0_15);
+                    VSTORE(dxb + ty*1792 + tx*64 + 896, VLOAD(dxb + ty*1792 + tx*64 + 896) + a0_0);
+                    VSTORE(dxb + ty*1792 + tx*64 + 25984, VLOAD(dxb + ty*1792 + tx*64 + 25984) + a0_1);
+                    VSTORE(dxb + ty*1792 + tx*64 + 51072, VLOAD(dxb + ty*1792 + tx*64 + 51072) + a0_2);
+                    VSTORE(dxb + ty*1792 + tx*64 + 76160, VLOAD(dxb + ty*1792 + tx*64 + 76160) + a0_3);
+                    VSTORE(dxb + ty*1792 + tx*64 + 101248, VLOAD(dxb + ty*1792 + tx*64 + 101248) + a0_4);
+                    VSTORE(dxb + ty*1792 + tx*64 + 126336, VLOAD(dxb + ty*1792 + tx*64 + 126336) + a0_5);
+                    VSTORE(dxb + ty*1792 + tx*64 + 151424, VLOAD(dxb + ty*1792 + tx*64 + 151424) + a0_6);
+                    VSTORE(dxb + ty*1792 + tx*64 + 176512, VLOAD(dxb + ty*1792 + tx*64 + 176512) + a0_7);
+                    VSTORE(dxb + ty*1792 + tx*64 + 201600, VLOAD(dxb + ty*1792 + tx*64 + 201600) + a0_8);
+                    VSTORE(dxb + ty*1792 + tx*64 + 226688, VLOAD(dxb + ty*1792 + tx*64 + 226688) + a0_9);
+                    VSTORE(dxb + ty*1792 + tx*64 + 251776, VLOAD(dxb + ty*1792 + tx*64 + 251776) + a0_10);
+                    VSTORE(dxb + ty*1792 + tx*64 + 276864, VLOAD(dxb + ty*1792 + tx*64 + 276864) + a0_11);
+                    VSTORE(dxb + ty*1792 + tx*64 + 301952, VLOAD(dxb + ty*1792 + tx*64 + 301952) + a0_12);
+                    VSTORE(dxb + ty*1792 + tx*64 + 327040, VLOAD(dxb + ty*1792 + tx*64 + 327040) + a0_13);
+                    VSTORE(dxb + ty*1792 + tx*64 + 352128, VLOAD(dxb + ty*1792 + tx*64 + 352128) + a0_14);
+                    VSTORE(dxb + ty*1792 + tx*64 + 377216, VLOAD(dxb + ty*1792 + tx*64 + 377216) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=0..12), cols 1+2*t (t=0..12): 4 taps */
@@ -9294,22 +9294,22 @@ static void l34_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*1792 + tx*64 + 928, a0_0);
-                    VSTORE(dxb + ty*1792 + tx*64 + 26016, a0_1);
-                    VSTORE(dxb + ty*1792 + tx*64 + 51104, a0_2);
-                    VSTORE(dxb + ty*1792 + tx*64 + 76192, a0_3);
-                    VSTORE(dxb + ty*1792 + tx*64 + 101280, a0_4);
-                    VSTORE(dxb + ty*1792 + tx*64 + 126368, a0_5);
-                    VSTORE(dxb + ty*1792 + tx*64 + 151456, a0_6);
-                    VSTORE(dxb + ty*1792 + tx*64 + 176544, a0_7);
-                    VSTORE(dxb + ty*1792 + tx*64 + 201632, a0_8);
-                    VSTORE(dxb + ty*1792 + tx*64 + 226720, a0_9);
-                    VSTORE(dxb + ty*1792 + tx*64 + 251808, a0_10);
-                    VSTORE(dxb + ty*1792 + tx*64 + 276896, a0_11);
-                    VSTORE(dxb + ty*1792 + tx*64 + 301984, a0_12);
-                    VSTORE(dxb + ty*1792 + tx*64 + 327072, a0_13);
-                    VSTORE(dxb + ty*1792 + tx*64 + 352160, a0_14);
-                    VSTORE(dxb + ty*1792 + tx*64 + 377248, a0_15);
+                    VSTORE(dxb + ty*1792 + tx*64 + 928, VLOAD(dxb + ty*1792 + tx*64 + 928) + a0_0);
+                    VSTORE(dxb + ty*1792 + tx*64 + 26016, VLOAD(dxb + ty*1792 + tx*64 + 26016) + a0_1);
+                    VSTORE(dxb + ty*1792 + tx*64 + 51104, VLOAD(dxb + ty*1792 + tx*64 + 51104) + a0_2);
+                    VSTORE(dxb + ty*1792 + tx*64 + 76192, VLOAD(dxb + ty*1792 + tx*64 + 76192) + a0_3);
+                    VSTORE(dxb + ty*1792 + tx*64 + 101280, VLOAD(dxb + ty*1792 + tx*64 + 101280) + a0_4);
+                    VSTORE(dxb + ty*1792 + tx*64 + 126368, VLOAD(dxb + ty*1792 + tx*64 + 126368) + a0_5);
+                    VSTORE(dxb + ty*1792 + tx*64 + 151456, VLOAD(dxb + ty*1792 + tx*64 + 151456) + a0_6);
+                    VSTORE(dxb + ty*1792 + tx*64 + 176544, VLOAD(dxb + ty*1792 + tx*64 + 176544) + a0_7);
+                    VSTORE(dxb + ty*1792 + tx*64 + 201632, VLOAD(dxb + ty*1792 + tx*64 + 201632) + a0_8);
+                    VSTORE(dxb + ty*1792 + tx*64 + 226720, VLOAD(dxb + ty*1792 + tx*64 + 226720) + a0_9);
+                    VSTORE(dxb + ty*1792 + tx*64 + 251808, VLOAD(dxb + ty*1792 + tx*64 + 251808) + a0_10);
+                    VSTORE(dxb + ty*1792 + tx*64 + 276896, VLOAD(dxb + ty*1792 + tx*64 + 276896) + a0_11);
+                    VSTORE(dxb + ty*1792 + tx*64 + 301984, VLOAD(dxb + ty*1792 + tx*64 + 301984) + a0_12);
+                    VSTORE(dxb + ty*1792 + tx*64 + 327072, VLOAD(dxb + ty*1792 + tx*64 + 327072) + a0_13);
+                    VSTORE(dxb + ty*1792 + tx*64 + 352160, VLOAD(dxb + ty*1792 + tx*64 + 352160) + a0_14);
+                    VSTORE(dxb + ty*1792 + tx*64 + 377248, VLOAD(dxb + ty*1792 + tx*64 + 377248) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=0..12), cols 1+2*t (t=13..13): 2 taps */
@@ -9373,22 +9373,22 @@ static void l34_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*1792 + 1760, a0_0);
-                    VSTORE(dxb + ty*1792 + 26848, a0_1);
-                    VSTORE(dxb + ty*1792 + 51936, a0_2);
-                    VSTORE(dxb + ty*1792 + 77024, a0_3);
-                    VSTORE(dxb + ty*1792 + 102112, a0_4);
-                    VSTORE(dxb + ty*1792 + 127200, a0_5);
-                    VSTORE(dxb + ty*1792 + 152288, a0_6);
-                    VSTORE(dxb + ty*1792 + 177376, a0_7);
-                    VSTORE(dxb + ty*1792 + 202464, a0_8);
-                    VSTORE(dxb + ty*1792 + 227552, a0_9);
-                    VSTORE(dxb + ty*1792 + 252640, a0_10);
-                    VSTORE(dxb + ty*1792 + 277728, a0_11);
-                    VSTORE(dxb + ty*1792 + 302816, a0_12);
-                    VSTORE(dxb + ty*1792 + 327904, a0_13);
-                    VSTORE(dxb + ty*1792 + 352992, a0_14);
-                    VSTORE(dxb + ty*1792 + 378080, a0_15);
+                    VSTORE(dxb + ty*1792 + 1760, VLOAD(dxb + ty*1792 + 1760) + a0_0);
+                    VSTORE(dxb + ty*1792 + 26848, VLOAD(dxb + ty*1792 + 26848) + a0_1);
+                    VSTORE(dxb + ty*1792 + 51936, VLOAD(dxb + ty*1792 + 51936) + a0_2);
+                    VSTORE(dxb + ty*1792 + 77024, VLOAD(dxb + ty*1792 + 77024) + a0_3);
+                    VSTORE(dxb + ty*1792 + 102112, VLOAD(dxb + ty*1792 + 102112) + a0_4);
+                    VSTORE(dxb + ty*1792 + 127200, VLOAD(dxb + ty*1792 + 127200) + a0_5);
+                    VSTORE(dxb + ty*1792 + 152288, VLOAD(dxb + ty*1792 + 152288) + a0_6);
+                    VSTORE(dxb + ty*1792 + 177376, VLOAD(dxb + ty*1792 + 177376) + a0_7);
+                    VSTORE(dxb + ty*1792 + 202464, VLOAD(dxb + ty*1792 + 202464) + a0_8);
+                    VSTORE(dxb + ty*1792 + 227552, VLOAD(dxb + ty*1792 + 227552) + a0_9);
+                    VSTORE(dxb + ty*1792 + 252640, VLOAD(dxb + ty*1792 + 252640) + a0_10);
+                    VSTORE(dxb + ty*1792 + 277728, VLOAD(dxb + ty*1792 + 277728) + a0_11);
+                    VSTORE(dxb + ty*1792 + 302816, VLOAD(dxb + ty*1792 + 302816) + a0_12);
+                    VSTORE(dxb + ty*1792 + 327904, VLOAD(dxb + ty*1792 + 327904) + a0_13);
+                    VSTORE(dxb + ty*1792 + 352992, VLOAD(dxb + ty*1792 + 352992) + a0_14);
+                    VSTORE(dxb + ty*1792 + 378080, VLOAD(dxb + ty*1792 + 378080) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=13..13), cols 0+2*t (t=0..13): 1 taps */
@@ -9432,22 +9432,22 @@ static void l34_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[142] * d0;
                     }
                 }
-                VSTORE(dxb + tx*64 + 24192, a0_0);
-                VSTORE(dxb + tx*64 + 49280, a0_1);
-                VSTORE(dxb + tx*64 + 74368, a0_2);
-                VSTORE(dxb + tx*64 + 99456, a0_3);
-                VSTORE(dxb + tx*64 + 124544, a0_4);
-                VSTORE(dxb + tx*64 + 149632, a0_5);
-                VSTORE(dxb + tx*64 + 174720, a0_6);
-                VSTORE(dxb + tx*64 + 199808, a0_7);
-                VSTORE(dxb + tx*64 + 224896, a0_8);
-                VSTORE(dxb + tx*64 + 249984, a0_9);
-                VSTORE(dxb + tx*64 + 275072, a0_10);
-                VSTORE(dxb + tx*64 + 300160, a0_11);
-                VSTORE(dxb + tx*64 + 325248, a0_12);
-                VSTORE(dxb + tx*64 + 350336, a0_13);
-                VSTORE(dxb + tx*64 + 375424, a0_14);
-                VSTORE(dxb + tx*64 + 400512, a0_15);
+                VSTORE(dxb + tx*64 + 24192, VLOAD(dxb + tx*64 + 24192) + a0_0);
+                VSTORE(dxb + tx*64 + 49280, VLOAD(dxb + tx*64 + 49280) + a0_1);
+                VSTORE(dxb + tx*64 + 74368, VLOAD(dxb + tx*64 + 74368) + a0_2);
+                VSTORE(dxb + tx*64 + 99456, VLOAD(dxb + tx*64 + 99456) + a0_3);
+                VSTORE(dxb + tx*64 + 124544, VLOAD(dxb + tx*64 + 124544) + a0_4);
+                VSTORE(dxb + tx*64 + 149632, VLOAD(dxb + tx*64 + 149632) + a0_5);
+                VSTORE(dxb + tx*64 + 174720, VLOAD(dxb + tx*64 + 174720) + a0_6);
+                VSTORE(dxb + tx*64 + 199808, VLOAD(dxb + tx*64 + 199808) + a0_7);
+                VSTORE(dxb + tx*64 + 224896, VLOAD(dxb + tx*64 + 224896) + a0_8);
+                VSTORE(dxb + tx*64 + 249984, VLOAD(dxb + tx*64 + 249984) + a0_9);
+                VSTORE(dxb + tx*64 + 275072, VLOAD(dxb + tx*64 + 275072) + a0_10);
+                VSTORE(dxb + tx*64 + 300160, VLOAD(dxb + tx*64 + 300160) + a0_11);
+                VSTORE(dxb + tx*64 + 325248, VLOAD(dxb + tx*64 + 325248) + a0_12);
+                VSTORE(dxb + tx*64 + 350336, VLOAD(dxb + tx*64 + 350336) + a0_13);
+                VSTORE(dxb + tx*64 + 375424, VLOAD(dxb + tx*64 + 375424) + a0_14);
+                VSTORE(dxb + tx*64 + 400512, VLOAD(dxb + tx*64 + 400512) + a0_15);
             }
             /* inputs rows 1+2*t (t=13..13), cols 1+2*t (t=0..12): 2 taps */
             for (int tx = 0; tx < 13; tx++) {
@@ -9509,22 +9509,22 @@ static void l34_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + tx*64 + 24224, a0_0);
-                VSTORE(dxb + tx*64 + 49312, a0_1);
-                VSTORE(dxb + tx*64 + 74400, a0_2);
-                VSTORE(dxb + tx*64 + 99488, a0_3);
-                VSTORE(dxb + tx*64 + 124576, a0_4);
-                VSTORE(dxb + tx*64 + 149664, a0_5);
-                VSTORE(dxb + tx*64 + 174752, a0_6);
-                VSTORE(dxb + tx*64 + 199840, a0_7);
-                VSTORE(dxb + tx*64 + 224928, a0_8);
-                VSTORE(dxb + tx*64 + 250016, a0_9);
-                VSTORE(dxb + tx*64 + 275104, a0_10);
-                VSTORE(dxb + tx*64 + 300192, a0_11);
-                VSTORE(dxb + tx*64 + 325280, a0_12);
-                VSTORE(dxb + tx*64 + 350368, a0_13);
-                VSTORE(dxb + tx*64 + 375456, a0_14);
-                VSTORE(dxb + tx*64 + 400544, a0_15);
+                VSTORE(dxb + tx*64 + 24224, VLOAD(dxb + tx*64 + 24224) + a0_0);
+                VSTORE(dxb + tx*64 + 49312, VLOAD(dxb + tx*64 + 49312) + a0_1);
+                VSTORE(dxb + tx*64 + 74400, VLOAD(dxb + tx*64 + 74400) + a0_2);
+                VSTORE(dxb + tx*64 + 99488, VLOAD(dxb + tx*64 + 99488) + a0_3);
+                VSTORE(dxb + tx*64 + 124576, VLOAD(dxb + tx*64 + 124576) + a0_4);
+                VSTORE(dxb + tx*64 + 149664, VLOAD(dxb + tx*64 + 149664) + a0_5);
+                VSTORE(dxb + tx*64 + 174752, VLOAD(dxb + tx*64 + 174752) + a0_6);
+                VSTORE(dxb + tx*64 + 199840, VLOAD(dxb + tx*64 + 199840) + a0_7);
+                VSTORE(dxb + tx*64 + 224928, VLOAD(dxb + tx*64 + 224928) + a0_8);
+                VSTORE(dxb + tx*64 + 250016, VLOAD(dxb + tx*64 + 250016) + a0_9);
+                VSTORE(dxb + tx*64 + 275104, VLOAD(dxb + tx*64 + 275104) + a0_10);
+                VSTORE(dxb + tx*64 + 300192, VLOAD(dxb + tx*64 + 300192) + a0_11);
+                VSTORE(dxb + tx*64 + 325280, VLOAD(dxb + tx*64 + 325280) + a0_12);
+                VSTORE(dxb + tx*64 + 350368, VLOAD(dxb + tx*64 + 350368) + a0_13);
+                VSTORE(dxb + tx*64 + 375456, VLOAD(dxb + tx*64 + 375456) + a0_14);
+                VSTORE(dxb + tx*64 + 400544, VLOAD(dxb + tx*64 + 400544) + a0_15);
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -9566,22 +9566,22 @@ static void l34_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + 25056, a0_0);
-                VSTORE(dxb + 50144, a0_1);
-                VSTORE(dxb + 75232, a0_2);
-                VSTORE(dxb + 100320, a0_3);
-                VSTORE(dxb + 125408, a0_4);
-                VSTORE(dxb + 150496, a0_5);
-                VSTORE(dxb + 175584, a0_6);
-                VSTORE(dxb + 200672, a0_7);
-                VSTORE(dxb + 225760, a0_8);
-                VSTORE(dxb + 250848, a0_9);
-                VSTORE(dxb + 275936, a0_10);
-                VSTORE(dxb + 301024, a0_11);
-                VSTORE(dxb + 326112, a0_12);
-                VSTORE(dxb + 351200, a0_13);
-                VSTORE(dxb + 376288, a0_14);
-                VSTORE(dxb + 401376, a0_15);
+                VSTORE(dxb + 25056, VLOAD(dxb + 25056) + a0_0);
+                VSTORE(dxb + 50144, VLOAD(dxb + 50144) + a0_1);
+                VSTORE(dxb + 75232, VLOAD(dxb + 75232) + a0_2);
+                VSTORE(dxb + 100320, VLOAD(dxb + 100320) + a0_3);
+                VSTORE(dxb + 125408, VLOAD(dxb + 125408) + a0_4);
+                VSTORE(dxb + 150496, VLOAD(dxb + 150496) + a0_5);
+                VSTORE(dxb + 175584, VLOAD(dxb + 175584) + a0_6);
+                VSTORE(dxb + 200672, VLOAD(dxb + 200672) + a0_7);
+                VSTORE(dxb + 225760, VLOAD(dxb + 225760) + a0_8);
+                VSTORE(dxb + 250848, VLOAD(dxb + 250848) + a0_9);
+                VSTORE(dxb + 275936, VLOAD(dxb + 275936) + a0_10);
+                VSTORE(dxb + 301024, VLOAD(dxb + 301024) + a0_11);
+                VSTORE(dxb + 326112, VLOAD(dxb + 326112) + a0_12);
+                VSTORE(dxb + 351200, VLOAD(dxb + 351200) + a0_13);
+                VSTORE(dxb + 376288, VLOAD(dxb + 376288) + a0_14);
+                VSTORE(dxb + 401376, VLOAD(dxb + 401376) + a0_15);
             }
         }
     }
@@ -12932,22 +12932,22 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[139] * d0;
                     }
                 }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 6272, a0_1);
-                VSTORE(dxb + 12544, a0_2);
-                VSTORE(dxb + 18816, a0_3);
-                VSTORE(dxb + 25088, a0_4);
-                VSTORE(dxb + 31360, a0_5);
-                VSTORE(dxb + 37632, a0_6);
-                VSTORE(dxb + 43904, a0_7);
-                VSTORE(dxb + 50176, a0_8);
-                VSTORE(dxb + 56448, a0_9);
-                VSTORE(dxb + 62720, a0_10);
-                VSTORE(dxb + 68992, a0_11);
-                VSTORE(dxb + 75264, a0_12);
-                VSTORE(dxb + 81536, a0_13);
-                VSTORE(dxb + 87808, a0_14);
-                VSTORE(dxb + 94080, a0_15);
+                VSTORE(dxb + 0, VLOAD(dxb + 0) + a0_0);
+                VSTORE(dxb + 6272, VLOAD(dxb + 6272) + a0_1);
+                VSTORE(dxb + 12544, VLOAD(dxb + 12544) + a0_2);
+                VSTORE(dxb + 18816, VLOAD(dxb + 18816) + a0_3);
+                VSTORE(dxb + 25088, VLOAD(dxb + 25088) + a0_4);
+                VSTORE(dxb + 31360, VLOAD(dxb + 31360) + a0_5);
+                VSTORE(dxb + 37632, VLOAD(dxb + 37632) + a0_6);
+                VSTORE(dxb + 43904, VLOAD(dxb + 43904) + a0_7);
+                VSTORE(dxb + 50176, VLOAD(dxb + 50176) + a0_8);
+                VSTORE(dxb + 56448, VLOAD(dxb + 56448) + a0_9);
+                VSTORE(dxb + 62720, VLOAD(dxb + 62720) + a0_10);
+                VSTORE(dxb + 68992, VLOAD(dxb + 68992) + a0_11);
+                VSTORE(dxb + 75264, VLOAD(dxb + 75264) + a0_12);
+                VSTORE(dxb + 81536, VLOAD(dxb + 81536) + a0_13);
+                VSTORE(dxb + 87808, VLOAD(dxb + 87808) + a0_14);
+                VSTORE(dxb + 94080, VLOAD(dxb + 94080) + a0_15);
             }
             /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..12): 6 taps */
             for (int tx = 1; tx < 13; tx++) {
@@ -13085,22 +13085,22 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + tx*32, a0_0);
-                VSTORE(dxb + tx*32 + 6272, a0_1);
-                VSTORE(dxb + tx*32 + 12544, a0_2);
-                VSTORE(dxb + tx*32 + 18816, a0_3);
-                VSTORE(dxb + tx*32 + 25088, a0_4);
-                VSTORE(dxb + tx*32 + 31360, a0_5);
-                VSTORE(dxb + tx*32 + 37632, a0_6);
-                VSTORE(dxb + tx*32 + 43904, a0_7);
-                VSTORE(dxb + tx*32 + 50176, a0_8);
-                VSTORE(dxb + tx*32 + 56448, a0_9);
-                VSTORE(dxb + tx*32 + 62720, a0_10);
-                VSTORE(dxb + tx*32 + 68992, a0_11);
-                VSTORE(dxb + tx*32 + 75264, a0_12);
-                VSTORE(dxb + tx*32 + 81536, a0_13);
-                VSTORE(dxb + tx*32 + 87808, a0_14);
-                VSTORE(dxb + tx*32 + 94080, a0_15);
+                VSTORE(dxb + tx*32, VLOAD(dxb + tx*32) + a0_0);
+                VSTORE(dxb + tx*32 + 6272, VLOAD(dxb + tx*32 + 6272) + a0_1);
+                VSTORE(dxb + tx*32 + 12544, VLOAD(dxb + tx*32 + 12544) + a0_2);
+                VSTORE(dxb + tx*32 + 18816, VLOAD(dxb + tx*32 + 18816) + a0_3);
+                VSTORE(dxb + tx*32 + 25088, VLOAD(dxb + tx*32 + 25088) + a0_4);
+                VSTORE(dxb + tx*32 + 31360, VLOAD(dxb + tx*32 + 31360) + a0_5);
+                VSTORE(dxb + tx*32 + 37632, VLOAD(dxb + tx*32 + 37632) + a0_6);
+                VSTORE(dxb + tx*32 + 43904, VLOAD(dxb + tx*32 + 43904) + a0_7);
+                VSTORE(dxb + tx*32 + 50176, VLOAD(dxb + tx*32 + 50176) + a0_8);
+                VSTORE(dxb + tx*32 + 56448, VLOAD(dxb + tx*32 + 56448) + a0_9);
+                VSTORE(dxb + tx*32 + 62720, VLOAD(dxb + tx*32 + 62720) + a0_10);
+                VSTORE(dxb + tx*32 + 68992, VLOAD(dxb + tx*32 + 68992) + a0_11);
+                VSTORE(dxb + tx*32 + 75264, VLOAD(dxb + tx*32 + 75264) + a0_12);
+                VSTORE(dxb + tx*32 + 81536, VLOAD(dxb + tx*32 + 81536) + a0_13);
+                VSTORE(dxb + tx*32 + 87808, VLOAD(dxb + tx*32 + 87808) + a0_14);
+                VSTORE(dxb + tx*32 + 94080, VLOAD(dxb + tx*32 + 94080) + a0_15);
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -13199,22 +13199,22 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + 416, a0_0);
-                VSTORE(dxb + 6688, a0_1);
-                VSTORE(dxb + 12960, a0_2);
-                VSTORE(dxb + 19232, a0_3);
-                VSTORE(dxb + 25504, a0_4);
-                VSTORE(dxb + 31776, a0_5);
-                VSTORE(dxb + 38048, a0_6);
-                VSTORE(dxb + 44320, a0_7);
-                VSTORE(dxb + 50592, a0_8);
-                VSTORE(dxb + 56864, a0_9);
-                VSTORE(dxb + 63136, a0_10);
-                VSTORE(dxb + 69408, a0_11);
-                VSTORE(dxb + 75680, a0_12);
-                VSTORE(dxb + 81952, a0_13);
-                VSTORE(dxb + 88224, a0_14);
-                VSTORE(dxb + 94496, a0_15);
+                VSTORE(dxb + 416, VLOAD(dxb + 416) + a0_0);
+                VSTORE(dxb + 6688, VLOAD(dxb + 6688) + a0_1);
+                VSTORE(dxb + 12960, VLOAD(dxb + 12960) + a0_2);
+                VSTORE(dxb + 19232, VLOAD(dxb + 19232) + a0_3);
+                VSTORE(dxb + 25504, VLOAD(dxb + 25504) + a0_4);
+                VSTORE(dxb + 31776, VLOAD(dxb + 31776) + a0_5);
+                VSTORE(dxb + 38048, VLOAD(dxb + 38048) + a0_6);
+                VSTORE(dxb + 44320, VLOAD(dxb + 44320) + a0_7);
+                VSTORE(dxb + 50592, VLOAD(dxb + 50592) + a0_8);
+                VSTORE(dxb + 56864, VLOAD(dxb + 56864) + a0_9);
+                VSTORE(dxb + 63136, VLOAD(dxb + 63136) + a0_10);
+                VSTORE(dxb + 69408, VLOAD(dxb + 69408) + a0_11);
+                VSTORE(dxb + 75680, VLOAD(dxb + 75680) + a0_12);
+                VSTORE(dxb + 81952, VLOAD(dxb + 81952) + a0_13);
+                VSTORE(dxb + 88224, VLOAD(dxb + 88224) + a0_14);
+                VSTORE(dxb + 94496, VLOAD(dxb + 94496) + a0_15);
             }
             /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=0..0): 6 taps */
             for (int ty = 1; ty < 13; ty++) {
@@ -13353,22 +13353,22 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[142] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*448, a0_0);
-                    VSTORE(dxb + ty*448 + 6272, a0_1);
-                    VSTORE(dxb + ty*448 + 12544, a0_2);
-                    VSTORE(dxb + ty*448 + 18816, a0_3);
-                    VSTORE(dxb + ty*448 + 25088, a0_4);
-                    VSTORE(dxb + ty*448 + 31360, a0_5);
-                    VSTORE(dxb + ty*448 + 37632, a0_6);
-                    VSTORE(dxb + ty*448 + 43904, a0_7);
-                    VSTORE(dxb + ty*448 + 50176, a0_8);
-                    VSTORE(dxb + ty*448 + 56448, a0_9);
-                    VSTORE(dxb + ty*448 + 62720, a0_10);
-                    VSTORE(dxb + ty*448 + 68992, a0_11);
-                    VSTORE(dxb + ty*448 + 75264, a0_12);
-                    VSTORE(dxb + ty*448 + 81536, a0_13);
-                    VSTORE(dxb + ty*448 + 87808, a0_14);
-                    VSTORE(dxb + ty*448 + 94080, a0_15);
+                    VSTORE(dxb + ty*448, VLOAD(dxb + ty*448) + a0_0);
+                    VSTORE(dxb + ty*448 + 6272, VLOAD(dxb + ty*448 + 6272) + a0_1);
+                    VSTORE(dxb + ty*448 + 12544, VLOAD(dxb + ty*448 + 12544) + a0_2);
+                    VSTORE(dxb + ty*448 + 18816, VLOAD(dxb + ty*448 + 18816) + a0_3);
+                    VSTORE(dxb + ty*448 + 25088, VLOAD(dxb + ty*448 + 25088) + a0_4);
+                    VSTORE(dxb + ty*448 + 31360, VLOAD(dxb + ty*448 + 31360) + a0_5);
+                    VSTORE(dxb + ty*448 + 37632, VLOAD(dxb + ty*448 + 37632) + a0_6);
+                    VSTORE(dxb + ty*448 + 43904, VLOAD(dxb + ty*448 + 43904) + a0_7);
+                    VSTORE(dxb + ty*448 + 50176, VLOAD(dxb + ty*448 + 50176) + a0_8);
+                    VSTORE(dxb + ty*448 + 56448, VLOAD(dxb + ty*448 + 56448) + a0_9);
+                    VSTORE(dxb + ty*448 + 62720, VLOAD(dxb + ty*448 + 62720) + a0_10);
+                    VSTORE(dxb + ty*448 + 68992, VLOAD(dxb + ty*448 + 68992) + a0_11);
+                    VSTORE(dxb + ty*448 + 75264, VLOAD(dxb + ty*448 + 75264) + a0_12);
+                    VSTORE(dxb + ty*448 + 81536, VLOAD(dxb + ty*448 + 81536) + a0_13);
+                    VSTORE(dxb + ty*448 + 87808, VLOAD(dxb + ty*448 + 87808) + a0_14);
+                    VSTORE(dxb + ty*448 + 94080, VLOAD(dxb + ty*448 + 94080) + a0_15);
                 }
             }
             /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=1..12): 9 taps */
@@ -13565,22 +13565,22 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*448 + tx*32, a0_0);
-                    VSTORE(dxb + ty*448 + tx*32 + 6272, a0_1);
-                    VSTORE(dxb + ty*448 + tx*32 + 12544, a0_2);
-                    VSTORE(dxb + ty*448 + tx*32 + 18816, a0_3);
-                    VSTORE(dxb + ty*448 + tx*32 + 25088, a0_4);
-                    VSTORE(dxb + ty*448 + tx*32 + 31360, a0_5);
-                    VSTORE(dxb + ty*448 + tx*32 + 37632, a0_6);
-                    VSTORE(dxb + ty*448 + tx*32 + 43904, a0_7);
-                    VSTORE(dxb + ty*448 + tx*32 + 50176, a0_8);
-                    VSTORE(dxb + ty*448 + tx*32 + 56448, a0_9);
-                    VSTORE(dxb + ty*448 + tx*32 + 62720, a0_10);
-                    VSTORE(dxb + ty*448 + tx*32 + 68992, a0_11);
-                    VSTORE(dxb + ty*448 + tx*32 + 75264, a0_12);
-                    VSTORE(dxb + ty*448 + tx*32 + 81536, a0_13);
-                    VSTORE(dxb + ty*448 + tx*32 + 87808, a0_14);
-                    VSTORE(dxb + ty*448 + tx*32 + 94080, a0_15);
+                    VSTORE(dxb + ty*448 + tx*32, VLOAD(dxb + ty*448 + tx*32) + a0_0);
+                    VSTORE(dxb + ty*448 + tx*32 + 6272, VLOAD(dxb + ty*448 + tx*32 + 6272) + a0_1);
+                    VSTORE(dxb + ty*448 + tx*32 + 12544, VLOAD(dxb + ty*448 + tx*32 + 12544) + a0_2);
+                    VSTORE(dxb + ty*448 + tx*32 + 18816, VLOAD(dxb + ty*448 + tx*32 + 18816) + a0_3);
+                    VSTORE(dxb + ty*448 + tx*32 + 25088, VLOAD(dxb + ty*448 + tx*32 + 25088) + a0_4);
+                    VSTORE(dxb + ty*448 + tx*32 + 31360, VLOAD(dxb + ty*448 + tx*32 + 31360) + a0_5);
+                    VSTORE(dxb + ty*448 + tx*32 + 37632, VLOAD(dxb + ty*448 + tx*32 + 37632) + a0_6);
+                    VSTORE(dxb + ty*448 + tx*32 + 43904, VLOAD(dxb + ty*448 + tx*32 + 43904) + a0_7);
+                    VSTORE(dxb + ty*448 + tx*32 + 50176, VLOAD(dxb + ty*448 + tx*32 + 50176) + a0_8);
+                    VSTORE(dxb + ty*448 + tx*32 + 56448, VLOAD(dxb + ty*448 + tx*32 + 56448) + a0_9);
+                    VSTORE(dxb + ty*448 + tx*32 + 62720, VLOAD(dxb + ty*448 + tx*32 + 62720) + a0_10);
+                    VSTORE(dxb + ty*448 + tx*32 + 68992, VLOAD(dxb + ty*448 + tx*32 + 68992) + a0_11);
+                    VSTORE(dxb + ty*448 + tx*32 + 75264, VLOAD(dxb + ty*448 + tx*32 + 75264) + a0_12);
+                    VSTORE(dxb + ty*448 + tx*32 + 81536, VLOAD(dxb + ty*448 + tx*32 + 81536) + a0_13);
+                    VSTORE(dxb + ty*448 + tx*32 + 87808, VLOAD(dxb + ty*448 + tx*32 + 87808) + a0_14);
+                    VSTORE(dxb + ty*448 + tx*32 + 94080, VLOAD(dxb + ty*448 + tx*32 + 94080) + a0_15);
                 }
             }
             /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=13..13): 6 taps */
@@ -13720,22 +13720,22 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*448 + 416, a0_0);
-                    VSTORE(dxb + ty*448 + 6688, a0_1);
-                    VSTORE(dxb + ty*448 + 12960, a0_2);
-                    VSTORE(dxb + ty*448 + 19232, a0_3);
-                    VSTORE(dxb + ty*448 + 25504, a0_4);
-                    VSTORE(dxb + ty*448 + 31776, a0_5);
-                    VSTORE(dxb + ty*448 + 38048, a0_6);
-                    VSTORE(dxb + ty*448 + 44320, a0_7);
-                    VSTORE(dxb + ty*448 + 50592, a0_8);
-                    VSTORE(dxb + ty*448 + 56864, a0_9);
-                    VSTORE(dxb + ty*448 + 63136, a0_10);
-                    VSTORE(dxb + ty*448 + 69408, a0_11);
-                    VSTORE(dxb + ty*448 + 75680, a0_12);
-                    VSTORE(dxb + ty*448 + 81952, a0_13);
-                    VSTORE(dxb + ty*448 + 88224, a0_14);
-                    VSTORE(dxb + ty*448 + 94496, a0_15);
+                    VSTORE(dxb + ty*448 + 416, VLOAD(dxb + ty*448 + 416) + a0_0);
+                    VSTORE(dxb + ty*448 + 6688, VLOAD(dxb + ty*448 + 6688) + a0_1);
+                    VSTORE(dxb + ty*448 + 12960, VLOAD(dxb + ty*448 + 12960) + a0_2);
+                    VSTORE(dxb + ty*448 + 19232, VLOAD(dxb + ty*448 + 19232) + a0_3);
+                    VSTORE(dxb + ty*448 + 25504, VLOAD(dxb + ty*448 + 25504) + a0_4);
+                    VSTORE(dxb + ty*448 + 31776, VLOAD(dxb + ty*448 + 31776) + a0_5);
+                    VSTORE(dxb + ty*448 + 38048, VLOAD(dxb + ty*448 + 38048) + a0_6);
+                    VSTORE(dxb + ty*448 + 44320, VLOAD(dxb + ty*448 + 44320) + a0_7);
+                    VSTORE(dxb + ty*448 + 50592, VLOAD(dxb + ty*448 + 50592) + a0_8);
+                    VSTORE(dxb + ty*448 + 56864, VLOAD(dxb + ty*448 + 56864) + a0_9);
+                    VSTORE(dxb + ty*448 + 63136, VLOAD(dxb + ty*448 + 63136) + a0_10);
+                    VSTORE(dxb + ty*448 + 69408, VLOAD(dxb + ty*448 + 69408) + a0_11);
+                    VSTORE(dxb + ty*448 + 75680, VLOAD(dxb + ty*448 + 75680) + a0_12);
+                    VSTORE(dxb + ty*448 + 81952, VLOAD(dxb + ty*448 + 81952) + a0_13);
+                    VSTORE(dxb + ty*448 + 88224, VLOAD(dxb + ty*448 + 88224) + a0_14);
+                    VSTORE(dxb + ty*448 + 94496, VLOAD(dxb + ty*448 + 94496) + a0_15);
                 }
             }
             {
@@ -13835,22 +13835,22 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[142] * d0;
                     }
                 }
-                VSTORE(dxb + 5824, a0_0);
-                VSTORE(dxb + 12096, a0_1);
-                VSTORE(dxb + 18368, a0_2);
-                VSTORE(dxb + 24640, a0_3);
-                VSTORE(dxb + 30912, a0_4);
-                VSTORE(dxb + 37184, a0_5);
-                VSTORE(dxb + 43456, a0_6);
-                VSTORE(dxb + 49728, a0_7);
-                VSTORE(dxb + 56000, a0_8);
-                VSTORE(dxb + 62272, a0_9);
-                VSTORE(dxb + 68544, a0_10);
-                VSTORE(dxb + 74816, a0_11);
-                VSTORE(dxb + 81088, a0_12);
-                VSTORE(dxb + 87360, a0_13);
-                VSTORE(dxb + 93632, a0_14);
-                VSTORE(dxb + 99904, a0_15);
+                VSTORE(dxb + 5824, VLOAD(dxb + 5824) + a0_0);
+                VSTORE(dxb + 12096, VLOAD(dxb + 12096) + a0_1);
+                VSTORE(dxb + 18368, VLOAD(dxb + 18368) + a0_2);
+                VSTORE(dxb + 24640, VLOAD(dxb + 24640) + a0_3);
+                VSTORE(dxb + 30912, VLOAD(dxb + 30912) + a0_4);
+                VSTORE(dxb + 37184, VLOAD(dxb + 37184) + a0_5);
+                VSTORE(dxb + 43456, VLOAD(dxb + 43456) + a0_6);
+                VSTORE(dxb + 49728, VLOAD(dxb + 49728) + a0_7);
+                VSTORE(dxb + 56000, VLOAD(dxb + 56000) + a0_8);
+                VSTORE(dxb + 62272, VLOAD(dxb + 62272) + a0_9);
+                VSTORE(dxb + 68544, VLOAD(dxb + 68544) + a0_10);
+                VSTORE(dxb + 74816, VLOAD(dxb + 74816) + a0_11);
+                VSTORE(dxb + 81088, VLOAD(dxb + 81088) + a0_12);
+                VSTORE(dxb + 87360, VLOAD(dxb + 87360) + a0_13);
+                VSTORE(dxb + 93632, VLOAD(dxb + 93632) + a0_14);
+                VSTORE(dxb + 99904, VLOAD(dxb + 99904) + a0_15);
             }
             /* inputs rows 0+1*t (t=13..13), cols 0+1*t (t=1..12): 6 taps */
             for (int tx = 1; tx < 13; tx++) {
@@ -13988,22 +13988,22 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + tx*32 + 5824, a0_0);
-                VSTORE(dxb + tx*32 + 12096, a0_1);
-                VSTORE(dxb + tx*32 + 18368, a0_2);
-                VSTORE(dxb + tx*32 + 24640, a0_3);
-                VSTORE(dxb + tx*32 + 30912, a0_4);
-                VSTORE(dxb + tx*32 + 37184, a0_5);
-                VSTORE(dxb + tx*32 + 43456, a0_6);
-                VSTORE(dxb + tx*32 + 49728, a0_7);
-                VSTORE(dxb + tx*32 + 56000, a0_8);
-                VSTORE(dxb + tx*32 + 62272, a0_9);
-                VSTORE(dxb + tx*32 + 68544, a0_10);
-                VSTORE(dxb + tx*32 + 74816, a0_11);
-                VSTORE(dxb + tx*32 + 81088, a0_12);
-                VSTORE(dxb + tx*32 + 87360, a0_13);
-                VSTORE(dxb + tx*32 + 93632, a0_14);
-                VSTORE(dxb + tx*32 + 99904, a0_15);
+                VSTORE(dxb + tx*32 + 5824, VLOAD(dxb + tx*32 + 5824) + a0_0);
+                VSTORE(dxb + tx*32 + 12096, VLOAD(dxb + tx*32 + 12096) + a0_1);
+                VSTORE(dxb + tx*32 + 18368, VLOAD(dxb + tx*32 + 18368) + a0_2);
+                VSTORE(dxb + tx*32 + 24640, VLOAD(dxb + tx*32 + 24640) + a0_3);
+                VSTORE(dxb + tx*32 + 30912, VLOAD(dxb + tx*32 + 30912) + a0_4);
+                VSTORE(dxb + tx*32 + 37184, VLOAD(dxb + tx*32 + 37184) + a0_5);
+                VSTORE(dxb + tx*32 + 43456, VLOAD(dxb + tx*32 + 43456) + a0_6);
+                VSTORE(dxb + tx*32 + 49728, VLOAD(dxb + tx*32 + 49728) + a0_7);
+                VSTORE(dxb + tx*32 + 56000, VLOAD(dxb + tx*32 + 56000) + a0_8);
+                VSTORE(dxb + tx*32 + 62272, VLOAD(dxb + tx*32 + 62272) + a0_9);
+                VSTORE(dxb + tx*32 + 68544, VLOAD(dxb + tx*32 + 68544) + a0_10);
+                VSTORE(dxb + tx*32 + 74816, VLOAD(dxb + tx*32 + 74816) + a0_11);
+                VSTORE(dxb + tx*32 + 81088, VLOAD(dxb + tx*32 + 81088) + a0_12);
+                VSTORE(dxb + tx*32 + 87360, VLOAD(dxb + tx*32 + 87360) + a0_13);
+                VSTORE(dxb + tx*32 + 93632, VLOAD(dxb + tx*32 + 93632) + a0_14);
+                VSTORE(dxb + tx*32 + 99904, VLOAD(dxb + tx*32 + 99904) + a0_15);
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -14102,22 +14102,22 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + 6240, a0_0);
-                VSTORE(dxb + 12512, a0_1);
-                VSTORE(dxb + 18784, a0_2);
-                VSTORE(dxb + 25056, a0_3);
-                VSTORE(dxb + 31328, a0_4);
-                VSTORE(dxb + 37600, a0_5);
-                VSTORE(dxb + 43872, a0_6);
-                VSTORE(dxb + 50144, a0_7);
-                VSTORE(dxb + 56416, a0_8);
-                VSTORE(dxb + 62688, a0_9);
-                VSTORE(dxb + 68960, a0_10);
-                VSTORE(dxb + 75232, a0_11);
-                VSTORE(dxb + 81504, a0_12);
-                VSTORE(dxb + 87776, a0_13);
-                VSTORE(dxb + 94048, a0_14);
-                VSTORE(dxb + 100320, a0_15);
+                VSTORE(dxb + 6240, VLOAD(dxb + 6240) + a0_0);
+                VSTORE(dxb + 12512, VLOAD(dxb + 12512) + a0_1);
+                VSTORE(dxb + 18784, VLOAD(dxb + 18784) + a0_2);
+                VSTORE(dxb + 25056, VLOAD(dxb + 25056) + a0_3);
+                VSTORE(dxb + 31328, VLOAD(dxb + 31328) + a0_4);
+                VSTORE(dxb + 37600, VLOAD(dxb + 37600) + a0_5);
+                VSTORE(dxb + 43872, VLOAD(dxb + 43872) + a0_6);
+                VSTORE(dxb + 50144, VLOAD(dxb + 50144) + a0_7);
+                VSTORE(dxb + 56416, VLOAD(dxb + 56416) + a0_8);
+                VSTORE(dxb + 62688, VLOAD(dxb + 62688) + a0_9);
+                VSTORE(dxb + 68960, VLOAD(dxb + 68960) + a0_10);
+                VSTORE(dxb + 75232, VLOAD(dxb + 75232) + a0_11);
+                VSTORE(dxb + 81504, VLOAD(dxb + 81504) + a0_12);
+                VSTORE(dxb + 87776, VLOAD(dxb + 87776) + a0_13);
+                VSTORE(dxb + 94048, VLOAD(dxb + 94048) + a0_14);
+                VSTORE(dxb + 100320, VLOAD(dxb + 100320) + a0_15);
             }
         }
     }
@@ -14931,22 +14931,22 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[139] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*896 + tx*64, a0_0);
-                    VSTORE(dxb + ty*896 + tx*64 + 6272, a0_1);
-                    VSTORE(dxb + ty*896 + tx*64 + 12544, a0_2);
-                    VSTORE(dxb + ty*896 + tx*64 + 18816, a0_3);
-                    VSTORE(dxb + ty*896 + tx*64 + 25088, a0_4);
-                    VSTORE(dxb + ty*896 + tx*64 + 31360, a0_5);
-                    VSTORE(dxb + ty*896 + tx*64 + 37632, a0_6);
-                    VSTORE(dxb + ty*896 + tx*64 + 43904, a0_7);
-                    VSTORE(dxb + ty*896 + tx*64 + 50176, a0_8);
-                    VSTORE(dxb + ty*896 + tx*64 + 56448, a0_9);
-                    VSTORE(dxb + ty*896 + tx*64 + 62720, a0_10);
-                    VSTORE(dxb + ty*896 + tx*64 + 68992, a0_11);
-                    VSTORE(dxb + ty*896 + tx*64 + 75264, a0_12);
-                    VSTORE(dxb + ty*896 + tx*64 + 81536, a0_13);
-                    VSTORE(dxb + ty*896 + tx*64 + 87808, a0_14);
-                    VSTORE(dxb + ty*896 + tx*64 + 94080, a0_15);
+                    VSTORE(dxb + ty*896 + tx*64, VLOAD(dxb + ty*896 + tx*64) + a0_0);
+                    VSTORE(dxb + ty*896 + tx*64 + 6272, VLOAD(dxb + ty*896 + tx*64 + 6272) + a0_1);
+                    VSTORE(dxb + ty*896 + tx*64 + 12544, VLOAD(dxb + ty*896 + tx*64 + 12544) + a0_2);
+                    VSTORE(dxb + ty*896 + tx*64 + 18816, VLOAD(dxb + ty*896 + tx*64 + 18816) + a0_3);
+                    VSTORE(dxb + ty*896 + tx*64 + 25088, VLOAD(dxb + ty*896 + tx*64 + 25088) + a0_4);
+                    VSTORE(dxb + ty*896 + tx*64 + 31360, VLOAD(dxb + ty*896 + tx*64 + 31360) + a0_5);
+                    VSTORE(dxb + ty*896 + tx*64 + 37632, VLOAD(dxb + ty*896 + tx*64 + 37632) + a0_6);
+                    VSTORE(dxb + ty*896 + tx*64 + 43904, VLOAD(dxb + ty*896 + tx*64 + 43904) + a0_7);
+                    VSTORE(dxb + ty*896 + tx*64 + 50176, VLOAD(dxb + ty*896 + tx*64 + 50176) + a0_8);
+                    VSTORE(dxb + ty*896 + tx*64 + 56448, VLOAD(dxb + ty*896 + tx*64 + 56448) + a0_9);
+                    VSTORE(dxb + ty*896 + tx*64 + 62720, VLOAD(dxb + ty*896 + tx*64 + 62720) + a0_10);
+                    VSTORE(dxb + ty*896 + tx*64 + 68992, VLOAD(dxb + ty*896 + tx*64 + 68992) + a0_11);
+                    VSTORE(dxb + ty*896 + tx*64 + 75264, VLOAD(dxb + ty*896 + tx*64 + 75264) + a0_12);
+                    VSTORE(dxb + ty*896 + tx*64 + 81536, VLOAD(dxb + ty*896 + tx*64 + 81536) + a0_13);
+                    VSTORE(dxb + ty*896 + tx*64 + 87808, VLOAD(dxb + ty*896 + tx*64 + 87808) + a0_14);
+                    VSTORE(dxb + ty*896 + tx*64 + 94080, VLOAD(dxb + ty*896 + tx*64 + 94080) + a0_15);
                 }
             }
             /* inputs rows 0+2*t (t=0..6), cols 1+2*t (t=0..5): 2 taps */
@@ -15010,22 +15010,22 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[140] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*896 + tx*64 + 32, a0_0);
-                    VSTORE(dxb + ty*896 + tx*64 + 6304, a0_1);
-                    VSTORE(dxb + ty*896 + tx*64 + 12576, a0_2);
-                    VSTORE(dxb + ty*896 + tx*64 + 18848, a0_3);
-                    VSTORE(dxb + ty*896 + tx*64 + 25120, a0_4);
-                    VSTORE(dxb + ty*896 + tx*64 + 31392, a0_5);
-                    VSTORE(dxb + ty*896 + tx*64 + 37664, a0_6);
-                    VSTORE(dxb + ty*896 + tx*64 + 43936, a0_7);
-                    VSTORE(dxb + ty*896 + tx*64 + 50208, a0_8);
-                    VSTORE(dxb + ty*896 + tx*64 + 56480, a0_9);
-                    VSTORE(dxb + ty*896 + tx*64 + 62752, a0_10);
-                    VSTORE(dxb + ty*896 + tx*64 + 69024, a0_11);
-                    VSTORE(dxb + ty*896 + tx*64 + 75296, a0_12);
-                    VSTORE(dxb + ty*896 + tx*64 + 81568, a0_13);
-                    VSTORE(dxb + ty*896 + tx*64 + 87840, a0_14);
-                    VSTORE(dxb + ty*896 + tx*64 + 94112, a0_15);
+                    VSTORE(dxb + ty*896 + tx*64 + 32, VLOAD(dxb + ty*896 + tx*64 + 32) + a0_0);
+                    VSTORE(dxb + ty*896 + tx*64 + 6304, VLOAD(dxb + ty*896 + tx*64 + 6304) + a0_1);
+                    VSTORE(dxb + ty*896 + tx*64 + 12576, VLOAD(dxb + ty*896 + tx*64 + 12576) + a0_2);
+                    VSTORE(dxb + ty*896 + tx*64 + 18848, VLOAD(dxb + ty*896 + tx*64 + 18848) + a0_3);
+                    VSTORE(dxb + ty*896 + tx*64 + 25120, VLOAD(dxb + ty*896 + tx*64 + 25120) + a0_4);
+                    VSTORE(dxb + ty*896 + tx*64 + 31392, VLOAD(dxb + ty*896 + tx*64 + 31392) + a0_5);
+                    VSTORE(dxb + ty*896 + tx*64 + 37664, VLOAD(dxb + ty*896 + tx*64 + 37664) + a0_6);
+                    VSTORE(dxb + ty*896 + tx*64 + 43936, VLOAD(dxb + ty*896 + tx*64 + 43936) + a0_7);
+                    VSTORE(dxb + ty*896 + tx*64 + 50208, VLOAD(dxb + ty*896 + tx*64 + 50208) + a0_8);
+                    VSTORE(dxb + ty*896 + tx*64 + 56480, VLOAD(dxb + ty*896 + tx*64 + 56480) + a0_9);
+                    VSTORE(dxb + ty*896 + tx*64 + 62752, VLOAD(dxb + ty*896 + tx*64 + 62752) + a0_10);
+                    VSTORE(dxb + ty*896 + tx*64 + 69024, VLOAD(dxb + ty*896 + tx*64 + 69024) + a0_11);
+                    VSTORE(dxb + ty*896 + tx*64 + 75296, VLOAD(dxb + ty*896 + tx*64 + 75296) + a0_12);
+                    VSTORE(dxb + ty*896 + tx*64 + 81568, VLOAD(dxb + ty*896 + tx*64 + 81568) + a0_13);
+                    VSTORE(dxb + ty*896 + tx*64 + 87840, VLOAD(dxb + ty*896 + tx*64 + 87840) + a0_14);
+                    VSTORE(dxb + ty*896 + tx*64 + 94112, VLOAD(dxb + ty*896 + tx*64 + 94112) + a0_15);
                 }
             }
             /* inputs rows 0+2*t (t=0..6), cols 1+2*t (t=6..6): 1 taps */
@@ -15070,22 +15070,22 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[140] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*896 + 416, a0_0);
-                    VSTORE(dxb + ty*896 + 6688, a0_1);
-                    VSTORE(dxb + ty*896 + 12960, a0_2);
-                    VSTORE(dxb + ty*896 + 19232, a0_3);
-                    VSTORE(dxb + ty*896 + 25504, a0_4);
-                    VSTORE(dxb + ty*896 + 31776, a0_5);
-                    VSTORE(dxb + ty*896 + 38048, a0_6);
-                    VSTORE(dxb + ty*896 + 44320, a0_7);
-                    VSTORE(dxb + ty*896 + 50592, a0_8);
-                    VSTORE(dxb + ty*896 + 56864, a0_9);
-                    VSTORE(dxb + ty*896 + 63136, a0_10);
-                    VSTORE(dxb + ty*896 + 69408, a0_11);
-                    VSTORE(dxb + ty*896 + 75680, a0_12);
-                    VSTORE(dxb + ty*896 + 81952, a0_13);
-                    VSTORE(dxb + ty*896 + 88224, a0_14);
-                    VSTORE(dxb + ty*896 + 94496, a0_15);
+                    VSTORE(dxb + ty*896 + 416, VLOAD(dxb + ty*896 + 416) + a0_0);
+                    VSTORE(dxb + ty*896 + 6688, VLOAD(dxb + ty*896 + 6688) + a0_1);
+                    VSTORE(dxb + ty*896 + 12960, VLOAD(dxb + ty*896 + 12960) + a0_2);
+                    VSTORE(dxb + ty*896 + 19232, VLOAD(dxb + ty*896 + 19232) + a0_3);
+                    VSTORE(dxb + ty*896 + 25504, VLOAD(dxb + ty*896 + 25504) + a0_4);
+                    VSTORE(dxb + ty*896 + 31776, VLOAD(dxb + ty*896 + 31776) + a0_5);
+                    VSTORE(dxb + ty*896 + 38048, VLOAD(dxb + ty*896 + 38048) + a0_6);
+                    VSTORE(dxb + ty*896 + 44320, VLOAD(dxb + ty*896 + 44320) + a0_7);
+                    VSTORE(dxb + ty*896 + 50592, VLOAD(dxb + ty*896 + 50592) + a0_8);
+                    VSTORE(dxb + ty*896 + 56864, VLOAD(dxb + ty*896 + 56864) + a0_9);
+                    VSTORE(dxb + ty*896 + 63136, VLOAD(dxb + ty*896 + 63136) + a0_10);
+                    VSTORE(dxb + ty*896 + 69408, VLOAD(dxb + ty*896 + 69408) + a0_11);
+                    VSTORE(dxb + ty*896 + 75680, VLOAD(dxb + ty*896 + 75680) + a0_12);
+                    VSTORE(dxb + ty*896 + 81952, VLOAD(dxb + ty*896 + 81952) + a0_13);
+                    VSTORE(dxb + ty*896 + 88224, VLOAD(dxb + ty*896 + 88224) + a0_14);
+                    VSTORE(dxb + ty*896 + 94496, VLOAD(dxb + ty*896 + 94496) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=0..5), cols 0+2*t (t=0..6): 2 taps */
@@ -15149,22 +15149,22 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[142] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*896 + tx*64 + 448, a0_0);
-                    VSTORE(dxb + ty*896 + tx*64 + 6720, a0_1);
-                    VSTORE(dxb + ty*896 + tx*64 + 12992, a0_2);
-                    VSTORE(dxb + ty*896 + tx*64 + 19264, a0_3);
-                    VSTORE(dxb + ty*896 + tx*64 + 25536, a0_4);
-                    VSTORE(dxb + ty*896 + tx*64 + 31808, a0_5);
-                    VSTORE(dxb + ty*896 + tx*64 + 38080, a0_6);
-                    VSTORE(dxb + ty*896 + tx*64 + 44352, a0_7);
-                    VSTORE(dxb + ty*896 + tx*64 + 50624, a0_8);
-                    VSTORE(dxb + ty*896 + tx*64 + 56896, a0_9);
-                    VSTORE(dxb + ty*896 + tx*64 + 63168, a0_10);
-                    VSTORE(dxb + ty*896 + tx*64 + 69440, a0_11);
-                    VSTORE(dxb + ty*896 + tx*64 + 75712, a0_12);
-                    VSTORE(dxb + ty*896 + tx*64 + 81984, a0_13);
-                    VSTORE(dxb + ty*896 + tx*64 + 88256, a0_14);
-                    VSTORE(dxb + ty*896 + tx*64 + 94528, a0_15);
+                    VSTORE(dxb + ty*896 + tx*64 + 448, VLOAD(dxb + ty*896 + tx*64 + 448) + a0_0);
+                    VSTORE(dxb + ty*896 + tx*64 + 6720, VLOAD(dxb + ty*896 + tx*64 + 6720) + a0_1);
+                    VSTORE(dxb + ty*896 + tx*64 + 12992, VLOAD(dxb + ty*896 + tx*64 + 12992) + a0_2);
+                    VSTORE(dxb + ty*896 + tx*64 + 19264, VLOAD(dxb + ty*896 + tx*64 + 19264) + a0_3);
+                    VSTORE(dxb + ty*896 + tx*64 + 25536, VLOAD(dxb + ty*896 + tx*64 + 25536) + a0_4);
+                    VSTORE(dxb + ty*896 + tx*64 + 31808, VLOAD(dxb + ty*896 + tx*64 + 31808) + a0_5);
+                    VSTORE(dxb + ty*896 + tx*64 + 38080, VLOAD(dxb + ty*896 + tx*64 + 38080) + a0_6);
+                    VSTORE(dxb + ty*896 + tx*64 + 44352, VLOAD(dxb + ty*896 + tx*64 + 44352) + a0_7);
+                    VSTORE(dxb + ty*896 + tx*64 + 50624, VLOAD(dxb + ty*896 + tx*64 + 50624) + a0_8);
+                    VSTORE(dxb + ty*896 + tx*64 + 56896, VLOAD(dxb + ty*896 + tx*64 + 56896) + a0_9);
+                    VSTORE(dxb + ty*896 + tx*64 + 63168, VLOAD(dxb + ty*896 + tx*64 + 63168) + a0_10);
+                    VSTORE(dxb + ty*896 + tx*64 + 69440, VLOAD(dxb + ty*896 + tx*64 + 69440) + a0_11);
+                    VSTORE(dxb + ty*896 + tx*64 + 75712, VLOAD(dxb + ty*896 + tx*64 + 75712) + a0_12);
+                    VSTORE(dxb + ty*896 + tx*64 + 81984, VLOAD(dxb + ty*896 + tx*64 + 81984) + a0_13);
+                    VSTORE(dxb + ty*896 + tx*64 + 88256, VLOAD(dxb + ty*896 + tx*64 + 88256) + a0_14);
+                    VSTORE(dxb + ty*896 + tx*64 + 94528, VLOAD(dxb + ty*896 + tx*64 + 94528) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=0..5), cols 1+2*t (t=0..5): 4 taps */
@@ -15266,22 +15266,22 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*896 + tx*64 + 480, a0_0);
-                    VSTORE(dxb + ty*896 + tx*64 + 6752, a0_1);
-                    VSTORE(dxb + ty*896 + tx*64 + 13024, a0_2);
-                    VSTORE(dxb + ty*896 + tx*64 + 19296, a0_3);
-                    VSTORE(dxb + ty*896 + tx*64 + 25568, a0_4);
-                    VSTORE(dxb + ty*896 + tx*64 + 31840, a0_5);
-                    VSTORE(dxb + ty*896 + tx*64 + 38112, a0_6);
-                    VSTORE(dxb + ty*896 + tx*64 + 44384, a0_7);
-                    VSTORE(dxb + ty*896 + tx*64 + 50656, a0_8);
-                    VSTORE(dxb + ty*896 + tx*64 + 56928, a0_9);
-                    VSTORE(dxb + ty*896 + tx*64 + 63200, a0_10);
-                    VSTORE(dxb + ty*896 + tx*64 + 69472, a0_11);
-                    VSTORE(dxb + ty*896 + tx*64 + 75744, a0_12);
-                    VSTORE(dxb + ty*896 + tx*64 + 82016, a0_13);
-                    VSTORE(dxb + ty*896 + tx*64 + 88288, a0_14);
-                    VSTORE(dxb + ty*896 + tx*64 + 94560, a0_15);
+                    VSTORE(dxb + ty*896 + tx*64 + 480, VLOAD(dxb + ty*896 + tx*64 + 480) + a0_0);
+                    VSTORE(dxb + ty*896 + tx*64 + 6752, VLOAD(dxb + ty*896 + tx*64 + 6752) + a0_1);
+                    VSTORE(dxb + ty*896 + tx*64 + 13024, VLOAD(dxb + ty*896 + tx*64 + 13024) + a0_2);
+                    VSTORE(dxb + ty*896 + tx*64 + 19296, VLOAD(dxb + ty*896 + tx*64 + 19296) + a0_3);
+                    VSTORE(dxb + ty*896 + tx*64 + 25568, VLOAD(dxb + ty*896 + tx*64 + 25568) + a0_4);
+                    VSTORE(dxb + ty*896 + tx*64 + 31840, VLOAD(dxb + ty*896 + tx*64 + 31840) + a0_5);
+                    VSTORE(dxb + ty*896 + tx*64 + 38112, VLOAD(dxb + ty*896 + tx*64 + 38112) + a0_6);
+                    VSTORE(dxb + ty*896 + tx*64 + 44384, VLOAD(dxb + ty*896 + tx*64 + 44384) + a0_7);
+                    VSTORE(dxb + ty*896 + tx*64 + 50656, VLOAD(dxb + ty*896 + tx*64 + 50656) + a0_8);
+                    VSTORE(dxb + ty*896 + tx*64 + 56928, VLOAD(dxb + ty*896 + tx*64 + 56928) + a0_9);
+                    VSTORE(dxb + ty*896 + tx*64 + 63200, VLOAD(dxb + ty*896 + tx*64 + 63200) + a0_10);
+                    VSTORE(dxb + ty*896 + tx*64 + 69472, VLOAD(dxb + ty*896 + tx*64 + 69472) + a0_11);
+                    VSTORE(dxb + ty*896 + tx*64 + 75744, VLOAD(dxb + ty*896 + tx*64 + 75744) + a0_12);
+                    VSTORE(dxb + ty*896 + tx*64 + 82016, VLOAD(dxb + ty*896 + tx*64 + 82016) + a0_13);
+                    VSTORE(dxb + ty*896 + tx*64 + 88288, VLOAD(dxb + ty*896 + tx*64 + 88288) + a0_14);
+                    VSTORE(dxb + ty*896 + tx*64 + 94560, VLOAD(dxb + ty*896 + tx*64 + 94560) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=0..5), cols 1+2*t (t=6..6): 2 taps */
@@ -15345,22 +15345,22 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*896 + 864, a0_0);
-                    VSTORE(dxb + ty*896 + 7136, a0_1);
-                    VSTORE(dxb + ty*896 + 13408, a0_2);
-                    VSTORE(dxb + ty*896 + 19680, a0_3);
-                    VSTORE(dxb + ty*896 + 25952, a0_4);
-                    VSTORE(dxb + ty*896 + 32224, a0_5);
-                    VSTORE(dxb + ty*896 + 38496, a0_6);
-                    VSTORE(dxb + ty*896 + 44768, a0_7);
-                    VSTORE(dxb + ty*896 + 51040, a0_8);
-                    VSTORE(dxb + ty*896 + 57312, a0_9);
-                    VSTORE(dxb + ty*896 + 63584, a0_10);
-                    VSTORE(dxb + ty*896 + 69856, a0_11);
-                    VSTORE(dxb + ty*896 + 76128, a0_12);
-                    VSTORE(dxb + ty*896 + 82400, a0_13);
-                    VSTORE(dxb + ty*896 + 88672, a0_14);
-                    VSTORE(dxb + ty*896 + 94944, a0_15);
+                    VSTORE(dxb + ty*896 + 864, VLOAD(dxb + ty*896 + 864) + a0_0);
+                    VSTORE(dxb + ty*896 + 7136, VLOAD(dxb + ty*896 + 7136) + a0_1);
+                    VSTORE(dxb + ty*896 + 13408, VLOAD(dxb + ty*896 + 13408) + a0_2);
+                    VSTORE(dxb + ty*896 + 19680, VLOAD(dxb + ty*896 + 19680) + a0_3);
+                    VSTORE(dxb + ty*896 + 25952, VLOAD(dxb + ty*896 + 25952) + a0_4);
+                    VSTORE(dxb + ty*896 + 32224, VLOAD(dxb + ty*896 + 32224) + a0_5);
+                    VSTORE(dxb + ty*896 + 38496, VLOAD(dxb + ty*896 + 38496) + a0_6);
+                    VSTORE(dxb + ty*896 + 44768, VLOAD(dxb + ty*896 + 44768) + a0_7);
+                    VSTORE(dxb + ty*896 + 51040, VLOAD(dxb + ty*896 + 51040) + a0_8);
+                    VSTORE(dxb + ty*896 + 57312, VLOAD(dxb + ty*896 + 57312) + a0_9);
+                    VSTORE(dxb + ty*896 + 63584, VLOAD(dxb + ty*896 + 63584) + a0_10);
+                    VSTORE(dxb + ty*896 + 69856, VLOAD(dxb + ty*896 + 69856) + a0_11);
+                    VSTORE(dxb + ty*896 + 76128, VLOAD(dxb + ty*896 + 76128) + a0_12);
+                    VSTORE(dxb + ty*896 + 82400, VLOAD(dxb + ty*896 + 82400) + a0_13);
+                    VSTORE(dxb + ty*896 + 88672, VLOAD(dxb + ty*896 + 88672) + a0_14);
+                    VSTORE(dxb + ty*896 + 94944, VLOAD(dxb + ty*896 + 94944) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=6..6), cols 0+2*t (t=0..6): 1 taps */
@@ -15404,22 +15404,22 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[142] * d0;
                     }
                 }
-                VSTORE(dxb + tx*64 + 5824, a0_0);
-                VSTORE(dxb + tx*64 + 12096, a0_1);
-                VSTORE(dxb + tx*64 + 18368, a0_2);
-                VSTORE(dxb + tx*64 + 24640, a0_3);
-                VSTORE(dxb + tx*64 + 30912, a0_4);
-                VSTORE(dxb + tx*64 + 37184, a0_5);
-                VSTORE(dxb + tx*64 + 43456, a0_6);
-                VSTORE(dxb + tx*64 + 49728, a0_7);
-                VSTORE(dxb + tx*64 + 56000, a0_8);
-                VSTORE(dxb + tx*64 + 62272, a0_9);
-                VSTORE(dxb + tx*64 + 68544, a0_10);
-                VSTORE(dxb + tx*64 + 74816, a0_11);
-                VSTORE(dxb + tx*64 + 81088, a0_12);
-                VSTORE(dxb + tx*64 + 87360, a0_13);
-                VSTORE(dxb + tx*64 + 93632, a0_14);
-                VSTORE(dxb + tx*64 + 99904, a0_15);
+                VSTORE(dxb + tx*64 + 5824, VLOAD(dxb + tx*64 + 5824) + a0_0);
+                VSTORE(dxb + tx*64 + 12096, VLOAD(dxb + tx*64 + 12096) + a0_1);
+                VSTORE(dxb + tx*64 + 18368, VLOAD(dxb + tx*64 + 18368) + a0_2);
+                VSTORE(dxb + tx*64 + 24640, VLOAD(dxb + tx*64 + 24640) + a0_3);
+                VSTORE(dxb + tx*64 + 30912, VLOAD(dxb + tx*64 + 30912) + a0_4);
+                VSTORE(dxb + tx*64 + 37184, VLOAD(dxb + tx*64 + 37184) + a0_5);
+                VSTORE(dxb + tx*64 + 43456, VLOAD(dxb + tx*64 + 43456) + a0_6);
+                VSTORE(dxb + tx*64 + 49728, VLOAD(dxb + tx*64 + 49728) + a0_7);
+                VSTORE(dxb + tx*64 + 56000, VLOAD(dxb + tx*64 + 56000) + a0_8);
+                VSTORE(dxb + tx*64 + 62272, VLOAD(dxb + tx*64 + 62272) + a0_9);
+                VSTORE(dxb + tx*64 + 68544, VLOAD(dxb + tx*64 + 68544) + a0_10);
+                VSTORE(dxb + tx*64 + 74816, VLOAD(dxb + tx*64 + 74816) + a0_11);
+                VSTORE(dxb + tx*64 + 81088, VLOAD(dxb + tx*64 + 81088) + a0_12);
+                VSTORE(dxb + tx*64 + 87360, VLOAD(dxb + tx*64 + 87360) + a0_13);
+                VSTORE(dxb + tx*64 + 93632, VLOAD(dxb + tx*64 + 93632) + a0_14);
+                VSTORE(dxb + tx*64 + 99904, VLOAD(dxb + tx*64 + 99904) + a0_15);
             }
             /* inputs rows 1+2*t (t=6..6), cols 1+2*t (t=0..5): 2 taps */
             for (int tx = 0; tx < 6; tx++) {
@@ -15481,22 +15481,22 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + tx*64 + 5856, a0_0);
-                VSTORE(dxb + tx*64 + 12128, a0_1);
-                VSTORE(dxb + tx*64 + 18400, a0_2);
-                VSTORE(dxb + tx*64 + 24672, a0_3);
-                VSTORE(dxb + tx*64 + 30944, a0_4);
-                VSTORE(dxb + tx*64 + 37216, a0_5);
-                VSTORE(dxb + tx*64 + 43488, a0_6);
-                VSTORE(dxb + tx*64 + 49760, a0_7);
-                VSTORE(dxb + tx*64 + 56032, a0_8);
-                VSTORE(dxb + tx*64 + 62304, a0_9);
-                VSTORE(dxb + tx*64 + 68576, a0_10);
-                VSTORE(dxb + tx*64 + 74848, a0_11);
-                VSTORE(dxb + tx*64 + 81120, a0_12);
-                VSTORE(dxb + tx*64 + 87392, a0_13);
-                VSTORE(dxb + tx*64 + 93664, a0_14);
-                VSTORE(dxb + tx*64 + 99936, a0_15);
+                VSTORE(dxb + tx*64 + 5856, VLOAD(dxb + tx*64 + 5856) + a0_0);
+                VSTORE(dxb + tx*64 + 12128, VLOAD(dxb + tx*64 + 12128) + a0_1);
+                VSTORE(dxb + tx*64 + 18400, VLOAD(dxb + tx*64 + 18400) + a0_2);
+                VSTORE(dxb + tx*64 + 24672, VLOAD(dxb + tx*64 + 24672) + a0_3);
+                VSTORE(dxb + tx*64 + 30944, VLOAD(dxb + tx*64 + 30944) + a0_4);
+                VSTORE(dxb + tx*64 + 37216, VLOAD(dxb + tx*64 + 37216) + a0_5);
+                VSTORE(dxb + tx*64 + 43488, VLOAD(dxb + tx*64 + 43488) + a0_6);
+                VSTORE(dxb + tx*64 + 49760, VLOAD(dxb + tx*64 + 49760) + a0_7);
+                VSTORE(dxb + tx*64 + 56032, VLOAD(dxb + tx*64 + 56032) + a0_8);
+                VSTORE(dxb + tx*64 + 62304, VLOAD(dxb + tx*64 + 62304) + a0_9);
+                VSTORE(dxb + tx*64 + 68576, VLOAD(dxb + tx*64 + 68576) + a0_10);
+                VSTORE(dxb + tx*64 + 74848, VLOAD(dxb + tx*64 + 74848) + a0_11);
+                VSTORE(dxb + tx*64 + 81120, VLOAD(dxb + tx*64 + 81120) + a0_12);
+                VSTORE(dxb + tx*64 + 87392, VLOAD(dxb + tx*64 + 87392) + a0_13);
+                VSTORE(dxb + tx*64 + 93664, VLOAD(dxb + tx*64 + 93664) + a0_14);
+                VSTORE(dxb + tx*64 + 99936, VLOAD(dxb + tx*64 + 99936) + a0_15);
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -15538,22 +15538,22 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + 6240, a0_0);
-                VSTORE(dxb + 12512, a0_1);
-                VSTORE(dxb + 18784, a0_2);
-                VSTORE(dxb + 25056, a0_3);
-                VSTORE(dxb + 31328, a0_4);
-                VSTORE(dxb + 37600, a0_5);
-                VSTORE(dxb + 43872, a0_6);
-                VSTORE(dxb + 50144, a0_7);
-                VSTORE(dxb + 56416, a0_8);
-                VSTORE(dxb + 62688, a0_9);
-                VSTORE(dxb + 68960, a0_10);
-                VSTORE(dxb + 75232, a0_11);
-                VSTORE(dxb + 81504, a0_12);
-                VSTORE(dxb + 87776, a0_13);
-                VSTORE(dxb + 94048, a0_14);
-                VSTORE(dxb + 100320, a0_15);
+                VSTORE(dxb + 6240, VLOAD(dxb + 6240) + a0_0);
+                VSTORE(dxb + 12512, VLOAD(dxb + 12512) + a0_1);
+                VSTORE(dxb + 18784, VLOAD(dxb + 18784) + a0_2);
+                VSTORE(dxb + 25056, VLOAD(dxb + 25056) + a0_3);
+                VSTORE(dxb + 31328, VLOAD(dxb + 31328) + a0_4);
+                VSTORE(dxb + 37600, VLOAD(dxb + 37600) + a0_5);
+                VSTORE(dxb + 43872, VLOAD(dxb + 43872) + a0_6);
+                VSTORE(dxb + 50144, VLOAD(dxb + 50144) + a0_7);
+                VSTORE(dxb + 56416, VLOAD(dxb + 56416) + a0_8);
+                VSTORE(dxb + 62688, VLOAD(dxb + 62688) + a0_9);
+                VSTORE(dxb + 68960, VLOAD(dxb + 68960) + a0_10);
+                VSTORE(dxb + 75232, VLOAD(dxb + 75232) + a0_11);
+                VSTORE(dxb + 81504, VLOAD(dxb + 81504) + a0_12);
+                VSTORE(dxb + 87776, VLOAD(dxb + 87776) + a0_13);
+                VSTORE(dxb + 94048, VLOAD(dxb + 94048) + a0_14);
+                VSTORE(dxb + 100320, VLOAD(dxb + 100320) + a0_15);
             }
         }
     }
@@ -18904,22 +18904,22 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[139] * d0;
                     }
                 }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 1568, a0_1);
-                VSTORE(dxb + 3136, a0_2);
-                VSTORE(dxb + 4704, a0_3);
-                VSTORE(dxb + 6272, a0_4);
-                VSTORE(dxb + 7840, a0_5);
-                VSTORE(dxb + 9408, a0_6);
-                VSTORE(dxb + 10976, a0_7);
-                VSTORE(dxb + 12544, a0_8);
-                VSTORE(dxb + 14112, a0_9);
-                VSTORE(dxb + 15680, a0_10);
-                VSTORE(dxb + 17248, a0_11);
-                VSTORE(dxb + 18816, a0_12);
-                VSTORE(dxb + 20384, a0_13);
-                VSTORE(dxb + 21952, a0_14);
-                VSTORE(dxb + 23520, a0_15);
+                VSTORE(dxb + 0, VLOAD(dxb + 0) + a0_0);
+                VSTORE(dxb + 1568, VLOAD(dxb + 1568) + a0_1);
+                VSTORE(dxb + 3136, VLOAD(dxb + 3136) + a0_2);
+                VSTORE(dxb + 4704, VLOAD(dxb + 4704) + a0_3);
+                VSTORE(dxb + 6272, VLOAD(dxb + 6272) + a0_4);
+                VSTORE(dxb + 7840, VLOAD(dxb + 7840) + a0_5);
+                VSTORE(dxb + 9408, VLOAD(dxb + 9408) + a0_6);
+                VSTORE(dxb + 10976, VLOAD(dxb + 10976) + a0_7);
+                VSTORE(dxb + 12544, VLOAD(dxb + 12544) + a0_8);
+                VSTORE(dxb + 14112, VLOAD(dxb + 14112) + a0_9);
+                VSTORE(dxb + 15680, VLOAD(dxb + 15680) + a0_10);
+                VSTORE(dxb + 17248, VLOAD(dxb + 17248) + a0_11);
+                VSTORE(dxb + 18816, VLOAD(dxb + 18816) + a0_12);
+                VSTORE(dxb + 20384, VLOAD(dxb + 20384) + a0_13);
+                VSTORE(dxb + 21952, VLOAD(dxb + 21952) + a0_14);
+                VSTORE(dxb + 23520, VLOAD(dxb + 23520) + a0_15);
             }
             /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..5): 6 taps */
             for (int tx = 1; tx < 6; tx++) {
@@ -19057,22 +19057,22 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + tx*32, a0_0);
-                VSTORE(dxb + tx*32 + 1568, a0_1);
-                VSTORE(dxb + tx*32 + 3136, a0_2);
-                VSTORE(dxb + tx*32 + 4704, a0_3);
-                VSTORE(dxb + tx*32 + 6272, a0_4);
-                VSTORE(dxb + tx*32 + 7840, a0_5);
-                VSTORE(dxb + tx*32 + 9408, a0_6);
-                VSTORE(dxb + tx*32 + 10976, a0_7);
-                VSTORE(dxb + tx*32 + 12544, a0_8);
-                VSTORE(dxb + tx*32 + 14112, a0_9);
-                VSTORE(dxb + tx*32 + 15680, a0_10);
-                VSTORE(dxb + tx*32 + 17248, a0_11);
-                VSTORE(dxb + tx*32 + 18816, a0_12);
-                VSTORE(dxb + tx*32 + 20384, a0_13);
-                VSTORE(dxb + tx*32 + 21952, a0_14);
-                VSTORE(dxb + tx*32 + 23520, a0_15);
+                VSTORE(dxb + tx*32, VLOAD(dxb + tx*32) + a0_0);
+                VSTORE(dxb + tx*32 + 1568, VLOAD(dxb + tx*32 + 1568) + a0_1);
+                VSTORE(dxb + tx*32 + 3136, VLOAD(dxb + tx*32 + 3136) + a0_2);
+                VSTORE(dxb + tx*32 + 4704, VLOAD(dxb + tx*32 + 4704) + a0_3);
+                VSTORE(dxb + tx*32 + 6272, VLOAD(dxb + tx*32 + 6272) + a0_4);
+                VSTORE(dxb + tx*32 + 7840, VLOAD(dxb + tx*32 + 7840) + a0_5);
+                VSTORE(dxb + tx*32 + 9408, VLOAD(dxb + tx*32 + 9408) + a0_6);
+                VSTORE(dxb + tx*32 + 10976, VLOAD(dxb + tx*32 + 10976) + a0_7);
+                VSTORE(dxb + tx*32 + 12544, VLOAD(dxb + tx*32 + 12544) + a0_8);
+                VSTORE(dxb + tx*32 + 14112, VLOAD(dxb + tx*32 + 14112) + a0_9);
+                VSTORE(dxb + tx*32 + 15680, VLOAD(dxb + tx*32 + 15680) + a0_10);
+                VSTORE(dxb + tx*32 + 17248, VLOAD(dxb + tx*32 + 17248) + a0_11);
+                VSTORE(dxb + tx*32 + 18816, VLOAD(dxb + tx*32 + 18816) + a0_12);
+                VSTORE(dxb + tx*32 + 20384, VLOAD(dxb + tx*32 + 20384) + a0_13);
+                VSTORE(dxb + tx*32 + 21952, VLOAD(dxb + tx*32 + 21952) + a0_14);
+                VSTORE(dxb + tx*32 + 23520, VLOAD(dxb + tx*32 + 23520) + a0_15);
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -19171,22 +19171,22 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + 192, a0_0);
-                VSTORE(dxb + 1760, a0_1);
-                VSTORE(dxb + 3328, a0_2);
-                VSTORE(dxb + 4896, a0_3);
-                VSTORE(dxb + 6464, a0_4);
-                VSTORE(dxb + 8032, a0_5);
-                VSTORE(dxb + 9600, a0_6);
-                VSTORE(dxb + 11168, a0_7);
-                VSTORE(dxb + 12736, a0_8);
-                VSTORE(dxb + 14304, a0_9);
-                VSTORE(dxb + 15872, a0_10);
-                VSTORE(dxb + 17440, a0_11);
-                VSTORE(dxb + 19008, a0_12);
-                VSTORE(dxb + 20576, a0_13);
-                VSTORE(dxb + 22144, a0_14);
-                VSTORE(dxb + 23712, a0_15);
+                VSTORE(dxb + 192, VLOAD(dxb + 192) + a0_0);
+                VSTORE(dxb + 1760, VLOAD(dxb + 1760) + a0_1);
+                VSTORE(dxb + 3328, VLOAD(dxb + 3328) + a0_2);
+                VSTORE(dxb + 4896, VLOAD(dxb + 4896) + a0_3);
+                VSTORE(dxb + 6464, VLOAD(dxb + 6464) + a0_4);
+                VSTORE(dxb + 8032, VLOAD(dxb + 8032) + a0_5);
+                VSTORE(dxb + 9600, VLOAD(dxb + 9600) + a0_6);
+                VSTORE(dxb + 11168, VLOAD(dxb + 11168) + a0_7);
+                VSTORE(dxb + 12736, VLOAD(dxb + 12736) + a0_8);
+                VSTORE(dxb + 14304, VLOAD(dxb + 14304) + a0_9);
+                VSTORE(dxb + 15872, VLOAD(dxb + 15872) + a0_10);
+                VSTORE(dxb + 17440, VLOAD(dxb + 17440) + a0_11);
+                VSTORE(dxb + 19008, VLOAD(dxb + 19008) + a0_12);
+                VSTORE(dxb + 20576, VLOAD(dxb + 20576) + a0_13);
+                VSTORE(dxb + 22144, VLOAD(dxb + 22144) + a0_14);
+                VSTORE(dxb + 23712, VLOAD(dxb + 23712) + a0_15);
             }
             /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=0..0): 6 taps */
             for (int ty = 1; ty < 6; ty++) {
@@ -19325,22 +19325,22 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[142] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*224, a0_0);
-                    VSTORE(dxb + ty*224 + 1568, a0_1);
-                    VSTORE(dxb + ty*224 + 3136, a0_2);
-                    VSTORE(dxb + ty*224 + 4704, a0_3);
-                    VSTORE(dxb + ty*224 + 6272, a0_4);
-                    VSTORE(dxb + ty*224 + 7840, a0_5);
-                    VSTORE(dxb + ty*224 + 9408, a0_6);
-                    VSTORE(dxb + ty*224 + 10976, a0_7);
-                    VSTORE(dxb + ty*224 + 12544, a0_8);
-                    VSTORE(dxb + ty*224 + 14112, a0_9);
-                    VSTORE(dxb + ty*224 + 15680, a0_10);
-                    VSTORE(dxb + ty*224 + 17248, a0_11);
-                    VSTORE(dxb + ty*224 + 18816, a0_12);
-                    VSTORE(dxb + ty*224 + 20384, a0_13);
-                    VSTORE(dxb + ty*224 + 21952, a0_14);
-                    VSTORE(dxb + ty*224 + 23520, a0_15);
+                    VSTORE(dxb + ty*224, VLOAD(dxb + ty*224) + a0_0);
+                    VSTORE(dxb + ty*224 + 1568, VLOAD(dxb + ty*224 + 1568) + a0_1);
+                    VSTORE(dxb + ty*224 + 3136, VLOAD(dxb + ty*224 + 3136) + a0_2);
+                    VSTORE(dxb + ty*224 + 4704, VLOAD(dxb + ty*224 + 4704) + a0_3);
+                    VSTORE(dxb + ty*224 + 6272, VLOAD(dxb + ty*224 + 6272) + a0_4);
+                    VSTORE(dxb + ty*224 + 7840, VLOAD(dxb + ty*224 + 7840) + a0_5);
+                    VSTORE(dxb + ty*224 + 9408, VLOAD(dxb + ty*224 + 9408) + a0_6);
+                    VSTORE(dxb + ty*224 + 10976, VLOAD(dxb + ty*224 + 10976) + a0_7);
+                    VSTORE(dxb + ty*224 + 12544, VLOAD(dxb + ty*224 + 12544) + a0_8);
+                    VSTORE(dxb + ty*224 + 14112, VLOAD(dxb + ty*224 + 14112) + a0_9);
+                    VSTORE(dxb + ty*224 + 15680, VLOAD(dxb + ty*224 + 15680) + a0_10);
+                    VSTORE(dxb + ty*224 + 17248, VLOAD(dxb + ty*224 + 17248) + a0_11);
+                    VSTORE(dxb + ty*224 + 18816, VLOAD(dxb + ty*224 + 18816) + a0_12);
+                    VSTORE(dxb + ty*224 + 20384, VLOAD(dxb + ty*224 + 20384) + a0_13);
+                    VSTORE(dxb + ty*224 + 21952, VLOAD(dxb + ty*224 + 21952) + a0_14);
+                    VSTORE(dxb + ty*224 + 23520, VLOAD(dxb + ty*224 + 23520) + a0_15);
                 }
             }
             /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=1..5): 9 taps */
@@ -19537,22 +19537,22 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*224 + tx*32, a0_0);
-                    VSTORE(dxb + ty*224 + tx*32 + 1568, a0_1);
-                    VSTORE(dxb + ty*224 + tx*32 + 3136, a0_2);
-                    VSTORE(dxb + ty*224 + tx*32 + 4704, a0_3);
-                    VSTORE(dxb + ty*224 + tx*32 + 6272, a0_4);
-                    VSTORE(dxb + ty*224 + tx*32 + 7840, a0_5);
-                    VSTORE(dxb + ty*224 + tx*32 + 9408, a0_6);
-                    VSTORE(dxb + ty*224 + tx*32 + 10976, a0_7);
-                    VSTORE(dxb + ty*224 + tx*32 + 12544, a0_8);
-                    VSTORE(dxb + ty*224 + tx*32 + 14112, a0_9);
-                    VSTORE(dxb + ty*224 + tx*32 + 15680, a0_10);
-                    VSTORE(dxb + ty*224 + tx*32 + 17248, a0_11);
-                    VSTORE(dxb + ty*224 + tx*32 + 18816, a0_12);
-                    VSTORE(dxb + ty*224 + tx*32 + 20384, a0_13);
-                    VSTORE(dxb + ty*224 + tx*32 + 21952, a0_14);
-                    VSTORE(dxb + ty*224 + tx*32 + 23520, a0_15);
+                    VSTORE(dxb + ty*224 + tx*32, VLOAD(dxb + ty*224 + tx*32) + a0_0);
+                    VSTORE(dxb + ty*224 + tx*32 + 1568, VLOAD(dxb + ty*224 + tx*32 + 1568) + a0_1);
+                    VSTORE(dxb + ty*224 + tx*32 + 3136, VLOAD(dxb + ty*224 + tx*32 + 3136) + a0_2);
+                    VSTORE(dxb + ty*224 + tx*32 + 4704, VLOAD(dxb + ty*224 + tx*32 + 4704) + a0_3);
+                    VSTORE(dxb + ty*224 + tx*32 + 6272, VLOAD(dxb + ty*224 + tx*32 + 6272) + a0_4);
+                    VSTORE(dxb + ty*224 + tx*32 + 7840, VLOAD(dxb + ty*224 + tx*32 + 7840) + a0_5);
+                    VSTORE(dxb + ty*224 + tx*32 + 9408, VLOAD(dxb + ty*224 + tx*32 + 9408) + a0_6);
+                    VSTORE(dxb + ty*224 + tx*32 + 10976, VLOAD(dxb + ty*224 + tx*32 + 10976) + a0_7);
+                    VSTORE(dxb + ty*224 + tx*32 + 12544, VLOAD(dxb + ty*224 + tx*32 + 12544) + a0_8);
+                    VSTORE(dxb + ty*224 + tx*32 + 14112, VLOAD(dxb + ty*224 + tx*32 + 14112) + a0_9);
+                    VSTORE(dxb + ty*224 + tx*32 + 15680, VLOAD(dxb + ty*224 + tx*32 + 15680) + a0_10);
+                    VSTORE(dxb + ty*224 + tx*32 + 17248, VLOAD(dxb + ty*224 + tx*32 + 17248) + a0_11);
+                    VSTORE(dxb + ty*224 + tx*32 + 18816, VLOAD(dxb + ty*224 + tx*32 + 18816) + a0_12);
+                    VSTORE(dxb + ty*224 + tx*32 + 20384, VLOAD(dxb + ty*224 + tx*32 + 20384) + a0_13);
+                    VSTORE(dxb + ty*224 + tx*32 + 21952, VLOAD(dxb + ty*224 + tx*32 + 21952) + a0_14);
+                    VSTORE(dxb + ty*224 + tx*32 + 23520, VLOAD(dxb + ty*224 + tx*32 + 23520) + a0_15);
                 }
             }
             /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=6..6): 6 taps */
@@ -19692,22 +19692,22 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*224 + 192, a0_0);
-                    VSTORE(dxb + ty*224 + 1760, a0_1);
-                    VSTORE(dxb + ty*224 + 3328, a0_2);
-                    VSTORE(dxb + ty*224 + 4896, a0_3);
-                    VSTORE(dxb + ty*224 + 6464, a0_4);
-                    VSTORE(dxb + ty*224 + 8032, a0_5);
-                    VSTORE(dxb + ty*224 + 9600, a0_6);
-                    VSTORE(dxb + ty*224 + 11168, a0_7);
-                    VSTORE(dxb + ty*224 + 12736, a0_8);
-                    VSTORE(dxb + ty*224 + 14304, a0_9);
-                    VSTORE(dxb + ty*224 + 15872, a0_10);
-                    VSTORE(dxb + ty*224 + 17440, a0_11);
-                    VSTORE(dxb + ty*224 + 19008, a0_12);
-                    VSTORE(dxb + ty*224 + 20576, a0_13);
-                    VSTORE(dxb + ty*224 + 22144, a0_14);
-                    VSTORE(dxb + ty*224 + 23712, a0_15);
+                    VSTORE(dxb + ty*224 + 192, VLOAD(dxb + ty*224 + 192) + a0_0);
+                    VSTORE(dxb + ty*224 + 1760, VLOAD(dxb + ty*224 + 1760) + a0_1);
+                    VSTORE(dxb + ty*224 + 3328, VLOAD(dxb + ty*224 + 3328) + a0_2);
+                    VSTORE(dxb + ty*224 + 4896, VLOAD(dxb + ty*224 + 4896) + a0_3);
+                    VSTORE(dxb + ty*224 + 6464, VLOAD(dxb + ty*224 + 6464) + a0_4);
+                    VSTORE(dxb + ty*224 + 8032, VLOAD(dxb + ty*224 + 8032) + a0_5);
+                    VSTORE(dxb + ty*224 + 9600, VLOAD(dxb + ty*224 + 9600) + a0_6);
+                    VSTORE(dxb + ty*224 + 11168, VLOAD(dxb + ty*224 + 11168) + a0_7);
+                    VSTORE(dxb + ty*224 + 12736, VLOAD(dxb + ty*224 + 12736) + a0_8);
+                    VSTORE(dxb + ty*224 + 14304, VLOAD(dxb + ty*224 + 14304) + a0_9);
+                    VSTORE(dxb + ty*224 + 15872, VLOAD(dxb + ty*224 + 15872) + a0_10);
+                    VSTORE(dxb + ty*224 + 17440, VLOAD(dxb + ty*224 + 17440) + a0_11);
+                    VSTORE(dxb + ty*224 + 19008, VLOAD(dxb + ty*224 + 19008) + a0_12);
+                    VSTORE(dxb + ty*224 + 20576, VLOAD(dxb + ty*224 + 20576) + a0_13);
+                    VSTORE(dxb + ty*224 + 22144, VLOAD(dxb + ty*224 + 22144) + a0_14);
+                    VSTORE(dxb + ty*224 + 23712, VLOAD(dxb + ty*224 + 23712) + a0_15);
                 }
             }
             {
@@ -19807,22 +19807,22 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[142] * d0;
                     }
                 }
-                VSTORE(dxb + 1344, a0_0);
-                VSTORE(dxb + 2912, a0_1);
-                VSTORE(dxb + 4480, a0_2);
-                VSTORE(dxb + 6048, a0_3);
-                VSTORE(dxb + 7616, a0_4);
-                VSTORE(dxb + 9184, a0_5);
-                VSTORE(dxb + 10752, a0_6);
-                VSTORE(dxb + 12320, a0_7);
-                VSTORE(dxb + 13888, a0_8);
-                VSTORE(dxb + 15456, a0_9);
-                VSTORE(dxb + 17024, a0_10);
-                VSTORE(dxb + 18592, a0_11);
-                VSTORE(dxb + 20160, a0_12);
-                VSTORE(dxb + 21728, a0_13);
-                VSTORE(dxb + 23296, a0_14);
-                VSTORE(dxb + 24864, a0_15);
+                VSTORE(dxb + 1344, VLOAD(dxb + 1344) + a0_0);
+                VSTORE(dxb + 2912, VLOAD(dxb + 2912) + a0_1);
+                VSTORE(dxb + 4480, VLOAD(dxb + 4480) + a0_2);
+                VSTORE(dxb + 6048, VLOAD(dxb + 6048) + a0_3);
+                VSTORE(dxb + 7616, VLOAD(dxb + 7616) + a0_4);
+                VSTORE(dxb + 9184, VLOAD(dxb + 9184) + a0_5);
+                VSTORE(dxb + 10752, VLOAD(dxb + 10752) + a0_6);
+                VSTORE(dxb + 12320, VLOAD(dxb + 12320) + a0_7);
+                VSTORE(dxb + 13888, VLOAD(dxb + 13888) + a0_8);
+                VSTORE(dxb + 15456, VLOAD(dxb + 15456) + a0_9);
+                VSTORE(dxb + 17024, VLOAD(dxb + 17024) + a0_10);
+                VSTORE(dxb + 18592, VLOAD(dxb + 18592) + a0_11);
+                VSTORE(dxb + 20160, VLOAD(dxb + 20160) + a0_12);
+                VSTORE(dxb + 21728, VLOAD(dxb + 21728) + a0_13);
+                VSTORE(dxb + 23296, VLOAD(dxb + 23296) + a0_14);
+                VSTORE(dxb + 24864, VLOAD(dxb + 24864) + a0_15);
             }
             /* inputs rows 0+1*t (t=6..6), cols 0+1*t (t=1..5): 6 taps */
             for (int tx = 1; tx < 6; tx++) {
@@ -19960,22 +19960,22 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + tx*32 + 1344, a0_0);
-                VSTORE(dxb + tx*32 + 2912, a0_1);
-                VSTORE(dxb + tx*32 + 4480, a0_2);
-                VSTORE(dxb + tx*32 + 6048, a0_3);
-                VSTORE(dxb + tx*32 + 7616, a0_4);
-                VSTORE(dxb + tx*32 + 9184, a0_5);
-                VSTORE(dxb + tx*32 + 10752, a0_6);
-                VSTORE(dxb + tx*32 + 12320, a0_7);
-                VSTORE(dxb + tx*32 + 13888, a0_8);
-                VSTORE(dxb + tx*32 + 15456, a0_9);
-                VSTORE(dxb + tx*32 + 17024, a0_10);
-                VSTORE(dxb + tx*32 + 18592, a0_11);
-                VSTORE(dxb + tx*32 + 20160, a0_12);
-                VSTORE(dxb + tx*32 + 21728, a0_13);
-                VSTORE(dxb + tx*32 + 23296, a0_14);
-                VSTORE(dxb + tx*32 + 24864, a0_15);
+                VSTORE(dxb + tx*32 + 1344, VLOAD(dxb + tx*32 + 1344) + a0_0);
+                VSTORE(dxb + tx*32 + 2912, VLOAD(dxb + tx*32 + 2912) + a0_1);
+                VSTORE(dxb + tx*32 + 4480, VLOAD(dxb + tx*32 + 4480) + a0_2);
+                VSTORE(dxb + tx*32 + 6048, VLOAD(dxb + tx*32 + 6048) + a0_3);
+                VSTORE(dxb + tx*32 + 7616, VLOAD(dxb + tx*32 + 7616) + a0_4);
+                VSTORE(dxb + tx*32 + 9184, VLOAD(dxb + tx*32 + 9184) + a0_5);
+                VSTORE(dxb + tx*32 + 10752, VLOAD(dxb + tx*32 + 10752) + a0_6);
+                VSTORE(dxb + tx*32 + 12320, VLOAD(dxb + tx*32 + 12320) + a0_7);
+                VSTORE(dxb + tx*32 + 13888, VLOAD(dxb + tx*32 + 13888) + a0_8);
+                VSTORE(dxb + tx*32 + 15456, VLOAD(dxb + tx*32 + 15456) + a0_9);
+                VSTORE(dxb + tx*32 + 17024, VLOAD(dxb + tx*32 + 17024) + a0_10);
+                VSTORE(dxb + tx*32 + 18592, VLOAD(dxb + tx*32 + 18592) + a0_11);
+                VSTORE(dxb + tx*32 + 20160, VLOAD(dxb + tx*32 + 20160) + a0_12);
+                VSTORE(dxb + tx*32 + 21728, VLOAD(dxb + tx*32 + 21728) + a0_13);
+                VSTORE(dxb + tx*32 + 23296, VLOAD(dxb + tx*32 + 23296) + a0_14);
+                VSTORE(dxb + tx*32 + 24864, VLOAD(dxb + tx*32 + 24864) + a0_15);
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -20074,22 +20074,22 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + 1536, a0_0);
-                VSTORE(dxb + 3104, a0_1);
-                VSTORE(dxb + 4672, a0_2);
-                VSTORE(dxb + 6240, a0_3);
-                VSTORE(dxb + 7808, a0_4);
-                VSTORE(dxb + 9376, a0_5);
-                VSTORE(dxb + 10944, a0_6);
-                VSTORE(dxb + 12512, a0_7);
-                VSTORE(dxb + 14080, a0_8);
-                VSTORE(dxb + 15648, a0_9);
-                VSTORE(dxb + 17216, a0_10);
-                VSTORE(dxb + 18784, a0_11);
-                VSTORE(dxb + 20352, a0_12);
-                VSTORE(dxb + 21920, a0_13);
-                VSTORE(dxb + 23488, a0_14);
-                VSTORE(dxb + 25056, a0_15);
+                VSTORE(dxb + 1536, VLOAD(dxb + 1536) + a0_0);
+                VSTORE(dxb + 3104, VLOAD(dxb + 3104) + a0_1);
+                VSTORE(dxb + 4672, VLOAD(dxb + 4672) + a0_2);
+                VSTORE(dxb + 6240, VLOAD(dxb + 6240) + a0_3);
+                VSTORE(dxb + 7808, VLOAD(dxb + 7808) + a0_4);
+                VSTORE(dxb + 9376, VLOAD(dxb + 9376) + a0_5);
+                VSTORE(dxb + 10944, VLOAD(dxb + 10944) + a0_6);
+                VSTORE(dxb + 12512, VLOAD(dxb + 12512) + a0_7);
+                VSTORE(dxb + 14080, VLOAD(dxb + 14080) + a0_8);
+                VSTORE(dxb + 15648, VLOAD(dxb + 15648) + a0_9);
+                VSTORE(dxb + 17216, VLOAD(dxb + 17216) + a0_10);
+                VSTORE(dxb + 18784, VLOAD(dxb + 18784) + a0_11);
+                VSTORE(dxb + 20352, VLOAD(dxb + 20352) + a0_12);
+                VSTORE(dxb + 21920, VLOAD(dxb + 21920) + a0_13);
+                VSTORE(dxb + 23488, VLOAD(dxb + 23488) + a0_14);
+                VSTORE(dxb + 25056, VLOAD(dxb + 25056) + a0_15);
             }
         }
     }
@@ -20437,55 +20437,47 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
 #define D62     204052736 /* gradient arena: dLoss/d(layer 62 output) */
 #define D61     204855552 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
 #define D59     204052736 /* gradient arena: dLoss/d(layer 59 output) */
-#define T59_1   204855552 /* gradient arena: a gradient summed into its tensor's */
 #define D54     206461184 /* gradient arena: dLoss/d(layer 54 output) */
 #define D56     204052736 /* gradient arena: dLoss/d(layer 56 output) */
 #define D55     205658368 /* gradient arena: dLoss/d(layer 55 output) */
 #define D49     204052736 /* gradient arena: dLoss/d(layer 49 output), which layer 48's backward masks as it reads it */
 #define D53     205658368 /* gradient arena: dLoss/d(layer 53 output) */
 #define D52     206461184 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
-#define D50     207264000 /* gradient arena: dLoss/d(layer 50 output) */
-#define T50_1   205658368 /* gradient arena: a gradient summed into its tensor's */
+#define D50     205658368 /* gradient arena: dLoss/d(layer 50 output) */
 #define D47     205658368 /* gradient arena: dLoss/d(layer 47 output) */
 #define D42     207264000 /* gradient arena: dLoss/d(layer 42 output), which layer 41's backward masks as it reads it */
 #define D46     204052736 /* gradient arena: dLoss/d(layer 46 output) */
 #define D45     205658368 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
 #define D43     204052736 /* gradient arena: dLoss/d(layer 43 output) */
-#define T43_1   205658368 /* gradient arena: a gradient summed into its tensor's */
 #define D38     208869632 /* gradient arena: dLoss/d(layer 38 output) */
 #define D40     204052736 /* gradient arena: dLoss/d(layer 40 output) */
 #define D39     207264000 /* gradient arena: dLoss/d(layer 39 output) */
 #define D33     204052736 /* gradient arena: dLoss/d(layer 33 output), which layer 32's backward masks as it reads it */
 #define D37     207264000 /* gradient arena: dLoss/d(layer 37 output) */
 #define D36     208869632 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
-#define D34     210475264 /* gradient arena: dLoss/d(layer 34 output) */
-#define T34_1   207264000 /* gradient arena: a gradient summed into its tensor's */
+#define D34     207264000 /* gradient arena: dLoss/d(layer 34 output) */
 #define D31     207264000 /* gradient arena: dLoss/d(layer 31 output) */
 #define D26     210475264 /* gradient arena: dLoss/d(layer 26 output), which layer 25's backward masks as it reads it */
 #define D30     204052736 /* gradient arena: dLoss/d(layer 30 output) */
 #define D29     207264000 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
 #define D27     204052736 /* gradient arena: dLoss/d(layer 27 output) */
-#define T27_1   207264000 /* gradient arena: a gradient summed into its tensor's */
 #define D22     213686528 /* gradient arena: dLoss/d(layer 22 output) */
 #define D24     204052736 /* gradient arena: dLoss/d(layer 24 output) */
 #define D23     210475264 /* gradient arena: dLoss/d(layer 23 output) */
 #define D17     204052736 /* gradient arena: dLoss/d(layer 17 output), which layer 16's backward masks as it reads it */
 #define D21     210475264 /* gradient arena: dLoss/d(layer 21 output) */
 #define D20     213686528 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
-#define D18     216897792 /* gradient arena: dLoss/d(layer 18 output) */
-#define T18_1   210475264 /* gradient arena: a gradient summed into its tensor's */
+#define D18     210475264 /* gradient arena: dLoss/d(layer 18 output) */
 #define D15     210475264 /* gradient arena: dLoss/d(layer 15 output) */
 #define D10     216897792 /* gradient arena: dLoss/d(layer 10 output), which layer 9's backward masks as it reads it */
 #define D14     204052736 /* gradient arena: dLoss/d(layer 14 output) */
 #define D13     210475264 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
 #define D11     204052736 /* gradient arena: dLoss/d(layer 11 output) */
-#define T11_1   210475264 /* gradient arena: a gradient summed into its tensor's */
 #define D08     204052736 /* gradient arena: dLoss/d(layer 8 output) */
 #define D03     229742848 /* gradient arena: dLoss/d(layer 3 output) */
 #define D07     210475264 /* gradient arena: dLoss/d(layer 7 output) */
 #define D06     204052736 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
 #define D04     210475264 /* gradient arena: dLoss/d(layer 4 output) */
-#define T04_1   204052736 /* gradient arena: a gradient summed into its tensor's */
 #define D02     204052736 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
 #define D00     229742848 /* gradient arena: dLoss/d(layer 0 output) */
 #define DIN     204052736 /* gradient arena: dLoss/dInput */
@@ -20591,9 +20583,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* layer 61: relu's backward is in layer 62's dx stores */
     l51_batchnorm_backward(params + 8815168, grads + 8815168, ws + S60, ws + A59, ws + D61, ws + D59, nb);
     l53_conv2d_backward(grads + 6455872, ws + A54, ws + D59);
-    l59_conv2d_backward_dx(params + 6455872, ws + D59, ws + T59_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 802816; i++) (ws + D58)[i] += (ws + T59_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 59's dx stores add to its gradient */
+    l59_conv2d_backward_dx(params + 6455872, ws + D59, ws + D58);
     /* layer 58: relu's backward is in layer 57's reads of dy */
     l57_add_backward(ws + A54, ws + D58, ws + D54, ws + D56);
     l51_batchnorm_backward(params + 6454848, grads + 6454848, ws + S56, ws + A55, ws + D56, ws + D55, nb);
@@ -20605,9 +20596,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* layer 52: relu's backward is in layer 53's dx stores */
     l51_batchnorm_backward(params + 3962432, grads + 3962432, ws + S51, ws + A50, ws + D52, ws + D50, nb);
     l50_conv2d_backward(grads + 2782784, ws + A47, ws + D50);
-    l50_conv2d_backward_dx(params + 2782784, ws + D50, ws + T50_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 1605632; i++) (ws + D49)[i] += (ws + T50_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 50's dx stores add to its gradient */
+    l50_conv2d_backward_dx(params + 2782784, ws + D50, ws + D49);
     /* layer 49: relu's backward is in layer 48's reads of dy */
     l41_add_backward(ws + A47, ws + D49, ws + D47, ws + D42);
     l35_batchnorm_backward(params + 2782272, grads + 2782272, ws + S47, ws + A46, ws + D47, ws + D46, nb);
@@ -20616,9 +20606,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* layer 45: relu's backward is in layer 46's dx stores */
     l35_batchnorm_backward(params + 2191936, grads + 2191936, ws + S44, ws + A43, ws + D45, ws + D43, nb);
     l37_conv2d_backward(grads + 1602112, ws + A38, ws + D43);
-    l43_conv2d_backward_dx(params + 1602112, ws + D43, ws + T43_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 1605632; i++) (ws + D42)[i] += (ws + T43_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 43's dx stores add to its gradient */
+    l43_conv2d_backward_dx(params + 1602112, ws + D43, ws + D42);
     /* layer 42: relu's backward is in layer 41's reads of dy */
     l41_add_backward(ws + A38, ws + D42, ws + D38, ws + D40);
     l35_batchnorm_backward(params + 1601600, grads + 1601600, ws + S40, ws + A39, ws + D40, ws + D39, nb);
@@ -20630,9 +20619,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* layer 36: relu's backward is in layer 37's dx stores */
     l35_batchnorm_backward(params + 977984, grads + 977984, ws + S35, ws + A34, ws + D36, ws + D34, nb);
     l34_conv2d_backward(grads + 683072, ws + A31, ws + D34);
-    l34_conv2d_backward_dx(params + 683072, ws + D34, ws + T34_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 3211264; i++) (ws + D33)[i] += (ws + T34_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 34's dx stores add to its gradient */
+    l34_conv2d_backward_dx(params + 683072, ws + D34, ws + D33);
     /* layer 33: relu's backward is in layer 32's reads of dy */
     l25_add_backward(ws + A31, ws + D33, ws + D31, ws + D26);
     l19_batchnorm_backward(params + 682816, grads + 682816, ws + S31, ws + A30, ws + D31, ws + D30, nb);
@@ -20641,9 +20629,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* layer 29: relu's backward is in layer 30's dx stores */
     l19_batchnorm_backward(params + 535104, grads + 535104, ws + S28, ws + A27, ws + D29, ws + D27, nb);
     l21_conv2d_backward(grads + 387648, ws + A22, ws + D27);
-    l27_conv2d_backward_dx(params + 387648, ws + S27, ws + D27, ws + T27_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 3211264; i++) (ws + D26)[i] += (ws + T27_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 27's dx stores add to its gradient */
+    l27_conv2d_backward_dx(params + 387648, ws + S27, ws + D27, ws + D26);
     /* layer 26: relu's backward is in layer 25's reads of dy */
     l25_add_backward(ws + A22, ws + D26, ws + D22, ws + D24);
     l19_batchnorm_backward(params + 387392, grads + 387392, ws + S24, ws + A23, ws + D24, ws + D23, nb);
@@ -20655,9 +20642,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* layer 20: relu's backward is in layer 21's dx stores */
     l19_batchnorm_backward(params + 231232, grads + 231232, ws + S19, ws + A18, ws + D20, ws + D18, nb);
     l18_conv2d_backward(grads + 157504, ws + A15, ws + D18);
-    l18_conv2d_backward_dx(params + 157504, ws + D18, ws + T18_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 6422528; i++) (ws + D17)[i] += (ws + T18_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 18's dx stores add to its gradient */
+    l18_conv2d_backward_dx(params + 157504, ws + D18, ws + D17);
     /* layer 17: relu's backward is in layer 16's reads of dy */
     l09_add_backward(ws + A15, ws + D17, ws + D15, ws + D10);
     l05_batchnorm_backward(params + 157376, grads + 157376, ws + S15, ws + A14, ws + D15, ws + D14, nb);
@@ -20666,9 +20652,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* layer 13: relu's backward is in layer 14's dx stores */
     l05_batchnorm_backward(params + 120384, grads + 120384, ws + S12, ws + A11, ws + D13, ws + D11, nb);
     l04_conv2d_backward(grads + 83520, ws + A08, ws + D11);
-    l04_conv2d_backward_dx(params + 83520, ws + S11, ws + D11, ws + T11_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 6422528; i++) (ws + D10)[i] += (ws + T11_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 11's dx stores add to its gradient */
+    l04_conv2d_backward_dx(params + 83520, ws + S11, ws + D11, ws + D10);
     /* layer 10: relu's backward is in layer 9's reads of dy */
     l09_add_backward(ws + A08, ws + D10, ws + D08, ws + D03);
     l05_batchnorm_backward(params + 83392, grads + 83392, ws + S08, ws + A07, ws + D08, ws + D07, nb);
@@ -20677,9 +20662,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* layer 6: relu's backward is in layer 7's dx stores */
     l05_batchnorm_backward(params + 46400, grads + 46400, ws + S05, ws + A04, ws + D06, ws + D04, nb);
     l04_conv2d_backward(grads + 9536, ws + A03, ws + D04);
-    l04_conv2d_backward_dx(params + 9536, ws + S04, ws + D04, ws + T04_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 6422528; i++) (ws + D03)[i] += (ws + T04_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 4's dx stores add to its gradient */
+    l04_conv2d_backward_dx(params + 9536, ws + S04, ws + D04, ws + D03);
     l03_maxpool2d_backward(ws + A01, ws + D03, ws + D02);
     /* layer 2: relu's backward is in layer 3's dx stores */
     l01_batchnorm_backward(params + 9408, grads + 9408, ws + S01, ws + A00, ws + D02, ws + D00, nb);

@@ -3723,10 +3723,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 3584, y10);
-                            VSTORE(dx + o + 3712, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -3789,10 +3789,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 3584, y10);
-                            VSTORE(dx + o + 3712, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -3855,10 +3855,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 3584, y10);
-                            VSTORE(dx + o + 3712, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -3929,10 +3929,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 3584, y10);
-                            VSTORE(dx + o + 3712, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -3995,10 +3995,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 3584, y10);
-                            VSTORE(dx + o + 3712, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -4061,10 +4061,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 3584, y10);
-                            VSTORE(dx + o + 3712, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -4135,10 +4135,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 3584, y10);
-                            VSTORE(dx + o + 3712, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -4201,10 +4201,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 3584, y10);
-                            VSTORE(dx + o + 3712, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -4267,10 +4267,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 3584, y10);
-                            VSTORE(dx + o + 3712, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -5885,22 +5885,22 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[139] * d0;
                     }
                 }
-                VSTORE(dxb + ty*7168 + tx*256, a0_0);
-                VSTORE(dxb + ty*7168 + tx*256 + 100352, a0_1);
-                VSTORE(dxb + ty*7168 + tx*256 + 200704, a0_2);
-                VSTORE(dxb + ty*7168 + tx*256 + 301056, a0_3);
-                VSTORE(dxb + ty*7168 + tx*256 + 401408, a0_4);
-                VSTORE(dxb + ty*7168 + tx*256 + 501760, a0_5);
-                VSTORE(dxb + ty*7168 + tx*256 + 602112, a0_6);
-                VSTORE(dxb + ty*7168 + tx*256 + 702464, a0_7);
-                VSTORE(dxb + ty*7168 + tx*256 + 802816, a0_8);
-                VSTORE(dxb + ty*7168 + tx*256 + 903168, a0_9);
-                VSTORE(dxb + ty*7168 + tx*256 + 1003520, a0_10);
-                VSTORE(dxb + ty*7168 + tx*256 + 1103872, a0_11);
-                VSTORE(dxb + ty*7168 + tx*256 + 1204224, a0_12);
-                VSTORE(dxb + ty*7168 + tx*256 + 1304576, a0_13);
-                VSTORE(dxb + ty*7168 + tx*256 + 1404928, a0_14);
-                VSTORE(dxb + ty*7168 + tx*256 + 1505280, a0_15);
+                VSTORE(dxb + ty*7168 + tx*256, VLOAD(dxb + ty*7168 + tx*256) + a0_0);
+                VSTORE(dxb + ty*7168 + tx*256 + 100352, VLOAD(dxb + ty*7168 + tx*256 + 100352) + a0_1);
+                VSTORE(dxb + ty*7168 + tx*256 + 200704, VLOAD(dxb + ty*7168 + tx*256 + 200704) + a0_2);
+                VSTORE(dxb + ty*7168 + tx*256 + 301056, VLOAD(dxb + ty*7168 + tx*256 + 301056) + a0_3);
+                VSTORE(dxb + ty*7168 + tx*256 + 401408, VLOAD(dxb + ty*7168 + tx*256 + 401408) + a0_4);
+                VSTORE(dxb + ty*7168 + tx*256 + 501760, VLOAD(dxb + ty*7168 + tx*256 + 501760) + a0_5);
+                VSTORE(dxb + ty*7168 + tx*256 + 602112, VLOAD(dxb + ty*7168 + tx*256 + 602112) + a0_6);
+                VSTORE(dxb + ty*7168 + tx*256 + 702464, VLOAD(dxb + ty*7168 + tx*256 + 702464) + a0_7);
+                VSTORE(dxb + ty*7168 + tx*256 + 802816, VLOAD(dxb + ty*7168 + tx*256 + 802816) + a0_8);
+                VSTORE(dxb + ty*7168 + tx*256 + 903168, VLOAD(dxb + ty*7168 + tx*256 + 903168) + a0_9);
+                VSTORE(dxb + ty*7168 + tx*256 + 1003520, VLOAD(dxb + ty*7168 + tx*256 + 1003520) + a0_10);
+                VSTORE(dxb + ty*7168 + tx*256 + 1103872, VLOAD(dxb + ty*7168 + tx*256 + 1103872) + a0_11);
+                VSTORE(dxb + ty*7168 + tx*256 + 1204224, VLOAD(dxb + ty*7168 + tx*256 + 1204224) + a0_12);
+                VSTORE(dxb + ty*7168 + tx*256 + 1304576, VLOAD(dxb + ty*7168 + tx*256 + 1304576) + a0_13);
+                VSTORE(dxb + ty*7168 + tx*256 + 1404928, VLOAD(dxb + ty*7168 + tx*256 + 1404928) + a0_14);
+                VSTORE(dxb + ty*7168 + tx*256 + 1505280, VLOAD(dxb + ty*7168 + tx*256 + 1505280) + a0_15);
             }
         }
         /* inputs rows 0+2*t (t=0..13), cols 1+2*t (t=0..12): 2 taps */
@@ -5964,22 +5964,22 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + ty*7168 + tx*256 + 128, a0_0);
-                VSTORE(dxb + ty*7168 + tx*256 + 100480, a0_1);
-                VSTORE(dxb + ty*7168 + tx*256 + 200832, a0_2);
-                VSTORE(dxb + ty*7168 + tx*256 + 301184, a0_3);
-                VSTORE(dxb + ty*7168 + tx*256 + 401536, a0_4);
-                VSTORE(dxb + ty*7168 + tx*256 + 501888, a0_5);
-                VSTORE(dxb + ty*7168 + tx*256 + 602240, a0_6);
-                VSTORE(dxb + ty*7168 + tx*256 + 702592, a0_7);
-                VSTORE(dxb + ty*7168 + tx*256 + 802944, a0_8);
-                VSTORE(dxb + ty*7168 + tx*256 + 903296, a0_9);
-                VSTORE(dxb + ty*7168 + tx*256 + 1003648, a0_10);
-                VSTORE(dxb + ty*7168 + tx*256 + 1104000, a0_11);
-                VSTORE(dxb + ty*7168 + tx*256 + 1204352, a0_12);
-                VSTORE(dxb + ty*7168 + tx*256 + 1304704, a0_13);
-                VSTORE(dxb + ty*7168 + tx*256 + 1405056, a0_14);
-                VSTORE(dxb + ty*7168 + tx*256 + 1505408, a0_15);
+                VSTORE(dxb + ty*7168 + tx*256 + 128, VLOAD(dxb + ty*7168 + tx*256 + 128) + a0_0);
+                VSTORE(dxb + ty*7168 + tx*256 + 100480, VLOAD(dxb + ty*7168 + tx*256 + 100480) + a0_1);
+                VSTORE(dxb + ty*7168 + tx*256 + 200832, VLOAD(dxb + ty*7168 + tx*256 + 200832) + a0_2);
+                VSTORE(dxb + ty*7168 + tx*256 + 301184, VLOAD(dxb + ty*7168 + tx*256 + 301184) + a0_3);
+                VSTORE(dxb + ty*7168 + tx*256 + 401536, VLOAD(dxb + ty*7168 + tx*256 + 401536) + a0_4);
+                VSTORE(dxb + ty*7168 + tx*256 + 501888, VLOAD(dxb + ty*7168 + tx*256 + 501888) + a0_5);
+                VSTORE(dxb + ty*7168 + tx*256 + 602240, VLOAD(dxb + ty*7168 + tx*256 + 602240) + a0_6);
+                VSTORE(dxb + ty*7168 + tx*256 + 702592, VLOAD(dxb + ty*7168 + tx*256 + 702592) + a0_7);
+                VSTORE(dxb + ty*7168 + tx*256 + 802944, VLOAD(dxb + ty*7168 + tx*256 + 802944) + a0_8);
+                VSTORE(dxb + ty*7168 + tx*256 + 903296, VLOAD(dxb + ty*7168 + tx*256 + 903296) + a0_9);
+                VSTORE(dxb + ty*7168 + tx*256 + 1003648, VLOAD(dxb + ty*7168 + tx*256 + 1003648) + a0_10);
+                VSTORE(dxb + ty*7168 + tx*256 + 1104000, VLOAD(dxb + ty*7168 + tx*256 + 1104000) + a0_11);
+                VSTORE(dxb + ty*7168 + tx*256 + 1204352, VLOAD(dxb + ty*7168 + tx*256 + 1204352) + a0_12);
+                VSTORE(dxb + ty*7168 + tx*256 + 1304704, VLOAD(dxb + ty*7168 + tx*256 + 1304704) + a0_13);
+                VSTORE(dxb + ty*7168 + tx*256 + 1405056, VLOAD(dxb + ty*7168 + tx*256 + 1405056) + a0_14);
+                VSTORE(dxb + ty*7168 + tx*256 + 1505408, VLOAD(dxb + ty*7168 + tx*256 + 1505408) + a0_15);
             }
         }
         /* inputs rows 0+2*t (t=0..13), cols 1+2*t (t=13..13): 1 taps */
@@ -6024,22 +6024,22 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + ty*7168 + 3456, a0_0);
-                VSTORE(dxb + ty*7168 + 103808, a0_1);
-                VSTORE(dxb + ty*7168 + 204160, a0_2);
-                VSTORE(dxb + ty*7168 + 304512, a0_3);
-                VSTORE(dxb + ty*7168 + 404864, a0_4);
-                VSTORE(dxb + ty*7168 + 505216, a0_5);
-                VSTORE(dxb + ty*7168 + 605568, a0_6);
-                VSTORE(dxb + ty*7168 + 705920, a0_7);
-                VSTORE(dxb + ty*7168 + 806272, a0_8);
-                VSTORE(dxb + ty*7168 + 906624, a0_9);
-                VSTORE(dxb + ty*7168 + 1006976, a0_10);
-                VSTORE(dxb + ty*7168 + 1107328, a0_11);
-                VSTORE(dxb + ty*7168 + 1207680, a0_12);
-                VSTORE(dxb + ty*7168 + 1308032, a0_13);
-                VSTORE(dxb + ty*7168 + 1408384, a0_14);
-                VSTORE(dxb + ty*7168 + 1508736, a0_15);
+                VSTORE(dxb + ty*7168 + 3456, VLOAD(dxb + ty*7168 + 3456) + a0_0);
+                VSTORE(dxb + ty*7168 + 103808, VLOAD(dxb + ty*7168 + 103808) + a0_1);
+                VSTORE(dxb + ty*7168 + 204160, VLOAD(dxb + ty*7168 + 204160) + a0_2);
+                VSTORE(dxb + ty*7168 + 304512, VLOAD(dxb + ty*7168 + 304512) + a0_3);
+                VSTORE(dxb + ty*7168 + 404864, VLOAD(dxb + ty*7168 + 404864) + a0_4);
+                VSTORE(dxb + ty*7168 + 505216, VLOAD(dxb + ty*7168 + 505216) + a0_5);
+                VSTORE(dxb + ty*7168 + 605568, VLOAD(dxb + ty*7168 + 605568) + a0_6);
+                VSTORE(dxb + ty*7168 + 705920, VLOAD(dxb + ty*7168 + 705920) + a0_7);
+                VSTORE(dxb + ty*7168 + 806272, VLOAD(dxb + ty*7168 + 806272) + a0_8);
+                VSTORE(dxb + ty*7168 + 906624, VLOAD(dxb + ty*7168 + 906624) + a0_9);
+                VSTORE(dxb + ty*7168 + 1006976, VLOAD(dxb + ty*7168 + 1006976) + a0_10);
+                VSTORE(dxb + ty*7168 + 1107328, VLOAD(dxb + ty*7168 + 1107328) + a0_11);
+                VSTORE(dxb + ty*7168 + 1207680, VLOAD(dxb + ty*7168 + 1207680) + a0_12);
+                VSTORE(dxb + ty*7168 + 1308032, VLOAD(dxb + ty*7168 + 1308032) + a0_13);
+                VSTORE(dxb + ty*7168 + 1408384, VLOAD(dxb + ty*7168 + 1408384) + a0_14);
+                VSTORE(dxb + ty*7168 + 1508736, VLOAD(dxb + ty*7168 + 1508736) + a0_15);
             }
         }
         /* inputs rows 1+2*t (t=0..12), cols 0+2*t (t=0..13): 2 taps */
@@ -6103,22 +6103,22 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[142] * d0;
                     }
                 }
-                VSTORE(dxb + ty*7168 + tx*256 + 3584, a0_0);
-                VSTORE(dxb + ty*7168 + tx*256 + 103936, a0_1);
-                VSTORE(dxb + ty*7168 + tx*256 + 204288, a0_2);
-                VSTORE(dxb + ty*7168 + tx*256 + 304640, a0_3);
-                VSTORE(dxb + ty*7168 + tx*256 + 404992, a0_4);
-                VSTORE(dxb + ty*7168 + tx*256 + 505344, a0_5);
-                VSTORE(dxb + ty*7168 + tx*256 + 605696, a0_6);
-                VSTORE(dxb + ty*7168 + tx*256 + 706048, a0_7);
-                VSTORE(dxb + ty*7168 + tx*256 + 806400, a0_8);
-                VSTORE(dxb + ty*7168 + tx*256 + 906752, a0_9);
-                VSTORE(dxb + ty*7168 + tx*256 + 1007104, a0_10);
-                VSTORE(dxb + ty*7168 + tx*256 + 1107456, a0_11);
-                VSTORE(dxb + ty*7168 + tx*256 + 1207808, a0_12);
-                VSTORE(dxb + ty*7168 + tx*256 + 1308160, a0_13);
-                VSTORE(dxb + ty*7168 + tx*256 + 1408512, a0_14);
-                VSTORE(dxb + ty*7168 + tx*256 + 1508864, a0_15);
+                VSTORE(dxb + ty*7168 + tx*256 + 3584, VLOAD(dxb + ty*7168 + tx*256 + 3584) + a0_0);
+                VSTORE(dxb + ty*7168 + tx*256 + 103936, VLOAD(dxb + ty*7168 + tx*256 + 103936) + a0_1);
+                VSTORE(dxb + ty*7168 + tx*256 + 204288, VLOAD(dxb + ty*7168 + tx*256 + 204288) + a0_2);
+                VSTORE(dxb + ty*7168 + tx*256 + 304640, VLOAD(dxb + ty*7168 + tx*256 + 304640) + a0_3);
+                VSTORE(dxb + ty*7168 + tx*256 + 404992, VLOAD(dxb + ty*7168 + tx*256 + 404992) + a0_4);
+                VSTORE(dxb + ty*7168 + tx*256 + 505344, VLOAD(dxb + ty*7168 + tx*256 + 505344) + a0_5);
+                VSTORE(dxb + ty*7168 + tx*256 + 605696, VLOAD(dxb + ty*7168 + tx*256 + 605696) + a0_6);
+                VSTORE(dxb + ty*7168 + tx*256 + 706048, VLOAD(dxb + ty*7168 + tx*256 + 706048) + a0_7);
+                VSTORE(dxb + ty*7168 + tx*256 + 806400, VLOAD(dxb + ty*7168 + tx*256 + 806400) + a0_8);
+                VSTORE(dxb + ty*7168 + tx*256 + 906752, VLOAD(dxb + ty*7168 + tx*256 + 906752) + a0_9);
+                VSTORE(dxb + ty*7168 + tx*256 + 1007104, VLOAD(dxb + ty*7168 + tx*256 + 1007104) + a0_10);
+                VSTORE(dxb + ty*7168 + tx*256 + 1107456, VLOAD(dxb + ty*7168 + tx*256 + 1107456) + a0_11);
+                VSTORE(dxb + ty*7168 + tx*256 + 1207808, VLOAD(dxb + ty*7168 + tx*256 + 1207808) + a0_12);
+                VSTORE(dxb + ty*7168 + tx*256 + 1308160, VLOAD(dxb + ty*7168 + tx*256 + 1308160) + a0_13);
+                VSTORE(dxb + ty*7168 + tx*256 + 1408512, VLOAD(dxb + ty*7168 + tx*256 + 1408512) + a0_14);
+                VSTORE(dxb + ty*7168 + tx*256 + 1508864, VLOAD(dxb + ty*7168 + tx*256 + 1508864) + a0_15);
             }
         }
         /* inputs rows 1+2*t (t=0..12), cols 1+2*t (t=0..12): 4 taps */
@@ -6220,22 +6220,22 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + ty*7168 + tx*256 + 3712, a0_0);
-                VSTORE(dxb + ty*7168 + tx*256 + 104064, a0_1);
-                VSTORE(dxb + ty*7168 + tx*256 + 204416, a0_2);
-                VSTORE(dxb + ty*7168 + tx*256 + 304768, a0_3);
-                VSTORE(dxb + ty*7168 + tx*256 + 405120, a0_4);
-                VSTORE(dxb + ty*7168 + tx*256 + 505472, a0_5);
-                VSTORE(dxb + ty*7168 + tx*256 + 605824, a0_6);
-                VSTORE(dxb + ty*7168 + tx*256 + 706176, a0_7);
-                VSTORE(dxb + ty*7168 + tx*256 + 806528, a0_8);
-                VSTORE(dxb + ty*7168 + tx*256 + 906880, a0_9);
-                VSTORE(dxb + ty*7168 + tx*256 + 1007232, a0_10);
-                VSTORE(dxb + ty*7168 + tx*256 + 1107584, a0_11);
-                VSTORE(dxb + ty*7168 + tx*256 + 1207936, a0_12);
-                VSTORE(dxb + ty*7168 + tx*256 + 1308288, a0_13);
-                VSTORE(dxb + ty*7168 + tx*256 + 1408640, a0_14);
-                VSTORE(dxb + ty*7168 + tx*256 + 1508992, a0_15);
+                VSTORE(dxb + ty*7168 + tx*256 + 3712, VLOAD(dxb + ty*7168 + tx*256 + 3712) + a0_0);
+                VSTORE(dxb + ty*7168 + tx*256 + 104064, VLOAD(dxb + ty*7168 + tx*256 + 104064) + a0_1);
+                VSTORE(dxb + ty*7168 + tx*256 + 204416, VLOAD(dxb + ty*7168 + tx*256 + 204416) + a0_2);
+                VSTORE(dxb + ty*7168 + tx*256 + 304768, VLOAD(dxb + ty*7168 + tx*256 + 304768) + a0_3);
+                VSTORE(dxb + ty*7168 + tx*256 + 405120, VLOAD(dxb + ty*7168 + tx*256 + 405120) + a0_4);
+                VSTORE(dxb + ty*7168 + tx*256 + 505472, VLOAD(dxb + ty*7168 + tx*256 + 505472) + a0_5);
+                VSTORE(dxb + ty*7168 + tx*256 + 605824, VLOAD(dxb + ty*7168 + tx*256 + 605824) + a0_6);
+                VSTORE(dxb + ty*7168 + tx*256 + 706176, VLOAD(dxb + ty*7168 + tx*256 + 706176) + a0_7);
+                VSTORE(dxb + ty*7168 + tx*256 + 806528, VLOAD(dxb + ty*7168 + tx*256 + 806528) + a0_8);
+                VSTORE(dxb + ty*7168 + tx*256 + 906880, VLOAD(dxb + ty*7168 + tx*256 + 906880) + a0_9);
+                VSTORE(dxb + ty*7168 + tx*256 + 1007232, VLOAD(dxb + ty*7168 + tx*256 + 1007232) + a0_10);
+                VSTORE(dxb + ty*7168 + tx*256 + 1107584, VLOAD(dxb + ty*7168 + tx*256 + 1107584) + a0_11);
+                VSTORE(dxb + ty*7168 + tx*256 + 1207936, VLOAD(dxb + ty*7168 + tx*256 + 1207936) + a0_12);
+                VSTORE(dxb + ty*7168 + tx*256 + 1308288, VLOAD(dxb + ty*7168 + tx*256 + 1308288) + a0_13);
+                VSTORE(dxb + ty*7168 + tx*256 + 1408640, VLOAD(dxb + ty*7168 + tx*256 + 1408640) + a0_14);
+                VSTORE(dxb + ty*7168 + tx*256 + 1508992, VLOAD(dxb + ty*7168 + tx*256 + 1508992) + a0_15);
             }
         }
         /* inputs rows 1+2*t (t=0..12), cols 1+2*t (t=13..13): 2 taps */
@@ -6299,22 +6299,22 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + ty*7168 + 7040, a0_0);
-                VSTORE(dxb + ty*7168 + 107392, a0_1);
-                VSTORE(dxb + ty*7168 + 207744, a0_2);
-                VSTORE(dxb + ty*7168 + 308096, a0_3);
-                VSTORE(dxb + ty*7168 + 408448, a0_4);
-                VSTORE(dxb + ty*7168 + 508800, a0_5);
-                VSTORE(dxb + ty*7168 + 609152, a0_6);
-                VSTORE(dxb + ty*7168 + 709504, a0_7);
-                VSTORE(dxb + ty*7168 + 809856, a0_8);
-                VSTORE(dxb + ty*7168 + 910208, a0_9);
-                VSTORE(dxb + ty*7168 + 1010560, a0_10);
-                VSTORE(dxb + ty*7168 + 1110912, a0_11);
-                VSTORE(dxb + ty*7168 + 1211264, a0_12);
-                VSTORE(dxb + ty*7168 + 1311616, a0_13);
-                VSTORE(dxb + ty*7168 + 1411968, a0_14);
-                VSTORE(dxb + ty*7168 + 1512320, a0_15);
+                VSTORE(dxb + ty*7168 + 7040, VLOAD(dxb + ty*7168 + 7040) + a0_0);
+                VSTORE(dxb + ty*7168 + 107392, VLOAD(dxb + ty*7168 + 107392) + a0_1);
+                VSTORE(dxb + ty*7168 + 207744, VLOAD(dxb + ty*7168 + 207744) + a0_2);
+                VSTORE(dxb + ty*7168 + 308096, VLOAD(dxb + ty*7168 + 308096) + a0_3);
+                VSTORE(dxb + ty*7168 + 408448, VLOAD(dxb + ty*7168 + 408448) + a0_4);
+                VSTORE(dxb + ty*7168 + 508800, VLOAD(dxb + ty*7168 + 508800) + a0_5);
+                VSTORE(dxb + ty*7168 + 609152, VLOAD(dxb + ty*7168 + 609152) + a0_6);
+                VSTORE(dxb + ty*7168 + 709504, VLOAD(dxb + ty*7168 + 709504) + a0_7);
+                VSTORE(dxb + ty*7168 + 809856, VLOAD(dxb + ty*7168 + 809856) + a0_8);
+                VSTORE(dxb + ty*7168 + 910208, VLOAD(dxb + ty*7168 + 910208) + a0_9);
+                VSTORE(dxb + ty*7168 + 1010560, VLOAD(dxb + ty*7168 + 1010560) + a0_10);
+                VSTORE(dxb + ty*7168 + 1110912, VLOAD(dxb + ty*7168 + 1110912) + a0_11);
+                VSTORE(dxb + ty*7168 + 1211264, VLOAD(dxb + ty*7168 + 1211264) + a0_12);
+                VSTORE(dxb + ty*7168 + 1311616, VLOAD(dxb + ty*7168 + 1311616) + a0_13);
+                VSTORE(dxb + ty*7168 + 1411968, VLOAD(dxb + ty*7168 + 1411968) + a0_14);
+                VSTORE(dxb + ty*7168 + 1512320, VLOAD(dxb + ty*7168 + 1512320) + a0_15);
             }
         }
         /* inputs rows 1+2*t (t=13..13), cols 0+2*t (t=0..13): 1 taps */
@@ -6358,22 +6358,22 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
                     a0_15 += wc[142] * d0;
                 }
             }
-            VSTORE(dxb + tx*256 + 96768, a0_0);
-            VSTORE(dxb + tx*256 + 197120, a0_1);
-            VSTORE(dxb + tx*256 + 297472, a0_2);
-            VSTORE(dxb + tx*256 + 397824, a0_3);
-            VSTORE(dxb + tx*256 + 498176, a0_4);
-            VSTORE(dxb + tx*256 + 598528, a0_5);
-            VSTORE(dxb + tx*256 + 698880, a0_6);
-            VSTORE(dxb + tx*256 + 799232, a0_7);
-            VSTORE(dxb + tx*256 + 899584, a0_8);
-            VSTORE(dxb + tx*256 + 999936, a0_9);
-            VSTORE(dxb + tx*256 + 1100288, a0_10);
-            VSTORE(dxb + tx*256 + 1200640, a0_11);
-            VSTORE(dxb + tx*256 + 1300992, a0_12);
-            VSTORE(dxb + tx*256 + 1401344, a0_13);
-            VSTORE(dxb + tx*256 + 1501696, a0_14);
-            VSTORE(dxb + tx*256 + 1602048, a0_15);
+            VSTORE(dxb + tx*256 + 96768, VLOAD(dxb + tx*256 + 96768) + a0_0);
+            VSTORE(dxb + tx*256 + 197120, VLOAD(dxb + tx*256 + 197120) + a0_1);
+            VSTORE(dxb + tx*256 + 297472, VLOAD(dxb + tx*256 + 297472) + a0_2);
+            VSTORE(dxb + tx*256 + 397824, VLOAD(dxb + tx*256 + 397824) + a0_3);
+            VSTORE(dxb + tx*256 + 498176, VLOAD(dxb + tx*256 + 498176) + a0_4);
+            VSTORE(dxb + tx*256 + 598528, VLOAD(dxb + tx*256 + 598528) + a0_5);
+            VSTORE(dxb + tx*256 + 698880, VLOAD(dxb + tx*256 + 698880) + a0_6);
+            VSTORE(dxb + tx*256 + 799232, VLOAD(dxb + tx*256 + 799232) + a0_7);
+            VSTORE(dxb + tx*256 + 899584, VLOAD(dxb + tx*256 + 899584) + a0_8);
+            VSTORE(dxb + tx*256 + 999936, VLOAD(dxb + tx*256 + 999936) + a0_9);
+            VSTORE(dxb + tx*256 + 1100288, VLOAD(dxb + tx*256 + 1100288) + a0_10);
+            VSTORE(dxb + tx*256 + 1200640, VLOAD(dxb + tx*256 + 1200640) + a0_11);
+            VSTORE(dxb + tx*256 + 1300992, VLOAD(dxb + tx*256 + 1300992) + a0_12);
+            VSTORE(dxb + tx*256 + 1401344, VLOAD(dxb + tx*256 + 1401344) + a0_13);
+            VSTORE(dxb + tx*256 + 1501696, VLOAD(dxb + tx*256 + 1501696) + a0_14);
+            VSTORE(dxb + tx*256 + 1602048, VLOAD(dxb + tx*256 + 1602048) + a0_15);
         }
         /* inputs rows 1+2*t (t=13..13), cols 1+2*t (t=0..12): 2 taps */
         for (int tx = 0; tx < 13; tx++) {
@@ -6435,22 +6435,22 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
                     a0_15 += wc[143] * d0;
                 }
             }
-            VSTORE(dxb + tx*256 + 96896, a0_0);
-            VSTORE(dxb + tx*256 + 197248, a0_1);
-            VSTORE(dxb + tx*256 + 297600, a0_2);
-            VSTORE(dxb + tx*256 + 397952, a0_3);
-            VSTORE(dxb + tx*256 + 498304, a0_4);
-            VSTORE(dxb + tx*256 + 598656, a0_5);
-            VSTORE(dxb + tx*256 + 699008, a0_6);
-            VSTORE(dxb + tx*256 + 799360, a0_7);
-            VSTORE(dxb + tx*256 + 899712, a0_8);
-            VSTORE(dxb + tx*256 + 1000064, a0_9);
-            VSTORE(dxb + tx*256 + 1100416, a0_10);
-            VSTORE(dxb + tx*256 + 1200768, a0_11);
-            VSTORE(dxb + tx*256 + 1301120, a0_12);
-            VSTORE(dxb + tx*256 + 1401472, a0_13);
-            VSTORE(dxb + tx*256 + 1501824, a0_14);
-            VSTORE(dxb + tx*256 + 1602176, a0_15);
+            VSTORE(dxb + tx*256 + 96896, VLOAD(dxb + tx*256 + 96896) + a0_0);
+            VSTORE(dxb + tx*256 + 197248, VLOAD(dxb + tx*256 + 197248) + a0_1);
+            VSTORE(dxb + tx*256 + 297600, VLOAD(dxb + tx*256 + 297600) + a0_2);
+            VSTORE(dxb + tx*256 + 397952, VLOAD(dxb + tx*256 + 397952) + a0_3);
+            VSTORE(dxb + tx*256 + 498304, VLOAD(dxb + tx*256 + 498304) + a0_4);
+            VSTORE(dxb + tx*256 + 598656, VLOAD(dxb + tx*256 + 598656) + a0_5);
+            VSTORE(dxb + tx*256 + 699008, VLOAD(dxb + tx*256 + 699008) + a0_6);
+            VSTORE(dxb + tx*256 + 799360, VLOAD(dxb + tx*256 + 799360) + a0_7);
+            VSTORE(dxb + tx*256 + 899712, VLOAD(dxb + tx*256 + 899712) + a0_8);
+            VSTORE(dxb + tx*256 + 1000064, VLOAD(dxb + tx*256 + 1000064) + a0_9);
+            VSTORE(dxb + tx*256 + 1100416, VLOAD(dxb + tx*256 + 1100416) + a0_10);
+            VSTORE(dxb + tx*256 + 1200768, VLOAD(dxb + tx*256 + 1200768) + a0_11);
+            VSTORE(dxb + tx*256 + 1301120, VLOAD(dxb + tx*256 + 1301120) + a0_12);
+            VSTORE(dxb + tx*256 + 1401472, VLOAD(dxb + tx*256 + 1401472) + a0_13);
+            VSTORE(dxb + tx*256 + 1501824, VLOAD(dxb + tx*256 + 1501824) + a0_14);
+            VSTORE(dxb + tx*256 + 1602176, VLOAD(dxb + tx*256 + 1602176) + a0_15);
         }
         {
             cg_v a0_0 = vsplat(0.0f);
@@ -6492,22 +6492,22 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
                     a0_15 += wc[143] * d0;
                 }
             }
-            VSTORE(dxb + 100224, a0_0);
-            VSTORE(dxb + 200576, a0_1);
-            VSTORE(dxb + 300928, a0_2);
-            VSTORE(dxb + 401280, a0_3);
-            VSTORE(dxb + 501632, a0_4);
-            VSTORE(dxb + 601984, a0_5);
-            VSTORE(dxb + 702336, a0_6);
-            VSTORE(dxb + 802688, a0_7);
-            VSTORE(dxb + 903040, a0_8);
-            VSTORE(dxb + 1003392, a0_9);
-            VSTORE(dxb + 1103744, a0_10);
-            VSTORE(dxb + 1204096, a0_11);
-            VSTORE(dxb + 1304448, a0_12);
-            VSTORE(dxb + 1404800, a0_13);
-            VSTORE(dxb + 1505152, a0_14);
-            VSTORE(dxb + 1605504, a0_15);
+            VSTORE(dxb + 100224, VLOAD(dxb + 100224) + a0_0);
+            VSTORE(dxb + 200576, VLOAD(dxb + 200576) + a0_1);
+            VSTORE(dxb + 300928, VLOAD(dxb + 300928) + a0_2);
+            VSTORE(dxb + 401280, VLOAD(dxb + 401280) + a0_3);
+            VSTORE(dxb + 501632, VLOAD(dxb + 501632) + a0_4);
+            VSTORE(dxb + 601984, VLOAD(dxb + 601984) + a0_5);
+            VSTORE(dxb + 702336, VLOAD(dxb + 702336) + a0_6);
+            VSTORE(dxb + 802688, VLOAD(dxb + 802688) + a0_7);
+            VSTORE(dxb + 903040, VLOAD(dxb + 903040) + a0_8);
+            VSTORE(dxb + 1003392, VLOAD(dxb + 1003392) + a0_9);
+            VSTORE(dxb + 1103744, VLOAD(dxb + 1103744) + a0_10);
+            VSTORE(dxb + 1204096, VLOAD(dxb + 1204096) + a0_11);
+            VSTORE(dxb + 1304448, VLOAD(dxb + 1304448) + a0_12);
+            VSTORE(dxb + 1404800, VLOAD(dxb + 1404800) + a0_13);
+            VSTORE(dxb + 1505152, VLOAD(dxb + 1505152) + a0_14);
+            VSTORE(dxb + 1605504, VLOAD(dxb + 1605504) + a0_15);
         }
     }
 }
@@ -9469,10 +9469,10 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1920, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -9535,10 +9535,10 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1920, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -9601,10 +9601,10 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1920, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -9675,10 +9675,10 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1920, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -9741,10 +9741,10 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1920, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -9807,10 +9807,10 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1920, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -9881,10 +9881,10 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1920, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -9947,10 +9947,10 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1920, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -10013,10 +10013,10 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 1792, y10);
-                            VSTORE(dx + o + 1920, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -10879,22 +10879,22 @@ static void l47_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[139] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*3584 + tx*256, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*256 + 25088, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*256 + 50176, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*256 + 75264, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*256 + 100352, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*256 + 125440, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*256 + 150528, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*256 + 175616, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*256 + 200704, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*256 + 225792, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*256 + 250880, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*256 + 275968, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*256 + 301056, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*256 + 326144, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*256 + 351232, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*256 + 376320, a0_15);
+                    VSTORE(dxb + ty*3584 + tx*256, VLOAD(dxb + ty*3584 + tx*256) + a0_0);
+                    VSTORE(dxb + ty*3584 + tx*256 + 25088, VLOAD(dxb + ty*3584 + tx*256 + 25088) + a0_1);
+                    VSTORE(dxb + ty*3584 + tx*256 + 50176, VLOAD(dxb + ty*3584 + tx*256 + 50176) + a0_2);
+                    VSTORE(dxb + ty*3584 + tx*256 + 75264, VLOAD(dxb + ty*3584 + tx*256 + 75264) + a0_3);
+                    VSTORE(dxb + ty*3584 + tx*256 + 100352, VLOAD(dxb + ty*3584 + tx*256 + 100352) + a0_4);
+                    VSTORE(dxb + ty*3584 + tx*256 + 125440, VLOAD(dxb + ty*3584 + tx*256 + 125440) + a0_5);
+                    VSTORE(dxb + ty*3584 + tx*256 + 150528, VLOAD(dxb + ty*3584 + tx*256 + 150528) + a0_6);
+                    VSTORE(dxb + ty*3584 + tx*256 + 175616, VLOAD(dxb + ty*3584 + tx*256 + 175616) + a0_7);
+                    VSTORE(dxb + ty*3584 + tx*256 + 200704, VLOAD(dxb + ty*3584 + tx*256 + 200704) + a0_8);
+                    VSTORE(dxb + ty*3584 + tx*256 + 225792, VLOAD(dxb + ty*3584 + tx*256 + 225792) + a0_9);
+                    VSTORE(dxb + ty*3584 + tx*256 + 250880, VLOAD(dxb + ty*3584 + tx*256 + 250880) + a0_10);
+                    VSTORE(dxb + ty*3584 + tx*256 + 275968, VLOAD(dxb + ty*3584 + tx*256 + 275968) + a0_11);
+                    VSTORE(dxb + ty*3584 + tx*256 + 301056, VLOAD(dxb + ty*3584 + tx*256 + 301056) + a0_12);
+                    VSTORE(dxb + ty*3584 + tx*256 + 326144, VLOAD(dxb + ty*3584 + tx*256 + 326144) + a0_13);
+                    VSTORE(dxb + ty*3584 + tx*256 + 351232, VLOAD(dxb + ty*3584 + tx*256 + 351232) + a0_14);
+                    VSTORE(dxb + ty*3584 + tx*256 + 376320, VLOAD(dxb + ty*3584 + tx*256 + 376320) + a0_15);
                 }
             }
             /* inputs rows 0+2*t (t=0..6), cols 1+2*t (t=0..5): 2 taps */
@@ -10958,22 +10958,22 @@ static void l47_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[140] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*3584 + tx*256 + 128, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*256 + 25216, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*256 + 50304, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*256 + 75392, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*256 + 100480, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*256 + 125568, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*256 + 150656, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*256 + 175744, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*256 + 200832, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*256 + 225920, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*256 + 251008, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*256 + 276096, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*256 + 301184, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*256 + 326272, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*256 + 351360, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*256 + 376448, a0_15);
+                    VSTORE(dxb + ty*3584 + tx*256 + 128, VLOAD(dxb + ty*3584 + tx*256 + 128) + a0_0);
+                    VSTORE(dxb + ty*3584 + tx*256 + 25216, VLOAD(dxb + ty*3584 + tx*256 + 25216) + a0_1);
+                    VSTORE(dxb + ty*3584 + tx*256 + 50304, VLOAD(dxb + ty*3584 + tx*256 + 50304) + a0_2);
+                    VSTORE(dxb + ty*3584 + tx*256 + 75392, VLOAD(dxb + ty*3584 + tx*256 + 75392) + a0_3);
+                    VSTORE(dxb + ty*3584 + tx*256 + 100480, VLOAD(dxb + ty*3584 + tx*256 + 100480) + a0_4);
+                    VSTORE(dxb + ty*3584 + tx*256 + 125568, VLOAD(dxb + ty*3584 + tx*256 + 125568) + a0_5);
+                    VSTORE(dxb + ty*3584 + tx*256 + 150656, VLOAD(dxb + ty*3584 + tx*256 + 150656) + a0_6);
+                    VSTORE(dxb + ty*3584 + tx*256 + 175744, VLOAD(dxb + ty*3584 + tx*256 + 175744) + a0_7);
+                    VSTORE(dxb + ty*3584 + tx*256 + 200832, VLOAD(dxb + ty*3584 + tx*256 + 200832) + a0_8);
+                    VSTORE(dxb + ty*3584 + tx*256 + 225920, VLOAD(dxb + ty*3584 + tx*256 + 225920) + a0_9);
+                    VSTORE(dxb + ty*3584 + tx*256 + 251008, VLOAD(dxb + ty*3584 + tx*256 + 251008) + a0_10);
+                    VSTORE(dxb + ty*3584 + tx*256 + 276096, VLOAD(dxb + ty*3584 + tx*256 + 276096) + a0_11);
+                    VSTORE(dxb + ty*3584 + tx*256 + 301184, VLOAD(dxb + ty*3584 + tx*256 + 301184) + a0_12);
+                    VSTORE(dxb + ty*3584 + tx*256 + 326272, VLOAD(dxb + ty*3584 + tx*256 + 326272) + a0_13);
+                    VSTORE(dxb + ty*3584 + tx*256 + 351360, VLOAD(dxb + ty*3584 + tx*256 + 351360) + a0_14);
+                    VSTORE(dxb + ty*3584 + tx*256 + 376448, VLOAD(dxb + ty*3584 + tx*256 + 376448) + a0_15);
                 }
             }
             /* inputs rows 0+2*t (t=0..6), cols 1+2*t (t=6..6): 1 taps */
@@ -11018,22 +11018,22 @@ static void l47_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[140] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*3584 + 1664, a0_0);
-                    VSTORE(dxb + ty*3584 + 26752, a0_1);
-                    VSTORE(dxb + ty*3584 + 51840, a0_2);
-                    VSTORE(dxb + ty*3584 + 76928, a0_3);
-                    VSTORE(dxb + ty*3584 + 102016, a0_4);
-                    VSTORE(dxb + ty*3584 + 127104, a0_5);
-                    VSTORE(dxb + ty*3584 + 152192, a0_6);
-                    VSTORE(dxb + ty*3584 + 177280, a0_7);
-                    VSTORE(dxb + ty*3584 + 202368, a0_8);
-                    VSTORE(dxb + ty*3584 + 227456, a0_9);
-                    VSTORE(dxb + ty*3584 + 252544, a0_10);
-                    VSTORE(dxb + ty*3584 + 277632, a0_11);
-                    VSTORE(dxb + ty*3584 + 302720, a0_12);
-                    VSTORE(dxb + ty*3584 + 327808, a0_13);
-                    VSTORE(dxb + ty*3584 + 352896, a0_14);
-                    VSTORE(dxb + ty*3584 + 377984, a0_15);
+                    VSTORE(dxb + ty*3584 + 1664, VLOAD(dxb + ty*3584 + 1664) + a0_0);
+                    VSTORE(dxb + ty*3584 + 26752, VLOAD(dxb + ty*3584 + 26752) + a0_1);
+                    VSTORE(dxb + ty*3584 + 51840, VLOAD(dxb + ty*3584 + 51840) + a0_2);
+                    VSTORE(dxb + ty*3584 + 76928, VLOAD(dxb + ty*3584 + 76928) + a0_3);
+                    VSTORE(dxb + ty*3584 + 102016, VLOAD(dxb + ty*3584 + 102016) + a0_4);
+                    VSTORE(dxb + ty*3584 + 127104, VLOAD(dxb + ty*3584 + 127104) + a0_5);
+                    VSTORE(dxb + ty*3584 + 152192, VLOAD(dxb + ty*3584 + 152192) + a0_6);
+                    VSTORE(dxb + ty*3584 + 177280, VLOAD(dxb + ty*3584 + 177280) + a0_7);
+                    VSTORE(dxb + ty*3584 + 202368, VLOAD(dxb + ty*3584 + 202368) + a0_8);
+                    VSTORE(dxb + ty*3584 + 227456, VLOAD(dxb + ty*3584 + 227456) + a0_9);
+                    VSTORE(dxb + ty*3584 + 252544, VLOAD(dxb + ty*3584 + 252544) + a0_10);
+                    VSTORE(dxb + ty*3584 + 277632, VLOAD(dxb + ty*3584 + 277632) + a0_11);
+                    VSTORE(dxb + ty*3584 + 302720, VLOAD(dxb + ty*3584 + 302720) + a0_12);
+                    VSTORE(dxb + ty*3584 + 327808, VLOAD(dxb + ty*3584 + 327808) + a0_13);
+                    VSTORE(dxb + ty*3584 + 352896, VLOAD(dxb + ty*3584 + 352896) + a0_14);
+                    VSTORE(dxb + ty*3584 + 377984, VLOAD(dxb + ty*3584 + 377984) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=0..5), cols 0+2*t (t=0..6): 2 taps */
@@ -11097,22 +11097,22 @@ static void l47_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[142] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*3584 + tx*256 + 1792, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*256 + 26880, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*256 + 51968, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*256 + 77056, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*256 + 102144, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*256 + 127232, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*256 + 152320, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*256 + 177408, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*256 + 202496, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*256 + 227584, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*256 + 252672, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*256 + 277760, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*256 + 302848, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*256 + 327936, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*256 + 353024, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*256 + 378112, a0_15);
+                    VSTORE(dxb + ty*3584 + tx*256 + 1792, VLOAD(dxb + ty*3584 + tx*256 + 1792) + a0_0);
+                    VSTORE(dxb + ty*3584 + tx*256 + 26880, VLOAD(dxb + ty*3584 + tx*256 + 26880) + a0_1);
+                    VSTORE(dxb + ty*3584 + tx*256 + 51968, VLOAD(dxb + ty*3584 + tx*256 + 51968) + a0_2);
+                    VSTORE(dxb + ty*3584 + tx*256 + 77056, VLOAD(dxb + ty*3584 + tx*256 + 77056) + a0_3);
+                    VSTORE(dxb + ty*3584 + tx*256 + 102144, VLOAD(dxb + ty*3584 + tx*256 + 102144) + a0_4);
+                    VSTORE(dxb + ty*3584 + tx*256 + 127232, VLOAD(dxb + ty*3584 + tx*256 + 127232) + a0_5);
+                    VSTORE(dxb + ty*3584 + tx*256 + 152320, VLOAD(dxb + ty*3584 + tx*256 + 152320) + a0_6);
+                    VSTORE(dxb + ty*3584 + tx*256 + 177408, VLOAD(dxb + ty*3584 + tx*256 + 177408) + a0_7);
+                    VSTORE(dxb + ty*3584 + tx*256 + 202496, VLOAD(dxb + ty*3584 + tx*256 + 202496) + a0_8);
+                    VSTORE(dxb + ty*3584 + tx*256 + 227584, VLOAD(dxb + ty*3584 + tx*256 + 227584) + a0_9);
+                    VSTORE(dxb + ty*3584 + tx*256 + 252672, VLOAD(dxb + ty*3584 + tx*256 + 252672) + a0_10);
+                    VSTORE(dxb + ty*3584 + tx*256 + 277760, VLOAD(dxb + ty*3584 + tx*256 + 277760) + a0_11);
+                    VSTORE(dxb + ty*3584 + tx*256 + 302848, VLOAD(dxb + ty*3584 + tx*256 + 302848) + a0_12);
+                    VSTORE(dxb + ty*3584 + tx*256 + 327936, VLOAD(dxb + ty*3584 + tx*256 + 327936) + a0_13);
+                    VSTORE(dxb + ty*3584 + tx*256 + 353024, VLOAD(dxb + ty*3584 + tx*256 + 353024) + a0_14);
+                    VSTORE(dxb + ty*3584 + tx*256 + 378112, VLOAD(dxb + ty*3584 + tx*256 + 378112) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=0..5), cols 1+2*t (t=0..5): 4 taps */
@@ -11214,22 +11214,22 @@ static void l47_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*3584 + tx*256 + 1920, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*256 + 27008, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*256 + 52096, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*256 + 77184, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*256 + 102272, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*256 + 127360, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*256 + 152448, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*256 + 177536, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*256 + 202624, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*256 + 227712, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*256 + 252800, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*256 + 277888, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*256 + 302976, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*256 + 328064, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*256 + 353152, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*256 + 378240, a0_15);
+                    VSTORE(dxb + ty*3584 + tx*256 + 1920, VLOAD(dxb + ty*3584 + tx*256 + 1920) + a0_0);
+                    VSTORE(dxb + ty*3584 + tx*256 + 27008, VLOAD(dxb + ty*3584 + tx*256 + 27008) + a0_1);
+                    VSTORE(dxb + ty*3584 + tx*256 + 52096, VLOAD(dxb + ty*3584 + tx*256 + 52096) + a0_2);
+                    VSTORE(dxb + ty*3584 + tx*256 + 77184, VLOAD(dxb + ty*3584 + tx*256 + 77184) + a0_3);
+                    VSTORE(dxb + ty*3584 + tx*256 + 102272, VLOAD(dxb + ty*3584 + tx*256 + 102272) + a0_4);
+                    VSTORE(dxb + ty*3584 + tx*256 + 127360, VLOAD(dxb + ty*3584 + tx*256 + 127360) + a0_5);
+                    VSTORE(dxb + ty*3584 + tx*256 + 152448, VLOAD(dxb + ty*3584 + tx*256 + 152448) + a0_6);
+                    VSTORE(dxb + ty*3584 + tx*256 + 177536, VLOAD(dxb + ty*3584 + tx*256 + 177536) + a0_7);
+                    VSTORE(dxb + ty*3584 + tx*256 + 202624, VLOAD(dxb + ty*3584 + tx*256 + 202624) + a0_8);
+                    VSTORE(dxb + ty*3584 + tx*256 + 227712, VLOAD(dxb + ty*3584 + tx*256 + 227712) + a0_9);
+                    VSTORE(dxb + ty*3584 + tx*256 + 252800, VLOAD(dxb + ty*3584 + tx*256 + 252800) + a0_10);
+                    VSTORE(dxb + ty*3584 + tx*256 + 277888, VLOAD(dxb + ty*3584 + tx*256 + 277888) + a0_11);
+                    VSTORE(dxb + ty*3584 + tx*256 + 302976, VLOAD(dxb + ty*3584 + tx*256 + 302976) + a0_12);
+                    VSTORE(dxb + ty*3584 + tx*256 + 328064, VLOAD(dxb + ty*3584 + tx*256 + 328064) + a0_13);
+                    VSTORE(dxb + ty*3584 + tx*256 + 353152, VLOAD(dxb + ty*3584 + tx*256 + 353152) + a0_14);
+                    VSTORE(dxb + ty*3584 + tx*256 + 378240, VLOAD(dxb + ty*3584 + tx*256 + 378240) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=0..5), cols 1+2*t (t=6..6): 2 taps */
@@ -11293,22 +11293,22 @@ static void l47_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*3584 + 3456, a0_0);
-                    VSTORE(dxb + ty*3584 + 28544, a0_1);
-                    VSTORE(dxb + ty*3584 + 53632, a0_2);
-                    VSTORE(dxb + ty*3584 + 78720, a0_3);
-                    VSTORE(dxb + ty*3584 + 103808, a0_4);
-                    VSTORE(dxb + ty*3584 + 128896, a0_5);
-                    VSTORE(dxb + ty*3584 + 153984, a0_6);
-                    VSTORE(dxb + ty*3584 + 179072, a0_7);
-                    VSTORE(dxb + ty*3584 + 204160, a0_8);
-                    VSTORE(dxb + ty*3584 + 229248, a0_9);
-                    VSTORE(dxb + ty*3584 + 254336, a0_10);
-                    VSTORE(dxb + ty*3584 + 279424, a0_11);
-                    VSTORE(dxb + ty*3584 + 304512, a0_12);
-                    VSTORE(dxb + ty*3584 + 329600, a0_13);
-                    VSTORE(dxb + ty*3584 + 354688, a0_14);
-                    VSTORE(dxb + ty*3584 + 379776, a0_15);
+                    VSTORE(dxb + ty*3584 + 3456, VLOAD(dxb + ty*3584 + 3456) + a0_0);
+                    VSTORE(dxb + ty*3584 + 28544, VLOAD(dxb + ty*3584 + 28544) + a0_1);
+                    VSTORE(dxb + ty*3584 + 53632, VLOAD(dxb + ty*3584 + 53632) + a0_2);
+                    VSTORE(dxb + ty*3584 + 78720, VLOAD(dxb + ty*3584 + 78720) + a0_3);
+                    VSTORE(dxb + ty*3584 + 103808, VLOAD(dxb + ty*3584 + 103808) + a0_4);
+                    VSTORE(dxb + ty*3584 + 128896, VLOAD(dxb + ty*3584 + 128896) + a0_5);
+                    VSTORE(dxb + ty*3584 + 153984, VLOAD(dxb + ty*3584 + 153984) + a0_6);
+                    VSTORE(dxb + ty*3584 + 179072, VLOAD(dxb + ty*3584 + 179072) + a0_7);
+                    VSTORE(dxb + ty*3584 + 204160, VLOAD(dxb + ty*3584 + 204160) + a0_8);
+                    VSTORE(dxb + ty*3584 + 229248, VLOAD(dxb + ty*3584 + 229248) + a0_9);
+                    VSTORE(dxb + ty*3584 + 254336, VLOAD(dxb + ty*3584 + 254336) + a0_10);
+                    VSTORE(dxb + ty*3584 + 279424, VLOAD(dxb + ty*3584 + 279424) + a0_11);
+                    VSTORE(dxb + ty*3584 + 304512, VLOAD(dxb + ty*3584 + 304512) + a0_12);
+                    VSTORE(dxb + ty*3584 + 329600, VLOAD(dxb + ty*3584 + 329600) + a0_13);
+                    VSTORE(dxb + ty*3584 + 354688, VLOAD(dxb + ty*3584 + 354688) + a0_14);
+                    VSTORE(dxb + ty*3584 + 379776, VLOAD(dxb + ty*3584 + 379776) + a0_15);
                 }
             }
             /* inputs rows 1+2*t (t=6..6), cols 0+2*t (t=0..6): 1 taps */
@@ -11352,22 +11352,22 @@ static void l47_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[142] * d0;
                     }
                 }
-                VSTORE(dxb + tx*256 + 23296, a0_0);
-                VSTORE(dxb + tx*256 + 48384, a0_1);
-                VSTORE(dxb + tx*256 + 73472, a0_2);
-                VSTORE(dxb + tx*256 + 98560, a0_3);
-                VSTORE(dxb + tx*256 + 123648, a0_4);
-                VSTORE(dxb + tx*256 + 148736, a0_5);
-                VSTORE(dxb + tx*256 + 173824, a0_6);
-                VSTORE(dxb + tx*256 + 198912, a0_7);
-                VSTORE(dxb + tx*256 + 224000, a0_8);
-                VSTORE(dxb + tx*256 + 249088, a0_9);
-                VSTORE(dxb + tx*256 + 274176, a0_10);
-                VSTORE(dxb + tx*256 + 299264, a0_11);
-                VSTORE(dxb + tx*256 + 324352, a0_12);
-                VSTORE(dxb + tx*256 + 349440, a0_13);
-                VSTORE(dxb + tx*256 + 374528, a0_14);
-                VSTORE(dxb + tx*256 + 399616, a0_15);
+                VSTORE(dxb + tx*256 + 23296, VLOAD(dxb + tx*256 + 23296) + a0_0);
+                VSTORE(dxb + tx*256 + 48384, VLOAD(dxb + tx*256 + 48384) + a0_1);
+                VSTORE(dxb + tx*256 + 73472, VLOAD(dxb + tx*256 + 73472) + a0_2);
+                VSTORE(dxb + tx*256 + 98560, VLOAD(dxb + tx*256 + 98560) + a0_3);
+                VSTORE(dxb + tx*256 + 123648, VLOAD(dxb + tx*256 + 123648) + a0_4);
+                VSTORE(dxb + tx*256 + 148736, VLOAD(dxb + tx*256 + 148736) + a0_5);
+                VSTORE(dxb + tx*256 + 173824, VLOAD(dxb + tx*256 + 173824) + a0_6);
+                VSTORE(dxb + tx*256 + 198912, VLOAD(dxb + tx*256 + 198912) + a0_7);
+                VSTORE(dxb + tx*256 + 224000, VLOAD(dxb + tx*256 + 224000) + a0_8);
+                VSTORE(dxb + tx*256 + 249088, VLOAD(dxb + tx*256 + 249088) + a0_9);
+                VSTORE(dxb + tx*256 + 274176, VLOAD(dxb + tx*256 + 274176) + a0_10);
+                VSTORE(dxb + tx*256 + 299264, VLOAD(dxb + tx*256 + 299264) + a0_11);
+                VSTORE(dxb + tx*256 + 324352, VLOAD(dxb + tx*256 + 324352) + a0_12);
+                VSTORE(dxb + tx*256 + 349440, VLOAD(dxb + tx*256 + 349440) + a0_13);
+                VSTORE(dxb + tx*256 + 374528, VLOAD(dxb + tx*256 + 374528) + a0_14);
+                VSTORE(dxb + tx*256 + 399616, VLOAD(dxb + tx*256 + 399616) + a0_15);
             }
             /* inputs rows 1+2*t (t=6..6), cols 1+2*t (t=0..5): 2 taps */
             for (int tx = 0; tx < 6; tx++) {
@@ -11429,22 +11429,22 @@ static void l47_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + tx*256 + 23424, a0_0);
-                VSTORE(dxb + tx*256 + 48512, a0_1);
-                VSTORE(dxb + tx*256 + 73600, a0_2);
-                VSTORE(dxb + tx*256 + 98688, a0_3);
-                VSTORE(dxb + tx*256 + 123776, a0_4);
-                VSTORE(dxb + tx*256 + 148864, a0_5);
-                VSTORE(dxb + tx*256 + 173952, a0_6);
-                VSTORE(dxb + tx*256 + 199040, a0_7);
-                VSTORE(dxb + tx*256 + 224128, a0_8);
-                VSTORE(dxb + tx*256 + 249216, a0_9);
-                VSTORE(dxb + tx*256 + 274304, a0_10);
-                VSTORE(dxb + tx*256 + 299392, a0_11);
-                VSTORE(dxb + tx*256 + 324480, a0_12);
-                VSTORE(dxb + tx*256 + 349568, a0_13);
-                VSTORE(dxb + tx*256 + 374656, a0_14);
-                VSTORE(dxb + tx*256 + 399744, a0_15);
+                VSTORE(dxb + tx*256 + 23424, VLOAD(dxb + tx*256 + 23424) + a0_0);
+                VSTORE(dxb + tx*256 + 48512, VLOAD(dxb + tx*256 + 48512) + a0_1);
+                VSTORE(dxb + tx*256 + 73600, VLOAD(dxb + tx*256 + 73600) + a0_2);
+                VSTORE(dxb + tx*256 + 98688, VLOAD(dxb + tx*256 + 98688) + a0_3);
+                VSTORE(dxb + tx*256 + 123776, VLOAD(dxb + tx*256 + 123776) + a0_4);
+                VSTORE(dxb + tx*256 + 148864, VLOAD(dxb + tx*256 + 148864) + a0_5);
+                VSTORE(dxb + tx*256 + 173952, VLOAD(dxb + tx*256 + 173952) + a0_6);
+                VSTORE(dxb + tx*256 + 199040, VLOAD(dxb + tx*256 + 199040) + a0_7);
+                VSTORE(dxb + tx*256 + 224128, VLOAD(dxb + tx*256 + 224128) + a0_8);
+                VSTORE(dxb + tx*256 + 249216, VLOAD(dxb + tx*256 + 249216) + a0_9);
+                VSTORE(dxb + tx*256 + 274304, VLOAD(dxb + tx*256 + 274304) + a0_10);
+                VSTORE(dxb + tx*256 + 299392, VLOAD(dxb + tx*256 + 299392) + a0_11);
+                VSTORE(dxb + tx*256 + 324480, VLOAD(dxb + tx*256 + 324480) + a0_12);
+                VSTORE(dxb + tx*256 + 349568, VLOAD(dxb + tx*256 + 349568) + a0_13);
+                VSTORE(dxb + tx*256 + 374656, VLOAD(dxb + tx*256 + 374656) + a0_14);
+                VSTORE(dxb + tx*256 + 399744, VLOAD(dxb + tx*256 + 399744) + a0_15);
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -11486,22 +11486,22 @@ static void l47_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + 24960, a0_0);
-                VSTORE(dxb + 50048, a0_1);
-                VSTORE(dxb + 75136, a0_2);
-                VSTORE(dxb + 100224, a0_3);
-                VSTORE(dxb + 125312, a0_4);
-                VSTORE(dxb + 150400, a0_5);
-                VSTORE(dxb + 175488, a0_6);
-                VSTORE(dxb + 200576, a0_7);
-                VSTORE(dxb + 225664, a0_8);
-                VSTORE(dxb + 250752, a0_9);
-                VSTORE(dxb + 275840, a0_10);
-                VSTORE(dxb + 300928, a0_11);
-                VSTORE(dxb + 326016, a0_12);
-                VSTORE(dxb + 351104, a0_13);
-                VSTORE(dxb + 376192, a0_14);
-                VSTORE(dxb + 401280, a0_15);
+                VSTORE(dxb + 24960, VLOAD(dxb + 24960) + a0_0);
+                VSTORE(dxb + 50048, VLOAD(dxb + 50048) + a0_1);
+                VSTORE(dxb + 75136, VLOAD(dxb + 75136) + a0_2);
+                VSTORE(dxb + 100224, VLOAD(dxb + 100224) + a0_3);
+                VSTORE(dxb + 125312, VLOAD(dxb + 125312) + a0_4);
+                VSTORE(dxb + 150400, VLOAD(dxb + 150400) + a0_5);
+                VSTORE(dxb + 175488, VLOAD(dxb + 175488) + a0_6);
+                VSTORE(dxb + 200576, VLOAD(dxb + 200576) + a0_7);
+                VSTORE(dxb + 225664, VLOAD(dxb + 225664) + a0_8);
+                VSTORE(dxb + 250752, VLOAD(dxb + 250752) + a0_9);
+                VSTORE(dxb + 275840, VLOAD(dxb + 275840) + a0_10);
+                VSTORE(dxb + 300928, VLOAD(dxb + 300928) + a0_11);
+                VSTORE(dxb + 326016, VLOAD(dxb + 326016) + a0_12);
+                VSTORE(dxb + 351104, VLOAD(dxb + 351104) + a0_13);
+                VSTORE(dxb + 376192, VLOAD(dxb + 376192) + a0_14);
+                VSTORE(dxb + 401280, VLOAD(dxb + 401280) + a0_15);
             }
         }
     }
@@ -14420,10 +14420,10 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 896, y10);
-                            VSTORE(dx + o + 1024, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 1024, VLOAD(dx + o + 1024) + y11);
                         }
                     }
                 }
@@ -14486,10 +14486,10 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 896, y10);
-                            VSTORE(dx + o + 1024, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 1024, VLOAD(dx + o + 1024) + y11);
                         }
                     }
                 }
@@ -14550,8 +14550,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
                         }
                     }
                 }
@@ -14622,10 +14622,10 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 896, y10);
-                            VSTORE(dx + o + 1024, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 1024, VLOAD(dx + o + 1024) + y11);
                         }
                     }
                 }
@@ -14688,10 +14688,10 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
-                            VSTORE(dx + o + 896, y10);
-                            VSTORE(dx + o + 1024, y11);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 1024, VLOAD(dx + o + 1024) + y11);
                         }
                     }
                 }
@@ -14752,8 +14752,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
                         }
                     }
                 }
@@ -14823,8 +14823,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                         }
                     }
                 }
@@ -14886,8 +14886,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 128, y01);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                         }
                     }
                 }
@@ -14947,7 +14947,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                         }
                     }
                 }
@@ -15311,59 +15311,50 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
 #define D66     46410272 /* gradient arena: dLoss/d(layer 66 output) */
 #define D65     46811680 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
 #define D63     46410272 /* gradient arena: dLoss/d(layer 63 output) */
-#define T63_1   46811680 /* gradient arena: a gradient summed into its tensor's */
 #define D60     46410272 /* gradient arena: dLoss/d(layer 60 output) */
 #define D55     46811680 /* gradient arena: dLoss/d(layer 55 output), which layer 54's backward masks as it reads it */
 #define D59     47213088 /* gradient arena: dLoss/d(layer 59 output) */
 #define D58     46410272 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
 #define D56     47213088 /* gradient arena: dLoss/d(layer 56 output) */
-#define T56_1   46410272 /* gradient arena: a gradient summed into its tensor's */
 #define D51     47213088 /* gradient arena: dLoss/d(layer 51 output) */
 #define D53     46410272 /* gradient arena: dLoss/d(layer 53 output) */
 #define D52     47614496 /* gradient arena: dLoss/d(layer 52 output) */
 #define D46     46410272 /* gradient arena: dLoss/d(layer 46 output), which layer 45's backward masks as it reads it */
 #define D50     47614496 /* gradient arena: dLoss/d(layer 50 output) */
 #define D49     47213088 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
-#define D47     48015904 /* gradient arena: dLoss/d(layer 47 output) */
-#define T47_1   47213088 /* gradient arena: a gradient summed into its tensor's */
+#define D47     47614496 /* gradient arena: dLoss/d(layer 47 output) */
 #define D44     47213088 /* gradient arena: dLoss/d(layer 44 output) */
 #define D39     48015904 /* gradient arena: dLoss/d(layer 39 output), which layer 38's backward masks as it reads it */
 #define D43     46410272 /* gradient arena: dLoss/d(layer 43 output) */
 #define D42     47213088 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
 #define D40     46410272 /* gradient arena: dLoss/d(layer 40 output) */
-#define T40_1   47213088 /* gradient arena: a gradient summed into its tensor's */
 #define D37     46410272 /* gradient arena: dLoss/d(layer 37 output) */
 #define D32     47213088 /* gradient arena: dLoss/d(layer 32 output), which layer 31's backward masks as it reads it */
 #define D36     48015904 /* gradient arena: dLoss/d(layer 36 output) */
 #define D35     46410272 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
 #define D33     48015904 /* gradient arena: dLoss/d(layer 33 output) */
-#define T33_1   46410272 /* gradient arena: a gradient summed into its tensor's */
 #define D28     48015904 /* gradient arena: dLoss/d(layer 28 output) */
 #define D30     46410272 /* gradient arena: dLoss/d(layer 30 output) */
 #define D29     48818720 /* gradient arena: dLoss/d(layer 29 output) */
 #define D23     46410272 /* gradient arena: dLoss/d(layer 23 output), which layer 22's backward masks as it reads it */
 #define D27     48818720 /* gradient arena: dLoss/d(layer 27 output) */
 #define D26     48015904 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
-#define D24     49621536 /* gradient arena: dLoss/d(layer 24 output) */
-#define T24_1   48015904 /* gradient arena: a gradient summed into its tensor's */
+#define D24     48818720 /* gradient arena: dLoss/d(layer 24 output) */
 #define D21     48015904 /* gradient arena: dLoss/d(layer 21 output) */
 #define D16     49621536 /* gradient arena: dLoss/d(layer 16 output), which layer 15's backward masks as it reads it */
 #define D20     46410272 /* gradient arena: dLoss/d(layer 20 output) */
 #define D19     48015904 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
 #define D17     46410272 /* gradient arena: dLoss/d(layer 17 output) */
-#define T17_1   48015904 /* gradient arena: a gradient summed into its tensor's */
 #define D14     46410272 /* gradient arena: dLoss/d(layer 14 output) */
 #define D09     48015904 /* gradient arena: dLoss/d(layer 9 output), which layer 8's backward masks as it reads it */
 #define D13     49621536 /* gradient arena: dLoss/d(layer 13 output) */
 #define D12     46410272 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
 #define D10     49621536 /* gradient arena: dLoss/d(layer 10 output) */
-#define T10_1   46410272 /* gradient arena: a gradient summed into its tensor's */
 #define D07     46410272 /* gradient arena: dLoss/d(layer 7 output) */
 #define D02     49621536 /* gradient arena: dLoss/d(layer 2 output) */
 #define D06     48015904 /* gradient arena: dLoss/d(layer 6 output) */
 #define D05     46410272 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
 #define D03     48015904 /* gradient arena: dLoss/d(layer 3 output) */
-#define T03_1   46410272 /* gradient arena: a gradient summed into its tensor's */
 #define D01     46410272 /* gradient arena: dLoss/d(layer 1 output) */
 #define D00     48015904 /* gradient arena: dLoss/d(layer 0 output) */
 #define DIN     46410272 /* gradient arena: dLoss/dInput */
@@ -15474,9 +15465,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* layer 65: relu's backward is in layer 66's dx stores */
     l48_batchnorm_backward(params + 234416, grads + 234416, ws + S64, ws + A63, ws + D65, ws + D63, nb);
     l50_conv2d_backward(grads + 197552, ws + S63, ws + A60, ws + D63);
-    l56_conv2d_backward_dx(params + 197552, ws + S63, ws + D63, ws + T63_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 401408; i++) (ws + D62)[i] += (ws + T63_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 63's dx stores add to its gradient */
+    l56_conv2d_backward_dx(params + 197552, ws + S63, ws + D63, ws + D62);
     /* layer 62: relu's backward is in layer 61's reads of dy */
     l54_add_backward(ws + A60, ws + D62, ws + D60, ws + D55);
     l48_batchnorm_backward(params + 197424, grads + 197424, ws + S60, ws + A59, ws + D60, ws + D59, nb);
@@ -15485,9 +15475,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* layer 58: relu's backward is in layer 59's dx stores */
     l48_batchnorm_backward(params + 160432, grads + 160432, ws + S57, ws + A56, ws + D58, ws + D56, nb);
     l50_conv2d_backward(grads + 123568, ws + S56, ws + A51, ws + D56);
-    l56_conv2d_backward_dx(params + 123568, ws + S56, ws + D56, ws + T56_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 401408; i++) (ws + D55)[i] += (ws + T56_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 56's dx stores add to its gradient */
+    l56_conv2d_backward_dx(params + 123568, ws + S56, ws + D56, ws + D55);
     /* layer 55: relu's backward is in layer 54's reads of dy */
     l54_add_backward(ws + A51, ws + D55, ws + D51, ws + D53);
     l48_batchnorm_backward(params + 123440, grads + 123440, ws + S53, ws + A52, ws + D53, ws + D52, nb);
@@ -15499,9 +15488,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* layer 49: relu's backward is in layer 50's dx stores */
     l48_batchnorm_backward(params + 84272, grads + 84272, ws + S48, ws + A47, ws + D49, ws + D47, nb);
     l47_conv2d_backward(grads + 65840, ws + A44, ws + D47);
-    l47_conv2d_backward_dx(params + 65840, ws + D47, ws + T47_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 802816; i++) (ws + D46)[i] += (ws + T47_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 47's dx stores add to its gradient */
+    l47_conv2d_backward_dx(params + 65840, ws + D47, ws + D46);
     /* layer 46: relu's backward is in layer 45's reads of dy */
     l31_add_backward(ws + A44, ws + D46, ws + D44, ws + D39);
     l25_batchnorm_backward(params + 65776, grads + 65776, ws + S44, ws + A43, ws + D44, ws + D43, nb);
@@ -15510,9 +15498,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* layer 42: relu's backward is in layer 43's dx stores */
     l25_batchnorm_backward(params + 56496, grads + 56496, ws + S41, ws + A40, ws + D42, ws + D40, nb);
     l27_conv2d_backward(grads + 47280, ws + S40, ws + A37, ws + D40);
-    l33_conv2d_backward_dx(params + 47280, ws + S40, ws + D40, ws + T40_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 802816; i++) (ws + D39)[i] += (ws + T40_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 40's dx stores add to its gradient */
+    l33_conv2d_backward_dx(params + 47280, ws + S40, ws + D40, ws + D39);
     /* layer 39: relu's backward is in layer 38's reads of dy */
     l31_add_backward(ws + A37, ws + D39, ws + D37, ws + D32);
     l25_batchnorm_backward(params + 47216, grads + 47216, ws + S37, ws + A36, ws + D37, ws + D36, nb);
@@ -15521,9 +15508,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* layer 35: relu's backward is in layer 36's dx stores */
     l25_batchnorm_backward(params + 37936, grads + 37936, ws + S34, ws + A33, ws + D35, ws + D33, nb);
     l27_conv2d_backward(grads + 28720, ws + S33, ws + A28, ws + D33);
-    l33_conv2d_backward_dx(params + 28720, ws + S33, ws + D33, ws + T33_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 802816; i++) (ws + D32)[i] += (ws + T33_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 33's dx stores add to its gradient */
+    l33_conv2d_backward_dx(params + 28720, ws + S33, ws + D33, ws + D32);
     /* layer 32: relu's backward is in layer 31's reads of dy */
     l31_add_backward(ws + A28, ws + D32, ws + D28, ws + D30);
     l25_batchnorm_backward(params + 28656, grads + 28656, ws + S30, ws + A29, ws + D30, ws + D29, nb);
@@ -15535,9 +15521,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* layer 26: relu's backward is in layer 27's dx stores */
     l25_batchnorm_backward(params + 18800, grads + 18800, ws + S25, ws + A24, ws + D26, ws + D24, nb);
     l24_conv2d_backward(grads + 14192, ws + A21, ws + D24);
-    l24_conv2d_backward_dx(params + 14192, ws + D24, ws + T24_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 1605632; i++) (ws + D23)[i] += (ws + T24_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 24's dx stores add to its gradient */
+    l24_conv2d_backward_dx(params + 14192, ws + D24, ws + D23);
     /* layer 23: relu's backward is in layer 22's reads of dy */
     l08_add_backward(ws + A21, ws + D23, ws + D21, ws + D16);
     l01_batchnorm_backward(params + 14160, grads + 14160, ws + S21, ws + A20, ws + D21, ws + D20, nb);
@@ -15546,9 +15531,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* layer 19: relu's backward is in layer 20's dx stores */
     l01_batchnorm_backward(params + 11824, grads + 11824, ws + S18, ws + A17, ws + D19, ws + D17, nb);
     l03_conv2d_backward(grads + 9520, ws + S17, ws + A14, ws + D17);
-    l03_conv2d_backward_dx(params + 9520, ws + S17, ws + D17, ws + T17_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 1605632; i++) (ws + D16)[i] += (ws + T17_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 17's dx stores add to its gradient */
+    l03_conv2d_backward_dx(params + 9520, ws + S17, ws + D17, ws + D16);
     /* layer 16: relu's backward is in layer 15's reads of dy */
     l08_add_backward(ws + A14, ws + D16, ws + D14, ws + D09);
     l01_batchnorm_backward(params + 9488, grads + 9488, ws + S14, ws + A13, ws + D14, ws + D13, nb);
@@ -15557,9 +15541,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* layer 12: relu's backward is in layer 13's dx stores */
     l01_batchnorm_backward(params + 7152, grads + 7152, ws + S11, ws + A10, ws + D12, ws + D10, nb);
     l03_conv2d_backward(grads + 4848, ws + S10, ws + A07, ws + D10);
-    l03_conv2d_backward_dx(params + 4848, ws + S10, ws + D10, ws + T10_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 1605632; i++) (ws + D09)[i] += (ws + T10_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 10's dx stores add to its gradient */
+    l03_conv2d_backward_dx(params + 4848, ws + S10, ws + D10, ws + D09);
     /* layer 9: relu's backward is in layer 8's reads of dy */
     l08_add_backward(ws + A07, ws + D09, ws + D07, ws + D02);
     l01_batchnorm_backward(params + 4816, grads + 4816, ws + S07, ws + A06, ws + D07, ws + D06, nb);
@@ -15568,9 +15551,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* layer 5: relu's backward is in layer 6's dx stores */
     l01_batchnorm_backward(params + 2480, grads + 2480, ws + S04, ws + A03, ws + D05, ws + D03, nb);
     l03_conv2d_backward(grads + 176, ws + S03, ws + A01, ws + D03);
-    l03_conv2d_backward_dx(params + 176, ws + S03, ws + D03, ws + T03_1);
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 1605632; i++) (ws + D02)[i] += (ws + T03_1)[i]; /* a tensor read again: gradients add */
+    /* a tensor read again: layer 3's dx stores add to its gradient */
+    l03_conv2d_backward_dx(params + 176, ws + S03, ws + D03, ws + D02);
     l02_relu_backward(ws + A01, ws + D02, ws + D01);
     l01_batchnorm_backward(params + 144, grads + 144, ws + S01, ws + A00, ws + D01, ws + D00, nb);
     l00_conv2d_backward(grads, ws + XIN, ws + D00);
