@@ -115,30 +115,38 @@ local classes = M.classes
 -- One loop nest per class of tile rows, and in it one tx loop per class of tile
 -- columns: which loads are zeros and which outputs are stored is known at generation
 -- time, and the code has no test.
-function M.emit(C, L, R, V, a)
-  local NV = R // V
-  local nci, nco = a.nci, a.nco
-  C:line("float *restrict U = S; /* [16][%d][%d]: G g G^T per channel pair */", nci, nco)
-  C:open("for (int co = 0; co < %d; co++) {", nco)
-  C:open("for (int ci = 0; ci < %d; ci++) {", nci)
+-- The weight transform's frame, for n x n transformed tiles (n = m + 2): U = S, a loop
+-- over the channel pairs loading the 3x3 taps g0..g8; body() emits G g G^T into u.
+function M.weight_transform(C, a, n, body)
+  C:line("float *restrict U = S; /* [%d][%d][%d]: G g G^T per channel pair */", n * n, a.nci, a.nco)
+  C:open("for (int co = 0; co < %d; co++) {", a.nco)
+  C:open("for (int ci = 0; ci < %d; ci++) {", a.nci)
   local gs = {}
   for k = 0, 8 do gs[#gs + 1] = string.format("g%d = %s", k, a.wt("co", "ci", k)) end
   C:line("const float %s;", table.concat(gs, ", "))
-  -- t = G g (4x3), then u = t G^T (4x4), stored at U[4i + j][ci][co]
-  for j = 0, 2 do
-    C:line("const float t0%d = g%d, t1%d = 0.5f * (g%d + g%d + g%d), t2%d = 0.5f * (g%d - g%d + g%d), t3%d = g%d;",
-      j, j, j, j, 3 + j, 6 + j, j, j, 3 + j, 6 + j, j, 6 + j)
-  end
-  local u = {}
-  for i = 0, 3 do
-    local e = {string.format("t%d0", i), string.format("0.5f * (t%d0 + t%d1 + t%d2)", i, i, i),
-      string.format("0.5f * (t%d0 - t%d1 + t%d2)", i, i, i), string.format("t%d2", i)}
-    for j = 0, 3 do u[#u + 1] = string.format("u[%d] = %s;", (i * 4 + j) * nci * nco, e[j + 1]) end
-  end
-  C:line("float *restrict u = U + ci * %d + co;", nco)
-  for i = 1, #u, 4 do C:line(table.concat(u, " ", i, i + 3)) end
+  body()
   C:close()
   C:close()
+end
+
+function M.emit(C, L, R, V, a)
+  local NV = R // V
+  local nci, nco = a.nci, a.nco
+  M.weight_transform(C, a, 4, function()
+    -- t = G g (4x3), then u = t G^T (4x4), stored at U[4i + j][ci][co]
+    for j = 0, 2 do
+      C:line("const float t0%d = g%d, t1%d = 0.5f * (g%d + g%d + g%d), t2%d = 0.5f * (g%d - g%d + g%d), t3%d = g%d;",
+        j, j, j, j, 3 + j, 6 + j, j, j, 3 + j, 6 + j, j, 6 + j)
+    end
+    local u = {}
+    for i = 0, 3 do
+      local e = {string.format("t%d0", i), string.format("0.5f * (t%d0 + t%d1 + t%d2)", i, i, i),
+        string.format("0.5f * (t%d0 - t%d1 + t%d2)", i, i, i), string.format("t%d2", i)}
+      for j = 0, 3 do u[#u + 1] = string.format("u[%d] = %s;", (i * 4 + j) * nci * nco, e[j + 1]) end
+    end
+    C:line("float *restrict u = U + ci * %d + co;", nco)
+    for i = 1, #u, 4 do C:line(table.concat(u, " ", i, i + 3)) end
+  end)
   M.tiles(C, L, a, NV, 2, M.tile_body, R, V)
 end
 

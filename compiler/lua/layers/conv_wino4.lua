@@ -63,31 +63,25 @@ M.ok = wino.ok
 function M.emit(C, L, R, V, a)
   local NV = R // V
   local nci, nco = a.nci, a.nco
-  C:line("float *restrict U = S; /* [36][%d][%d]: G g G^T per channel pair */", nci, nco)
-  C:open("for (int co = 0; co < %d; co++) {", nco)
-  C:open("for (int ci = 0; ci < %d; ci++) {", nci)
-  local gs = {}
-  for k = 0, 8 do gs[#gs + 1] = string.format("g%d = %s", k, a.wt("co", "ci", k)) end
-  C:line("const float %s;", table.concat(gs, ", "))
-  -- t = G g (6x3), then u = t G^T (6x6), stored at U[6i + j][ci][co]
-  for i = 1, 6 do
-    local t = {}
-    for j = 0, 2 do
-      t[#t + 1] = string.format("t%d%d = %s", i - 1, j, lin(G[i], {"g" .. j, "g" .. (3 + j), "g" .. (6 + j)}, "0.0f"))
+  wino.weight_transform(C, a, 6, function()
+    -- t = G g (6x3), then u = t G^T (6x6), stored at U[6i + j][ci][co]
+    for i = 1, 6 do
+      local t = {}
+      for j = 0, 2 do
+        t[#t + 1] = string.format("t%d%d = %s", i - 1, j, lin(G[i], {"g" .. j, "g" .. (3 + j), "g" .. (6 + j)}, "0.0f"))
+      end
+      C:line("const float %s;", table.concat(t, ", "))
     end
-    C:line("const float %s;", table.concat(t, ", "))
-  end
-  C:line("float *restrict u = U + ci * %d + co;", nco)
-  for i = 0, 5 do
-    local u = {}
-    for j = 1, 6 do
-      u[#u + 1] = string.format("u[%d] = %s;", (i * 6 + j - 1) * nci * nco,
-        lin(G[j], {"t" .. i .. "0", "t" .. i .. "1", "t" .. i .. "2"}, "0.0f"))
+    C:line("float *restrict u = U + ci * %d + co;", nco)
+    for i = 0, 5 do
+      local u = {}
+      for j = 1, 6 do
+        u[#u + 1] = string.format("u[%d] = %s;", (i * 6 + j - 1) * nci * nco,
+          lin(G[j], {"t" .. i .. "0", "t" .. i .. "1", "t" .. i .. "2"}, "0.0f"))
+      end
+      C:line(table.concat(u, " "))
     end
-    C:line(table.concat(u, " "))
-  end
-  C:close()
-  C:close()
+  end)
   wino.tiles(C, L, a, NV, 4, M.tile_body, R, V)
 end
 
