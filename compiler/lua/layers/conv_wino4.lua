@@ -139,7 +139,7 @@ function M.tile_body(C, a, R, V, rc, cc)
     for k = 0, 5 do
       if need[k + 1] then
         local m = {}
-        for q = 0, 5 do m[q + 1] = string.format("mb[(%d * %d + t) * %d + b]", q * 6 + k, TC, TB) end
+        for q = 0, 5 do m[q + 1] = wino.mb_at(a, q * 6 + k, "t", "b") end
         r[#r + 1] = string.format("r%d%d = %s", i, k, lin(AT[i + 1], m, "vsplat(0.0f)"))
       end
     end
