@@ -138,10 +138,12 @@ end
 -- Batch-innermost: channel c is [spatial][R]; statistics over the nb real lanes only
 -- (a 0/1 lane mask), and dx is zero on the padded lanes so they never reach a parameter
 -- gradient. Sums run in vector registers per lane and are combined in double.
+-- The mask is floats read with VLOAD, not an array of cg_v: the threads' loops read it
+-- from this frame, and clang 14's outlined OpenMP bodies load a captured cg_v array
+-- with aligned moves although cg_v is declared aligned(4) (SIGSEGV at batch 64).
 local function mask_decl(C, NV, V)
-  C:line("cg_v mask[%d];", NV)
-  C:line("for (int v = 0; v < %d; v++)", NV)
-  C:line("    for (int l = 0; l < %d; l++) mask[v][l] = v * %d + l < nb ? 1.0f : 0.0f;", V, V)
+  C:line("float mask[%d];", NV * V)
+  C:line("for (int l = 0; l < %d; l++) mask[l] = l < nb ? 1.0f : 0.0f;", NV * V)
 end
 
 -- for (s) for (v): body with `xv` style loads named by the caller
@@ -182,13 +184,13 @@ function M.forward_lanes(L, C, ctx)
   C:line("const float *restrict xc = x + (size_t)c * %d;", L.spatial * R)
   C:line("cg_v acc[%d];", NV)
   C:line("for (int v = 0; v < %d; v++) acc[v] = vsplat(0.0f);", NV)
-  over_channel_vec(C, L, R, V, NV, function(at) C:line("acc[v] += VLOAD(xc + %s) * mask[v];", at) end)
+  over_channel_vec(C, L, R, V, NV, function(at) C:line("acc[v] += VLOAD(xc + %s) * VLOAD(mask + v * %d);", at, V) end)
   C:line("double s1 = 0.0;")
   C:line("for (int v = 0; v < %d; v++) s1 += vsum(acc[v]);", NV)
   C:line("const float fmean = (float)(s1 / m);")
   C:line("for (int v = 0; v < %d; v++) acc[v] = vsplat(0.0f);", NV)
   over_channel_vec(C, L, R, V, NV, function(at)
-    C:line("const cg_v dv = (VLOAD(xc + %s) - fmean) * mask[v];", at)
+    C:line("const cg_v dv = (VLOAD(xc + %s) - fmean) * VLOAD(mask + v * %d);", at, V)
     C:line("acc[v] += dv * dv;")
   end)
   C:line("double v2 = 0.0;")
@@ -240,7 +242,7 @@ function M.backward_lanes(L, C, ctx)
   C:line("gbeta[c] += (float)sdy;")
   C:line("const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;")
   over_channel_vec(C, L, R, V, NV, function(at)
-    C:line("VSTORE(dxc + %s, k * (fm * VLOAD(dyc + %s) - fsdy - (VLOAD(xc + %s) - mean) * rstd * fsdyx) * mask[v]);", at, at, at)
+    C:line("VSTORE(dxc + %s, k * (fm * VLOAD(dyc + %s) - fsdy - (VLOAD(xc + %s) - mean) * rstd * fsdyx) * VLOAD(mask + v * %d));", at, at, at, V)
   end)
   C:close()
   return {"P", "G", "S", "x", "dy", "dx", "nb"}
