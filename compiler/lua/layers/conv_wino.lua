@@ -70,8 +70,9 @@ end
 -- The heuristic's first choice: channels enough on both sides to amortize the
 -- transforms, outputs of 7x7 or more (7x7 computes 8x8 and still wins: ResNet-20's
 -- 64-channel layers, 10 % a step alone, 2-core Zen 3), and a tile's transformed inputs
--- (16 x channels in x TB lane vectors, swept once per block of output channels) within
--- 256 KB: VGG-16-CIFAR's 512-channel 4x4 layers (512 KB) ran 3x slower in wino than direct.
+-- and products (16 x channels x TB lane vectors each, on the stack) within 256 KB:
+-- VGG-16-CIFAR's 512-channel 4x4 layers (512 KB) ran 3x slower in wino than direct
+-- (measured when the products swept the inputs once per block of output channels).
 function M.preferred(L)
   local g = L.geom
   local TB = require("util").largest_divisor(L.lanes_R // L.vec, 2)
