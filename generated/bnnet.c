@@ -1764,9 +1764,8 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
     const int m = nb * 784; /* values per channel */
     if (training) {
-        cg_v mask[4];
-        for (int v = 0; v < 4; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[64];
+        for (int l = 0; l < 64; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -1776,7 +1775,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 4; v++) {
-                    acc[v] += VLOAD(xc + s * 64 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 64 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -1785,7 +1784,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -1824,9 +1823,8 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 64;
     const int m = nb * 784;
-    cg_v mask[4];
-    for (int v = 0; v < 4; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    float mask[64];
+    for (int l = 0; l < 64; l++) mask[l] = l < nb ? 1.0f : 0.0f;
     CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float mean = S[c], rstd = S[64 + c];
@@ -1849,7 +1847,7 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int s = 0; s < 784; s++) {
             for (int v = 0; v < 4; v++) {
-                VSTORE(dxc + s * 64 + v * 16, k * (fm * VLOAD(dyc + s * 64 + v * 16) - fsdy - (VLOAD(xc + s * 64 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+                VSTORE(dxc + s * 64 + v * 16, k * (fm * VLOAD(dyc + s * 64 + v * 16) - fsdy - (VLOAD(xc + s * 64 + v * 16) - mean) * rstd * fsdyx) * VLOAD(mask + v * 16));
             }
         }
     }
@@ -1937,7 +1935,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 4; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -1957,8 +1955,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -1979,21 +1977,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2023,8 +2023,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2045,21 +2045,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2089,8 +2091,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2111,21 +2113,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2143,7 +2147,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 4; v0 += 2) {
         for (int ty = 1; ty < 6; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -2163,8 +2167,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2185,21 +2189,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2229,8 +2235,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2251,21 +2257,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2295,8 +2303,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2317,21 +2325,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2349,7 +2359,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 4; v0 += 2) {
         for (int ty = 6; ty < 7; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -2369,8 +2379,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2391,21 +2401,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2435,8 +2447,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2457,21 +2469,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2501,8 +2515,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2523,21 +2537,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2687,7 +2703,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 4; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -2707,8 +2723,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2729,21 +2745,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -2773,8 +2791,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2795,21 +2813,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -2839,8 +2859,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2861,21 +2881,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -2893,7 +2915,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 4; v0 += 2) {
         for (int ty = 1; ty < 6; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -2913,8 +2935,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2935,21 +2957,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -2979,8 +3003,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3001,21 +3025,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -3045,8 +3071,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3067,21 +3093,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -3099,7 +3127,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 4; v0 += 2) {
         for (int ty = 6; ty < 7; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -3119,8 +3147,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3141,21 +3169,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -3185,8 +3215,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3207,21 +3237,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -3251,8 +3283,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3273,21 +3305,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -3311,9 +3345,8 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 128, *restrict nbt = B + 256;
     const int m = nb * 196; /* values per channel */
     if (training) {
-        cg_v mask[4];
-        for (int v = 0; v < 4; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[64];
+        for (int l = 0; l < 64; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -3323,7 +3356,7 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 4; v++) {
-                    acc[v] += VLOAD(xc + s * 64 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 64 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -3332,7 +3365,7 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -3371,9 +3404,8 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 128;
     const int m = nb * 196;
-    cg_v mask[4];
-    for (int v = 0; v < 4; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    float mask[64];
+    for (int l = 0; l < 64; l++) mask[l] = l < nb ? 1.0f : 0.0f;
     CG_PARALLEL_FOR
     for (int c = 0; c < 128; c++) {
         const float mean = S[c], rstd = S[128 + c];
@@ -3396,7 +3428,7 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int s = 0; s < 196; s++) {
             for (int v = 0; v < 4; v++) {
-                VSTORE(dxc + s * 64 + v * 16, k * (fm * VLOAD(dyc + s * 64 + v * 16) - fsdy - (VLOAD(xc + s * 64 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+                VSTORE(dxc + s * 64 + v * 16, k * (fm * VLOAD(dyc + s * 64 + v * 16) - fsdy - (VLOAD(xc + s * 64 + v * 16) - mean) * rstd * fsdyx) * VLOAD(mask + v * 16));
             }
         }
     }
@@ -3625,9 +3657,8 @@ static void l10_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 128, *restrict nbt = B + 256;
     const int m = nb * 1; /* values per channel */
     if (training) {
-        cg_v mask[4];
-        for (int v = 0; v < 4; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[64];
+        for (int l = 0; l < 64; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         for (int c = 0; c < 128; c++) {
@@ -3636,7 +3667,7 @@ static void l10_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 1; s++) {
                 for (int v = 0; v < 4; v++) {
-                    acc[v] += VLOAD(xc + s * 64 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 64 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -3645,7 +3676,7 @@ static void l10_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 1; s++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -3683,9 +3714,8 @@ static void l10_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 128;
     const int m = nb * 1;
-    cg_v mask[4];
-    for (int v = 0; v < 4; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    float mask[64];
+    for (int l = 0; l < 64; l++) mask[l] = l < nb ? 1.0f : 0.0f;
     for (int c = 0; c < 128; c++) {
         const float mean = S[c], rstd = S[128 + c];
         const float *restrict xc = x + (size_t)c * 64;
@@ -3707,7 +3737,7 @@ static void l10_batchnorm_backward(const float *restrict P, float *restrict G, f
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int s = 0; s < 1; s++) {
             for (int v = 0; v < 4; v++) {
-                VSTORE(dxc + s * 64 + v * 16, k * (fm * VLOAD(dyc + s * 64 + v * 16) - fsdy - (VLOAD(xc + s * 64 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+                VSTORE(dxc + s * 64 + v * 16, k * (fm * VLOAD(dyc + s * 64 + v * 16) - fsdy - (VLOAD(xc + s * 64 + v * 16) - mean) * rstd * fsdyx) * VLOAD(mask + v * 16));
             }
         }
     }

@@ -501,9 +501,8 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 8, *restrict nbt = B + 16;
     const int m = nb * 32; /* values per channel */
     if (training) {
-        cg_v mask[1];
-        for (int v = 0; v < 1; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[16];
+        for (int l = 0; l < 16; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 1.0f / nbt[0]; /* momentum null: cumulative average */
         for (int c = 0; c < 8; c++) {
@@ -512,7 +511,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 32; s++) {
                 for (int v = 0; v < 1; v++) {
-                    acc[v] += VLOAD(xc + s * 16 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 16 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -521,7 +520,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 32; s++) {
                 for (int v = 0; v < 1; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 16 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 16 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -559,9 +558,8 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 8;
     const int m = nb * 32;
-    cg_v mask[1];
-    for (int v = 0; v < 1; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    float mask[16];
+    for (int l = 0; l < 16; l++) mask[l] = l < nb ? 1.0f : 0.0f;
     for (int c = 0; c < 8; c++) {
         const float mean = S[c], rstd = S[8 + c];
         const float *restrict xc = x + (size_t)c * 512;
@@ -583,7 +581,7 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int s = 0; s < 32; s++) {
             for (int v = 0; v < 1; v++) {
-                VSTORE(dxc + s * 16 + v * 16, k * (fm * VLOAD(dyc + s * 16 + v * 16) - fsdy - (VLOAD(xc + s * 16 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+                VSTORE(dxc + s * 16 + v * 16, k * (fm * VLOAD(dyc + s * 16 + v * 16) - fsdy - (VLOAD(xc + s * 16 + v * 16) - mean) * rstd * fsdyx) * VLOAD(mask + v * 16));
             }
         }
     }
@@ -1722,9 +1720,8 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 6, *restrict nbt = B + 12;
     const int m = nb * 12; /* values per channel */
     if (training) {
-        cg_v mask[1];
-        for (int v = 0; v < 1; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[16];
+        for (int l = 0; l < 16; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.2f;
         for (int c = 0; c < 6; c++) {
@@ -1733,7 +1730,7 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 12; s++) {
                 for (int v = 0; v < 1; v++) {
-                    acc[v] += VLOAD(xc + s * 16 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 16 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -1742,7 +1739,7 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 12; s++) {
                 for (int v = 0; v < 1; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 16 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 16 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -1780,9 +1777,8 @@ static void l09_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 6;
     const int m = nb * 12;
-    cg_v mask[1];
-    for (int v = 0; v < 1; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    float mask[16];
+    for (int l = 0; l < 16; l++) mask[l] = l < nb ? 1.0f : 0.0f;
     for (int c = 0; c < 6; c++) {
         const float mean = S[c], rstd = S[6 + c];
         const float *restrict xc = x + (size_t)c * 192;
@@ -1804,7 +1800,7 @@ static void l09_batchnorm_backward(const float *restrict P, float *restrict G, f
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int s = 0; s < 12; s++) {
             for (int v = 0; v < 1; v++) {
-                VSTORE(dxc + s * 16 + v * 16, k * (fm * VLOAD(dyc + s * 16 + v * 16) - fsdy - (VLOAD(xc + s * 16 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+                VSTORE(dxc + s * 16 + v * 16, k * (fm * VLOAD(dyc + s * 16 + v * 16) - fsdy - (VLOAD(xc + s * 16 + v * 16) - mean) * rstd * fsdyx) * VLOAD(mask + v * 16));
             }
         }
     }

@@ -1681,9 +1681,8 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
     const int m = nb * 12544; /* values per channel */
     if (training) {
-        cg_v mask[2];
-        for (int v = 0; v < 2; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[32];
+        for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -1693,7 +1692,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 12544; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -1702,7 +1701,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 12544; s++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -1741,9 +1740,8 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 64;
     const int m = nb * 12544;
-    cg_v mask[2];
-    for (int v = 0; v < 2; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    float mask[32];
+    for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
     CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float mean = S[c], rstd = S[64 + c];
@@ -1766,7 +1764,7 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int s = 0; s < 12544; s++) {
             for (int v = 0; v < 2; v++) {
-                VSTORE(dxc + s * 32 + v * 16, k * (fm * VLOAD(dyc + s * 32 + v * 16) - fsdy - (VLOAD(xc + s * 32 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+                VSTORE(dxc + s * 32 + v * 16, k * (fm * VLOAD(dyc + s * 32 + v * 16) - fsdy - (VLOAD(xc + s * 32 + v * 16) - mean) * rstd * fsdyx) * VLOAD(mask + v * 16));
             }
         }
     }
@@ -1951,7 +1949,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -1971,8 +1969,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -1993,21 +1991,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2037,8 +2037,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2059,21 +2059,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2103,8 +2105,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2125,21 +2127,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2157,7 +2161,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 1; ty < 27; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -2177,8 +2181,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2199,21 +2203,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2243,8 +2249,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2265,21 +2271,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2309,8 +2317,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2331,21 +2339,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2363,7 +2373,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 27; ty < 28; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -2383,8 +2393,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2405,21 +2415,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2449,8 +2461,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2471,21 +2483,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2515,8 +2529,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2537,21 +2551,23 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2701,7 +2717,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -2721,8 +2737,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2743,21 +2759,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -2787,8 +2805,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2809,21 +2827,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -2853,8 +2873,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2875,21 +2895,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -2907,7 +2929,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 1; ty < 27; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -2927,8 +2949,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2949,21 +2971,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -2993,8 +3017,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3015,21 +3039,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -3059,8 +3085,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3081,21 +3107,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -3113,7 +3141,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 27; ty < 28; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -3133,8 +3161,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3155,21 +3183,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -3199,8 +3229,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3221,21 +3251,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -3265,8 +3297,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3287,21 +3319,23 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -3325,9 +3359,8 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
     const int m = nb * 3136; /* values per channel */
     if (training) {
-        cg_v mask[2];
-        for (int v = 0; v < 2; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[32];
+        for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -3337,7 +3370,7 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 3136; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -3346,7 +3379,7 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 3136; s++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -3385,9 +3418,8 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 64;
     const int m = nb * 3136;
-    cg_v mask[2];
-    for (int v = 0; v < 2; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    float mask[32];
+    for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
     CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float mean = S[c], rstd = S[64 + c];
@@ -3410,7 +3442,7 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int s = 0; s < 3136; s++) {
             for (int v = 0; v < 2; v++) {
-                VSTORE(dxc + s * 32 + v * 16, k * (fm * VLOAD(dyc + s * 32 + v * 16) - fsdy - (VLOAD(xc + s * 32 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+                VSTORE(dxc + s * 32 + v * 16, k * (fm * VLOAD(dyc + s * 32 + v * 16) - fsdy - (VLOAD(xc + s * 32 + v * 16) - mean) * rstd * fsdyx) * VLOAD(mask + v * 16));
             }
         }
     }
@@ -3450,7 +3482,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -3470,8 +3502,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3492,21 +3524,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -3536,8 +3570,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3558,21 +3592,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -3602,8 +3638,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3624,21 +3660,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -3656,7 +3694,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 1; ty < 27; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -3676,8 +3714,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3698,21 +3736,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -3742,8 +3782,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3764,21 +3804,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -3808,8 +3850,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3830,21 +3872,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -3862,7 +3906,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 27; ty < 28; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -3882,8 +3926,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3904,21 +3948,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -3948,8 +3994,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3970,21 +4016,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -4014,8 +4062,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4036,21 +4084,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -4074,9 +4124,8 @@ static void l08_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
     const int m = nb * 3136; /* values per channel */
     if (training) {
-        cg_v mask[2];
-        for (int v = 0; v < 2; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[32];
+        for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -4086,7 +4135,7 @@ static void l08_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 3136; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -4095,7 +4144,7 @@ static void l08_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 3136; s++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -5608,9 +5657,8 @@ static void l19_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 128, *restrict nbt = B + 256;
     const int m = nb * 784; /* values per channel */
     if (training) {
-        cg_v mask[2];
-        for (int v = 0; v < 2; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[32];
+        for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -5620,7 +5668,7 @@ static void l19_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -5629,7 +5677,7 @@ static void l19_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -5668,9 +5716,8 @@ static void l19_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 128;
     const int m = nb * 784;
-    cg_v mask[2];
-    for (int v = 0; v < 2; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    float mask[32];
+    for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
     CG_PARALLEL_FOR
     for (int c = 0; c < 128; c++) {
         const float mean = S[c], rstd = S[128 + c];
@@ -5693,7 +5740,7 @@ static void l19_batchnorm_backward(const float *restrict P, float *restrict G, f
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int s = 0; s < 784; s++) {
             for (int v = 0; v < 2; v++) {
-                VSTORE(dxc + s * 32 + v * 16, k * (fm * VLOAD(dyc + s * 32 + v * 16) - fsdy - (VLOAD(xc + s * 32 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+                VSTORE(dxc + s * 32 + v * 16, k * (fm * VLOAD(dyc + s * 32 + v * 16) - fsdy - (VLOAD(xc + s * 32 + v * 16) - mean) * rstd * fsdyx) * VLOAD(mask + v * 16));
             }
         }
     }
@@ -5729,7 +5776,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -5749,8 +5796,8 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5771,21 +5818,23 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -5815,8 +5864,8 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5837,21 +5886,23 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -5881,8 +5932,8 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5903,21 +5954,23 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -5935,7 +5988,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 1; ty < 13; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -5955,8 +6008,8 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5977,21 +6030,23 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -6021,8 +6076,8 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6043,21 +6098,23 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -6087,8 +6144,8 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6109,21 +6166,23 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -6141,7 +6200,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 13; ty < 14; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -6161,8 +6220,8 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6183,21 +6242,23 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -6227,8 +6288,8 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6249,21 +6310,23 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -6293,8 +6356,8 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6315,21 +6378,23 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -6479,7 +6544,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -6499,8 +6564,8 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6521,21 +6586,23 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -6565,8 +6632,8 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6587,21 +6654,23 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -6631,8 +6700,8 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6653,21 +6722,23 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -6685,7 +6756,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 1; ty < 13; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -6705,8 +6776,8 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6727,21 +6798,23 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -6771,8 +6844,8 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6793,21 +6866,23 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -6837,8 +6912,8 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6859,21 +6934,23 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -6891,7 +6968,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 13; ty < 14; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -6911,8 +6988,8 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6933,21 +7010,23 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -6977,8 +7056,8 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6999,21 +7078,23 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -7043,8 +7124,8 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -7065,21 +7146,23 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -7103,9 +7186,8 @@ static void l22_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 128, *restrict nbt = B + 256;
     const int m = nb * 784; /* values per channel */
     if (training) {
-        cg_v mask[2];
-        for (int v = 0; v < 2; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[32];
+        for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -7115,7 +7197,7 @@ static void l22_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -7124,7 +7206,7 @@ static void l22_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -7536,7 +7618,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -7556,8 +7638,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -7578,21 +7660,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -7622,8 +7706,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -7644,21 +7728,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -7688,8 +7774,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -7710,21 +7796,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -7742,7 +7830,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 1; ty < 13; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -7762,8 +7850,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -7784,21 +7872,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -7828,8 +7918,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -7850,21 +7940,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -7894,8 +7986,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -7916,21 +8008,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -7948,7 +8042,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 13; ty < 14; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -7968,8 +8062,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -7990,21 +8084,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -8034,8 +8130,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -8056,21 +8152,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -8100,8 +8198,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -8122,21 +8220,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -9596,9 +9696,8 @@ static void l35_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 256, *restrict nbt = B + 512;
     const int m = nb * 196; /* values per channel */
     if (training) {
-        cg_v mask[2];
-        for (int v = 0; v < 2; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[32];
+        for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -9608,7 +9707,7 @@ static void l35_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -9617,7 +9716,7 @@ static void l35_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -9656,9 +9755,8 @@ static void l35_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 256;
     const int m = nb * 196;
-    cg_v mask[2];
-    for (int v = 0; v < 2; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    float mask[32];
+    for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
     CG_PARALLEL_FOR
     for (int c = 0; c < 256; c++) {
         const float mean = S[c], rstd = S[256 + c];
@@ -9681,7 +9779,7 @@ static void l35_batchnorm_backward(const float *restrict P, float *restrict G, f
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int s = 0; s < 196; s++) {
             for (int v = 0; v < 2; v++) {
-                VSTORE(dxc + s * 32 + v * 16, k * (fm * VLOAD(dyc + s * 32 + v * 16) - fsdy - (VLOAD(xc + s * 32 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+                VSTORE(dxc + s * 32 + v * 16, k * (fm * VLOAD(dyc + s * 32 + v * 16) - fsdy - (VLOAD(xc + s * 32 + v * 16) - mean) * rstd * fsdyx) * VLOAD(mask + v * 16));
             }
         }
     }
@@ -12414,9 +12512,8 @@ static void l38_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 256, *restrict nbt = B + 512;
     const int m = nb * 196; /* values per channel */
     if (training) {
-        cg_v mask[2];
-        for (int v = 0; v < 2; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[32];
+        for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -12426,7 +12523,7 @@ static void l38_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -12435,7 +12532,7 @@ static void l38_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -15568,9 +15665,8 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 512, *restrict nbt = B + 1024;
     const int m = nb * 49; /* values per channel */
     if (training) {
-        cg_v mask[2];
-        for (int v = 0; v < 2; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[32];
+        for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -15580,7 +15676,7 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -15589,7 +15685,7 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -15628,9 +15724,8 @@ static void l51_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 512;
     const int m = nb * 49;
-    cg_v mask[2];
-    for (int v = 0; v < 2; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    float mask[32];
+    for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
     CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float mean = S[c], rstd = S[512 + c];
@@ -15653,7 +15748,7 @@ static void l51_batchnorm_backward(const float *restrict P, float *restrict G, f
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int s = 0; s < 49; s++) {
             for (int v = 0; v < 2; v++) {
-                VSTORE(dxc + s * 32 + v * 16, k * (fm * VLOAD(dyc + s * 32 + v * 16) - fsdy - (VLOAD(xc + s * 32 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+                VSTORE(dxc + s * 32 + v * 16, k * (fm * VLOAD(dyc + s * 32 + v * 16) - fsdy - (VLOAD(xc + s * 32 + v * 16) - mean) * rstd * fsdyx) * VLOAD(mask + v * 16));
             }
         }
     }
@@ -18386,9 +18481,8 @@ static void l54_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 512, *restrict nbt = B + 1024;
     const int m = nb * 49; /* values per channel */
     if (training) {
-        cg_v mask[2];
-        for (int v = 0; v < 2; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[32];
+        for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -18398,7 +18492,7 @@ static void l54_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -18407,7 +18501,7 @@ static void l54_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }

@@ -1824,9 +1824,8 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 16, *restrict nbt = B + 32;
     const int m = nb * 784; /* values per channel */
     if (training) {
-        cg_v mask[8];
-        for (int v = 0; v < 8; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[128];
+        for (int l = 0; l < 128; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -1836,7 +1835,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 128 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -1845,7 +1844,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -1884,9 +1883,8 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 16;
     const int m = nb * 784;
-    cg_v mask[8];
-    for (int v = 0; v < 8; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    float mask[128];
+    for (int l = 0; l < 128; l++) mask[l] = l < nb ? 1.0f : 0.0f;
     CG_PARALLEL_FOR
     for (int c = 0; c < 16; c++) {
         const float mean = S[c], rstd = S[16 + c];
@@ -1909,7 +1907,7 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int s = 0; s < 784; s++) {
             for (int v = 0; v < 8; v++) {
-                VSTORE(dxc + s * 128 + v * 16, k * (fm * VLOAD(dyc + s * 128 + v * 16) - fsdy - (VLOAD(xc + s * 128 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+                VSTORE(dxc + s * 128 + v * 16, k * (fm * VLOAD(dyc + s * 128 + v * 16) - fsdy - (VLOAD(xc + s * 128 + v * 16) - mean) * rstd * fsdyx) * VLOAD(mask + v * 16));
             }
         }
     }
@@ -1951,7 +1949,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
@@ -1971,8 +1969,8 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -1993,21 +1991,23 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2037,8 +2037,8 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2059,21 +2059,23 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2103,8 +2105,8 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2125,21 +2127,23 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2157,7 +2161,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 1; ty < 13; ty++) {
             cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
@@ -2177,8 +2181,8 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2199,21 +2203,23 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2243,8 +2249,8 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2265,21 +2271,23 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2309,8 +2317,8 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2331,21 +2339,23 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2363,7 +2373,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 13; ty < 14; ty++) {
             cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
@@ -2383,8 +2393,8 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2405,21 +2415,23 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2449,8 +2461,8 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2471,21 +2483,23 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -2515,8 +2529,8 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2537,21 +2551,23 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -3664,7 +3680,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
@@ -3684,8 +3700,8 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3706,21 +3722,23 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -3750,8 +3768,8 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3772,21 +3790,23 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -3816,8 +3836,8 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3838,21 +3858,23 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -3870,7 +3892,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 1; ty < 13; ty++) {
             cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
@@ -3890,8 +3912,8 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3912,21 +3934,23 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -3956,8 +3980,8 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3978,21 +4002,23 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -4022,8 +4048,8 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4044,21 +4070,23 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -4076,7 +4104,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 13; ty < 14; ty++) {
             cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
@@ -4096,8 +4124,8 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4118,21 +4146,23 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -4162,8 +4192,8 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4184,21 +4214,23 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -4228,8 +4260,8 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4250,21 +4282,23 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -4319,7 +4353,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
@@ -4339,8 +4373,8 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4361,21 +4395,23 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -4405,8 +4441,8 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4427,21 +4463,23 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -4471,8 +4509,8 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4493,21 +4531,23 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -4525,7 +4565,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 1; ty < 13; ty++) {
             cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
@@ -4545,8 +4585,8 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4567,21 +4607,23 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -4611,8 +4653,8 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4633,21 +4675,23 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -4677,8 +4721,8 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4699,21 +4743,23 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -4731,7 +4777,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 13; ty < 14; ty++) {
             cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
@@ -4751,8 +4797,8 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4773,21 +4819,23 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -4817,8 +4865,8 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4839,21 +4887,23 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -4883,8 +4933,8 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 2; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4905,21 +4955,23 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 2; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -4943,9 +4995,8 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 16, *restrict nbt = B + 32;
     const int m = nb * 784; /* values per channel */
     if (training) {
-        cg_v mask[8];
-        for (int v = 0; v < 8; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[128];
+        for (int l = 0; l < 128; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -4955,7 +5006,7 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 128 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -4964,7 +5015,7 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -6521,9 +6572,8 @@ static void l25_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 32, *restrict nbt = B + 64;
     const int m = nb * 196; /* values per channel */
     if (training) {
-        cg_v mask[8];
-        for (int v = 0; v < 8; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[128];
+        for (int l = 0; l < 128; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -6533,7 +6583,7 @@ static void l25_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 128 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -6542,7 +6592,7 @@ static void l25_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -6581,9 +6631,8 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 32;
     const int m = nb * 196;
-    cg_v mask[8];
-    for (int v = 0; v < 8; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    float mask[128];
+    for (int l = 0; l < 128; l++) mask[l] = l < nb ? 1.0f : 0.0f;
     CG_PARALLEL_FOR
     for (int c = 0; c < 32; c++) {
         const float mean = S[c], rstd = S[32 + c];
@@ -6606,7 +6655,7 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int s = 0; s < 196; s++) {
             for (int v = 0; v < 8; v++) {
-                VSTORE(dxc + s * 128 + v * 16, k * (fm * VLOAD(dyc + s * 128 + v * 16) - fsdy - (VLOAD(xc + s * 128 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+                VSTORE(dxc + s * 128 + v * 16, k * (fm * VLOAD(dyc + s * 128 + v * 16) - fsdy - (VLOAD(xc + s * 128 + v * 16) - mean) * rstd * fsdyx) * VLOAD(mask + v * 16));
             }
         }
     }
@@ -6642,7 +6691,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
@@ -6662,8 +6711,8 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6684,21 +6733,23 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -6728,8 +6779,8 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6750,21 +6801,23 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -6794,8 +6847,8 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6816,21 +6869,23 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -6848,7 +6903,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 1; ty < 6; ty++) {
             cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
@@ -6868,8 +6923,8 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6890,21 +6945,23 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -6934,8 +6991,8 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6956,21 +7013,23 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -7000,8 +7059,8 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -7022,21 +7081,23 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -7054,7 +7115,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 6; ty < 7; ty++) {
             cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
@@ -7074,8 +7135,8 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -7096,21 +7157,23 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -7140,8 +7203,8 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -7162,21 +7225,23 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -7206,8 +7271,8 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -7228,21 +7293,23 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -8355,7 +8422,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
@@ -8375,8 +8442,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -8397,21 +8464,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -8441,8 +8510,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -8463,21 +8532,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -8507,8 +8578,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -8529,21 +8600,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -8561,7 +8634,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 1; ty < 6; ty++) {
             cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
@@ -8581,8 +8654,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -8603,21 +8676,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -8647,8 +8722,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -8669,21 +8744,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -8713,8 +8790,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -8735,21 +8812,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -8767,7 +8846,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 6; ty < 7; ty++) {
             cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
@@ -8787,8 +8866,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -8809,21 +8888,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -8853,8 +8934,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -8875,21 +8956,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -8919,8 +9002,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -8941,21 +9024,23 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -8979,9 +9064,8 @@ static void l28_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 32, *restrict nbt = B + 64;
     const int m = nb * 196; /* values per channel */
     if (training) {
-        cg_v mask[8];
-        for (int v = 0; v < 8; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[128];
+        for (int l = 0; l < 128; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -8991,7 +9075,7 @@ static void l28_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 128 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -9000,7 +9084,7 @@ static void l28_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -9410,7 +9494,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
@@ -9430,8 +9514,8 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -9452,21 +9536,23 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -9496,8 +9582,8 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -9518,21 +9604,23 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -9562,8 +9650,8 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -9584,21 +9672,23 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -9616,7 +9706,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 1; ty < 6; ty++) {
             cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
@@ -9636,8 +9726,8 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -9658,21 +9748,23 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -9702,8 +9794,8 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -9724,21 +9816,23 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -9768,8 +9862,8 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -9790,21 +9884,23 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -9822,7 +9918,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 6; ty < 7; ty++) {
             cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
@@ -9842,8 +9938,8 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -9864,21 +9960,23 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -9908,8 +10006,8 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -9930,21 +10028,23 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -9974,8 +10074,8 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 4; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -9996,21 +10096,23 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 4; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -11516,9 +11618,8 @@ static void l48_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
     const int m = nb * 49; /* values per channel */
     if (training) {
-        cg_v mask[8];
-        for (int v = 0; v < 8; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[128];
+        for (int l = 0; l < 128; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -11528,7 +11629,7 @@ static void l48_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 128 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -11537,7 +11638,7 @@ static void l48_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -11576,9 +11677,8 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 64;
     const int m = nb * 49;
-    cg_v mask[8];
-    for (int v = 0; v < 8; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    float mask[128];
+    for (int l = 0; l < 128; l++) mask[l] = l < nb ? 1.0f : 0.0f;
     CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float mean = S[c], rstd = S[64 + c];
@@ -11601,7 +11701,7 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
         for (int s = 0; s < 49; s++) {
             for (int v = 0; v < 8; v++) {
-                VSTORE(dxc + s * 128 + v * 16, k * (fm * VLOAD(dyc + s * 128 + v * 16) - fsdy - (VLOAD(xc + s * 128 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+                VSTORE(dxc + s * 128 + v * 16, k * (fm * VLOAD(dyc + s * 128 + v * 16) - fsdy - (VLOAD(xc + s * 128 + v * 16) - mean) * rstd * fsdyx) * VLOAD(mask + v * 16));
             }
         }
     }
@@ -11637,7 +11737,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -11657,8 +11757,8 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -11679,21 +11779,23 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -11723,8 +11825,8 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -11745,21 +11847,23 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -11788,8 +11892,8 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -11810,20 +11914,22 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -11839,7 +11945,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 1; ty < 3; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -11859,8 +11965,8 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -11881,21 +11987,23 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -11925,8 +12033,8 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -11947,21 +12055,23 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -11990,8 +12100,8 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -12012,20 +12122,22 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -12041,7 +12153,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 3; ty < 4; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -12060,8 +12172,8 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -12082,21 +12194,23 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -12123,8 +12237,8 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -12145,21 +12259,23 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -12185,8 +12301,8 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -12207,20 +12323,22 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
@@ -13324,7 +13442,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -13344,8 +13462,8 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -13366,21 +13484,23 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -13410,8 +13530,8 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -13432,21 +13552,23 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -13475,8 +13597,8 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -13497,20 +13619,22 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -13526,7 +13650,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 1; ty < 3; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -13546,8 +13670,8 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -13568,21 +13692,23 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -13612,8 +13738,8 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -13634,21 +13760,23 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -13677,8 +13805,8 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -13699,20 +13827,22 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -13728,7 +13858,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 3; ty < 4; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -13747,8 +13877,8 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -13769,21 +13899,23 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -13810,8 +13942,8 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -13832,21 +13964,23 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -13872,8 +14006,8 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -13894,20 +14028,22 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -13928,9 +14064,8 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
     const int m = nb * 49; /* values per channel */
     if (training) {
-        cg_v mask[8];
-        for (int v = 0; v < 8; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        float mask[128];
+        for (int l = 0; l < 128; l++) mask[l] = l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
         CG_PARALLEL_FOR
@@ -13940,7 +14075,7 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * mask[v];
+                    acc[v] += VLOAD(xc + s * 128 + v * 16) * VLOAD(mask + v * 16);
                 }
             }
             double s1 = 0.0;
@@ -13949,7 +14084,7 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * mask[v];
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * VLOAD(mask + v * 16);
                     acc[v] += dv * dv;
                 }
             }
@@ -14361,7 +14496,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -14381,8 +14516,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -14403,21 +14538,23 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -14447,8 +14584,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -14469,21 +14606,23 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -14512,8 +14651,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -14534,20 +14673,22 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -14563,7 +14704,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 1; ty < 3; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -14583,8 +14724,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -14605,21 +14746,23 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -14649,8 +14792,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -14671,21 +14814,23 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -14714,8 +14859,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -14736,20 +14881,22 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -14765,7 +14912,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 8; v0 += 2) {
         for (int ty = 3; ty < 4; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -14784,8 +14931,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -14806,21 +14953,23 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -14847,8 +14996,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -14869,21 +15018,23 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
@@ -14909,8 +15060,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -14931,20 +15082,22 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02;
                             const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);

@@ -1971,7 +1971,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -1991,8 +1991,8 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2013,21 +2013,23 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -2058,8 +2060,8 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2080,21 +2082,23 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -2125,8 +2129,8 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2147,21 +2151,23 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -2180,7 +2186,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 1; ty < 15; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -2200,8 +2206,8 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2222,21 +2228,23 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -2267,8 +2275,8 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2289,21 +2297,23 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -2334,8 +2344,8 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2356,21 +2366,23 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -2389,7 +2401,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 15; ty < 16; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -2409,8 +2421,8 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2431,21 +2443,23 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -2476,8 +2490,8 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2498,21 +2512,23 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -2543,8 +2559,8 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2565,21 +2581,23 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -2737,7 +2755,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -2757,8 +2775,8 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2779,21 +2797,23 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -2823,8 +2843,8 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2845,21 +2865,23 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -2889,8 +2911,8 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2911,21 +2933,23 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -2943,7 +2967,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 1; ty < 15; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -2963,8 +2987,8 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -2985,21 +3009,23 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -3029,8 +3055,8 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3051,21 +3077,23 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -3095,8 +3123,8 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3117,21 +3145,23 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -3149,7 +3179,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 15; ty < 16; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -3169,8 +3199,8 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3191,21 +3221,23 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -3235,8 +3267,8 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3257,21 +3289,23 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -3301,8 +3335,8 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3323,21 +3357,23 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -3434,7 +3470,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -3454,8 +3490,8 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3476,21 +3512,23 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -3521,8 +3559,8 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3543,21 +3581,23 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -3588,8 +3628,8 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3610,21 +3650,23 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -3643,7 +3685,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 1; ty < 7; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -3663,8 +3705,8 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3685,21 +3727,23 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -3730,8 +3774,8 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3752,21 +3796,23 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -3797,8 +3843,8 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3819,21 +3865,23 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -3852,7 +3900,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 7; ty < 8; ty++) {
             cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
@@ -3872,8 +3920,8 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3894,21 +3942,23 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -3939,8 +3989,8 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -3961,21 +4011,23 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -4006,8 +4058,8 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4028,21 +4080,23 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -4200,7 +4254,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -4220,8 +4274,8 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4242,21 +4296,23 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -4286,8 +4342,8 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4308,21 +4364,23 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -4352,8 +4410,8 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4374,21 +4432,23 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -4406,7 +4466,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 1; ty < 7; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -4426,8 +4486,8 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4448,21 +4508,23 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -4492,8 +4554,8 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4514,21 +4576,23 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -4558,8 +4622,8 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4580,21 +4644,23 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -4612,7 +4678,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 7; ty < 8; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -4632,8 +4698,8 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4654,21 +4720,23 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -4698,8 +4766,8 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4720,21 +4788,23 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -4764,8 +4834,8 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 8; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4786,21 +4856,23 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 8; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
@@ -4845,7 +4917,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -4865,8 +4937,8 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4887,21 +4959,23 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -4932,8 +5006,8 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -4954,21 +5028,23 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -4999,8 +5075,8 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5021,21 +5097,23 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -5054,7 +5132,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 1; ty < 7; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -5074,8 +5152,8 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5096,21 +5174,23 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -5141,8 +5221,8 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5163,21 +5243,23 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -5208,8 +5290,8 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5230,21 +5312,23 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -5263,7 +5347,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 7; ty < 8; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -5283,8 +5367,8 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5305,21 +5389,23 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -5350,8 +5436,8 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5372,21 +5458,23 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -5417,8 +5505,8 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5439,21 +5527,23 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
@@ -5611,7 +5701,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 0; ty < 1; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -5631,8 +5721,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5653,21 +5743,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -5697,8 +5789,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5719,21 +5811,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -5763,8 +5857,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5785,21 +5879,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -5817,7 +5913,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 1; ty < 7; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -5837,8 +5933,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5859,21 +5955,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -5903,8 +6001,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5925,21 +6023,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -5969,8 +6069,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -5991,21 +6091,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -6023,7 +6125,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     for (int v0 = 0; v0 < 2; v0 += 2) {
         for (int ty = 7; ty < 8; ty++) {
             cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][TC][TB]: the products summed over the input channels */
+            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
@@ -6043,8 +6145,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6065,21 +6167,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -6109,8 +6213,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6131,21 +6235,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
@@ -6175,8 +6281,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int p = 0; p < 16; p++) {
+                for (int p = 0; p < 16; p++) {
+                    for (int cb = 0; cb < 16; cb++) {
                         cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                         cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
@@ -6197,21 +6303,23 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             a6_0 += u[6] * e0; a6_1 += u[6] * e1;
                             a7_0 += u[7] * e0; a7_1 += u[7] * e1;
                         }
-                        mb[(p * 8 + 0) * 2 + 0] = a0_0; mb[(p * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 8 + 1) * 2 + 0] = a1_0; mb[(p * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 8 + 2) * 2 + 0] = a2_0; mb[(p * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 8 + 3) * 2 + 0] = a3_0; mb[(p * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 8 + 4) * 2 + 0] = a4_0; mb[(p * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 8 + 5) * 2 + 0] = a5_0; mb[(p * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 8 + 6) * 2 + 0] = a6_0; mb[(p * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 8 + 7) * 2 + 0] = a7_0; mb[(p * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
+                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
+                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
+                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
+                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
+                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
+                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
+                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
                     }
+                }
+                for (int cb = 0; cb < 16; cb++) {
                     for (int t = 0; t < 8; t++) {
                         for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 8 + t) * 2 + b] + mb[(4 * 8 + t) * 2 + b] + mb[(8 * 8 + t) * 2 + b], r10 = mb[(4 * 8 + t) * 2 + b] - mb[(8 * 8 + t) * 2 + b] - mb[(12 * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 8 + t) * 2 + b] + mb[(5 * 8 + t) * 2 + b] + mb[(9 * 8 + t) * 2 + b], r11 = mb[(5 * 8 + t) * 2 + b] - mb[(9 * 8 + t) * 2 + b] - mb[(13 * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 8 + t) * 2 + b] + mb[(6 * 8 + t) * 2 + b] + mb[(10 * 8 + t) * 2 + b], r12 = mb[(6 * 8 + t) * 2 + b] - mb[(10 * 8 + t) * 2 + b] - mb[(14 * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 8 + t) * 2 + b] + mb[(7 * 8 + t) * 2 + b] + mb[(11 * 8 + t) * 2 + b], r13 = mb[(7 * 8 + t) * 2 + b] - mb[(11 * 8 + t) * 2 + b] - mb[(15 * 8 + t) * 2 + b];
+                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
                             const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
