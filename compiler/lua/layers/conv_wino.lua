@@ -104,18 +104,6 @@ function M.classes(T, I, pad, O, m)
 end
 local classes = M.classes
 
--- Emit one pass. a = {
---   src, nci, dst, nco: input planes [nci][I][R], output planes [nco][O][R]
---   geo:   pass_geom
---   wt(co, ci, k): the C expression of the kernel tap k (0..8, row-major) of
---          output channel co, input channel ci of this pass
---   store(off, v): the C statement storing vector variable v at dst + off
---   bias(co): the C expression of output channel co's bias, or nil
---   tile:  {TC, TB}
--- }
--- One loop nest per class of tile rows, and in it one tx loop per class of tile
--- columns: which loads are zeros and which outputs are stored is known at generation
--- time, and the code has no test.
 -- The weight transform's frame, for n x n transformed tiles (n = m + 2): U = S, a loop
 -- over the channel pairs loading the 3x3 taps g0..g8; body() emits G g G^T into u.
 function M.weight_transform(C, a, n, body)
@@ -130,6 +118,18 @@ function M.weight_transform(C, a, n, body)
   C:close()
 end
 
+-- Emit one pass. a = {
+--   src, nci, dst, nco: input planes [nci][I][R], output planes [nco][O][R]
+--   geo:   pass_geom
+--   wt(co, ci, k): the C expression of the kernel tap k (0..8, row-major) of
+--          output channel co, input channel ci of this pass
+--   store(off, v): the C statement storing vector variable v at dst + off
+--   bias(co): the C expression of output channel co's bias, or nil
+--   tile:  {TC, TB}
+-- }
+-- One loop nest per class of tile rows, and in it one tx loop per class of tile
+-- columns: which loads are zeros and which outputs are stored is known at generation
+-- time, and the code has no test.
 function M.emit(C, L, R, V, a)
   local NV = R // V
   local nci, nco = a.nci, a.nco
@@ -155,7 +155,7 @@ end
 -- rows (CG_PARALLEL_FOR2 over lane blocks and tile rows), one tx loop per class of tile
 -- columns, body(C, a, R, V, rc, cc) for a tile (conv_wino4.lua's too)
 function M.tiles(C, L, a, NV, m, body, R, V)
-  local geo, TC, TB, np = a.geo, a.tile.TC, a.tile.TB, (m + 2) * (m + 2)
+  local geo, TB, np = a.geo, a.tile.TB, (m + 2) * (m + 2)
   local rcs = classes(geo.T[1], geo.I[1], geo.lo[1], geo.O[1], m)
   local ccs = classes(geo.T[2], geo.I[2], geo.lo[2], geo.O[2], m)
   for _, rc in ipairs(rcs) do
