@@ -12,8 +12,9 @@ wisdom forcing it, compiled against bench/step.c and timed for whole training st
 (forward, dW and dx unless it is the first layer). The fastest candidate's line
 replaces any line for the same ISA and signature in the wisdom file; other lines are
 kept. Against the noise of a shared machine, a fastest candidate that is not the
-heuristic's is timed again alternately with the heuristic's (--runoff rounds) and kept
-only if its median over all rounds is still higher. Layers timed alone do not see the
+heuristic's is timed again: the --finalists (3) fastest of the first pass and the
+heuristic's, round-robin for --runoff rounds; the fastest median wins, and it replaces
+the heuristic's only if that median is higher than the heuristic's. Layers timed alone do not see the
 whole step (caches shared with their neighbours, the threads' barriers): when any layer
 changed, the whole network is built with the new choices and with the heuristic's and
 timed alternately (--runoff + 1 rounds); if the tuned network is not faster, the
@@ -130,7 +131,9 @@ def main():
     ap.add_argument("--rep-s", type=float, default=0.3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--runoff", type=int, default=2,
-                    help="rounds of the run-off between the fastest candidate and the heuristic's (0: none)")
+                    help="rounds of the run-off between the fastest candidates and the heuristic's (0: none)")
+    ap.add_argument("--finalists", type=int, default=3,
+                    help="how many of the first pass's fastest candidates go to the run-off (default 3)")
     ap.add_argument("--compile-timeout", type=float, default=120,
                     help="seconds; a candidate that takes longer to compile is not timed")
     a = ap.parse_args()
@@ -163,20 +166,28 @@ def main():
                       flush=True)
             if not res:
                 continue
-            best = max(res)
             heur = res[0]
+            best = max(res)
             gain = best[0] / heur[0]
             if best is not heur and a.runoff > 0:
-                # a run-off against noise (a shared machine moves rates by 10-30 %): the
-                # winner and the heuristic's choice timed again, alternately; the winner
-                # replaces the heuristic only if its median over all rounds is higher
-                hb, bb = [heur[0]], [best[0]]
-                for _ in range(a.runoff):
-                    hb.append(run_step(heur[3], int(index), a)[0])
-                    bb.append(run_step(best[3], int(index), a)[0])
-                gain = statistics.median(bb) / statistics.median(hb)
-                print(f"tune: layer {index} run-off {best[2]} vs {heur[2]}: medians {statistics.median(bb):.1f} vs "
-                      f"{statistics.median(hb):.1f} img/s", flush=True)
+                # a run-off against noise (a shared machine moves rates by 10-30 % from one
+                # minute to the next, and one slow minute can sink the true winner in the
+                # first pass): the FINALISTS fastest candidates and the heuristic's choice
+                # timed again round-robin, the order rotated each round; the fastest median
+                # over all rounds wins, and replaces the heuristic only if its median is higher
+                fin = sorted(res, key=lambda r: -r[0])[:a.finalists]
+                if heur not in fin:
+                    fin.append(heur)
+                rates = {r[2]: [r[0]] for r in fin}
+                for k in range(a.runoff):
+                    for j in range(len(fin)):
+                        r = fin[(j + k) % len(fin)]
+                        rates[r[2]].append(run_step(r[3], int(index), a)[0])
+                med = {c: statistics.median(v) for c, v in rates.items()}
+                best = max(fin, key=lambda r: med[r[2]])
+                print(f"tune: layer {index} run-off, medians of {a.runoff + 1}: " +
+                      ", ".join(f"{r[2]} {med[r[2]]:.1f}" for r in fin) + " img/s", flush=True)
+                gain = med[best[2]] / med[heur[2]]
                 if gain <= 1.0:
                     best = heur
                     gain = 1.0
