@@ -166,8 +166,8 @@ def main():
                       flush=True)
             if not res:
                 continue
-            heur = res[0]
             best = max(res)
+            heur = res[0]
             gain = best[0] / heur[0]
             if best is not heur and a.runoff > 0:
                 # a run-off against noise (a shared machine moves rates by 10-30 % from one

@@ -887,7 +887,10 @@ START_TEST(test_detects_errors)
 }
 END_TEST
 
-/* The test nets reach every layer kind, option and both emission paths. */
+/* The test nets reach every layer kind, option and both emission paths. The nets are
+ * generated for the host's ISA, and the forms and tiles a net gets depend on its vector
+ * width: where a net was sized for AVX2's 8 floats, a sibling sized for AVX-512's 16
+ * covers the same form there (t_fuse_wv_loop16, t_fuse_bwd_conv_ln56). */
 START_TEST(test_coverage)
 {
     static const char *const kinds[] = {"conv1d", "conv2d", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d",
