@@ -131,7 +131,7 @@ end
 -- The schedule of one layer: the wisdom's choice for its signature when it names a
 -- legal candidate, else the module's heuristic choice (its first candidate).
 -- Register budgets the tuner tries besides the target's own: a candidate whose tiles
--- differ under another budget is offered as "NAME@ACC".
+-- differ under another budget is offered as "NAME@ACC" (unless it says variants = false).
 M.ACC_VARIANTS = {6, 12, 24}
 
 local function candidates(L, T)
@@ -142,7 +142,7 @@ local function candidates(L, T)
     if a ~= T.acc then
       for _, c in ipairs(L.mod.candidates(L, {isa = T.isa, vec = T.vec, acc = a})) do
         local key = M.describe(c)
-        if not seen[key] then
+        if not seen[key] and c.variants ~= false then
           seen[key] = true
           c.name = c.name .. "@" .. a
           cands[#cands + 1] = c

@@ -329,7 +329,9 @@ end
 -- The dW tile: TCO x TCI channel pairs (accumulators, TCO + TCI loads for them), TB
 -- lane vectors a chunk so the
 -- two buffers take up to 192 KB; nil if even one lane vector takes more than 256 KB.
-function M.dw_tile(L, T)
+-- kb: the transformed rows' budget, KiB (default 192: the best of 70/192/300 on Zen 3's
+-- 512 KiB L2; lanes+wino+dwl offers 1024 for the tuner, for cores of larger L2)
+function M.dw_tile(L, T, kb)
   local ld = require("util").largest_divisor
   local g = L.geom
   local Tx = (g.w.O + 1) // 2
@@ -338,7 +340,7 @@ function M.dw_tile(L, T)
   if bytes(1) > 256 * 1024 then return nil end
   local TB = 1
   for tb = NV, 1, -1 do
-    if NV % tb == 0 and bytes(tb) <= 192 * 1024 then TB = tb; break end
+    if NV % tb == 0 and bytes(tb) <= (kb or 192) * 1024 then TB = tb; break end
   end
   local best = {TCO = 1, TCI = 1}
   for tco = 1, math.min(L.cout, T.acc) do
