@@ -198,13 +198,18 @@ function M.candidates(L, T)
     -- a position's samples). On the Xeon of session 16: ResNet-20's stride-2 3x3
     -- forward 1.2-1.5x faster than the lanes order.
     local NV = L.lanes_R // L.vec
+    local cbi
     if L.groups == 1 and L.cout_g >= 4 and NV >= 2 then
       local TB = NV
       while TB > 1 and (T.acc // TB < 4 or NV % TB ~= 0) do TB = TB - 1 end
       local TC = util.largest_divisor(L.cout_g, math.min(16, T.acc // TB))
       if TC > 1 and L.cout_g // TC > 1 then
-        c[#c + 1] = {name = "lanes+cbi", layout = "lanes", fwd = {form = "lanes", tile = {TB = TB, TC = TC, CBI = 1}},
-          dw = {form = "lanes", tile = t.dw}, dx = {form = "lanes", tile = t.dx, apart = true}, variants = false}
+        cbi = {form = "lanes", tile = {TB = TB, TC = TC, CBI = 1}}
+        -- dx likewise: the input-channel blocks inside each input position
+        local TCI = util.largest_divisor(L.cin_g, math.min(16, T.acc // TB))
+        local dx = {form = "lanes", tile = t.dx, apart = true}
+        if TCI > 1 and L.cin_g // TCI > 1 then dx = {form = "lanes", tile = {TB = TB, TCI = TCI, CBI = 1}, apart = true} end
+        c[#c + 1] = {name = "lanes+cbi", layout = "lanes", fwd = cbi, dw = {form = "lanes", tile = t.dw}, dx = dx, variants = false}
       end
     end
     -- Winograd F(2x2, 3x3) for the forward, dx and dW (conv_wino.lua; dW direct when
@@ -212,21 +217,24 @@ function M.candidates(L, T)
     -- for layers of channels and outputs enough to amortize its transforms
     if wino.ok(L) then
       local dwt = wino.dw_tile(L, T)
-      table.insert(c, wino.preferred(L) and 1 or #c + 1, {name = "lanes+wino", layout = "lanes", fwd = {form = "wino", tile = wino.tile(L, T, L.cout)},
-        dw = dwt and {form = "wino", tile = dwt} or {form = "lanes", tile = t.dw},
-        dx = {form = "wino", tile = wino.tile(L, T, L.cin), apart = true}})
-      -- F(4x4, 3x3) for the forward and dx (conv_wino4.lua), dW as lanes+wino's
-      -- dW with the transformed rows of every lane vector at once, up to 1 MiB (the
-      -- tuner's to try on cores whose L2 holds them)
+      local wdw = dwt and {form = "wino", tile = dwt} or {form = "lanes", tile = t.dw}
+      local wdx = {form = "wino", tile = wino.tile(L, T, L.cin), apart = true}
+      local wfwd = {form = "wino", tile = wino.tile(L, T, L.cout)}
+      table.insert(c, wino.preferred(L) and 1 or #c + 1, {name = "lanes+wino", layout = "lanes", fwd = wfwd, dw = wdw, dx = wdx})
+      -- for the tuner, on cores whose L2 holds more: dW with the transformed rows of
+      -- every lane vector at once (up to 1 MiB); the CBI forward with Winograd's dx
+      -- and dW (either tile)
       local dwl = wino.dw_tile(L, T, 1024)
-      if dwt and dwl and dwl.TB ~= dwt.TB then
-        local w = c[wino.preferred(L) and 1 or #c]
-        table.insert(c, #c + 1, {name = "lanes+wino+dwl", layout = "lanes", fwd = w.fwd, dw = {form = "wino", tile = dwl}, dx = w.dx,
-          variants = false})
+      dwl = dwt and dwl and dwl.TB ~= dwt.TB and {form = "wino", tile = dwl} or nil
+      if dwl then c[#c + 1] = {name = "lanes+wino+dwl", layout = "lanes", fwd = wfwd, dw = dwl, dx = wdx, variants = false} end
+      if cbi then
+        c[#c + 1] = {name = "lanes+cbi+wino", layout = "lanes", fwd = cbi, dw = wdw, dx = wdx, variants = false}
+        if dwl then c[#c + 1] = {name = "lanes+cbi+wino+dwl", layout = "lanes", fwd = cbi, dw = dwl, dx = wdx, variants = false} end
       end
+      -- F(4x4, 3x3) for the forward and dx (conv_wino4.lua), dW as lanes+wino's
       if wino4.ok(L) then
         table.insert(c, #c + 1, {name = "lanes+wino4", layout = "lanes", fwd = {form = "wino4", tile = wino4.tile(L, T, L.cout)},
-          dw = dwt and {form = "wino", tile = dwt} or {form = "lanes", tile = t.dw},
+          dw = wdw,
           dx = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}})
       end
     end
@@ -503,9 +511,14 @@ local largest_divisor = util.largest_divisor
 
 function M.scratch(L)
   local S = L.sched
-  if S.layout == "lanes" and S.fwd.form == "wino" then return math.max(wino.scratch(L), wino.dw_scratch(L)) end
-  if S.layout == "lanes" and S.fwd.form == "wino4" then return math.max(wino4.scratch(L), wino.dw_scratch(L)) end
-  if S.layout == "lanes" then return (S.fwd.pad or S.dx.pad) and M.lanes_pad(L, L.lanes_R).total or 0 end
+  if S.layout == "lanes" then
+    -- each Winograd pass transforms the weights into S (none keeps it for another)
+    local s = wino.dw_scratch(L)
+    if S.fwd.form == "wino" or S.dx.form == "wino" then s = math.max(s, wino.scratch(L)) end
+    if S.fwd.form == "wino4" or S.dx.form == "wino4" then s = math.max(s, wino4.scratch(L)) end
+    if s > 0 then return s end
+    return (S.fwd.pad or S.dx.pad) and M.lanes_pad(L, L.lanes_R).total or 0
+  end
   if S.fwd.form == "wv" then return wv.scratch(L).total end
   if S.fwd.form ~= "cv" then return 0 end
   return M.cv_scratch(L).total + (S.dx.form == "wv" and wv.dyp_size(L) or 0)
@@ -698,18 +711,29 @@ function M.forward_lanes(L, C, ctx)
     end
     window.windows(C, geo, unroll, function(out, taps, info)
       if not info.scoped then C:open("{") end
+      -- CBI: the window's base pointer once a position; its taps at constant offsets
+      -- from it (one pointer, where an offset per tap leaves gcc short of registers)
+      local xbase = "xg"
+      if CBI and #taps > 0 then
+        C:line("const float *restrict xq = xg + %s;", tostring(util.aff(0, taps[1].at.t):scale(R)))
+        xbase = "xq"
+      end
       if CBI then C:open("for (int cb = 0; cb < %d; cb++) {", L.cout_g // TC); bases(false) end
       for t = 0, TC - 1 do
         local init = L.opt.bias and string.format("vsplat(bias[%s])", tostring(co0:add(t))) or "vsplat(0.0f)"
         C:line("cg_v %s;", vec_list("a%d_" .. t .. " = " .. init, TB))
       end
       if #taps > 0 then util.loop(C, "ci", 0, L.cin_g - 1, unroll, braced(C, unroll, function(ci)
-        C:line("const float *restrict xc = xg + %s;", tostring(util.aff(0):term(ci, IHW * R)))
+        C:line("const float *restrict xc = %s + %s;", xbase, tostring(util.aff(0):term(ci, IHW * R)))
         C:line("const float *restrict wc = wb + %s;", tostring(util.aff(0):term(ci, d.KHW)))
         for _, tp in ipairs(taps) do
-          local at = tostring(tp.at:scale(R))
           local loads = {}
-          for v = 0, TB - 1 do loads[#loads + 1] = string.format("x%d = VLOAD(xc + %s + %d)", v, at, v * V) end
+          if xbase == "xq" then
+            for v = 0, TB - 1 do loads[#loads + 1] = string.format("x%d = VLOAD(xc %s %d)", v, tp.at.c * R + v * V < 0 and "-" or "+", math.abs(tp.at.c * R + v * V)) end
+          else
+            local at = tostring(tp.at:scale(R))
+            for v = 0, TB - 1 do loads[#loads + 1] = string.format("x%d = VLOAD(xc + %s + %d)", v, at, v * V) end
+          end
           C:open("{")
           C:line("const cg_v %s;", table.concat(loads, ", "))
           for t = 0, TC - 1 do
@@ -835,26 +859,51 @@ function M.backward_dx_lanes(L, C, ctx)
   end
   C:line("const float *restrict w = %s;", L.t.weight)
   local PY = L.sched.dx.tile.PY == 1
-  block_loops(C, L, L.cin_g // TCI, "cib", NV, TB, function(g, cib)
+  -- CBI: the input-channel blocks inside each input position, as the forward's
+  local CBI = L.sched.dx.tile.CBI == 1
+  local function blocks(body)
+    if not CBI then return block_loops(C, L, L.cin_g // TCI, "cib", NV, TB, body, unroll, PY, {input = L.cout_g * OHW * R, weights = L.cout_g * WK}) end
+    if NV // TB > 1 then util.par(C, L) end
+    C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
+    body(0, "cib")
+    C:close()
+  end
+  blocks(function(g, cib)
     local ci0 = util.aff(0):term(g, L.cin_g):term(cib, TCI)
-    C:line("float *restrict dxb = dx + %s + v0 * %d;", tostring(ci0:scale(d.IHW * R)), V)
-    -- the relu's output whose derivative masks the stores (fuse.lua), laid out as dx
-    if L.sched.dmask then C:line("const float *restrict xb = x + %s + v0 * %d;", tostring(ci0:scale(d.IHW * R)), V) end
-    C:line("const float *restrict dyg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cout_g * OHW * R)), V)
-    C:line("const float *restrict wg = w + %s;", tostring(util.aff(0):term(g, L.cout_g * WK):term(cib, TCI * d.KHW)))
-    if not any_tap(geo) then C:line("(void)dyg; (void)wg; /* no tap meets the input */") end
+    local function bases(dyg)
+      C:line("float *restrict dxb = dx + %s + v0 * %d;", tostring(ci0:scale(d.IHW * R)), V)
+      -- the relu's output whose derivative masks the stores (fuse.lua), laid out as dx
+      if L.sched.dmask then C:line("const float *restrict xb = x + %s + v0 * %d;", tostring(ci0:scale(d.IHW * R)), V) end
+      if dyg then C:line("const float *restrict dyg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cout_g * OHW * R)), V) end
+      C:line("const float *restrict wg = w + %s;", tostring(util.aff(0):term(g, L.cout_g * WK):term(cib, TCI * d.KHW)))
+      if not any_tap(geo) then C:line("(void)dyg; (void)wg; /* no tap meets the input */") end
+    end
+    if CBI then C:line("const float *restrict dyg = %s + v0 * %d;", src, V) else bases(true) end
     if TX > 1 then return dx_row_tiles(C, L, geo, OHW, TCI, TB, TX, R, V, PY and L.parallel) end
     window.twindows(C, geo, function(inp, taps, info)
       if not info.scoped then C:open("{") end
+      local dybase = "dyg"
+      if CBI and #taps > 0 then
+        C:line("const float *restrict dq = dyg + %s;", tostring(util.aff(0, taps[1].at.t):scale(R)))
+        dybase = "dq"
+      end
+      if CBI then C:open("for (int cib = 0; cib < %d; cib++) {", L.cin_g // TCI); bases(false) end
       for t = 0, TCI - 1 do C:line("cg_v %s;", vec_list("a%d_" .. t .. " = vsplat(0.0f)", TB)) end
       if #taps > 0 then
         util.loop(C, "co", 0, L.cout_g - 1, unroll, braced(C, unroll, function(co)
-          C:line("const float *restrict dyc = dyg + %s;", tostring(util.aff(0):term(co, OHW * R)))
+          C:line("const float *restrict dyc = %s + %s;", dybase, tostring(util.aff(0):term(co, OHW * R)))
           C:line("const float *restrict wc = wg + %s;", tostring(util.aff(0):term(co, WK)))
           for _, tp in ipairs(taps) do
-            local at = tostring(tp.at:scale(R))
             local loads = {}
-            for v = 0, TB - 1 do loads[#loads + 1] = string.format("d%d = VLOAD(dyc + %s + %d)", v, at, v * V) end
+            if dybase == "dq" then
+              for v = 0, TB - 1 do
+                local o = tp.at.c * R + v * V
+                loads[#loads + 1] = string.format("d%d = VLOAD(dyc %s %d)", v, o < 0 and "-" or "+", math.abs(o))
+              end
+            else
+              local at = tostring(tp.at:scale(R))
+              for v = 0, TB - 1 do loads[#loads + 1] = string.format("d%d = VLOAD(dyc + %s + %d)", v, at, v * V) end
+            end
             C:open("{")
             C:line("const cg_v %s;", table.concat(loads, ", "))
             for t = 0, TCI - 1 do
@@ -874,9 +923,10 @@ function M.backward_dx_lanes(L, C, ctx)
         end
         C:line(table.concat(st, " "))
       end
+      if CBI then C:close() end
       if not info.scoped then C:close() end
-    end, unroll, PY and L.parallel)
-  end, unroll, PY, {input = L.cout_g * OHW * R, weights = L.cout_g * WK})
+    end, unroll, (PY or (CBI and NV // TB == 1)) and L.parallel)
+  end)
   if L.sched.dmask then used[#used + 1] = "x" end
   return used
 end
