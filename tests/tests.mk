@@ -121,10 +121,19 @@ $(B)/san/%: specs/%.yaml $(B)/cnngen $(RT_SRC) runtime/*.h
 	@mkdir -p $(B)/san
 	$(B)/cnngen $< -o $(B)/san >/dev/null
 	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(SAN_FLAGS) -Iruntime $@.c $(RT_SRC) $(RT_LIBS) -o $@
-sanitize-check: $(SAN_SPECS:%=$(B)/san/%)
+# the tuner-only schedules (channel blocks inside the positions, the large Winograd dW)
+# through a wisdom file: the generated code must name them
+$(B)/san/t_cbi_ln: tests/nets/t_cbi_ln.yaml tests/nets/t_cbi_ln.wisdom $(B)/cnngen $(RT_SRC) runtime/*.h
+	@mkdir -p $(B)/san
+	$(B)/cnngen $< --wisdom tests/nets/t_cbi_ln.wisdom -o $(B)/san >/dev/null
+	@grep -q "schedule lanes+cbi: .*(from wisdom)" $@.c && grep -q "schedule lanes+cbi+wino+dwl: .*(from wisdom)" $@.c || \
+	  { echo "sanitize-check: tests/nets/t_cbi_ln.wisdom did not take effect in $@.c"; exit 1; }
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(SAN_FLAGS) -Iruntime $@.c $(RT_SRC) $(RT_LIBS) -o $@
+sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln
 	@for n in $(SAN_SPECS); do \
 	  ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check specs/$$n.yaml $(B)/san/$$n $(B)/sanwork || exit 1; \
-	done; echo "sanitize-check: $(words $(SAN_SPECS)) trainers clean under ASan+UBSan and equal to PyTorch"
+	done; ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_cbi_ln.yaml $(B)/san/t_cbi_ln $(B)/sanwork || exit 1; \
+	echo "sanitize-check: $(words $(SAN_SPECS)) trainers and t_cbi_ln's tuner-only schedules clean under ASan+UBSan and equal to PyTorch"
 
 # every legal schedule (form and register tile) of every layer of these specs, forced
 # one at a time through a wisdom file, against PyTorch (tests/schedules_check.py)

@@ -210,6 +210,12 @@ function M.candidates(L, T)
         local dx = {form = "lanes", tile = t.dx, apart = true}
         if TCI > 1 and L.cin_g // TCI > 1 then dx = {form = "lanes", tile = {TB = TB, TCI = TCI, CBI = 1}, apart = true} end
         c[#c + 1] = {name = "lanes+cbi", layout = "lanes", fwd = cbi, dw = {form = "lanes", tile = t.dw}, dx = dx, variants = false}
+        -- the CBI forward alone (the Xeon's stride-2 layers: forward 1.5x, dx in
+        -- the CBI order slower than the lanes order)
+        if dx.tile.CBI then
+          c[#c + 1] = {name = "lanes+cbifwd", layout = "lanes", fwd = cbi, dw = {form = "lanes", tile = t.dw},
+            dx = {form = "lanes", tile = t.dx, apart = true}, variants = false}
+        end
       end
     end
     -- Winograd F(2x2, 3x3) for the forward, dx and dW (conv_wino.lua; dW direct when
