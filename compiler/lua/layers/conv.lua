@@ -642,6 +642,9 @@ local function lanes_pad_copy(C, L, dst, src, nplanes, H, W, gp, R, off)
   C:close()
 end
 
+-- "+ n" or "- |n|": a constant offset after a pointer
+local function plus(n) return n < 0 and ("- " .. -n) or ("+ " .. n) end
+
 local function vec_list(fmt, n, ...)
   local t = {}
   for v = 0, n - 1 do t[#t + 1] = string.format(fmt, v, ...) end
@@ -735,7 +738,7 @@ function M.forward_lanes(L, C, ctx)
         for _, tp in ipairs(taps) do
           local loads = {}
           if xbase == "xq" then
-            for v = 0, TB - 1 do loads[#loads + 1] = string.format("x%d = VLOAD(xc %s %d)", v, tp.at.c * R + v * V < 0 and "-" or "+", math.abs(tp.at.c * R + v * V)) end
+            for v = 0, TB - 1 do loads[#loads + 1] = string.format("x%d = VLOAD(xc %s)", v, plus(tp.at.c * R + v * V)) end
           else
             local at = tostring(tp.at:scale(R))
             for v = 0, TB - 1 do loads[#loads + 1] = string.format("x%d = VLOAD(xc + %s + %d)", v, at, v * V) end
@@ -902,10 +905,7 @@ function M.backward_dx_lanes(L, C, ctx)
           for _, tp in ipairs(taps) do
             local loads = {}
             if dybase == "dq" then
-              for v = 0, TB - 1 do
-                local o = tp.at.c * R + v * V
-                loads[#loads + 1] = string.format("d%d = VLOAD(dyc %s %d)", v, o < 0 and "-" or "+", math.abs(o))
-              end
+              for v = 0, TB - 1 do loads[#loads + 1] = string.format("d%d = VLOAD(dyc %s)", v, plus(tp.at.c * R + v * V)) end
             else
               local at = tostring(tp.at:scale(R))
               for v = 0, TB - 1 do loads[#loads + 1] = string.format("d%d = VLOAD(dyc + %s + %d)", v, at, v * V) end
