@@ -642,6 +642,17 @@ local function lanes_pad_copy(C, L, dst, src, nplanes, H, W, gp, R, off)
   C:close()
 end
 
+-- The CBI order's outer loop: the lane blocks (shared by the threads when there are
+-- two or more, else the rows are), the channel blocks (var) inside each position of
+-- the body, so the vectors of its window are read from memory once and stay in L1
+-- for every block
+local function cbi_lanes(C, L, NV, TB, var, body)
+  if NV // TB > 1 then util.par(C, L) end
+  C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
+  body(0, var)
+  C:close()
+end
+
 -- "+ n" or "- |n|": a constant offset after a pointer
 local function plus(n) return n < 0 and ("- " .. -n) or ("+ " .. n) end
 
@@ -697,13 +708,7 @@ function M.forward_lanes(L, C, ctx)
   local CBI = L.sched.fwd.tile.CBI == 1
   local function blocks(body)
     if not CBI then return block_loops(C, L, L.cout_g // TC, "cb", NV, TB, body, unroll, PY, {input = L.cin_g * IHW * R, weights = L.cout_g * WK}) end
-    -- CBI: the channel blocks inside each output position, so the input vectors of
-    -- its window are read from memory once and stay in L1 for every block; the lane
-    -- blocks outside (shared by the threads when there are two or more, else the rows)
-    if NV // TB > 1 then util.par(C, L) end
-    C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
-    body(0, "cb")
-    C:close()
+    cbi_lanes(C, L, NV, TB, "cb", body)
   end
   blocks(function(g, cb)
     local co0 = util.aff(0):term(g, L.cout_g):term(cb, TC)
@@ -872,10 +877,7 @@ function M.backward_dx_lanes(L, C, ctx)
   local CBI = L.sched.dx.tile.CBI == 1
   local function blocks(body)
     if not CBI then return block_loops(C, L, L.cin_g // TCI, "cib", NV, TB, body, unroll, PY, {input = L.cout_g * OHW * R, weights = L.cout_g * WK}) end
-    if NV // TB > 1 then util.par(C, L) end
-    C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
-    body(0, "cib")
-    C:close()
+    cbi_lanes(C, L, NV, TB, "cib", body)
   end
   blocks(function(g, cib)
     local ci0 = util.aff(0):term(g, L.cin_g):term(cib, TCI)
