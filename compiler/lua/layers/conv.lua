@@ -200,8 +200,7 @@ function M.candidates(L, T)
     local NV = L.lanes_R // L.vec
     local cbi
     if L.groups == 1 and L.cout_g >= 4 and NV >= 2 then
-      local TB = NV
-      while TB > 1 and (T.acc // TB < 4 or NV % TB ~= 0) do TB = TB - 1 end
+      local TB = util.largest_divisor(NV, math.max(1, T.acc // 4))
       local TC = util.largest_divisor(L.cout_g, math.min(16, T.acc // TB))
       if TC > 1 and L.cout_g // TC > 1 then
         cbi = {form = "lanes", tile = {TB = TB, TC = TC, CBI = 1}}
