@@ -145,13 +145,13 @@ int main(int argc, char **argv)
     /* before the first OpenMP region, so that the worker threads inherit it */
     int flushed = ieee ? 0 : cg_flush_subnormals(1);
     wd = net->train.weight_decay;
-    params = calloc(net->n_params, sizeof(float));
-    grads = calloc(net->n_params, sizeof(float));
-    mom = calloc(net->n_params, sizeof(float));
-    buffers = calloc(net->n_buffers + 1, sizeof(float));
-    ws = calloc(net->workspace, sizeof(float));
-    x = calloc((size_t)n * net->in_size, sizeof(float));
-    dx = want_dx ? calloc((size_t)n * net->in_size, sizeof(float)) : NULL;
+    params = cg_xcalloc(net->n_params, sizeof(float), "parameters");
+    grads = cg_xcalloc(net->n_params, sizeof(float), "gradients");
+    mom = cg_xcalloc(net->n_params, sizeof(float), "momentum");
+    buffers = cg_xcalloc(net->n_buffers + 1, sizeof(float), "buffers");
+    ws = cg_xcalloc(net->workspace, sizeof(float), "workspace");
+    x = cg_xcalloc((size_t)n * net->in_size, sizeof(float), "inputs");
+    dx = want_dx ? cg_xcalloc((size_t)n * net->in_size, sizeof(float), "input gradient") : NULL;
     int64_t *labels = calloc((size_t)n, sizeof(int64_t));
     float *targets = calloc((size_t)n * net->out_size, sizeof(float));
     if (!params || !grads || !mom || !buffers || !ws || !x || (want_dx && !dx) || !labels || !targets) {

@@ -44,7 +44,12 @@ void *cg_try_alloc(size_t count, size_t elem, const char *what, cg_err *err)
         cg_fail(err, "%s: size overflow (%zu x %zu bytes)", what, count, elem);
         return NULL;
     }
-    void *p = malloc(bytes ? bytes : 1);
+    /* cache-line aligned: the generated code's vector loads and stores are at multiples
+     * of 64 bytes from these bases, and a load that straddles two lines costs two (the
+     * Xeon's 16-channel convolution: 1.27 against 1.69 ms a call, same data) */
+    void *p = NULL;
+    if (posix_memalign(&p, CG_ALIGN, bytes ? bytes : 1) != 0)
+        p = NULL;
     if (!p)
         cg_fail(err, "%s: out of memory allocating %zu bytes", what, bytes);
     return p;

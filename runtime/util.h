@@ -31,7 +31,9 @@ int cg_fail(cg_err *err, const char *fmt, ...) CG_PRINTF(2, 3);
 CG_NORETURN void cg_die(int code, const char *fmt, ...) CG_PRINTF(2, 3);
 
 /* Allocation that exits(1) with a message naming `what` on failure or size overflow.
- * For the trainer's own buffers; loaders use cg_try_alloc and return errors instead. */
+ * For the trainer's own buffers; loaders use cg_try_alloc and return errors instead.
+ * Every block is aligned to CG_ALIGN bytes (a cache line) and released with free(). */
+#define CG_ALIGN 64
 void *cg_xmalloc(size_t count, size_t elem, const char *what);
 void *cg_xcalloc(size_t count, size_t elem, const char *what);
 char *cg_xstrdup(const char *s);
