@@ -23,9 +23,9 @@ enum { N = 96, B = 16 }; /* samples, samples a step (at most TINY_BATCH) */
 
 static float X[N * TINY_IN_SIZE];
 static int64_t Y[N];
-static float params[TINY_N_PARAMS_ALLOC], grads[TINY_N_PARAMS_ALLOC], vel[TINY_N_PARAMS_ALLOC];
-static float buffers[TINY_N_BUFFERS_ALLOC]; /* TINY_N_BUFFERS is 0: no batch norm */
-static float ws[TINY_WORKSPACE];
+static _Alignas(64) float params[TINY_N_PARAMS_ALLOC], grads[TINY_N_PARAMS_ALLOC], vel[TINY_N_PARAMS_ALLOC];
+static _Alignas(64) float buffers[TINY_N_BUFFERS_ALLOC]; /* TINY_N_BUFFERS is 0: no batch norm */
+static _Alignas(64) float ws[TINY_WORKSPACE]; /* 64: see docs/embedding.md */
 
 /* class 0: a bright row, 1: a bright column, 2: the diagonal; uniform noise */
 static void make_data(void)
