@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -667,6 +668,32 @@ START_TEST(test_flush_subnormals)
 }
 END_TEST
 
+/* ---- allocation ---- */
+START_TEST(test_alloc_aligned)
+{
+    /* every block the trainer hands the generated code starts on a cache line (the
+     * workspace's vector loads sit at multiples of 64 bytes from it); malloc's 16-byte
+     * alignment would fail most of these sizes */
+    const size_t sizes[] = {1, 3, 16, 17, 64, 100, 4096, 65537, (size_t)1 << 22};
+    void *keep[sizeof sizes / sizeof sizes[0]];
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        float *p = cg_xmalloc(sizes[i], sizeof(float), "test");
+        ck_assert_msg((uintptr_t)p % CG_ALIGN == 0, "cg_xmalloc(%zu floats) = %p", sizes[i], (void *)p);
+        p[sizes[i] - 1] = 1.0f;
+        float *q = cg_xcalloc(sizes[i], sizeof(float), "test");
+        ck_assert_msg((uintptr_t)q % CG_ALIGN == 0, "cg_xcalloc(%zu floats) = %p", sizes[i], (void *)q);
+        ck_assert_float_eq(q[sizes[i] - 1], 0.0f);
+        keep[i] = q;
+        free(p);
+    }
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        free(keep[i]);
+    cg_err e;
+    ck_assert_ptr_null(cg_try_alloc(SIZE_MAX / 2, 4, "huge", &e));
+    ck_assert_msg(strstr(e.msg, "huge: size overflow") != NULL, "%s", e.msg);
+}
+END_TEST
+
 /* ---- IDX ---- */
 static void write_gz(const char *path, const void *b, size_t n)
 {
@@ -1046,6 +1073,7 @@ Suite *make_runtime_suite(void)
     tcase_add_test(tc, test_sgd_momentum);
     tcase_add_test(tc, test_net_update_pieces);
     tcase_add_test(tc, test_flush_subnormals);
+    tcase_add_test(tc, test_alloc_aligned);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("main");
