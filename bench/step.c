@@ -152,12 +152,8 @@ int main(int argc, char **argv)
     ws = cg_xcalloc(net->workspace, sizeof(float), "workspace");
     x = cg_xcalloc((size_t)n * net->in_size, sizeof(float), "inputs");
     dx = want_dx ? cg_xcalloc((size_t)n * net->in_size, sizeof(float), "input gradient") : NULL;
-    int64_t *labels = calloc((size_t)n, sizeof(int64_t));
-    float *targets = calloc((size_t)n * net->out_size, sizeof(float));
-    if (!params || !grads || !mom || !buffers || !ws || !x || (want_dx && !dx) || !labels || !targets) {
-        fprintf(stderr, "out of memory\n");
-        return 1;
-    }
+    int64_t *labels = cg_xcalloc((size_t)n, sizeof(int64_t), "labels");
+    float *targets = cg_xcalloc((size_t)n * net->out_size, sizeof(float), "targets");
     /* planned minimum, bytes: what this process must hold (the generated header's macros) */
     double planned = 4.0 * (3.0 * (double)net->n_params + (double)net->n_buffers + (double)net->workspace +
                             (double)n * (double)net->in_size * (want_dx ? 2 : 1) + (double)n * (double)net->out_size) +

@@ -116,11 +116,13 @@ SAN_SPECS := mixed1d mixed2d lecture_k3s2p1_odd lecture_full lecture_conv1d res_
 # (lenet5 and bnnet are left out: their batch-innermost code takes ASan+UBSan tens of
 # minutes to compile; mixed1d covers the batch-innermost emitters)
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# link a generated trainer $@.c with the runtime's sources, instrumented
+SAN_LINK = $(CC) -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(SAN_FLAGS) -Iruntime $@.c $(RT_SRC) $(RT_LIBS) -o $@
 .PHONY: sanitize-check
 $(B)/san/%: specs/%.yaml $(B)/cnngen $(RT_SRC) runtime/*.h
 	@mkdir -p $(B)/san
 	$(B)/cnngen $< -o $(B)/san >/dev/null
-	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(SAN_FLAGS) -Iruntime $@.c $(RT_SRC) $(RT_LIBS) -o $@
+	$(SAN_LINK)
 # the tuner-only schedules (channel blocks inside the positions, the large Winograd dW)
 # through a wisdom file: the generated code must name them
 $(B)/san/t_cbi_ln: tests/nets/t_cbi_ln.yaml tests/nets/t_cbi_ln.wisdom $(B)/cnngen $(RT_SRC) runtime/*.h
@@ -128,7 +130,7 @@ $(B)/san/t_cbi_ln: tests/nets/t_cbi_ln.yaml tests/nets/t_cbi_ln.wisdom $(B)/cnng
 	$(B)/cnngen $< --wisdom tests/nets/t_cbi_ln.wisdom -o $(B)/san >/dev/null
 	@grep -q "schedule lanes+cbi: .*(from wisdom)" $@.c && grep -q "schedule lanes+cbi+wino+dwl: .*(from wisdom)" $@.c || \
 	  { echo "sanitize-check: tests/nets/t_cbi_ln.wisdom did not take effect in $@.c"; exit 1; }
-	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(SAN_FLAGS) -Iruntime $@.c $(RT_SRC) $(RT_LIBS) -o $@
+	$(SAN_LINK)
 sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln
 	@for n in $(SAN_SPECS); do \
 	  ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check specs/$$n.yaml $(B)/san/$$n $(B)/sanwork || exit 1; \
