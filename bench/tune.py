@@ -26,6 +26,7 @@ wisdom file changes speed, never results beyond float rounding.
 import argparse
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -34,6 +35,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import layer_profile  # noqa: E402
 CNNGEN = os.path.join(ROOT, "build", "cnngen")
 
 
@@ -77,25 +80,64 @@ def compile_step(c, name, exe, a, timeout=None):
 
 
 def time_candidate(spec, index, sig, cand, isa, a, work):
+    """cand's single-layer step built with a timer around each call (layer_profile.py)
+    and timed: (img/s, img/cpu-s, compile s, exe, {pass: s a call}); None when compiling
+    takes too long, or when cand is a mix ("F|W|X") the generator does not accept."""
     wis = os.path.join(work, "w.tsv")
     with open(wis, "w") as f:
         f.write(f"{isa}\t{sig}\t{cand}\n")
-    d = os.path.join(work, f"l{index}_{cand.replace('@', '_').replace(':', '_').replace('+', '_')}")
+    d = os.path.join(work, f"l{index}_{re.sub('[^A-Za-z0-9]', '_', cand)}")
     os.makedirs(d, exist_ok=True)
     c = sh([CNNGEN, "--wisdom", wis, "--layer", str(index), spec, "-o", d]).strip().splitlines()[-1]
     with open(c) as f:
-        if f"schedule {cand}:" not in f.read():
-            sys.exit(f"tune: {c} does not use schedule {cand} (wisdom not applied)")
+        src = f.read()
+    if f"schedule {cand}:" not in src:
+        if "|" in cand:
+            return None
+        sys.exit(f"tune: {c} does not use schedule {cand} (wisdom not applied)")
     name = os.path.splitext(os.path.basename(c))[0]
+    pc = os.path.join(d, name + "_prof.c")
+    with open(pc, "w") as f:
+        f.write(layer_profile.instrument(src, name))
     exe = os.path.join(d, "step")
     t0 = time.time()
     try:
-        compile_step(c, name, exe, a, timeout=a.compile_timeout)
+        compile_step(pc, name, exe, a, timeout=a.compile_timeout)
     except subprocess.TimeoutExpired:
         return None
     tc = time.time() - t0
     ips, ipc = run_step(exe, index, a)
-    return ips, ipc, tc, exe
+    return ips, ipc, tc, exe, pass_times(exe, sig.split(":")[0])
+
+
+def pass_times(exe, kind):
+    """Seconds a call of the layer's forward, dW (`_backward`) and dx (`_backward_dx`),
+    from the timers the last run of exe wrote (CG_PROF_OUT)."""
+    t = {}
+    with open(exe + ".prof") as f:
+        for line in f:
+            _, n, s, what = line.rstrip("\n").split("\t", 3)
+            m = re.match(rf"([fb]) \w*{kind}_(forward|backward_dx|backward)\(", what)
+            if m:
+                key = {"forward": "fwd", "backward": "dw", "backward_dx": "dx"}[m.group(2)]
+                t[key] = t.get(key, 0.0) + float(s) / max(int(n), 1)
+    return t
+
+
+def mix_of(res):
+    """The mix "F|W|X" of the candidates whose forward, dW and dx took least a call (each
+    pass timed apart, in the candidates' own runs), or None when one candidate has all three
+    or a pass was not timed (a first layer has no dx: its X is its W)."""
+    pick = []
+    for p in ("fwd", "dw", "dx"):
+        timed = [(r[4][p], r[2]) for r in res if p in r[4]]
+        if not timed:
+            if p != "dx":
+                return None
+            pick.append(pick[1])
+            continue
+        pick.append(min(timed)[1])
+    return None if pick[0] == pick[1] == pick[2] else "|".join(pick)
 
 
 def build_net(spec, wisdom, a, d):
@@ -109,7 +151,7 @@ def build_net(spec, wisdom, a, d):
 
 
 def run_step(exe, index, a):
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), CG_PROF_OUT=exe + ".prof")
     flags = [] if index == 0 else ["--dx"]
     out = sh([exe, "0", str(a.reps), "--rep-s", str(a.rep_s), "--warmup-s", str(a.rep_s)] + flags, env=env)
     r = json.loads(out.strip().splitlines()[-1])
@@ -160,12 +202,22 @@ def main():
                 if r is None:
                     print(f"tune: layer {index} {cand:<18} not timed: compiling took over {a.compile_timeout:g} s", flush=True)
                     continue
-                ips, ipc, tc, exe = r
-                res.append((ips, ipc, cand, exe))
-                print(f"tune: layer {index} {cand:<18} {ips:10.1f} img/s  {ipc:10.1f} img/cpu-s  (compiled in {tc:.1f} s)",
-                      flush=True)
+                ips, ipc, tc, exe, pt = r
+                res.append((ips, ipc, cand, exe, pt))
+                print(f"tune: layer {index} {cand:<18} {ips:10.1f} img/s  {ipc:10.1f} img/cpu-s  (compiled in {tc:.1f} s)  " +
+                      " ".join(f"{p} {1e3 * pt[p]:.3f}" for p in ("fwd", "dw", "dx") if p in pt) + " ms", flush=True)
             if not res:
                 continue
+            # each pass's fastest form, whichever candidate it came from, as a candidate of
+            # its own (when the generator accepts the mix: schedule.lua's compose)
+            mix = mix_of(res)
+            r = mix and time_candidate(a.spec, int(index), sig, mix, isa, a, work)
+            if r:
+                ips, ipc, tc, exe, pt = r
+                res.append((ips, ipc, mix, exe, pt))
+                print(f"tune: layer {index} {mix:<18} {ips:10.1f} img/s  {ipc:10.1f} img/cpu-s  (the passes' fastest)", flush=True)
+            elif mix:
+                print(f"tune: layer {index} {mix}: a mix the generator does not accept", flush=True)
             best = max(res)
             heur = res[0]
             gain = best[0] / heur[0]

@@ -11,9 +11,12 @@ name the candidate in the layer's comment (so the wisdom really took effect), it
 compiled, and its `check` (output, loss, grad.input, every parameter gradient) is
 compared with the float64 PyTorch reference of tests/torch_ref.py at batch 1 (2 with
 batch norm) and the spec's batch. Exit 1 on any failure. The references are computed
-once per spec and batch.
+once per spec and batch. Mixes of three candidates' passes ("F|W|X", which the tuner
+writes: mixes() below) are checked the same way when the generator accepts them; the
+check fails if it accepts none of them in the whole run.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -28,6 +31,21 @@ def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 
+def mixes(cands):
+    """Schedules mixing three candidates' passes ("F|W|X", schedule.lua) to check too: the
+    Xeon tuner's F(4x4) forward and dx with the direct dW, and one rotation of the list
+    (the generator refuses the mixes its layer module does not accept)."""
+    out = []
+    if "lanes+wino4" in cands and "lanes" in cands:
+        out.append("lanes+wino4|lanes|lanes+wino4")
+    n = len(cands)
+    if n >= 3:
+        m = f"{cands[-1]}|{cands[0]}|{cands[n // 2]}"
+        if m not in out:
+            out.append(m)
+    return out
+
+
 def main():
     build, cc, specs = sys.argv[1], sys.argv[2], sys.argv[3:]
     cnngen = os.path.join(build, "cnngen")
@@ -35,7 +53,7 @@ def main():
     work = os.path.join(build, "schedules")
     os.makedirs(work, exist_ok=True)
     isa = None
-    npass = nfail = 0
+    npass = nfail = nmix = nrefused = 0
     for spec_path in specs:
         spec = torch_ref.load_spec(spec_path)
         _, tr = torch_ref.parse_layers(spec)
@@ -55,10 +73,11 @@ def main():
             isa = s.split("Schedules for target ", 1)[1].split(" ", 1)[0]
         for row in listing.stdout.splitlines():
             index, sig, cands = row.split("\t")
-            for cand in cands.split(","):
-                cand = cand.rstrip("!")  # over the code budget: legal all the same
+            cands = [c.rstrip("!") for c in cands.split(",")]  # "!": over the code budget, legal all the same
+            for cand in cands + mixes(cands):
+                mix = "|" in cand
                 tag = f"{spec['name']} layer {index} {cand}"
-                d = os.path.join(work, f"{spec['name']}_l{index}_{cand.replace('@', '_').replace(':', '_').replace('+', '_')}")
+                d = os.path.join(work, f"{spec['name']}_l{index}_{re.sub('[^A-Za-z0-9]', '_', cand)}")
                 os.makedirs(d, exist_ok=True)
                 wis = os.path.join(d, "wisdom.tsv")
                 with open(wis, "w") as f:
@@ -72,6 +91,9 @@ def main():
                 with open(c) as f:
                     text = f.read()
                 if f"/* layer {index}: " not in text or f" * schedule {cand}: " not in text.split(f"/* layer {index}: ", 1)[1].split("\n", 2)[1]:
+                    if mix:
+                        nrefused += 1  # a mix the generator does not accept: the heuristic's schedule instead
+                        continue
                     print(f"schedules-check: {tag}: FAILED: {c} does not name schedule {cand} for layer {index}")
                     nfail += 1
                     continue
@@ -100,9 +122,14 @@ def main():
                         ok = False
                 if ok:
                     npass += 1
+                    nmix += mix
                 else:
                     nfail += 1
-    print(f"schedules-check: {npass} passed, {nfail} failed (every legal schedule of every layer, target {isa})")
+    print(f"schedules-check: {npass} passed, {nfail} failed (every legal schedule of every layer, target {isa}; "
+          f"{nmix} of them mixes of passes, {nrefused} mixes refused)")
+    if nmix == 0:
+        print("schedules-check: FAILED: the generator accepted none of the mixes of passes")
+        return 1
     return 1 if nfail else 0
 
 

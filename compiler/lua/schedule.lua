@@ -153,6 +153,24 @@ local function candidates(L, T)
   return cands
 end
 
+-- A wisdom line may also compose a layer's passes from three candidates, "F|W|X":
+-- the forward of F, the parameter gradients of W, dx of X (the tuner times every
+-- candidate's passes apart and keeps the fastest of each). Legal when the three share
+-- the layout, W and X compute dx in a pass of its own (else W = X), and the module
+-- accepts the mix (its compose_ok; kinds without one take no mixes).
+local function compose(L, cands, want)
+  local f, w, x = want:match("^([^|]+)|([^|]+)|([^|]+)$")
+  if not f or not L.mod.compose_ok then return nil end
+  local by = {}
+  for _, c in ipairs(cands) do by[c.name] = c end
+  local F, W, X = by[f], by[w], by[x]
+  if not (F and W and X) or F.layout ~= W.layout or F.layout ~= X.layout then return nil end
+  if W ~= X and not (W.dx and W.dx.apart and X.dx and X.dx.apart) then return nil end
+  local S = {name = want, layout = F.layout, fwd = F.fwd, dw = W.dw, dx = X.dx, parallel = L.parallel}
+  if not L.mod.compose_ok(L, S) then return nil end
+  return S
+end
+
 -- Without wisdom: the first candidate whose code fits the budget (lines(S) counts
 -- them by emitting it), else the smallest.
 function M.choose(L, T, wisdom, budget, lines)
@@ -163,6 +181,8 @@ function M.choose(L, T, wisdom, budget, lines)
     for _, c in ipairs(cands) do
       if c.name == want then c.from_wisdom = true; return c, cands end
     end
+    local mix = want and compose(L, cands, want)
+    if mix then mix.from_wisdom = true; return mix, cands end
   end
   if #cands == 1 then return cands[1], cands end
   local best, bestn

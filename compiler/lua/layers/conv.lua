@@ -152,6 +152,14 @@ local function lanes_tiles(L, T)
   }
 end
 
+-- A schedule mixing the passes of three candidates (schedule.lua, "F|W|X"): the
+-- batch-innermost forms without padded copies (a padded copy is shared between passes:
+-- the forward's kept input is what the padded dW reads, and the scratch is sized for
+-- the candidates as listed); every pass then reads only x, dy and the weights.
+function M.compose_ok(L, S)
+  return S.layout == "lanes" and not (S.fwd.pad or S.dw.pad or S.dx.pad)
+end
+
 local function cv_tiles(L, T, nch, width)
   local TV = util.largest_divisor((nch + L.vec - 1) // L.vec, 4)
   return {TV = TV, TP = math.max(1, math.min(width, T.acc // TV))}
