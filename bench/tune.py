@@ -9,7 +9,10 @@ For each layer that has more than one legal schedule (`cnngen --schedules SPEC`)
 once per distinct layer signature, every candidate is generated as that layer alone
 (`cnngen --layer N`, its input shape, MSE loss, the spec's batch) with a one-line
 wisdom forcing it, compiled against bench/step.c and timed for whole training steps
-(forward, dW and dx unless it is the first layer). The fastest candidate's line
+(forward, dW and dx unless it is the first layer), with a timer around each call of the
+layer (bench/layer_profile.py's), so each pass is timed apart too. The mix of the passes'
+fastest forms ("F|W|X": the forward of F, dW of W, dx of X; compiler/lua/schedule.lua)
+is then timed as one more candidate when the generator accepts it. The fastest candidate's line
 replaces any line for the same ISA and signature in the wisdom file; other lines are
 kept. Against the noise of a shared machine, a fastest candidate that is not the
 heuristic's is timed again: the --finalists (3) fastest of the first pass and the
