@@ -1771,26 +1771,19 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 64; c++) {
             const float *restrict xc = x + (size_t)c * 50176;
-            cg_v acc[4];
-            for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[4], acc2[4];
+            for (int v = 0; v < 4; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 4; v++) {
-                    acc[v] += VLOAD(xc + s * 64 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 4; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 784; s++) {
-                for (int v = 0; v < 4; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 4; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 4; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -3352,26 +3345,19 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 128; c++) {
             const float *restrict xc = x + (size_t)c * 12544;
-            cg_v acc[4];
-            for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[4], acc2[4];
+            for (int v = 0; v < 4; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 4; v++) {
-                    acc[v] += VLOAD(xc + s * 64 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 4; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 196; s++) {
-                for (int v = 0; v < 4; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 4; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 4; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[128 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -3663,26 +3649,19 @@ static void l10_batchnorm_forward(const float *restrict P, float *restrict B, fl
         const float f = 0.1f;
         for (int c = 0; c < 128; c++) {
             const float *restrict xc = x + (size_t)c * 64;
-            cg_v acc[4];
-            for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[4], acc2[4];
+            for (int v = 0; v < 4; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 1; s++) {
                 for (int v = 0; v < 4; v++) {
-                    acc[v] += VLOAD(xc + s * 64 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 4; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 1; s++) {
-                for (int v = 0; v < 4; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 4; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 4; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[128 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;

@@ -507,26 +507,19 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         const float f = 1.0f / nbt[0]; /* momentum null: cumulative average */
         for (int c = 0; c < 8; c++) {
             const float *restrict xc = x + (size_t)c * 512;
-            cg_v acc[1];
-            for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[1], acc2[1];
+            for (int v = 0; v < 1; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 32; s++) {
                 for (int v = 0; v < 1; v++) {
-                    acc[v] += VLOAD(xc + s * 16 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 16 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 1; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 32; s++) {
-                for (int v = 0; v < 1; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 16 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 1; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 1; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[8 + c] = (float)(1.0 / sqrt(var + 0.001));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -1726,26 +1719,19 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
         const float f = 0.2f;
         for (int c = 0; c < 6; c++) {
             const float *restrict xc = x + (size_t)c * 192;
-            cg_v acc[1];
-            for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[1], acc2[1];
+            for (int v = 0; v < 1; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 12; s++) {
                 for (int v = 0; v < 1; v++) {
-                    acc[v] += VLOAD(xc + s * 16 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 16 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 1; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 12; s++) {
-                for (int v = 0; v < 1; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 16 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 1; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 1; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[6 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;

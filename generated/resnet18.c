@@ -1688,26 +1688,19 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 64; c++) {
             const float *restrict xc = x + (size_t)c * 401408;
-            cg_v acc[2];
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[2], acc2[2];
+            for (int v = 0; v < 2; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 12544; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 12544; s++) {
-                for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 2; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -3366,26 +3359,19 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 64; c++) {
             const float *restrict xc = x + (size_t)c * 100352;
-            cg_v acc[2];
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[2], acc2[2];
+            for (int v = 0; v < 2; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 3136; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 3136; s++) {
-                for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 2; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -4131,26 +4117,19 @@ static void l08_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 64; c++) {
             const float *restrict xc = x + (size_t)c * 100352;
-            cg_v acc[2];
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[2], acc2[2];
+            for (int v = 0; v < 2; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 3136; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 3136; s++) {
-                for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 2; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -5664,26 +5643,19 @@ static void l19_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 128; c++) {
             const float *restrict xc = x + (size_t)c * 25088;
-            cg_v acc[2];
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[2], acc2[2];
+            for (int v = 0; v < 2; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 784; s++) {
-                for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 2; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[128 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -7193,26 +7165,19 @@ static void l22_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 128; c++) {
             const float *restrict xc = x + (size_t)c * 25088;
-            cg_v acc[2];
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[2], acc2[2];
+            for (int v = 0; v < 2; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 784; s++) {
-                for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 2; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[128 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -9703,26 +9668,19 @@ static void l35_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 256; c++) {
             const float *restrict xc = x + (size_t)c * 6272;
-            cg_v acc[2];
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[2], acc2[2];
+            for (int v = 0; v < 2; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 196; s++) {
-                for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 2; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[256 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -12519,26 +12477,19 @@ static void l38_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 256; c++) {
             const float *restrict xc = x + (size_t)c * 6272;
-            cg_v acc[2];
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[2], acc2[2];
+            for (int v = 0; v < 2; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 196; s++) {
-                for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 2; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[256 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -15672,26 +15623,19 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 512; c++) {
             const float *restrict xc = x + (size_t)c * 1568;
-            cg_v acc[2];
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[2], acc2[2];
+            for (int v = 0; v < 2; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 49; s++) {
-                for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 2; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[512 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -18488,26 +18432,19 @@ static void l54_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 512; c++) {
             const float *restrict xc = x + (size_t)c * 1568;
-            cg_v acc[2];
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[2], acc2[2];
+            for (int v = 0; v < 2; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 49; s++) {
-                for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 2; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[512 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;

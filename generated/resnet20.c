@@ -1831,26 +1831,19 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 16; c++) {
             const float *restrict xc = x + (size_t)c * 100352;
-            cg_v acc[8];
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[8], acc2[8];
+            for (int v = 0; v < 8; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 784; s++) {
-                for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 8; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 8; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[16 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -5002,26 +4995,19 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 16; c++) {
             const float *restrict xc = x + (size_t)c * 100352;
-            cg_v acc[8];
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[8], acc2[8];
+            for (int v = 0; v < 8; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 784; s++) {
                 for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 784; s++) {
-                for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 8; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 8; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[16 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -6579,26 +6565,19 @@ static void l25_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 32; c++) {
             const float *restrict xc = x + (size_t)c * 25088;
-            cg_v acc[8];
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[8], acc2[8];
+            for (int v = 0; v < 8; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 196; s++) {
-                for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 8; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 8; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[32 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -9071,26 +9050,19 @@ static void l28_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 32; c++) {
             const float *restrict xc = x + (size_t)c * 25088;
-            cg_v acc[8];
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[8], acc2[8];
+            for (int v = 0; v < 8; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 196; s++) {
                 for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 196; s++) {
-                for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 8; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 8; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[32 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -11625,26 +11597,19 @@ static void l48_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 64; c++) {
             const float *restrict xc = x + (size_t)c * 6272;
-            cg_v acc[8];
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[8], acc2[8];
+            for (int v = 0; v < 8; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 49; s++) {
-                for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 8; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 8; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
@@ -14071,26 +14036,19 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
         CG_PARALLEL_FOR
         for (int c = 0; c < 64; c++) {
             const float *restrict xc = x + (size_t)c * 6272;
-            cg_v acc[8];
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            const float k = xc[0];
+            cg_v acc[8], acc2[8];
+            for (int v = 0; v < 8; v++) acc[v] = acc2[v] = vsplat(0.0f);
             for (int s = 0; s < 49; s++) {
                 for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * VLOAD(mask + v * 16);
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
                 }
             }
-            double s1 = 0.0;
-            for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const float fmean = (float)(s1 / m);
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 49; s++) {
-                for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * VLOAD(mask + v * 16);
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 8; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 8; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
             S[c] = fmean;
             S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
             rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
