@@ -123,12 +123,13 @@ $(B)/san/%: specs/%.yaml $(B)/cnngen $(RT_SRC) runtime/*.h
 	@mkdir -p $(B)/san
 	$(B)/cnngen $< -o $(B)/san >/dev/null
 	$(SAN_LINK)
-# the tuner-only schedules (channel blocks inside the positions, the large Winograd dW)
+# the tuner-only schedules (channel blocks inside the positions, the large Winograd dW,
+# a mix of passes)
 # through a wisdom file: the generated code must name them
 $(B)/san/t_cbi_ln: tests/nets/t_cbi_ln.yaml tests/nets/t_cbi_ln.wisdom $(B)/cnngen $(RT_SRC) runtime/*.h
 	@mkdir -p $(B)/san
 	$(B)/cnngen $< --wisdom tests/nets/t_cbi_ln.wisdom -o $(B)/san >/dev/null
-	@grep -q "schedule lanes+cbi: .*(from wisdom)" $@.c && grep -q "schedule lanes+cbi+wino+dwl: .*(from wisdom)" $@.c || \
+	@grep -q "schedule lanes+cbi|lanes|lanes: .*(from wisdom)" $@.c && grep -q "schedule lanes+cbi+wino+dwl: .*(from wisdom)" $@.c || \
 	  { echo "sanitize-check: tests/nets/t_cbi_ln.wisdom did not take effect in $@.c"; exit 1; }
 	$(SAN_LINK)
 sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln
