@@ -933,9 +933,9 @@ START_TEST(test_gen_conv1d_straight_line)
 }
 END_TEST
 
-/* pad3.yaml's conv layer generated with the schedule `form` forced through a wisdom file
- * (NULL: the heuristic's); its conv functions have loops and no test, ?:, % or / */
-static void check_pad3_no_branches(const char *form)
+/* pad3.yaml (one padded 3x3 conv) generated with the schedule `form` forced through a
+ * wisdom file (NULL: the heuristic's); `listed`: form must be one of --schedules' */
+static char *gen_pad3(const char *form, int listed)
 {
     char *dir = make_tmpdir();
     char spec[512];
@@ -951,7 +951,8 @@ static void check_pad3_no_branches(const char *form)
         char *tab = strchr(r.out, '\t');
         ck_assert_ptr_nonnull(tab);
         size_t n = strcspn(tab + 1, "\t");
-        ck_assert_msg(strstr(tab + 1 + n, form) != NULL, "pad3.yaml: %s is not among the legal schedules: %s", form, r.out);
+        ck_assert_msg(!listed || strstr(tab + 1 + n, form) != NULL, "pad3.yaml: %s is not among the legal schedules: %s",
+                      form, r.out);
         char line[400];
         snprintf(wisdom, sizeof wisdom, "%s/w.tsv", dir);
         snprintf(line, sizeof line, "avx2\t%.*s\t%s\navx512\t%.*s\t%s\n", (int)n, tab + 1, form, (int)n, tab + 1, form);
@@ -963,6 +964,13 @@ static void check_pad3_no_branches(const char *form)
     unsetenv("CNNGEN_WISDOM");
     rm_tree(dir);
     free(dir);
+    return c;
+}
+
+/* pad3.yaml's conv functions under schedule `form`: loops and no test, ?:, % or / */
+static void check_pad3_no_branches(const char *form)
+{
+    char *c = gen_pad3(form, 1);
     const char *what = form ? form : "heuristic";
     if (form) {
         char sched[200];
@@ -1000,6 +1008,34 @@ START_TEST(test_gen_wino_no_branches)
 {
     check_pad3_no_branches("lanes+wino");
     check_pad3_no_branches("lanes+wino4");
+}
+END_TEST
+
+/* A wisdom line mixing three candidates' passes, "F|W|X" (schedule.lua): taken when the
+ * module accepts it, each pass in its candidate's form; refused (the heuristic's schedule,
+ * no "from wisdom") for a padded form, whose copies passes share, or an unknown name */
+START_TEST(test_gen_schedule_mix)
+{
+    char *c = gen_pad3("lanes+wino4|lanes|lanes+wino4", 0);
+    const char *s = strstr(c, "schedule lanes+wino4|lanes|lanes+wino4: fwd wino4[");
+    ck_assert_msg(s != NULL, "pad3.c: the mix lanes+wino4|lanes|lanes+wino4 was not taken:\n%.1500s", c);
+    const char *eol = strchr(s, '\n');
+    ck_assert_ptr_nonnull(eol);
+    char line[400];
+    snprintf(line, sizeof line, "%.*s", (int)(eol - s), s);
+    ck_assert_msg(strstr(line, " dw lanes[") && strstr(line, " dx wino4[") && strstr(line, "(from wisdom)"),
+                  "pad3.c: the mix's passes are not F(4x4)'s forward, the direct dW and F(4x4)'s dx: %s", line);
+    free(c);
+    static const char *const refused[] = {"lanes+pad|lanes|lanes", "lanes|lanes+pad|lanes", "lanes+wino4|nosuch|lanes"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        c = gen_pad3(refused[i], 0);
+        char want[200];
+        snprintf(want, sizeof want, "schedule %s:", refused[i]);
+        ck_assert_msg(strstr(c, want) == NULL && strstr(c, "(from wisdom)") == NULL,
+                      "pad3.c: the mix %s should have been refused", refused[i]);
+        ck_assert_msg(strstr(c, "schedule ") != NULL, "pad3.c (%s): no schedule comment", refused[i]);
+        free(c);
+    }
 }
 END_TEST
 
@@ -1090,6 +1126,7 @@ Suite *make_compiler_suite(void)
     tcase_add_test(gen, test_gen_conv1d_straight_line);
     tcase_add_test(gen, test_gen_padded_conv_no_branches);
     tcase_add_test(gen, test_gen_wino_no_branches);
+    tcase_add_test(gen, test_gen_schedule_mix);
     tcase_add_test(gen, test_gen_vgg16_fast_and_small);
     tcase_add_test(gen, test_gen_header_embedding);
     suite_add_tcase(s, gen);
