@@ -71,6 +71,16 @@ def instrument(src, net):
     return text[:i] + PRELUDE + text[i:] + DUMP
 
 
+def read_rows(tsv):
+    """The timers' dump (CG_PROF_OUT): (seconds, calls, statement number, statement) a row."""
+    rows = []
+    with open(tsv) as f:
+        for line in f:
+            k, n, s, what = line.rstrip("\n").split("\t", 3)
+            rows.append((float(s), int(n), int(k), what))
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("spec")
@@ -99,10 +109,7 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), CG_PROF_OUT=tsv)
     r = subprocess.run([exe, str(a.steps), "1", "--warmup-s", "0"] + (["--dx"] if a.dx else []),
                        env=env, capture_output=True, text=True, check=True)
-    rows = []
-    for line in open(tsv):
-        k, n, s, what = line.rstrip("\n").split("\t", 3)
-        rows.append((float(s), int(n), int(k), what))
+    rows = read_rows(tsv)
     total = sum(r[0] for r in rows)
     steps = max(r[1] for r in rows)
     print(f"{name}: {steps} steps (warm-up included), {1e3 * total / steps:.2f} ms a step in the timed calls, "

@@ -117,13 +117,11 @@ def pass_times(exe, kind):
     """Seconds a call of the layer's forward, dW (`_backward`) and dx (`_backward_dx`),
     from the timers the last run of exe wrote (CG_PROF_OUT)."""
     t = {}
-    with open(exe + ".prof") as f:
-        for line in f:
-            _, n, s, what = line.rstrip("\n").split("\t", 3)
-            m = re.match(rf"([fb]) \w*{kind}_(forward|backward_dx|backward)\(", what)
-            if m:
-                key = {"forward": "fwd", "backward": "dw", "backward_dx": "dx"}[m.group(2)]
-                t[key] = t.get(key, 0.0) + float(s) / max(int(n), 1)
+    for s, n, _, what in layer_profile.read_rows(exe + ".prof"):
+        m = re.match(rf"([fb]) \w*{kind}_(forward|backward_dx|backward)\(", what)
+        if m:
+            key = {"forward": "fwd", "backward": "dw", "backward_dx": "dx"}[m.group(2)]
+            t[key] = t.get(key, 0.0) + s / max(n, 1)
     return t
 
 
