@@ -118,7 +118,8 @@ def pass_times(exe, kind):
     from the timers the last run of exe wrote (CG_PROF_OUT)."""
     t = {}
     for s, n, _, what in layer_profile.read_rows(exe + ".prof"):
-        m = re.match(rf"([fb]) \w*{kind}_(forward|backward_dx|backward)\(", what)
+        # (a single-layer step calls dx under "if (dx) ")
+        m = re.match(rf"([fb]) (?:if \(dx\) )?\w*{kind}_(forward|backward_dx|backward)\(", what)
         if m:
             key = {"forward": "fwd", "backward": "dw", "backward_dx": "dx"}[m.group(2)]
             t[key] = t.get(key, 0.0) + s / max(n, 1)

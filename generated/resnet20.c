@@ -1919,7 +1919,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 3: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:12:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 static void l03_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
@@ -2583,71 +2583,72 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
     CG_PARALLEL_SECTIONS
     {
         CG_SECTION
-        { /* transform row 0: M[0..3] */
+        { /* transform rows 0..1: M[0..7] */
             cg_v *restrict Mi = Mw + 0;
-            for (int k = 0; k < 1024; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[896]; /* [4][16][14 tiles x 1]: row 0 of B^T d B */
-            cg_v dt[896]; /* [4][16][14 tiles x 1]: row 0 of A dY A^T */
+            for (int k = 0; k < 2048; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[1792]; /* [8][16][14 tiles x 1]: rows 0..1 of B^T d B */
+            cg_v dt[1792]; /* [8][16][14 tiles x 1]: rows 0..1 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = -VLOAD(xc + (xo + 7296)), s2 = -VLOAD(xc + (xo + 7424)), s3 = -VLOAD(xc + (xo + 7552));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 16; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 100352 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = -VLOAD(xc + (xo + 7296)), s02 = -VLOAD(xc + (xo + 7424)), s03 = -VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s12 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s13 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = -VLOAD(xc + (xo + 7168)), s01 = -VLOAD(xc + (xo + 7296)), s02 = -VLOAD(xc + (xo + 7424)), s03 = -VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s11 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s12 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s13 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = -VLOAD(xc + (xo + 7168)), s1 = -VLOAD(xc + (xo + 7296)), s2 = -VLOAD(xc + (xo + 7424)), s3 = -VLOAD(xc + (xo + 7552));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = -VLOAD(xc + (xo + 7168)), s01 = -VLOAD(xc + (xo + 7296)), s02 = -VLOAD(xc + (xo + 7424)), s03 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s11 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s12 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s13 = vsplat(0.0f);
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = -VLOAD(xc + (xo + 7168)), s1 = -VLOAD(xc + (xo + 7296)), s2 = -VLOAD(xc + (xo + 7424)), s3 = vsplat(0.0f);
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 16; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 100352 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 4; cob++) {
                             for (int cib = 0; cib < 4; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -2675,64 +2676,65 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
             for (int ty = 1; ty < 13; ty++) { /* input rows all inside */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 7552));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 16; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 100352 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s12 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s13 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 7168)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s11 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s12 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s13 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 7552));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 7168)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s03 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s11 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s12 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s13 = vsplat(0.0f);
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s3 = vsplat(0.0f);
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 16; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 100352 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 4; cob++) {
                             for (int cib = 0; cib < 4; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -2760,64 +2762,65 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
             for (int ty = 13; ty < 14; ty++) { /* input rows zeros at 3 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 7552));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 16; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 100352 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s12 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s13 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 7168)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 7552));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s11 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s12 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s13 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 7552));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 7168)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s03 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s11 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s12 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s13 = vsplat(0.0f);
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 7424)), s3 = vsplat(0.0f);
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 16; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 100352 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 4; cob++) {
                             for (int cib = 0; cib < 4; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -2845,333 +2848,72 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
         }
         CG_SECTION
-        { /* transform row 1: M[4..7] */
-            cg_v *restrict Mi = Mw + 1024;
-            for (int k = 0; k < 1024; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[896]; /* [4][16][14 tiles x 1]: row 1 of B^T d B */
-            cg_v dt[896]; /* [4][16][14 tiles x 1]: row 1 of A dY A^T */
-            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = vsplat(0.0f);
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 4; cob++) {
-                            for (int cib = 0; cib < 4; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
-                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
-                                for (int k = 0; k < 14; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
-                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
-                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-            for (int ty = 1; ty < 13; ty++) { /* input rows all inside */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = vsplat(0.0f);
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 4; cob++) {
-                            for (int cib = 0; cib < 4; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
-                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
-                                for (int k = 0; k < 14; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
-                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
-                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-            for (int ty = 13; ty < 14; ty++) { /* input rows zeros at 3 */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = VLOAD(xc + (xo + 3968)) + VLOAD(xc + (xo + 7552));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) + VLOAD(xc + (xo + 7168)), s1 = VLOAD(xc + (xo + 3712)) + VLOAD(xc + (xo + 7296)), s2 = VLOAD(xc + (xo + 3840)) + VLOAD(xc + (xo + 7424)), s3 = vsplat(0.0f);
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 4; cob++) {
-                            for (int cib = 0; cib < 4; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
-                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
-                                for (int k = 0; k < 14; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
-                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
-                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        CG_SECTION
-        { /* transform row 2: M[8..11] */
+        { /* transform rows 2..3: M[8..15] */
             cg_v *restrict Mi = Mw + 2048;
-            for (int k = 0; k < 1024; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[896]; /* [4][16][14 tiles x 1]: row 2 of B^T d B */
-            cg_v dt[896]; /* [4][16][14 tiles x 1]: row 2 of A dY A^T */
+            for (int k = 0; k < 2048; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[1792]; /* [8][16][14 tiles x 1]: rows 2..3 of B^T d B */
+            cg_v dt[1792]; /* [8][16][14 tiles x 1]: rows 2..3 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 16; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 100352 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s12 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s13 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 11136));
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 10752)), s11 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s12 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s13 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 11136));
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s03 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 10752)), s11 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s12 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s13 = vsplat(0.0f);
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 16; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 100352 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 4; cob++) {
                             for (int cib = 0; cib < 4; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -3199,64 +2941,65 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
             for (int ty = 1; ty < 13; ty++) { /* input rows all inside */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 16; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 100352 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s12 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s13 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 11136));
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 10752)), s11 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s12 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s13 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 11136));
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s03 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 10752)), s11 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s12 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s13 = vsplat(0.0f);
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 16; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 100352 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 4; cob++) {
                             for (int cib = 0; cib < 4; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -3284,326 +3027,65 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
             for (int ty = 13; ty < 14; ty++) { /* input rows zeros at 3 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 16; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 100352 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 3968));
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 3968));
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 7552)) - VLOAD(xc + (xo + 3968));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s03 = vsplat(0.0f);
+                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s00 - s02; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s02 - s01; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 3840)), s13 = vsplat(0.0f);
+                                xt[((4 * 16 + ci) * 14 + tx) * 1 + bb] = s10 - s12; xt[((5 * 16 + ci) * 14 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 16 + ci) * 14 + tx) * 1 + bb] = s12 - s11; xt[((7 * 16 + ci) * 14 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 7168)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 7296)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 7424)) - VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 16; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 100352 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
                             }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 4; cob++) {
-                            for (int cib = 0; cib < 4; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
-                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
-                                for (int k = 0; k < 14; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
-                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
-                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
+                            for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 3584)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 3712));
+                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z00; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z00 + z01; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z00 - z01; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 3584)), z11 = VLOAD(yc + (yo + 3712));
+                                dt[((4 * 16 + co) * 14 + tx) * 1 + bb] = z10; dt[((5 * 16 + co) * 14 + tx) * 1 + bb] = z10 + z11; dt[((6 * 16 + co) * 14 + tx) * 1 + bb] = z10 - z11; dt[((7 * 16 + co) * 14 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                }
-            }
-        }
-        CG_SECTION
-        { /* transform row 3: M[12..15] */
-            cg_v *restrict Mi = Mw + 3072;
-            for (int k = 0; k < 1024; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[896]; /* [4][16][14 tiles x 1]: row 3 of B^T d B */
-            cg_v dt[896]; /* [4][16][14 tiles x 1]: row 3 of A dY A^T */
-            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 11136));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 10752)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 11136));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 10752)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s3 = vsplat(0.0f);
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 4; cob++) {
-                            for (int cib = 0; cib < 4; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
-                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
-                                for (int k = 0; k < 14; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
-                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
-                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-            for (int ty = 1; ty < 13; ty++) { /* input rows all inside */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 11136));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 10752)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 11136));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 10752)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 10880)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 11008)), s3 = vsplat(0.0f);
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 4; cob++) {
-                            for (int cib = 0; cib < 4; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
-                                const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
-                                for (int k = 0; k < 14; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[42 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 256 + (cob * 4) * 16 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[16] += a1_0; mp[17] += a1_1; mp[18] += a1_2; mp[19] += a1_3;
-                                mp[32] += a2_0; mp[33] += a2_1; mp[34] += a2_2; mp[35] += a2_3;
-                                mp[48] += a3_0; mp[49] += a3_1; mp[50] += a3_2; mp[51] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-            for (int ty = 13; ty < 14; ty++) { /* input rows zeros at 3 */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 3968));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 3968));
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 28 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 16; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
-                                xt[((0 * 16 + ci) * 14 + tx) * 1 + bb] = s0 - s2; xt[((1 * 16 + ci) * 14 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 16 + ci) * 14 + tx) * 1 + bb] = s2 - s1; xt[((3 * 16 + ci) * 14 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 16; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 100352 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 3584)), z1 = VLOAD(yc + (yo + 3712));
-                                dt[((0 * 16 + co) * 14 + tx) * 1 + bb] = z0; dt[((1 * 16 + co) * 14 + tx) * 1 + bb] = z0 + z1; dt[((2 * 16 + co) * 14 + tx) * 1 + bb] = z0 - z1; dt[((3 * 16 + co) * 14 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 4; cob++) {
                             for (int cib = 0; cib < 4; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -4319,7 +3801,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l05_relu_backward: none, layer 6 masks its dx stores with the relu's derivative */
 
 /* layer 6: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:15:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l06_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l06_conv2d_backward: the code of l03_conv2d_backward */
@@ -5062,7 +4544,7 @@ static void l08_add_backward(const float *restrict y, const float *restrict dy, 
 /* l09_relu_backward: none, layer 8 masks the dy it reads with the relu's derivative */
 
 /* layer 10: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:19:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 /* l10_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l10_conv2d_backward: the code of l03_conv2d_backward */
@@ -5082,7 +4564,7 @@ static void l08_add_backward(const float *restrict y, const float *restrict dy, 
 /* l12_relu_backward: none, layer 13 masks its dx stores with the relu's derivative */
 
 /* layer 13: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:22:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l13_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l13_conv2d_backward: the code of l03_conv2d_backward */
@@ -5108,7 +4590,7 @@ static void l08_add_backward(const float *restrict y, const float *restrict dy, 
 /* l16_relu_backward: none, layer 15 masks the dy it reads with the relu's derivative */
 
 /* layer 17: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:26:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 /* l17_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l17_conv2d_backward: the code of l03_conv2d_backward */
@@ -5128,7 +4610,7 @@ static void l08_add_backward(const float *restrict y, const float *restrict dy, 
 /* l19_relu_backward: none, layer 20 masks its dx stores with the relu's derivative */
 
 /* layer 20: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:29:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l20_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l20_conv2d_backward: the code of l03_conv2d_backward */
@@ -6647,7 +6129,7 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l26_relu_backward: none, layer 27 masks its dx stores with the relu's derivative */
 
 /* layer 27: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:36:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 static void l27_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
@@ -7311,71 +6793,72 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
     CG_PARALLEL_SECTIONS
     {
         CG_SECTION
-        { /* transform row 0: M[0..3] */
+        { /* transform rows 0..1: M[0..7] */
             cg_v *restrict Mi = Mw + 0;
-            for (int k = 0; k < 4096; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[896]; /* [4][32][7 tiles x 1]: row 0 of B^T d B */
-            cg_v dt[896]; /* [4][32][7 tiles x 1]: row 0 of A dY A^T */
+            for (int k = 0; k < 8192; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[1792]; /* [8][32][7 tiles x 1]: rows 0..1 of B^T d B */
+            cg_v dt[1792]; /* [8][32][7 tiles x 1]: rows 0..1 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = -VLOAD(xc + (xo + 3712)), s2 = -VLOAD(xc + (xo + 3840)), s3 = -VLOAD(xc + (xo + 3968));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 32; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = -VLOAD(xc + (xo + 3712)), s02 = -VLOAD(xc + (xo + 3840)), s03 = -VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = -VLOAD(xc + (xo + 3584)), s01 = -VLOAD(xc + (xo + 3712)), s02 = -VLOAD(xc + (xo + 3840)), s03 = -VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = -VLOAD(xc + (xo + 3584)), s1 = -VLOAD(xc + (xo + 3712)), s2 = -VLOAD(xc + (xo + 3840)), s3 = -VLOAD(xc + (xo + 3968));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = -VLOAD(xc + (xo + 3584)), s01 = -VLOAD(xc + (xo + 3712)), s02 = -VLOAD(xc + (xo + 3840)), s03 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = vsplat(0.0f);
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = -VLOAD(xc + (xo + 3584)), s1 = -VLOAD(xc + (xo + 3712)), s2 = -VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 32; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 8; cob++) {
                             for (int cib = 0; cib < 8; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -7403,64 +6886,65 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
             for (int ty = 1; ty < 6; ty++) { /* input rows all inside */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 32; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s03 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = vsplat(0.0f);
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 32; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 8; cob++) {
                             for (int cib = 0; cib < 8; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -7488,64 +6972,65 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
             for (int ty = 6; ty < 7; ty++) { /* input rows zeros at 3 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 32; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s03 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = vsplat(0.0f);
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 32; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 8; cob++) {
                             for (int cib = 0; cib < 8; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -7573,333 +7058,72 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
         }
         CG_SECTION
-        { /* transform row 1: M[4..7] */
-            cg_v *restrict Mi = Mw + 4096;
-            for (int k = 0; k < 4096; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[896]; /* [4][32][7 tiles x 1]: row 1 of B^T d B */
-            cg_v dt[896]; /* [4][32][7 tiles x 1]: row 1 of A dY A^T */
-            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 8; cob++) {
-                            for (int cib = 0; cib < 8; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
-                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
-                                for (int k = 0; k < 7; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
-                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
-                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-            for (int ty = 1; ty < 6; ty++) { /* input rows all inside */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 8; cob++) {
-                            for (int cib = 0; cib < 8; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
-                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
-                                for (int k = 0; k < 7; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
-                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
-                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-            for (int ty = 6; ty < 7; ty++) { /* input rows zeros at 3 */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s1 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s2 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s3 = vsplat(0.0f);
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 8; cob++) {
-                            for (int cib = 0; cib < 8; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
-                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
-                                for (int k = 0; k < 7; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
-                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
-                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        CG_SECTION
-        { /* transform row 2: M[8..11] */
+        { /* transform rows 2..3: M[8..15] */
             cg_v *restrict Mi = Mw + 8192;
-            for (int k = 0; k < 4096; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[896]; /* [4][32][7 tiles x 1]: row 2 of B^T d B */
-            cg_v dt[896]; /* [4][32][7 tiles x 1]: row 2 of A dY A^T */
+            for (int k = 0; k < 8192; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[1792]; /* [8][32][7 tiles x 1]: rows 2..3 of B^T d B */
+            cg_v dt[1792]; /* [8][32][7 tiles x 1]: rows 2..3 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 32; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s12 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s13 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s11 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s12 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s13 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s11 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s12 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s13 = vsplat(0.0f);
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = vsplat(0.0f);
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 32; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 8; cob++) {
                             for (int cib = 0; cib < 8; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -7927,64 +7151,65 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
             for (int ty = 1; ty < 6; ty++) { /* input rows all inside */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 32; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s12 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s13 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s11 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s12 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s13 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s11 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s12 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s13 = vsplat(0.0f);
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = vsplat(0.0f);
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 32; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 8; cob++) {
                             for (int cib = 0; cib < 8; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -8012,326 +7237,65 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
             for (int ty = 6; ty < 7; ty++) { /* input rows zeros at 3 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 32; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 2048)), s13 = VLOAD(xc + (xo + 2176));
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 1792)), s11 = VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 2048)), s13 = VLOAD(xc + (xo + 2176));
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 1792)), s11 = VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 2048)), s13 = vsplat(0.0f);
+                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s3 = vsplat(0.0f);
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 32; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 8; cob++) {
-                            for (int cib = 0; cib < 8; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
-                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
-                                for (int k = 0; k < 7; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
-                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
-                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
+                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                }
-            }
-        }
-        CG_SECTION
-        { /* transform row 3: M[12..15] */
-            cg_v *restrict Mi = Mw + 12288;
-            for (int k = 0; k < 4096; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[896]; /* [4][32][7 tiles x 1]: row 3 of B^T d B */
-            cg_v dt[896]; /* [4][32][7 tiles x 1]: row 3 of A dY A^T */
-            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s3 = vsplat(0.0f);
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 8; cob++) {
-                            for (int cib = 0; cib < 8; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
-                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
-                                for (int k = 0; k < 7; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
-                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
-                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-            for (int ty = 1; ty < 6; ty++) { /* input rows all inside */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s3 = vsplat(0.0f);
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 8; cob++) {
-                            for (int cib = 0; cib < 8; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
-                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
-                                for (int k = 0; k < 7; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
-                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
-                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-            for (int ty = 6; ty < 7; ty++) { /* input rows zeros at 3 */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 2176));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 2176));
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
-                        const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 32; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 2048)), s3 = vsplat(0.0f);
-                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s0 - s2; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s2 - s1; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 32; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 25088 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 1792)), z1 = VLOAD(yc + (yo + 1920));
-                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z0; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z0 + z1; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z0 - z1; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 8; cob++) {
                             for (int cib = 0; cib < 8; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -9439,7 +8403,7 @@ static void l31_add_backward(const float *restrict y, const float *restrict dy, 
 /* l32_relu_backward: none, layer 31 masks the dy it reads with the relu's derivative */
 
 /* layer 33: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:42:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 /* l33_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l33_conv2d_backward: the code of l27_conv2d_backward */
@@ -10112,7 +9076,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l35_relu_backward: none, layer 36 masks its dx stores with the relu's derivative */
 
 /* layer 36: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:45:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l36_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l36_conv2d_backward: the code of l27_conv2d_backward */
@@ -10138,7 +9102,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l39_relu_backward: none, layer 38 masks the dy it reads with the relu's derivative */
 
 /* layer 40: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:49:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 /* l40_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l40_conv2d_backward: the code of l27_conv2d_backward */
@@ -10158,7 +9122,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l42_relu_backward: none, layer 43 masks its dx stores with the relu's derivative */
 
 /* layer 43: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:52:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l43_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l43_conv2d_backward: the code of l27_conv2d_backward */
@@ -11679,7 +10643,7 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l49_relu_backward: none, layer 50 masks its dx stores with the relu's derivative */
 
 /* layer 50: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:59:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 static void l50_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
@@ -12323,71 +11287,72 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
     CG_PARALLEL_SECTIONS
     {
         CG_SECTION
-        { /* transform row 0: M[0..3] */
+        { /* transform rows 0..1: M[0..7] */
             cg_v *restrict Mi = Mw + 0;
-            for (int k = 0; k < 16384; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[1024]; /* [4][64][4 tiles x 1]: row 0 of B^T d B */
-            cg_v dt[1024]; /* [4][64][4 tiles x 1]: row 0 of A dY A^T */
+            for (int k = 0; k < 32768; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[2048]; /* [8][64][4 tiles x 1]: rows 0..1 of B^T d B */
+            cg_v dt[2048]; /* [8][64][4 tiles x 1]: rows 0..1 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = -VLOAD(xc + (xo + 1920)), s2 = -VLOAD(xc + (xo + 2048)), s3 = -VLOAD(xc + (xo + 2176));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = -VLOAD(xc + (xo + 1920)), s02 = -VLOAD(xc + (xo + 2048)), s03 = -VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s13 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = -VLOAD(xc + (xo + 1792)), s01 = -VLOAD(xc + (xo + 1920)), s02 = -VLOAD(xc + (xo + 2048)), s03 = -VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s11 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s13 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = -VLOAD(xc + (xo + 1792)), s1 = -VLOAD(xc + (xo + 1920)), s2 = -VLOAD(xc + (xo + 2048)), s3 = -VLOAD(xc + (xo + 2176));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = -VLOAD(xc + (xo + 1792)), s01 = -VLOAD(xc + (xo + 1920)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s11 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s12 = vsplat(0.0f), s13 = vsplat(0.0f);
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = -VLOAD(xc + (xo + 1792)), s1 = -VLOAD(xc + (xo + 1920)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 64; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z11 = vsplat(0.0f);
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 16; cob++) {
                             for (int cib = 0; cib < 16; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -12415,64 +11380,65 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
             for (int ty = 1; ty < 3; ty++) { /* input rows all inside */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 2176));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s13 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s11 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s13 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 2176));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 1920)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s11 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s12 = vsplat(0.0f), s13 = vsplat(0.0f);
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 1920)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 64; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z11 = vsplat(0.0f);
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 16; cob++) {
                             for (int cib = 0; cib < 16; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -12500,64 +11466,65 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
             for (int ty = 3; ty < 4; ty++) { /* input rows zeros at 2, 3, one output */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 128)), s2 = VLOAD(xc + (xo + 256)), s3 = VLOAD(xc + (xo + 384));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 128)), s02 = VLOAD(xc + (xo + 256)), s03 = VLOAD(xc + (xo + 384));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1024)), s12 = VLOAD(xc + (xo + 1152)), s13 = VLOAD(xc + (xo + 1280));
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 0)), s01 = VLOAD(xc + (xo + 128)), s02 = VLOAD(xc + (xo + 256)), s03 = VLOAD(xc + (xo + 384));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 896)), s11 = VLOAD(xc + (xo + 1024)), s12 = VLOAD(xc + (xo + 1152)), s13 = VLOAD(xc + (xo + 1280));
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 0)), s1 = VLOAD(xc + (xo + 128)), s2 = VLOAD(xc + (xo + 256)), s3 = VLOAD(xc + (xo + 384));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 0)), s01 = VLOAD(xc + (xo + 128)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 896)), s11 = VLOAD(xc + (xo + 1024)), s12 = vsplat(0.0f), s13 = vsplat(0.0f);
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 0)), s1 = VLOAD(xc + (xo + 128)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 64; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)), z11 = VLOAD(yc + (yo + 128));
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)), z11 = VLOAD(yc + (yo + 128));
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 0)), z11 = vsplat(0.0f);
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 16; cob++) {
                             for (int cib = 0; cib < 16; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -12585,333 +11552,72 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
         }
         CG_SECTION
-        { /* transform row 1: M[4..7] */
-            cg_v *restrict Mi = Mw + 16384;
-            for (int k = 0; k < 16384; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[1024]; /* [4][64][4 tiles x 1]: row 1 of B^T d B */
-            cg_v dt[1024]; /* [4][64][4 tiles x 1]: row 1 of A dY A^T */
-            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 16; cob++) {
-                            for (int cib = 0; cib < 16; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
-                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
-                                for (int k = 0; k < 4; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
-                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
-                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-            for (int ty = 1; ty < 3; ty++) { /* input rows all inside */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s2 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s3 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s1 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 16; cob++) {
-                            for (int cib = 0; cib < 16; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
-                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
-                                for (int k = 0; k < 4; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
-                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
-                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-            for (int ty = 3; ty < 4; ty++) { /* input rows zeros at 2, 3, one output */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 1280));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 1280));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1024)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 16; cob++) {
-                            for (int cib = 0; cib < 16; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
-                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
-                                for (int k = 0; k < 4; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
-                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
-                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        CG_SECTION
-        { /* transform row 2: M[8..11] */
+        { /* transform rows 2..3: M[8..15] */
             cg_v *restrict Mi = Mw + 32768;
-            for (int k = 0; k < 16384; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[1024]; /* [4][64][4 tiles x 1]: row 2 of B^T d B */
-            cg_v dt[1024]; /* [4][64][4 tiles x 1]: row 2 of A dY A^T */
+            for (int k = 0; k < 32768; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[2048]; /* [8][64][4 tiles x 1]: rows 2..3 of B^T d B */
+            cg_v dt[2048]; /* [8][64][4 tiles x 1]: rows 2..3 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s03 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s12 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s13 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s03 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s11 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s12 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s13 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s11 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s12 = vsplat(0.0f), s13 = vsplat(0.0f);
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 64; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 1024));
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 1024));
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 896)), z11 = vsplat(0.0f);
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 16; cob++) {
                             for (int cib = 0; cib < 16; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -12939,64 +11645,65 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
             for (int ty = 1; ty < 3; ty++) { /* input rows all inside */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s03 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s12 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s13 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s03 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s11 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s12 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s13 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s11 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s12 = vsplat(0.0f), s13 = vsplat(0.0f);
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 64; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 1024));
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 1024));
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = VLOAD(yc + (yo + 896)), z11 = vsplat(0.0f);
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 16; cob++) {
                             for (int cib = 0; cib < 16; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -13024,320 +11731,65 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
             for (int ty = 3; ty < 4; ty++) { /* input rows zeros at 2, 3, one output */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = -VLOAD(xc + (xo + 1024)), s2 = -VLOAD(xc + (xo + 1152)), s3 = -VLOAD(xc + (xo + 1280));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = -VLOAD(xc + (xo + 1024)), s02 = -VLOAD(xc + (xo + 1152)), s03 = -VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1024)), s12 = VLOAD(xc + (xo + 1152)), s13 = VLOAD(xc + (xo + 1280));
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = -VLOAD(xc + (xo + 896)), s01 = -VLOAD(xc + (xo + 1024)), s02 = -VLOAD(xc + (xo + 1152)), s03 = -VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 896)), s11 = VLOAD(xc + (xo + 1024)), s12 = VLOAD(xc + (xo + 1152)), s13 = VLOAD(xc + (xo + 1280));
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
-                        }
-                    }
-                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = -VLOAD(xc + (xo + 896)), s1 = -VLOAD(xc + (xo + 1024)), s2 = -VLOAD(xc + (xo + 1152)), s3 = -VLOAD(xc + (xo + 1280));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = VLOAD(yc + (yo + 128));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = -VLOAD(xc + (xo + 896)), s01 = -VLOAD(xc + (xo + 1024)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                                const cg_v s10 = VLOAD(xc + (xo + 896)), s11 = VLOAD(xc + (xo + 1024)), s12 = vsplat(0.0f), s13 = vsplat(0.0f);
+                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
+                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
-                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = -VLOAD(xc + (xo + 896)), s1 = -VLOAD(xc + (xo + 1024)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
+                    for (int co = 0; co < 64; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = vsplat(0.0f), z11 = vsplat(0.0f);
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 0)), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = vsplat(0.0f), z11 = vsplat(0.0f);
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 16; cob++) {
-                            for (int cib = 0; cib < 16; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
-                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
-                                for (int k = 0; k < 4; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
-                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
-                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                                const cg_v z10 = vsplat(0.0f), z11 = vsplat(0.0f);
+                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                }
-            }
-        }
-        CG_SECTION
-        { /* transform row 3: M[12..15] */
-            cg_v *restrict Mi = Mw + 49152;
-            for (int k = 0; k < 16384; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[1024]; /* [4][64][4 tiles x 1]: row 3 of B^T d B */
-            cg_v dt[1024]; /* [4][64][4 tiles x 1]: row 3 of A dY A^T */
-            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s2 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s3 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 1024));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s1 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s2 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s3 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 1024));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s1 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 896)), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 16; cob++) {
-                            for (int cib = 0; cib < 16; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
-                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
-                                for (int k = 0; k < 4; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
-                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
-                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-            for (int ty = 1; ty < 3; ty++) { /* input rows all inside */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s2 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s3 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 1024));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s1 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s2 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s3 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 896)), z1 = VLOAD(yc + (yo + 1024));
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s1 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict yc = dy + (size_t)co * 6272 + bb * 16;
-                                const cg_v z0 = VLOAD(yc + (yo + 896)), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        for (int cob = 0; cob < 16; cob++) {
-                            for (int cib = 0; cib < 16; cib++) {
-                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
-                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
-                                for (int k = 0; k < 4; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
-                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
-                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
-                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
-                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
-                                }
-                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
-                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
-                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
-                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
-                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
-                            }
-                        }
-                    }
-                }
-            }
-            for (int ty = 3; ty < 4; ty++) { /* input rows zeros at 2, 3, one output */
-                for (int v0 = 0; v0 < 8; v0 += 1) {
-                    for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = vsplat(0.0f), s1 = VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 1280));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const cg_v z0 = vsplat(0.0f), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1024)), s2 = VLOAD(xc + (xo + 1152)), s3 = VLOAD(xc + (xo + 1280));
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const cg_v z0 = vsplat(0.0f), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
-                        const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16;
-                        for (int ci = 0; ci < 64; ci++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
-                                const cg_v s0 = VLOAD(xc + (xo + 896)), s1 = VLOAD(xc + (xo + 1024)), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
-                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s0 - s2; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s1 + s2;
-                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s2 - s1; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s1 - s3;
-                            }
-                        }
-                        for (int co = 0; co < 64; co++) {
-                            for (int bb = 0; bb < 1; bb++) {
-                                const cg_v z0 = vsplat(0.0f), z1 = vsplat(0.0f);
-                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z0; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z0 + z1; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z0 - z1; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z1;
-                            }
-                        }
-                    }
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < 8; j++) {
                         for (int cob = 0; cob < 16; cob++) {
                             for (int cib = 0; cib < 16; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -14427,7 +12879,7 @@ static void l54_add_backward(const float *restrict y, const float *restrict dy, 
 /* l55_relu_backward: none, layer 54 masks the dy it reads with the relu's derivative */
 
 /* layer 56: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:65:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 /* l56_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l56_conv2d_backward: the code of l50_conv2d_backward */
@@ -15080,7 +13532,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l58_relu_backward: none, layer 59 masks its dx stores with the relu's derivative */
 
 /* layer 59: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:68:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l59_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l59_conv2d_backward: the code of l50_conv2d_backward */
@@ -15106,7 +13558,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l62_relu_backward: none, layer 61 masks the dy it reads with the relu's derivative */
 
 /* layer 63: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:72:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
 /* l63_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l63_conv2d_backward: the code of l50_conv2d_backward */
@@ -15126,7 +13578,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l65_relu_backward: none, layer 66 masks its dx stores with the relu's derivative */
 
 /* layer 66: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:75:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
 /* l66_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l66_conv2d_backward: the code of l50_conv2d_backward */
@@ -15895,7 +14347,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 3311616, .lanes = 128, .line = 12, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 3, .name = "layer1_0_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 3, .name = "layer1_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15908,7 +14360,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 6522880, .lanes = 128, .line = 15, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15925,7 +14377,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 9734144, .lanes = 128, .line = 19, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 11, .name = "layer1_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 11, .name = "layer1_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15938,7 +14390,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 12945408, .lanes = 128, .line = 22, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15955,7 +14407,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 16156672, .lanes = 128, .line = 26, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 19, .name = "layer1_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 19, .name = "layer1_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15968,7 +14420,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 19367936, .lanes = 128, .line = 29, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15998,7 +14450,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 24184832, .lanes = 128, .line = 36, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -16024,7 +14476,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 27396096, .lanes = 128, .line = 42, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -16037,7 +14489,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29001728, .lanes = 128, .line = 45, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -16054,7 +14506,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 30607360, .lanes = 128, .line = 49, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -16067,7 +14519,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 32212992, .lanes = 128, .line = 52, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -16097,7 +14549,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 34621440, .lanes = 128, .line = 59, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -16123,7 +14575,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 36227072, .lanes = 128, .line = 65, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -16136,7 +14588,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37029888, .lanes = 128, .line = 68, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -16153,7 +14605,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37832704, .lanes = 128, .line = 72, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -16166,7 +14618,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 38635520, .lanes = 128, .line = 75, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
