@@ -1011,6 +1011,37 @@ START_TEST(test_gen_wino_no_branches)
 }
 END_TEST
 
+/* Winograd's dW transforms a tile row a channel at a time (channel loop outside the
+ * tile-column loop: a few sequential streams; the tile-major order ran channels x rows of
+ * streams, too many for the prefetchers), and every transform row of M is filled */
+START_TEST(test_gen_wino_dw_channel_outer)
+{
+    char *c = gen_pad3("lanes+wino", 1);
+    ck_assert_msg(strstr(c, "dw wino[") != NULL, "pad3.c: lanes+wino's dW is not the Winograd form");
+    const char *p = strstr(c, "static void l00_conv2d_backward(");
+    ck_assert_ptr_nonnull(p);
+    /* the function's text with its comments (function_body blanks them) */
+    const char *next = strstr(p + 1, "\nstatic ");
+    char *b = next ? strndup(p, (size_t)(next - p)) : strdup(p);
+    int sections = 0, rows = 0;
+    for (const char *q = strstr(b, "/* transform rows "); q; q = strstr(q + 1, "/* transform rows ")) {
+        int r0, r1;
+        ck_assert_int_eq(sscanf(q, "/* transform rows %d..%d", &r0, &r1), 2);
+        ck_assert_msg(r0 == rows && r1 >= r0, "pad3.c: transform rows %d..%d after rows 0..%d", r0, r1, rows - 1);
+        rows = r1 + 1;
+        sections++;
+        /* in the section, the first channel loop comes before the first tile-column loop */
+        const char *end = strstr(q + 1, "/* transform rows ");
+        const char *ci = strstr(q, "for (int ci = 0;"), *tx = strstr(q, "for (int tx = ");
+        ck_assert_msg(ci && tx && ci < tx && (!end || tx < end),
+                      "pad3.c: the dW's input transform is not a channel at a time along the row:\n%.3000s", q);
+    }
+    ck_assert_msg(sections >= 1 && rows == 4, "pad3.c: the dW's sections cover transform rows 0..%d, not 0..3", rows - 1);
+    free(b);
+    free(c);
+}
+END_TEST
+
 /* A wisdom line mixing three candidates' passes, "F|W|X" (schedule.lua): taken when the
  * module accepts it, each pass in its candidate's form; refused (the heuristic's schedule,
  * no "from wisdom") for a padded form, whose copies passes share, or an unknown name */
@@ -1126,6 +1157,7 @@ Suite *make_compiler_suite(void)
     tcase_add_test(gen, test_gen_conv1d_straight_line);
     tcase_add_test(gen, test_gen_padded_conv_no_branches);
     tcase_add_test(gen, test_gen_wino_no_branches);
+    tcase_add_test(gen, test_gen_wino_dw_channel_outer);
     tcase_add_test(gen, test_gen_schedule_mix);
     tcase_add_test(gen, test_gen_vgg16_fast_and_small);
     tcase_add_test(gen, test_gen_header_embedding);
