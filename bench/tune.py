@@ -10,7 +10,9 @@ once per distinct layer signature, every candidate is generated as that layer al
 (`cnngen --layer N`, its input shape, MSE loss, the spec's batch) with a one-line
 wisdom forcing it, compiled against bench/step.c and timed for whole training steps
 (forward, dW and dx unless it is the first layer), with a timer around each call of the
-layer (bench/layer_profile.py's), so each pass is timed apart too. The mix of the passes'
+layer (bench/layer_profile.py's), so each pass is timed apart too. The candidates are
+timed in --reps rounds, one run each a round, the order rotated (so that the machine's
+slow minutes fall on all of them), and ranked by their medians. The mix of the passes'
 fastest forms ("F|W|X": the forward of F, dW of W, dx of X; compiler/lua/schedule.lua)
 is then timed as one more candidate when the generator accepts it. The fastest candidate's line
 replaces any line for the same ISA and signature in the wisdom file; other lines are
@@ -82,10 +84,10 @@ def compile_step(c, name, exe, a, timeout=None):
         os.path.join(ROOT, "build", "libcnngen.a")] + shlex.split(a.libs) + ["-o", exe], timeout=timeout)
 
 
-def time_candidate(spec, index, sig, cand, isa, a, work):
-    """cand's single-layer step built with a timer around each call (layer_profile.py)
-    and timed: (img/s, img/cpu-s, compile s, exe, {pass: s a call}); None when compiling
-    takes too long, or when cand is a mix ("F|W|X") the generator does not accept."""
+def build_candidate(spec, index, sig, cand, isa, a, work):
+    """cand's single-layer step built with a timer around each call (layer_profile.py):
+    (exe, compile s); None when compiling takes too long, or when cand is a mix ("F|W|X")
+    the generator does not accept."""
     wis = os.path.join(work, "w.tsv")
     with open(wis, "w") as f:
         f.write(f"{isa}\t{sig}\t{cand}\n")
@@ -108,9 +110,26 @@ def time_candidate(spec, index, sig, cand, isa, a, work):
         compile_step(pc, name, exe, a, timeout=a.compile_timeout)
     except subprocess.TimeoutExpired:
         return None
-    tc = time.time() - t0
-    ips, ipc = run_step(exe, index, a)
-    return ips, ipc, tc, exe, pass_times(exe, sig.split(":")[0])
+    return exe, time.time() - t0
+
+
+def time_round_robin(built, index, kind, a):
+    """The built candidates [(cand, exe, compile s)] timed in --reps rounds, one run of
+    each a round, the order rotated from round to round, so that a slow minute of a
+    shared machine falls on all of them alike (timed one after the other, the first
+    pass ranked the machine's phases as much as the candidates). Per candidate:
+    (median img/s, median img/cpu-s, cand, exe, {pass: median s a call})."""
+    runs = {c: ([], [], {}) for c, _, _ in built}
+    for k in range(a.reps):
+        for j in range(len(built)):
+            cand, exe, _ = built[(j + k) % len(built)]
+            ips, ipc = run_step(exe, index, a, reps=1, warmup_s=min(a.rep_s, 0.1))
+            runs[cand][0].append(ips)
+            runs[cand][1].append(ipc)
+            for p, v in pass_times(exe, kind).items():
+                runs[cand][2].setdefault(p, []).append(v)
+    return [(statistics.median(runs[c][0]), statistics.median(runs[c][1]), c, exe,
+             {p: statistics.median(v) for p, v in runs[c][2].items()}) for c, exe, _ in built]
 
 
 def pass_times(exe, kind):
@@ -152,10 +171,11 @@ def build_net(spec, wisdom, a, d):
     return exe
 
 
-def run_step(exe, index, a):
+def run_step(exe, index, a, reps=None, warmup_s=None):
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), CG_PROF_OUT=exe + ".prof")
     flags = [] if index == 0 else ["--dx"]
-    out = sh([exe, "0", str(a.reps), "--rep-s", str(a.rep_s), "--warmup-s", str(a.rep_s)] + flags, env=env)
+    out = sh([exe, "0", str(reps or a.reps), "--rep-s", str(a.rep_s), "--warmup-s", str(a.rep_s if warmup_s is None else warmup_s)]
+             + flags, env=env)
     r = json.loads(out.strip().splitlines()[-1])
     # ranked by the median wall-clock rate (what a training run sees: a candidate that
     # keeps one core busy must not beat one that keeps two busy); images per CPU-second
@@ -198,26 +218,34 @@ def main():
                 print(f"tune: layer {index}: not timed (code over the budget): {', '.join(skipped)}", flush=True)
             if len(cands) < 2:
                 continue
-            res = []
+            built, kind = [], sig.split(":")[0]
             for cand in cands:
-                r = time_candidate(a.spec, int(index), sig, cand, isa, a, work)
-                if r is None:
+                b = build_candidate(a.spec, int(index), sig, cand, isa, a, work)
+                if b is None:
                     print(f"tune: layer {index} {cand:<18} not timed: compiling took over {a.compile_timeout:g} s", flush=True)
                     continue
-                ips, ipc, tc, exe, pt = r
-                res.append((ips, ipc, cand, exe, pt))
-                print(f"tune: layer {index} {cand:<18} {ips:10.1f} img/s  {ipc:10.1f} img/cpu-s  (compiled in {tc:.1f} s)  " +
-                      " ".join(f"{p} {1e3 * pt[p]:.3f}" for p in ("fwd", "dw", "dx") if p in pt) + " ms", flush=True)
-            if not res:
+                built.append((cand,) + b)
+            if not built:
                 continue
+            res = time_round_robin(built, int(index), kind, a)
+            tcs = {c: tc for c, _, tc in built}
+            for ips, ipc, cand, exe, pt in res:
+                print(f"tune: layer {index} {cand:<18} {ips:10.1f} img/s  {ipc:10.1f} img/cpu-s  (compiled in {tcs[cand]:.1f} s)  " +
+                      " ".join(f"{p} {1e3 * pt[p]:.3f}" for p in ("fwd", "dw", "dx") if p in pt) + " ms", flush=True)
             # each pass's fastest form, whichever candidate it came from, as a candidate of
-            # its own (when the generator accepts the mix: schedule.lua's compose)
+            # its own (when the generator accepts the mix: schedule.lua's compose), timed
+            # in rounds with the fastest of the first pass
             mix = mix_of(res)
-            r = mix and time_candidate(a.spec, int(index), sig, mix, isa, a, work)
-            if r:
-                ips, ipc, tc, exe, pt = r
-                res.append((ips, ipc, mix, exe, pt))
-                print(f"tune: layer {index} {mix:<18} {ips:10.1f} img/s  {ipc:10.1f} img/cpu-s  (the passes' fastest)", flush=True)
+            b = mix and build_candidate(a.spec, int(index), sig, mix, isa, a, work)
+            if b:
+                top = max(res)
+                r2 = time_round_robin([(mix,) + b, (top[2], top[3], tcs[top[2]])], int(index), kind, a)
+                # on the first pass's scale: the mix's rate relative to the fastest's in the same rounds
+                f = top[0] / r2[1][0]
+                res.append((r2[0][0] * f, r2[0][1] * f) + r2[0][2:])
+                ips, ipc = r2[0][0], r2[0][1]
+                print(f"tune: layer {index} {mix:<18} {ips:10.1f} img/s  {ipc:10.1f} img/cpu-s  (the passes' fastest; "
+                      f"{top[2]} {r2[1][0]:.1f} in the same rounds)", flush=True)
             elif mix:
                 print(f"tune: layer {index} {mix}: a mix the generator does not accept", flush=True)
             best = max(res)
