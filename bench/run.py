@@ -301,9 +301,10 @@ def run_torch_all(spec, mode, a, builds):
 
 
 def run_torch_isa(spec, mode, a, builds, best, isa):
-    """PyTorch's best configuration again with its kernels limited to isa."""
+    """PyTorch's best configuration again, its kernels limited to isa (None: as measured)."""
     python = {"Debian": PY}.get(best["build"]) or os.path.join(a.venv, "bin", "python")
-    extra = ["--threads", str(best["threads"]), "--tunables", "on" if best["tunables"] else "off", "--isa", isa]
+    extra = ["--threads", str(best["threads"]), "--tunables", "on" if best["tunables"] else "off"]
+    extra += ["--isa", isa] if isa else []
     extra += ["--openblas", str(best["openblas_threads"])] if best["openblas_threads"] else []
     extra += ["--compile"] if best["exec"] == "compile" else []
     r = run_torch(spec, mode, a, python, extra)
@@ -378,8 +379,9 @@ def table(rows, peak2):
     tuned = any(r.get("tuning") for r in rows)
     head = ["workload", "cnngen img/s (thr)" + (", tuned" if tuned else "")] + \
         (["heuristic schedules img/s (thr)"] if tuned else []) + \
-        ["PyTorch best img/s", "PyTorch's best configuration", "ratio",
-         "target", "result", "cnngen GFLOP/s", "% of 2-thr peak", "PyTorch GFLOP/s",
+        ["PyTorch best img/s", "PyTorch's best configuration", "ratio"] + \
+        (["ratio in alternating rounds"] if any(r.get("rounds") for r in rows) else []) + \
+        ["target", "result", "cnngen GFLOP/s", "% of 2-thr peak", "PyTorch GFLOP/s",
          "target needs GFLOP/s (% of peak)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -390,7 +392,10 @@ def table(rows, peak2):
             ([f"{fmt_int(h['img_per_s'])} ({h['threads']})" if h else
               "(same schedules)" if r.get("tuning") else "(not tuned)"] if tuned else []) + [
             fmt_int(t["img_per_s"]), torch_config_text(t) if t["threads"] else "—",
-            f"{r['ratio']:.2f}×", f"≥ {r['target']:g}×" if r["target"] else "—", result_text(r, peak2),
+            f"{r['ratio']:.2f}×"] +
+            ([f"{r['rounds']['ratio']:.2f}× ({len(r['rounds']['cnngen'])})" if r.get("rounds") else "—"]
+             if any(q.get("rounds") for q in rows) else []) + [
+            f"≥ {r['target']:g}×" if r["target"] else "—", result_text(r, peak2),
             f"{r['cnngen_gflops']:.1f}",
             f"{100 * r['cnngen_gflops'] / peak2:.0f}%",
             f"{r['torch_gflops']:.1f}", needs_text(r, peak2)]) + " |")
@@ -446,10 +451,11 @@ def rss_lines(rss):
     return out
 
 
-def measure_row(workload, spec, mode, exe, m, target, a, torch_of, peak2, exe_h=None):
+def measure_row(workload, spec, mode, exe, m, target, a, torch_of, peak2, exe_h=None, rerun=None):
     """cnngen on 1 and 2 threads against torch_of() (a run_torch_all-like result). exe is
     the build that counts (tuned when tuning); exe_h, when given, the heuristic build,
-    measured alongside for the record."""
+    measured alongside for the record. rerun(best), when given: PyTorch's best
+    configuration run once more (img/s), for --rounds rounds alternating with cnngen."""
     cg = {t: run_cnngen(exe, mode, t, a) for t in (1, 2)}
     best_t = max(cg, key=lambda t: cg[t]["img_per_s"])
     c = cg[best_t]
@@ -500,6 +506,18 @@ def measure_row(workload, spec, mode, exe, m, target, a, torch_of, peak2, exe_h=
     log(f"  ratio {row['ratio']:.2f}x" + (f" (target {target:.2f}x)" if target else "")
         + f", cnngen {row['cnngen_gflops']:.1f} GFLOP/s ({100 * row['fraction_of_peak_2t']:.0f}% of peak)"
         + ("  NOISY" if row["noisy"] else ""))
+    if rerun and a.rounds > 0 and tb["img_per_s"] == tb["img_per_s"]:
+        # each side above was timed in its own minutes, and a shared machine's speed moves
+        # 10-70 % from one minute to the next (bench/RESULTS.md, session 19): the two
+        # again, alternately, so that both meet the same phases; for the record (the
+        # result above stays the sequential ratio)
+        cs, ts = [], []
+        for _ in range(a.rounds):
+            ts.append(rerun(tb))
+            cs.append(run_cnngen(exe, mode, best_t, a)["img_per_s"])
+        row["rounds"] = {"cnngen": cs, "torch": ts, "ratio": statistics.median(cs) / statistics.median(ts)}
+        log(f"  in {a.rounds} alternating rounds: cnngen {', '.join(f'{v:.1f}' for v in cs)}, "
+            f"pytorch {', '.join(f'{v:.1f}' for v in ts)} img/s: ratio of medians {row['rounds']['ratio']:.2f}x")
     return row
 
 
@@ -534,6 +552,9 @@ def main():
                    help="comma-separated spec names to tune (default: every one; VGG-16's tuning takes minutes)")
     p.add_argument("--wisdom", default=os.path.join(ROOT, "build", "bench", "wisdom.tsv"),
                    help="the tuner's wisdom file for the bench (default build/bench/wisdom.tsv)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rows with a target: cnngen and PyTorch's best configuration timed again alternately, "
+                        "this many rounds, for the record (0: not)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out (PyPI eager only)")
     p.add_argument("--no-avx2", action="store_true", help="no -march=haswell rows")
@@ -587,7 +608,9 @@ def main():
         # the forward-only rows have no target: PyTorch eager only there (saves compile time)
         row_builds = builds if target else [b for b in builds if "--compile" not in b[2]]
         row = measure_row(workload, spec, mode, exe, m, target, a,
-                          lambda: run_torch_all(spec, mode, a, row_builds), peak2, exe_h)
+                          lambda: run_torch_all(spec, mode, a, row_builds), peak2, exe_h,
+                          (lambda best: run_torch_isa(spec, mode, a, builds, best, None)["best"]["img_per_s"])
+                          if target else None)
         row["tuning"] = tuned
         if ref:
             row["issue_torch_img_per_s"] = ref[0] if ref[1] == "img/s" else ref[0] * 1e9 / row["flops_per_image"]
@@ -652,6 +675,13 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
         md += ["Tuning on this machine before measuring (bench/tune.py: every candidate schedule of every distinct "
                "layer timed, the fastest kept; the ratio is the tuned build's, the heuristic build is measured "
                "alongside):", ""] + tl + [""]
+    if any(r.get("rounds") for r in rows):
+        md += ["\"ratio in alternating rounds\": after the sweep, cnngen (its best thread count) and PyTorch's best "
+               "configuration timed again one after the other for --rounds rounds (in parentheses), the ratio of their "
+               "medians: both sides meet the machine's same slow and fast minutes. For the record; the result column "
+               "is the sweep's ratio. " + "; ".join(
+                   f"{r['workload']}: cnngen {', '.join(fmt_int(v) for v in r['rounds']['cnngen'])}, PyTorch "
+                   f"{', '.join(fmt_int(v) for v in r['rounds']['torch'])} img/s" for r in rows if r.get("rounds")) + ".", ""]
     if any(r.get("target_gflops") for r in rows):
         md += ["\"target needs\" is the target times PyTorch's effective GFLOP/s: above 100 % of the FMA peak, no "
                "schedule of the same multiply-adds can reach it on this machine (only fewer multiplies could: "
