@@ -439,7 +439,13 @@ function M.emit_dw(C, L, R, V, a)
       -- prefetchers follow; the tile-major order ran 16 channels x 4 rows of streams)
       C:open("for (int ci = 0; ci < %d; ci++) {", nci)
       C:open("for (int bb = 0; bb < %d; bb++) {", TB)
-      C:line("const float *restrict xc = x + (size_t)ci * %d + bb * %d + v0 * %d;", Ih * Iw * R, V, V)
+      -- (the row pointers only where some class of tile columns loads: else unused)
+      local row_x, row_y = false, false
+      for _, cc in ipairs(ccs) do
+        local lx, ly = loads(cc)
+        row_x, row_y = row_x or lx, row_y or ly
+      end
+      if row_x then C:line("const float *restrict xc = x + (size_t)ci * %d + bb * %d + v0 * %d;", Ih * Iw * R, V, V) end
       for _, cc in ipairs(ccs) do
         local any_x = loads(cc)
         C:open("for (int tx = %d; tx < %d; tx++) { /* input columns %s */", cc.lo, cc.hi + 1, M.describe(cc))
@@ -470,7 +476,7 @@ function M.emit_dw(C, L, R, V, a)
       -- Z's rows: z = A's row i of dY's 2 rows along the 2 columns, then z A^T
       C:open("for (int co = 0; co < %d; co++) {", nco)
       C:open("for (int bb = 0; bb < %d; bb++) {", TB)
-      C:line("const float *restrict yc = dy + (size_t)co * %d + bb * %d + v0 * %d;", Oh * Ow * R, V, V)
+      if row_y then C:line("const float *restrict yc = dy + (size_t)co * %d + bb * %d + v0 * %d;", Oh * Ow * R, V, V) end
       for _, cc in ipairs(ccs) do
         local _, any_y = loads(cc)
         C:open("for (int tx = %d; tx < %d; tx++) { /* input columns %s */", cc.lo, cc.hi + 1, M.describe(cc))
