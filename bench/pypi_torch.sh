@@ -12,8 +12,9 @@ status=$venv.status
 rm -f "$status" "$venv.note"
 if [ ! -x "$venv/bin/python" ]; then
     rm -rf "$venv"
-    if ! "$python" -m venv "$venv" >"$status" 2>&1; then
-        echo "cannot create a virtual environment with $python -m venv (python3-venv missing?)" >>"$status"
+    # the status file exists only when PyPI's torch cannot be used (bench/run.py reads it)
+    if ! "$python" -m venv "$venv" >"$status.log" 2>&1; then
+        { cat "$status.log"; echo "cannot create a virtual environment with $python -m venv (python3-venv missing?)"; } >"$status"
         rm -rf "$venv"
         exit 0
     fi
