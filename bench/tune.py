@@ -22,8 +22,8 @@ heuristic's, round-robin for --runoff rounds; the fastest median wins, and it re
 the heuristic's only if that median is higher than the heuristic's. Layers timed alone do not see the
 whole step (caches shared with their neighbours, the threads' barriers): when any layer
 changed, the whole network is built with the new choices and with the heuristic's and
-timed alternately (--runoff + 1 rounds); if the tuned network is not faster, the
-heuristic's choices are recorded instead. `cnngen --wisdom FILE` (or `make trainer`, which passes build/wisdom.tsv when it
+timed alternately (2 x --runoff + 1 rounds, the order swapped each round); if the median
+of the rounds' ratios is not above 1, the heuristic's choices are recorded instead. `cnngen --wisdom FILE` (or `make trainer`, which passes build/wisdom.tsv when it
 exists) then emits those schedules; without a line for a layer, the built-in heuristic
 decides. Every schedule computes the same function (tests: make schedules-check), so a
 wisdom file changes speed, never results beyond float rounding.
@@ -284,14 +284,19 @@ def main():
                 f.write("".join(f"{isa}\t{sig}\t{chosen[sig]}\n" for sig in changed))
             et = build_net(a.spec, wis, a, os.path.join(work, "net_tuned"))
             eh = build_net(a.spec, None, a, os.path.join(work, "net_heuristic"))
+            # 2 x runoff + 1 rounds, the order swapped every round; decided on the median
+            # of each round's ratio (two runs side by side in time), not the ratio of the
+            # medians: this machine's speed moves 10-70 % from one minute to the next, and
+            # a slow minute falls on both runs of a round alike
             tt, th = [], []
-            for _ in range(a.runoff + 1):
-                th.append(run_step(eh, 0, a)[0])
-                tt.append(run_step(et, 0, a)[0])
+            for k in range(2 * a.runoff + 1):
+                for e, acc in ([(eh, th), (et, tt)] if k % 2 == 0 else [(et, tt), (eh, th)]):
+                    acc.append(run_step(e, 0, a)[0])
+            ratio = statistics.median(t / h for t, h in zip(tt, th))
             mt, mh = statistics.median(tt), statistics.median(th)
-            keep_tuned = mt > mh
-            print(f"tune: whole network, {len(changed)} layer(s) changed: tuned {mt:.1f} vs heuristic {mh:.1f} img/s "
-                  f"({mt / mh:.2f}x): {'tuned kept' if keep_tuned else 'the heuristic recorded'}", flush=True)
+            keep_tuned = ratio > 1
+            print(f"tune: whole network, {len(changed)} layer(s) changed: tuned {mt:.1f} vs heuristic {mh:.1f} img/s, "
+                  f"median ratio of {len(tt)} rounds {ratio:.2f}x: {'tuned kept' if keep_tuned else 'the heuristic recorded'}", flush=True)
             if not keep_tuned:
                 for sig in changed:
                     chosen[sig] = heur_of[sig]
